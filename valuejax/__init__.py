@@ -5,18 +5,21 @@ statistics on device) -> locate (neuron sets) -> intervene (edits as data) -> ev
 """
 
 from valuejax.errors import ValueJaxError
-from valuejax.models.config import ModelConfig
-from valuejax.models.edit import NeuronEdit
-from valuejax.models.forward import forward
 
 __all__ = ["ValueJaxError", "ModelConfig", "NeuronEdit", "forward", "load_model", "Model", "generate"]
 
+_LAZY = {  # heavy modules (jax, transformers) load on first use
+    "ModelConfig": "valuejax.models.config",
+    "NeuronEdit": "valuejax.models.edit",
+    "forward": "valuejax.models.forward",
+    "load_model": "valuejax.models.loading",
+    "Model": "valuejax.models.loading",
+    "generate": "valuejax.engine.generate",
+}
 
-def __getattr__(name):  # heavy modules load on first use
-  if name in ("load_model", "Model"):
-    from valuejax.models import loading
-    return getattr(loading, name)
-  if name == "generate":
-    from valuejax.engine.generate import generate
-    return generate
-  raise AttributeError(name)
+
+def __getattr__(name):
+  if name in _LAZY:
+    import importlib
+    return getattr(importlib.import_module(_LAZY[name]), name)
+  raise AttributeError(f"module 'valuejax' has no attribute {name!r}")
