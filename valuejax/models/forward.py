@@ -1,0 +1,267 @@
+"""The pure-functional decoder: one forward pass for every supported architecture, switched by ModelConfig.
+
+Layers are stacked on a leading axis and run with `lax.scan`; the MLP neuron activations (the papers'
+hook point) come back per layer, or are reduced per layer by a caller-supplied function inside the scan.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from valuejax.models.config import ModelConfig, RoPE, rope_inv_freq
+from valuejax.models.edit import NeuronEdit, apply_edit
+
+# capture: None, "act" (a = act(gate(x))), "hidden" (a * up(x), the input of `down`), or a function
+# fn(layer, a, h) -> pytree called inside the scan for each layer; its outputs are stacked on axis 0.
+Capture = None | str | Callable[[jax.Array, jax.Array, jax.Array], Any]
+
+_MASK_VALUE = -0.7 * float(np.finfo(np.float32).max)
+
+
+class KVCache(NamedTuple):
+  """Keys and values of every layer, [L, B, S, KV, hd]; slot s of row b holds that row's s-th token."""
+  k: jax.Array
+  v: jax.Array
+
+  @classmethod
+  def zeros(cls, cfg: ModelConfig, batch: int, slots: int, dtype=jnp.float32) -> "KVCache":
+    shape = (cfg.num_layers, batch, slots, cfg.num_kv_heads, cfg.head_dim)
+    return cls(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
+
+
+def positions_from_mask(attention_mask: jax.Array) -> jax.Array:
+  """Position ids that skip padding: left- or right-padded rows get the same ids as unpadded ones."""
+  return jnp.maximum(jnp.cumsum(attention_mask.astype(jnp.int32), axis=-1) - 1, 0)
+
+
+def forward(params: dict, cfg: ModelConfig, input_ids: jax.Array, attention_mask: jax.Array | None = None,
+            *, capture: Capture = None, edit: NeuronEdit | None = None, edit_mask: jax.Array | None = None,
+            logits: str = "all") -> tuple[jax.Array | None, Any]:
+  """Runs the decoder on a [B, T] batch; returns (logits, activations).
+
+  logits: "all" -> [B, T, V] float32, "last" -> [B, V] at each row's last real token, "none" -> None
+  (skips the unembedding, e.g. when only statistics are wanted). Activations: see `Capture`; "act" and
+  "hidden" give [L, B, T, F]. `edit` edits neurons at the positions where `edit_mask` [B, T] is true
+  (default: every real token); captured activations are the edited ones.
+  """
+  b, t = input_ids.shape
+  if attention_mask is None:
+    attention_mask = jnp.ones((b, t), jnp.int32)
+  positions = positions_from_mask(attention_mask)
+  if edit_mask is None:
+    edit_mask = attention_mask
+  slots = jnp.arange(t, dtype=jnp.int32)
+  out, acts, _ = _decode(params, cfg, input_ids, positions, q_slots=slots, kv_valid=attention_mask.astype(bool),
+                         cache=None, cache_index=None, capture=capture, edit=edit, edit_mask=edit_mask)
+  if logits == "none":
+    return None, acts
+  if logits == "last":
+    last = jnp.maximum(_last_index(attention_mask), 0)
+    out = jnp.take_along_axis(out, last[:, None, None], axis=1)[:, 0]
+  elif logits != "all":
+    raise ValueError(f"logits must be 'all', 'last' or 'none', got {logits!r}")
+  return unembed(params, cfg, out), acts
+
+
+def forward_cached(params: dict, cfg: ModelConfig, input_ids: jax.Array, positions: jax.Array,
+                   cache: KVCache, cache_index: jax.Array, kv_valid: jax.Array, *, capture: Capture = None,
+                   edit: NeuronEdit | None = None, edit_mask: jax.Array | None = None,
+                   logits: str = "last") -> tuple[jax.Array | None, Any, KVCache]:
+  """One incremental step: writes the T new tokens into cache slots [cache_index, cache_index + T).
+
+  `kv_valid` [B, S] marks the cache slots that hold real tokens (including the new ones); a query in
+  slot s attends to valid slots <= s (and within the sliding window on sliding layers).
+  logits: "last" -> [B, V] for the final new token of every row (rows are left-padded), "all", "none".
+  """
+  b, t = input_ids.shape
+  if edit_mask is None:
+    edit_mask = jnp.ones((b, t), bool)
+  q_slots = cache_index + jnp.arange(t, dtype=jnp.int32)
+  out, acts, cache = _decode(params, cfg, input_ids, positions, q_slots=q_slots, kv_valid=kv_valid,
+                             cache=cache, cache_index=cache_index, capture=capture, edit=edit,
+                             edit_mask=edit_mask)
+  if logits == "none":
+    return None, acts, cache
+  if logits == "last":
+    out = out[:, -1]
+  return unembed(params, cfg, out), acts, cache
+
+
+def unembed(params: dict, cfg: ModelConfig, x: jax.Array) -> jax.Array:
+  x = _norm(x, params["final_norm"], cfg)
+  if cfg.tie_embeddings:
+    out = jnp.einsum("...d,vd->...v", x, params["embed"])
+  else:
+    out = x @ params["lm_head"]
+  out = out.astype(jnp.float32)
+  if cfg.final_softcap:
+    out = jnp.tanh(out / cfg.final_softcap) * cfg.final_softcap
+  return out
+
+
+def _last_index(mask: jax.Array) -> jax.Array:
+  t = mask.shape[-1]
+  idx = jnp.where(mask.astype(bool), jnp.arange(t), -1)
+  return idx.max(axis=-1)
+
+
+def embed(params: dict, cfg: ModelConfig, input_ids: jax.Array, positions: jax.Array) -> jax.Array:
+  x = params["embed"][input_ids]
+  if cfg.embed_scale:
+    x = x * jnp.asarray(cfg.hidden_size ** 0.5, dtype=x.dtype)
+  if cfg.learned_positions:
+    x = x + params["pos_embed"][positions]
+  return x
+
+
+def _decode(params, cfg: ModelConfig, input_ids, positions, *, q_slots, kv_valid, cache, cache_index,
+            capture, edit, edit_mask):
+  x = embed(params, cfg, input_ids, positions)
+  dtype = x.dtype
+  rope_tables = _rope_tables(cfg, positions, dtype)
+  sliding = jnp.asarray(cfg.sliding_layers or (False,) * cfg.num_layers)
+  layer_ids = jnp.arange(cfg.num_layers, dtype=jnp.int32)
+  edit_rows = None if edit is None else (edit.scale, edit.add, edit.clamp_max)
+
+  def body(carry, xs):
+    x, cache = carry
+    lp, layer, is_sliding, rows = xs
+    h = _norm(x, lp["attn_norm"], cfg)
+    h, cache = _attention(h, lp, cfg, layer, is_sliding, rope_tables, q_slots, kv_valid, cache, cache_index)
+    if cfg.sandwich_norm:
+      h = _norm(h, lp["post_attn_norm"], cfg)
+    x = x + h
+    h = _norm(x, lp["mlp_norm"], cfg)
+    h, captured = _mlp(h, lp, cfg, layer, capture, edit, rows, edit_mask)
+    if cfg.sandwich_norm:
+      h = _norm(h, lp["post_mlp_norm"], cfg)
+    return (x + h, cache), captured
+
+  (x, cache), acts = jax.lax.scan(body, (x, cache), (params["layers"], layer_ids, sliding, edit_rows))
+  return x, acts, cache
+
+
+def _mlp(x, lp, cfg: ModelConfig, layer, capture, edit, rows, edit_mask):
+  a = _act(_dense(x, lp["gate"]), cfg.act)
+  if edit is not None:
+    a = apply_edit(a, layer, edit, edit_mask, layer_edit=rows)
+  h = a * _dense(x, lp["up"]) if cfg.gated_mlp else a
+  if capture is None:
+    captured = None
+  elif capture == "act":
+    captured = a
+  elif capture == "hidden":
+    captured = h
+  elif callable(capture):
+    captured = capture(layer, a, h)
+  else:
+    raise ValueError(f"capture must be None, 'act', 'hidden' or a function, got {capture!r}")
+  return _dense(h, lp["down"]), captured
+
+
+def _dense(x, p):
+  y = x @ p["kernel"]
+  return y + p["bias"] if "bias" in p else y
+
+
+def _act(x, kind: str):
+  if kind == "silu":
+    return jax.nn.silu(x)
+  if kind == "gelu_tanh":
+    return jax.nn.gelu(x, approximate=True)
+  if kind == "gelu":
+    return jax.nn.gelu(x, approximate=False)
+  if kind == "relu":
+    return jax.nn.relu(x)
+  raise ValueError(kind)
+
+
+def _norm(x, p, cfg: ModelConfig, eps: float | None = None):
+  eps = cfg.norm_eps if eps is None else eps
+  x32 = x.astype(jnp.float32)
+  if cfg.norm_kind == "layer":
+    mean = x32.mean(-1, keepdims=True)
+    var = jnp.square(x32 - mean).mean(-1, keepdims=True)
+    y = (x32 - mean) * jax.lax.rsqrt(var + eps)
+    return (y * p["scale"].astype(jnp.float32) + p["bias"].astype(jnp.float32)).astype(x.dtype)
+  y = x32 * jax.lax.rsqrt(jnp.square(x32).mean(-1, keepdims=True) + eps)
+  if cfg.norm_offset:  # Gemma keeps the product in float32 and stores the weight as an offset from 1
+    return (y * (1.0 + p["scale"].astype(jnp.float32))).astype(x.dtype)
+  return p["scale"] * y.astype(x.dtype)
+
+
+@functools.lru_cache(maxsize=None)
+def _inv_freq(rope: RoPE, head_dim: int) -> np.ndarray:
+  return rope_inv_freq(rope, head_dim).astype(np.float32)
+
+
+def _rope_tables(cfg: ModelConfig, positions, dtype):
+  """(cos, sin) pairs [B, T, hd] for global and local attention, or None for learned positions."""
+  if cfg.learned_positions or cfg.rope_global is None:
+    return None
+
+  def table(rope: RoPE):
+    freqs = positions.astype(jnp.float32)[..., None] * jnp.asarray(_inv_freq(rope, cfg.head_dim))
+    emb = jnp.concatenate([freqs, freqs], axis=-1)
+    return jnp.cos(emb).astype(dtype), jnp.sin(emb).astype(dtype)
+
+  glob = table(cfg.rope_global)
+  local = table(cfg.rope_local) if cfg.rope_local is not None else glob
+  return glob, local
+
+
+def _apply_rope(x, cos, sin):
+  half = x.shape[-1] // 2
+  rotated = jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+  return x * cos[:, :, None, :] + rotated * sin[:, :, None, :]
+
+
+def _head_norm(x, p, cfg: ModelConfig):
+  return _norm(x, p, cfg)
+
+
+def _attention(x, lp, cfg: ModelConfig, layer, is_sliding, rope_tables, q_slots, kv_valid, cache, cache_index):
+  b, t, _ = x.shape
+  nh, nkv, hd = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+  q = _dense(x, lp["q"]).reshape(b, t, nh, hd)
+  k = _dense(x, lp["k"]).reshape(b, t, nkv, hd)
+  v = _dense(x, lp["v"]).reshape(b, t, nkv, hd)
+  if cfg.qk_norm:
+    q, k = _head_norm(q, lp["q_norm"], cfg), _head_norm(k, lp["k_norm"], cfg)
+  if rope_tables is not None:
+    (gc, gs), (lc, ls) = rope_tables
+    cos, sin = jnp.where(is_sliding, lc, gc), jnp.where(is_sliding, ls, gs)
+    q, k = _apply_rope(q, cos, sin), _apply_rope(k, cos, sin)
+
+  if cache is None:
+    keys, values = k, v
+    k_slots = q_slots
+  else:
+    zero = jnp.zeros((), jnp.int32)
+    start = (layer, zero, cache_index.astype(jnp.int32), zero, zero)
+    ck = jax.lax.dynamic_update_slice(cache.k, k[None].astype(cache.k.dtype), start)
+    cv = jax.lax.dynamic_update_slice(cache.v, v[None].astype(cache.v.dtype), start)
+    cache = KVCache(ck, cv)
+    keys, values = ck[layer].astype(x.dtype), cv[layer].astype(x.dtype)
+    k_slots = jnp.arange(keys.shape[1], dtype=jnp.int32)
+
+  # Which keys each query may see: real tokens, causal by slot, and inside the window on sliding layers.
+  allowed = (k_slots[None, :] <= q_slots[:, None])[None] & kv_valid[:, None, :].astype(bool)
+  if cfg.sliding_window:
+    in_window = (q_slots[:, None] - k_slots[None, :]) < cfg.sliding_window
+    allowed = allowed & (in_window[None] | ~is_sliding)
+
+  groups = nh // nkv
+  qg = q.reshape(b, t, nkv, groups, hd)
+  scores = jnp.einsum("btkgd,bskd->bkgts", qg, keys).astype(jnp.float32) * cfg.scale
+  if cfg.attn_softcap:
+    scores = jnp.tanh(scores / cfg.attn_softcap) * cfg.attn_softcap
+  scores = jnp.where(allowed[:, None, None], scores, _MASK_VALUE)
+  probs = jax.nn.softmax(scores, axis=-1).astype(values.dtype)
+  out = jnp.einsum("bkgts,bskd->btkgd", probs, values).reshape(b, t, nh * hd)
+  return _dense(out, lp["o"]), cache
