@@ -1,6 +1,5 @@
-"""Input checks shared by the locators: shapes, counts, rates and group names.
-
-Every failure raises `ValueJaxError` naming the argument, what was wrong and how to fix it.
+"""Input checks shared by the locators (shapes, counts, rates, group names); every failure raises a
+`ValueJaxError` naming the argument, what was wrong and how to fix it.
 """
 
 from __future__ import annotations

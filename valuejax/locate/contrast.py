@@ -1,16 +1,5 @@
 """ValueLocate: value neurons as the neurons whose activation probability differs most between two
-opposing value aspects (+ vs -), ranked over all layers together.
-
-Rule (METHOD.md section 4). `delta = p+ - p-` over `[L, F]`. The "+" group keeps the
-`max(min(min_count, L*F), #{delta >= threshold})` neurons with the largest delta; the "-" group does the
-same with `p- - p+`. Ties in delta are broken by the layer-major flat id `layer * F + index`, lower first
-(a stable sort of the negated delta), so the result never depends on the sort implementation. When
-`min_count` exceeds the number of neurons with a positive contrast, the two groups can share neurons;
-that is the published rule, kept as is.
-
-Scores stored per neuron: `delta` (the group's own contrast: p+ - p- for "+", p- - p+ for "-"), `p`
-(the group's own activation probability) and, when its histogram is given, `v95` (NPTI variant, see
-`hist_quantile`).
+opposing value aspects, ranked over all layers together; plus probability and histogram helpers.
 """
 
 from __future__ import annotations
@@ -105,6 +94,17 @@ def valuelocate(p_plus, p_minus, threshold: float = 0.1, min_count: int = 2000, 
 
   Returns a NeuronSet with two groups named `group_names` ("+" first). `hist_plus` / `hist_minus`
   `[L, F, B]` add the `v95` score of the respective group (see `hist_quantile`).
+
+  Rule (METHOD.md section 4). `delta = p+ - p-` over `[L, F]`. The "+" group keeps the
+  `max(min(min_count, L*F), #{delta >= threshold})` neurons with the largest delta; the "-" group does the
+  same with `p- - p+`. Ties in delta are broken by the layer-major flat id `layer * F + index`, lower first
+  (a stable sort of the negated delta), so the result never depends on the sort implementation. When
+  `min_count` exceeds the number of neurons with a positive contrast, the two groups can share neurons;
+  that is the published rule, kept as is.
+
+  Scores stored per neuron: `delta` (the group's own contrast: p+ - p- for "+", p- - p+ for "-"), `p`
+  (the group's own activation probability) and, when its histogram is given, `v95` (NPTI variant, see
+  `hist_quantile`).
   """
   where = "valuelocate"
   p_plus = checks.non_negative(checks.as_array(p_plus, "p_plus", 2, where), "p_plus", where)

@@ -1,22 +1,5 @@
-"""VAPE / LAPE: value (or language) neurons as the neurons whose activation probability is concentrated
-on few of K groups (low entropy across groups), following the LAPE reference code step by step.
-
-Rule (Tang et al. 2024, identify.py; METHOD.md section 4), for counts C [K, L, F] and totals [K]:
- 1. `P = C / total[k]`; `P^ = P / sum_k P`, with 0/0 taken as 0 (a neuron never positive in any group).
- 2. `H = -sum_k P^ log P^`, 0 log 0 = 0.
- 3. `tau` = sorted-element quantile (`sorted_quantile`) of all K*L*F values of P at `filter_rate`;
-    a neuron with no `P > tau` in any group gets `H = +inf` (so all-zero neurons are never preferred).
- 4. Keep the `round(L*F*top_rate)` neurons with the lowest H: a stable argsort of H flattened
-    layer-major over [L*F], so equal H keeps ascending flat id `layer * F + index` (the reference's
-    `torch.topk(largest=False)` leaves tie order unspecified; this is the deterministic refinement).
- 5. `bar` = sorted-element quantile of P at `activation_bar_ratio`, taken over ALL K*L*F values of P
-    (`bar_population="all"`): the reference computes it from `flattened_probs`, the same flattened
-    tensor as `tau`, not from the kept neurons' rows. With the presets filter_rate == bar ratio, so
-    `bar == tau`. `bar_population="kept"` takes it over the kept neurons' K*n values instead (a
-    stricter bar, offered for the reading "quantile of the selected neurons"; it is not the reference).
- 6. A kept neuron belongs to every group k with `P[k] > bar` (it may be in several, or in none).
-
-Scores stored per neuron: `entropy` (H) and `p` (the group's own P).
+"""VAPE / LAPE: value (or language) neurons as the neurons whose activation probability is
+concentrated on few of K groups (low entropy across groups), as the LAPE reference code computes it.
 """
 
 from __future__ import annotations
@@ -59,6 +42,23 @@ def vape(counts, totals, filter_rate: float, top_rate: float, activation_bar_rat
          bar_population: Literal["all", "kept"] = "all", dtype=np.float64,
          provenance: Mapping[str, Any] | None = None) -> NeuronSet:
   """VAPE/LAPE neurons of K >= 2 groups. Returns one NeuronSet group per input group.
+
+  Rule (Tang et al. 2024, identify.py; METHOD.md section 4), for counts C [K, L, F] and totals [K]:
+   1. `P = C / total[k]`; `P^ = P / sum_k P`, with 0/0 taken as 0 (a neuron never positive in any group).
+   2. `H = -sum_k P^ log P^`, 0 log 0 = 0.
+   3. `tau` = sorted-element quantile (`sorted_quantile`) of all K*L*F values of P at `filter_rate`;
+      a neuron with no `P > tau` in any group gets `H = +inf` (so all-zero neurons are never preferred).
+   4. Keep the `round(L*F*top_rate)` neurons with the lowest H: a stable argsort of H flattened
+      layer-major over [L*F], so equal H keeps ascending flat id `layer * F + index` (the reference's
+      `torch.topk(largest=False)` leaves tie order unspecified; this is the deterministic refinement).
+   5. `bar` = sorted-element quantile of P at `activation_bar_ratio`, taken over ALL K*L*F values of P
+      (`bar_population="all"`): the reference computes it from `flattened_probs`, the same flattened
+      tensor as `tau`, not from the kept neurons' rows. With the presets filter_rate == bar ratio, so
+      `bar == tau`. `bar_population="kept"` takes it over the kept neurons' K*n values instead (a
+      stricter bar, offered for the reading "quantile of the selected neurons"; it is not the reference).
+   6. A kept neuron belongs to every group k with `P[k] > bar` (it may be in several, or in none).
+
+  Scores stored per neuron: `entropy` (H) and `p` (the group's own P).
 
   `counts` [K, L, F]: positive-activation counts. `totals`: the denominators [K], or a mapping
   {"tokens": T, "items": Q} from which `denominator` picks; "items" (C / Q) reproduces the

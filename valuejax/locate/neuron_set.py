@@ -1,15 +1,5 @@
-"""Neuron sets: which neurons of which layers belong to each value group, with their scores.
-
-A `NeuronSet` is the output of every locator and the input of every edit; it saves to JSON and npz.
-
-Layout. `GroupNeurons` holds one group's neurons as parallel arrays sorted by (layer, index), with no
-duplicates: `layer` and `index` (int64) and named float64 score columns (`delta`, `p`, `v95`,
-`entropy`, ...). `NeuronSet` maps group names (in a fixed order) to `GroupNeurons` of one model shape
-`[num_layers, num_neurons]`, plus a provenance dict (model, data, method, parameters, statistics path).
-
-Set algebra (`|`, `&`, `-`, or `union`/`intersection`/`difference`) works between groups of one set and
-between sets; scores follow one left-biased rule: a neuron's column value comes from the left operand
-if the left holds that neuron and column, else from the right, else NaN.
+"""Neuron sets: which neurons of which layers belong to each value group, with their scores; the
+output of every locator and the input of every edit, saved as JSON or npz.
 """
 
 from __future__ import annotations
@@ -203,7 +193,17 @@ class GroupNeurons:
 
 @dataclasses.dataclass(eq=False)
 class NeuronSet:
-  """Named groups of neurons of one model shape, plus where they came from."""
+  """Named groups of neurons of one model shape, plus where they came from.
+
+  Layout. `GroupNeurons` holds one group's neurons as parallel arrays sorted by (layer, index), with no
+  duplicates: `layer` and `index` (int64) and named float64 score columns (`delta`, `p`, `v95`,
+  `entropy`, ...). `NeuronSet` maps group names (in a fixed order) to `GroupNeurons` of one model shape
+  `[num_layers, num_neurons]`, plus a provenance dict (model, data, method, parameters, statistics path).
+
+  Set algebra (`|`, `&`, `-`, or `union`/`intersection`/`difference`) works between groups of one set and
+  between sets; scores follow one left-biased rule: a neuron's column value comes from the left operand
+  if the left holds that neuron and column, else from the right, else NaN.
+  """
   groups: dict[str, GroupNeurons]
   provenance: dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -253,7 +253,8 @@ class NeuronSet:
 
   def rename(self, mapping: Mapping[str, str]) -> "NeuronSet":
     for old in mapping:
-      self[old]
+      if old not in self.groups:
+        raise ValueJaxError(f"unknown group {old!r}", "NeuronSet.rename", f"use one of {list(self.groups)}")
     return NeuronSet({mapping.get(k, k): v for k, v in self.groups.items()}, self.provenance)
 
   def with_groups(self, groups: Mapping[str, GroupNeurons], **provenance: Any) -> "NeuronSet":
@@ -339,7 +340,8 @@ class NeuronSet:
     elif str(path).endswith(".npz"):
       self.save_npz(path)
     else:
-      raise ValueJaxError(f"unknown neuron-set file type {path!r}", "NeuronSet.save", "end the name in .json or .npz")
+      raise ValueJaxError(f"unknown neuron-set file type {path!r}", "NeuronSet.save",
+                          "end the name in .json or .npz")
 
   @classmethod
   def load(cls, path: str) -> "NeuronSet":

@@ -61,7 +61,7 @@ def plot_score_distribution(ns: NeuronSet, score: str, folder: str, filename: st
       plotted = True
   if not plotted:
     raise ValueJaxError(f"no group has finite values of score {score!r}", "plot_score_distribution",
-                        "pick a score the locator stored (delta, p, v95 for ValueLocate; entropy, p for VAPE)")
+                        "pick a stored score (delta, p, v95 for ValueLocate; entropy, p for VAPE)")
   ax.set_xlabel(score)
   ax.set_ylabel("neurons")
   ax.set_title(f"{score} of selected neurons")

@@ -1,11 +1,5 @@
 """Linear probes on located neurons: does a logistic regression on their per-item mean activations
 predict the value label better than on random neurons with the same per-layer counts?
-
-Protocol: stratified k-fold cross-validation (every item is held out exactly once); features are
-standardised with the training folds' mean and std; the probe is L2-regularised logistic regression
-trained full-batch with optax Adam for a fixed number of steps. Accuracy is pooled over the held-out
-predictions, with a Wilson score interval. The located set is compared with `num_random` seeded random
-sets of the same per-layer counts, trained and scored the same way on the same folds.
 """
 
 from __future__ import annotations
@@ -146,6 +140,12 @@ def compare_to_random(features, labels, neurons: GroupNeurons, *, num_random: in
 
   `features` [N_items, L, F]: per-item mean activations; `labels` [N] in {0, 1}. Folds and random
   sets are both drawn from `seed`, so a run is reproducible.
+
+  Protocol: stratified k-fold cross-validation (every item is held out exactly once); features are
+  standardised with the training folds' mean and std; the probe is L2-regularised logistic regression
+  trained full-batch with optax Adam for a fixed number of steps. Accuracy is pooled over the held-out
+  predictions, with a Wilson score interval. The located set is compared with `num_random` seeded random
+  sets of the same per-layer counts, trained and scored the same way on the same folds.
   """
   where = "compare_to_random"
   features, y = _check(features, labels, neurons, folds, where)
