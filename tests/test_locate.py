@@ -81,11 +81,11 @@ def test_valuelocate_stores_v95_of_the_target_group():
   hist_plus[..., 11] = 40  # (0.10, 0.11]
   hist_plus[..., 21] = 10  # (0.20, 0.21]
   hist_minus = np.zeros((2, 3, bins), np.int64)
-  hist_minus[..., 301] = 7  # everything above 3
+  hist_minus[..., -1] = 7  # everything in the open top bin (2.99, inf)
   ns = valuelocate(P_PLUS, P_MINUS, threshold=0.25, min_count=1, hist_plus=hist_plus,
                    hist_minus=hist_minus)
   np.testing.assert_allclose(ns["+"].score("v95"), [0.205] * 3)
-  np.testing.assert_array_equal(ns["-"].score("v95"), [3.0])
+  np.testing.assert_array_equal(ns["-"].score("v95"), [2.99])
   assert ns.provenance["parameters"]["v95"]["quantile"] == 0.95
 
 
@@ -119,14 +119,15 @@ def test_hist_quantile_open_bins_empty_and_batched():
   h[1, bins - 1] = 4
   out = hist_quantile(h)
   assert out.shape == (3,)
-  assert out[0] == 0.0 and out[1] == 3.0 and np.isnan(out[2])
+  assert out[0] == 0.0 and out[1] == 2.99 and np.isnan(out[2])
 
 
 def test_hist_quantile_custom_edges_and_bad_layout():
   h = np.array([0, 2, 2, 0])  # edges [0, 1, 2]: (-inf,0], (0,1], (1,2], (2,inf)
   assert hist_quantile(h, 0.75, edges=[0.0, 1.0, 2.0]) == pytest.approx(1.5)
-  with pytest.raises(ValueJaxError, match="302"):
-    hist_quantile(np.ones(301))
+  assert HIST_EDGES.size + 1 == 301  # the engine's layout
+  with pytest.raises(ValueJaxError, match="301"):
+    hist_quantile(np.ones(302))
   with pytest.raises(ValueJaxError, match="outside"):
     hist_quantile(h, 0.0, edges=[0.0, 1.0, 2.0])
 
@@ -294,8 +295,8 @@ def test_valuelocate_bad_input():
   with pytest.raises(ValueJaxError, match="threshold"):
     valuelocate(P_PLUS, P_MINUS, threshold=float("inf"))
   with pytest.raises(ValueJaxError, match="hist_plus"):
-    valuelocate(P_PLUS, P_MINUS, hist_plus=np.zeros((2, 2, 302)))
-  with pytest.raises(ValueJaxError, match="302"):
-    valuelocate(P_PLUS, P_MINUS, hist_plus=np.zeros((2, 3, 301)))
+    valuelocate(P_PLUS, P_MINUS, hist_plus=np.zeros((2, 2, 301)))
+  with pytest.raises(ValueJaxError, match="301"):
+    valuelocate(P_PLUS, P_MINUS, hist_plus=np.zeros((2, 3, 302)))
   with pytest.raises(ValueJaxError, match="differ"):
     valuelocate_pair(np.zeros((2, 2, 3), int), [1, 1], ["a", "b"], "a", "a")

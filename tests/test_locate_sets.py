@@ -80,7 +80,7 @@ def test_locator_output_round_trips(tmp_path):
   counts = rng.integers(0, 50, (2, 4, 60))
   ns = vape(counts, [50, 50], 0.5, 0.1, 0.5, ["a", "b"], provenance={"model": "m"})
   vl = valuelocate(counts[0] / 50, counts[1] / 50, min_count=10,
-                   hist_plus=rng.integers(0, 5, (4, 60, 302)))
+                   hist_plus=rng.integers(0, 5, (4, 60, 301)))
   for s in (ns, vl):
     s.save_npz(str(tmp_path / "x.npz"))
     s.save_json(str(tmp_path / "x.json"))

@@ -12,9 +12,10 @@ from valuejax.errors import ValueJaxError
 from valuejax.locate import checks
 from valuejax.locate.neuron_set import GroupNeurons, NeuronSet
 
-# Finite edges of the activation histogram: bin 0 is (-inf, 0], bin i in 1..300 is
-# ((i-1)/100, i/100], bin 301 is (3, inf) - 302 bins in all. Pass `edges=` for any other layout.
-HIST_EDGES = np.round(np.arange(301) * 0.01, 2)
+# Edges of the statistics engine's 301-bin activation histogram: bin 0 is (-inf, 0], bin i in 1..299
+# is ((i-1)/100, i/100], and bin 300 is (2.99, inf) because the engine clips values above 3 into it.
+# Pass `edges=` for any other layout (B bins need B - 1 edges).
+HIST_EDGES = np.round(np.arange(300) * 0.01, 2)
 
 
 def activation_probability(counts, totals, where: str = "activation_probability",
@@ -50,7 +51,8 @@ def hist_quantile(hist, q: float = 0.95, edges=HIST_EDGES, positive_only: bool =
   reaches r; inside a finite bin (lo, hi] holding n values of which c lie in earlier bins, values are
   taken as spread uniformly, so the quantile is `lo + (hi - lo) * (r - c) / n`. The open bins have no
   width to interpolate over: the lowest, (-inf, edges[0]], gives edges[0] and the highest,
-  (edges[-1], inf), gives edges[-1] (a lower bound). An empty histogram gives NaN.
+  (edges[-1], inf), gives edges[-1] (a lower bound: 2.99 for the engine's top bin, which also holds
+  (2.99, 3]). An empty histogram gives NaN.
   `positive_only` drops bin 0 first, i.e. the quantile of the activations above edges[0] only.
   """
   where = "hist_quantile"
