@@ -1,0 +1,325 @@
+"""Batched generation with a preallocated KV cache, the whole decode loop inside one jit.
+
+Per-neuron statistics are reduced inside the compiled loop (prompt and generated tokens kept apart), so
+activations never leave the device. Shapes are bucketed so that a whole run compiles a handful of times.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import Any, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from valuejax.engine import sharding as shd
+from valuejax.engine.stats import DeviceStats, device_stats, make_reducer
+from valuejax.errors import ValueJaxError
+from valuejax.models.config import ModelConfig
+from valuejax.models.edit import NeuronEdit
+from valuejax.models.forward import KVCache, forward, forward_cached, positions_from_mask
+
+log = logging.getLogger("valuejax")
+
+PROMPT_BUCKETS = (16, 32, 64, 128, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096, 8192)
+EDIT_SCOPES = ("prompt", "generated", "all")
+
+
+@dataclasses.dataclass(frozen=True)
+class Sampling:
+  """Decoding rule. temperature 0 is greedy. repetition_penalty follows transformers (1.0 = off)."""
+  temperature: float = 0.0
+  top_p: float = 1.0
+  repetition_penalty: float = 1.0
+
+  def __post_init__(self):
+    if self.temperature < 0 or not 0 < self.top_p <= 1 or self.repetition_penalty <= 0:
+      raise ValueJaxError(f"invalid sampling settings {self}",
+                          fix="temperature >= 0, 0 < top_p <= 1, repetition_penalty > 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class StatsSpec:
+  """What to reduce: over `num_groups` groups, of the "act" or "hidden" hook point, with a histogram or not."""
+  num_groups: int
+  hist: bool = False
+  target: str = "act"
+
+
+class GenerateOutput(NamedTuple):
+  tokens: np.ndarray  # [B, N] int32, pad_id after the end of each row
+  lengths: np.ndarray  # [B] response tokens before EOS (EOS excluded)
+  finished: np.ndarray  # [B] bool: the row produced an EOS
+  prompt_stats: DeviceStats | None  # [G, L, F] sums over prompt tokens
+  gen_stats: DeviceStats | None  # [G, L, F] sums over generated tokens (EOS and after excluded)
+
+
+def left_pad(input_ids: np.ndarray, attention_mask: np.ndarray, length: int, pad_id: int):
+  """Moves every row's real tokens to the right end of a [B, length] array."""
+  input_ids, attention_mask = np.asarray(input_ids), np.asarray(attention_mask).astype(bool)
+  b = input_ids.shape[0]
+  ids = np.full((b, length), pad_id, np.int32)
+  mask = np.zeros((b, length), np.int32)
+  for i in range(b):
+    row = input_ids[i][attention_mask[i]]
+    if len(row) > length:
+      raise ValueJaxError(f"prompt {i} has {len(row)} tokens, more than the {length} allowed")
+    if len(row):
+      ids[i, length - len(row):], mask[i, length - len(row):] = row, 1
+  return ids, mask
+
+
+def bucket(n: int, buckets: Sequence[int]) -> int:
+  for b in buckets:
+    if n <= b:
+      return b
+  return int(-(-n // buckets[-1]) * buckets[-1])
+
+
+def _select(logits, presence, key, sampling: Sampling):
+  """Next token from [B, V] float32 logits, in transformers' order: penalty, temperature, top-p."""
+  if sampling.repetition_penalty != 1.0:
+    pen = sampling.repetition_penalty
+    logits = jnp.where(presence, jnp.where(logits < 0, logits * pen, logits / pen), logits)
+  if sampling.temperature == 0.0:
+    return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+  logits = logits / sampling.temperature
+  if sampling.top_p < 1.0:
+    order = jnp.argsort(-logits, axis=-1)
+    sorted_logits = jnp.take_along_axis(logits, order, axis=-1)
+    probs = jax.nn.softmax(sorted_logits, axis=-1)
+    before = jnp.cumsum(probs, axis=-1) - probs  # mass of strictly more likely tokens
+    drop_sorted = before >= sampling.top_p  # the most likely token is always kept
+    drop = jnp.zeros_like(drop_sorted).at[jnp.arange(logits.shape[0])[:, None], order].set(drop_sorted)
+    logits = jnp.where(drop, -jnp.inf, logits)
+  return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
+
+
+def _step_edit(edit: NeuronEdit | None, step) -> NeuronEdit | None:
+  """A fresh keep-probability draw per decode step, reproducible from the edit's key."""
+  if edit is None:
+    return None
+  key = jax.random.fold_in(jax.random.wrap_key_data(edit.key), step)
+  return edit._replace(key=jax.random.key_data(key))
+
+
+def _generate_core(params, input_ids, attention_mask, group_ids, key, edit, *, cfg: ModelConfig, max_new: int,
+                   sampling: Sampling, eos_ids: tuple[int, ...], pad_id: int, stats: StatsSpec | None,
+                   edit_scope: str, out_sharding):
+  b, p = input_ids.shape
+  mask = attention_mask.astype(bool)
+  row_real = mask.any(axis=1)
+  slots = p + max_new
+  cache = KVCache.zeros(cfg, b, slots, params["embed"].dtype)
+  kv_valid = jnp.zeros((b, slots), bool).at[:, :p].set(mask)
+  positions = positions_from_mask(attention_mask)
+  onehot = (jax.nn.one_hot(group_ids, stats.num_groups, dtype=jnp.float32) if stats else None)
+
+  def reducer(weight):
+    return None if stats is None else make_reducer(onehot, weight, hist=stats.hist, target=stats.target)
+
+  prompt_edit = edit if edit_scope in ("prompt", "all") else None
+  logits, sums, cache = forward_cached(
+      params, cfg, input_ids, positions, cache, jnp.int32(0), kv_valid,
+      capture=reducer(mask.astype(jnp.float32)), edit=_step_edit(prompt_edit, 0), edit_mask=mask)
+  prompt_stats = device_stats(sums, onehot, mask.astype(jnp.float32)) if stats else None
+
+  vocab = logits.shape[-1]
+  presence = jnp.zeros((b, vocab), bool)
+  if sampling.repetition_penalty != 1.0:
+    presence = presence.at[jnp.arange(b)[:, None], input_ids].max(mask)
+  eos = jnp.asarray(eos_ids if eos_ids else (-1,), jnp.int32)
+  first = _select(logits, presence, jax.random.fold_in(key, 0), sampling)
+  first = jnp.where(row_real, first, pad_id)
+  out = jnp.full((b, max_new), pad_id, jnp.int32).at[:, 0].set(first)
+  presence = presence.at[jnp.arange(b), first].set(True)
+  decode_edit = edit if edit_scope in ("generated", "all") else None
+
+  zero_stats = None
+  if stats:
+    shape = (cfg.num_layers, stats.num_groups, cfg.intermediate_size)  # the scan's [L, G, F] order
+    zero_stats = {"count": jnp.zeros(shape, jnp.int32), "s1": jnp.zeros(shape, jnp.float32),
+                  "s2": jnp.zeros(shape, jnp.float32)}
+    if stats.hist:
+      zero_stats["hist"] = jnp.zeros(shape + (301,), jnp.int32)
+  # Without statistics the last generated token need not be fed back; with them it is, so that every
+  # response token's activations are counted (as a teacher-forced pass over the response would).
+  n_steps = max_new if stats else max_new - 1
+  state = dict(k=jnp.int32(0), cache=cache, kv_valid=kv_valid, out=out, presence=presence,
+               finished=~row_real, counted=jnp.zeros((b,), jnp.int32), sums=zero_stats,
+               pos=positions[:, -1])
+
+  def cond(s):
+    return (s["k"] < n_steps) & ~jnp.all(s["finished"])
+
+  def body(s):
+    k = s["k"]
+    tok = s["out"][:, k]
+    finished = s["finished"] | jnp.isin(tok, eos)
+    live = ~finished
+    slot = p + k
+    kv_valid = s["kv_valid"].at[:, slot].set(True)
+    pos = s["pos"] + 1
+    weight = live.astype(jnp.float32)[:, None]
+    logits, sums, cache = forward_cached(
+        params, cfg, tok[:, None], pos[:, None], s["cache"], slot, kv_valid, capture=reducer(weight),
+        edit=_step_edit(decode_edit, k + 1), edit_mask=live[:, None])
+    nxt = _select(logits, s["presence"], jax.random.fold_in(key, k + 1), sampling)
+    write = jnp.minimum(k + 1, max_new - 1)
+    keep_old = finished | (k + 1 >= max_new)
+    out = s["out"].at[:, write].set(jnp.where(keep_old, s["out"][:, write], nxt))
+    presence = s["presence"].at[jnp.arange(b), nxt].max(~keep_old)
+    new = dict(k=k + 1, cache=cache, kv_valid=kv_valid, out=out, presence=presence, finished=finished,
+               counted=s["counted"] + live.astype(jnp.int32), pos=pos,
+               sums=None if stats is None else jax.tree.map(jnp.add, s["sums"], sums))
+    return new
+
+  s = jax.lax.while_loop(cond, body, state)
+  out, counted = s["out"], s["counted"]
+  hit_eos = jnp.isin(out, eos) & row_real[:, None]
+  first_eos = jnp.where(hit_eos.any(1), jnp.argmax(hit_eos, axis=1), max_new)
+  lengths = jnp.where(row_real, first_eos, 0).astype(jnp.int32)
+  after = jnp.arange(max_new)[None, :] > first_eos[:, None]
+  out = jnp.where(after, pad_id, out)
+  gen_stats = None
+  if stats:
+    # One weight column holding each row's count of response tokens gives device_stats the right totals.
+    gen_stats = device_stats(s["sums"], onehot, counted.astype(jnp.float32)[:, None])
+  result = (out, lengths, hit_eos.any(1), prompt_stats, gen_stats)
+  if out_sharding is not None:
+    result = jax.lax.with_sharding_constraint(result, out_sharding)
+  return result
+
+
+class Generator:
+  """Compiles and runs generation for one model; caches one executable per (batch, prompt, new) bucket."""
+
+  def __init__(self, params, cfg: ModelConfig, *, mesh=None, prompt_buckets: Sequence[int] = PROMPT_BUCKETS,
+               pad_id: int | None = None, eos_ids: Sequence[int] | None = None):
+    self.params, self.cfg, self.mesh = params, cfg, mesh
+    self.prompt_buckets = tuple(prompt_buckets)
+    self.pad_id = int(pad_id if pad_id is not None else (cfg.pad_token_id if cfg.pad_token_id is not None else 0))
+    self.eos_ids = tuple(int(e) for e in (eos_ids if eos_ids is not None else cfg.eos_token_ids))
+    self._compiled: dict = {}
+    self.compile_seconds: dict = {}
+
+  def __call__(self, input_ids, attention_mask=None, max_new_tokens: int = 32, *, sampling: Sampling = Sampling(),
+               seed: int = 0, group_ids=None, stats: StatsSpec | None = None, edit: NeuronEdit | None = None,
+               edit_scope: str = "generated") -> GenerateOutput:
+    input_ids = np.asarray(input_ids)
+    if attention_mask is None:
+      attention_mask = np.ones_like(input_ids)
+    if max_new_tokens < 1:
+      raise ValueJaxError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    if edit_scope not in EDIT_SCOPES:
+      raise ValueJaxError(f"edit scope {edit_scope!r} is unknown", fix=f"use one of {EDIT_SCOPES}")
+    n = input_ids.shape[0]
+    longest = int(np.asarray(attention_mask).sum(1).max()) if n else 0
+    p = bucket(max(longest, 1), self.prompt_buckets)
+    ids, mask = left_pad(input_ids, attention_mask, p, self.pad_id)
+    groups = np.zeros(n, np.int32) if group_ids is None else np.asarray(group_ids, np.int32)
+    if stats is not None and (groups.min(initial=0) < -1 or groups.max(initial=0) >= stats.num_groups):
+      raise ValueJaxError(f"group ids must lie in [0, {stats.num_groups}) (or -1 for none)")
+    # Pad the batch to a multiple of the data axis with empty rows (no tokens, no group).
+    per = shd.data_size(self.mesh)
+    b = -(-n // per) * per
+    if b != n:
+      ids = np.concatenate([ids, np.full((b - n, p), self.pad_id, np.int32)])
+      mask = np.concatenate([mask, np.zeros((b - n, p), np.int32)])
+      groups = np.concatenate([groups, np.full(b - n, -1, np.int32)])
+    key = jax.random.key(seed)
+    args = [self.params, ids, mask, groups, key, edit]
+    if self.mesh is not None:
+      args[1:4] = shd.shard_batch(self.mesh, ids, mask, groups)
+    static = dict(cfg=self.cfg, max_new=int(max_new_tokens), sampling=sampling, eos_ids=self.eos_ids,
+                  pad_id=self.pad_id, stats=stats, edit_scope=edit_scope,
+                  out_sharding=None if self.mesh is None else shd.replicated(self.mesh))
+    cache_key = (b, p, int(max_new_tokens), sampling, stats, edit_scope, edit is None,
+                 None if edit is None else jax.tree.map(lambda x: (x.shape, x.dtype), tuple(edit)))
+    compiled = self._compiled.get(cache_key)
+    if compiled is None:
+      t0 = time.perf_counter()
+      fn = jax.jit(lambda *a: _generate_core(*a, **static))
+      compiled = fn.lower(*args).compile()
+      self.compile_seconds[cache_key] = dt = time.perf_counter() - t0
+      log.info("compiled generate for batch %d, prompt %d, %d new tokens%s in %.1f s", b, p, max_new_tokens,
+               "" if stats is None else f", statistics over {stats.num_groups} groups", dt)
+      self._compiled[cache_key] = compiled
+    out, lengths, finished, pstats, gstats = compiled(*args)
+    take = lambda x: np.asarray(x)[:n]
+    return GenerateOutput(take(out), take(lengths), take(finished), pstats, gstats)
+
+
+def generate(params, cfg: ModelConfig, input_ids, attention_mask=None, max_new_tokens: int = 32, **kwargs):
+  """One-shot generation (compiles on first use of each shape bucket; keep a `Generator` to reuse it).
+
+  kwargs: sampling (Sampling), seed, group_ids [B] with stats (StatsSpec), edit (NeuronEdit),
+  edit_scope ("prompt" | "generated" | "all"), and Generator's mesh / pad_id / eos_ids / prompt_buckets.
+  """
+  ctor = {k: kwargs.pop(k) for k in ("mesh", "pad_id", "eos_ids", "prompt_buckets") if k in kwargs}
+  return _generator(params, cfg, **ctor)(input_ids, attention_mask, max_new_tokens, **kwargs)
+
+
+_GENERATORS: dict = {}
+
+
+def _generator(params, cfg, **ctor) -> Generator:
+  key = (id(params), cfg, tuple(sorted((k, repr(v)) for k, v in ctor.items())))
+  gen = _GENERATORS.get(key)
+  if gen is None or gen.params is not params:
+    gen = _GENERATORS[key] = Generator(params, cfg, **ctor)
+  return gen
+
+
+def _teacher_forced_core(params, input_ids, attention_mask, group_ids, edit, *, cfg: ModelConfig, stats: StatsSpec,
+                         out_sharding):
+  onehot = jax.nn.one_hot(group_ids, stats.num_groups, dtype=jnp.float32)
+  weight = attention_mask.astype(jnp.float32)
+  _, sums = forward(params, cfg, input_ids, attention_mask, capture=make_reducer(onehot, weight, hist=stats.hist,
+                                                                                 target=stats.target),
+                    edit=edit, logits="none")
+  result = device_stats(sums, onehot, weight)
+  if out_sharding is not None:
+    result = jax.lax.with_sharding_constraint(result, out_sharding)
+  return result
+
+
+class TeacherForcer:
+  """Statistics over every input token (LAPE), no generation; one executable per (batch, length) bucket."""
+
+  def __init__(self, params, cfg: ModelConfig, *, mesh=None, buckets: Sequence[int] = PROMPT_BUCKETS,
+               pad_id: int | None = None):
+    self.params, self.cfg, self.mesh, self.buckets = params, cfg, mesh, tuple(buckets)
+    self.pad_id = int(pad_id if pad_id is not None else (cfg.pad_token_id or 0))
+    self._compiled: dict = {}
+
+  def __call__(self, input_ids, attention_mask, group_ids, stats: StatsSpec,
+               edit: NeuronEdit | None = None) -> DeviceStats:
+    input_ids, attention_mask = np.asarray(input_ids), np.asarray(attention_mask)
+    n = input_ids.shape[0]
+    t = bucket(max(int(attention_mask.sum(1).max()), 1), self.buckets)
+    ids, mask = left_pad(input_ids, attention_mask, t, self.pad_id)
+    groups = np.asarray(group_ids, np.int32)
+    per = shd.data_size(self.mesh)
+    b = -(-n // per) * per
+    if b != n:
+      ids = np.concatenate([ids, np.full((b - n, t), self.pad_id, np.int32)])
+      mask = np.concatenate([mask, np.zeros((b - n, t), np.int32)])
+      groups = np.concatenate([groups, np.full(b - n, -1, np.int32)])
+    args = [self.params, ids, mask, groups, edit]
+    if self.mesh is not None:
+      args[1:4] = shd.shard_batch(self.mesh, ids, mask, groups)
+    key = (b, t, stats, edit is None)
+    compiled = self._compiled.get(key)
+    if compiled is None:
+      t0 = time.perf_counter()
+      static = dict(cfg=self.cfg, stats=stats,
+                    out_sharding=None if self.mesh is None else shd.replicated(self.mesh))
+      compiled = jax.jit(lambda *a: _teacher_forced_core(*a, **static)).lower(*args).compile()
+      log.info("compiled teacher-forced statistics for batch %d, length %d in %.1f s", b, t,
+               time.perf_counter() - t0)
+      self._compiled[key] = compiled
+    return compiled(*args)

@@ -1,0 +1,169 @@
+"""Per-neuron statistics as plain sums: reduced on device per batch, accumulated exactly on the host.
+
+Every field is a sum over tokens, so batches, devices and hosts merge by addition. On device a batch is
+reduced into int32 counts and float32 sums (exact counts: a batch holds far fewer than 2**24 tokens); the
+host adds batches into int64 / float64, so 10**9 tokens neither overflow nor lose precision.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from valuejax.errors import ValueJaxError
+
+# Histogram of activations: bin 0 holds a <= 0, bin k (1..300) holds 0.01 (k-1) < a <= 0.01 k, and values
+# above 3.0 are clipped into the top bin, so the top bin reads "(2.99, inf)".
+HIST_BINS = 301
+HIST_WIDTH = 0.01
+HIST_EDGES = np.arange(HIST_BINS, dtype=np.float64) * HIST_WIDTH  # upper edge of bins 0..300
+
+
+def hist_bin(a: jax.Array) -> jax.Array:
+  """Bin index of each activation (see HIST_BINS)."""
+  k = jnp.ceil(a.astype(jnp.float32) / HIST_WIDTH)
+  return jnp.clip(k, 0, HIST_BINS - 1).astype(jnp.int32)
+
+
+class DeviceStats(NamedTuple):
+  """One batch's sums, on device. count/s1/s2: [G, L, F]; tokens/items: [G]; hist: [G, L, F, 301]."""
+  tokens: jax.Array
+  items: jax.Array
+  count: jax.Array
+  s1: jax.Array
+  s2: jax.Array
+  hist: jax.Array | None
+
+
+def make_reducer(onehot: jax.Array, weight: jax.Array, *, hist: bool, target: str = "act"):
+  """A `capture` function for `forward` that reduces each layer's activations to [G, F] sums.
+
+  onehot [B, G] maps rows to groups (all-zero rows are ignored); weight [B, T] is 1 for the tokens that
+  count. `target` is "act" (a = act(gate(x)), the papers' hook point) or "hidden" (the input of down).
+  """
+  gw = jnp.einsum("bg,bt->gbt", onehot, weight)  # [G, B, T]
+
+  def reduce(layer, a, h):
+    x = (a if target == "act" else h).astype(jnp.float32)
+    out = {
+        "count": jnp.einsum("gbt,btf->gf", gw, (x > 0).astype(jnp.float32)).astype(jnp.int32),
+        "s1": jnp.einsum("gbt,btf->gf", gw, x),
+        "s2": jnp.einsum("gbt,btf->gf", gw, x * x),
+    }
+    if hist:
+      out["hist"] = _histogram(x, onehot, weight)
+    return out
+
+  return reduce
+
+
+def _histogram(x: jax.Array, onehot: jax.Array, weight: jax.Array) -> jax.Array:
+  """[G, F, 301] token counts per bin, by scatter-add (no [.., 301] one-hot is materialised)."""
+  b, t, f = x.shape
+  g = onehot.shape[1]
+  group = jnp.argmax(onehot, axis=1)  # rows with no group carry weight 0 below
+  w = (weight * onehot.sum(1)[:, None]).astype(jnp.int32)  # [B, T]
+  idx = (group[:, None, None] * f + jnp.arange(f)[None, None, :]) * HIST_BINS + hist_bin(x)
+  flat = jnp.zeros(g * f * HIST_BINS, jnp.int32).at[idx.reshape(-1)].add(
+      jnp.broadcast_to(w[..., None], (b, t, f)).reshape(-1))
+  return flat.reshape(g, f, HIST_BINS)
+
+
+def device_stats(layer_sums: dict, onehot: jax.Array, weight: jax.Array) -> DeviceStats:
+  """Assembles the scan's stacked [L, G, F] layer sums into a [G, L, F] DeviceStats."""
+  swap = lambda x: jnp.swapaxes(x, 0, 1)
+  tokens = jnp.einsum("bg,bt->g", onehot, weight).astype(jnp.int32)
+  items = jnp.einsum("bg,b->g", onehot, (weight.sum(1) > 0).astype(jnp.float32)).astype(jnp.int32)
+  return DeviceStats(tokens=tokens, items=items, count=swap(layer_sums["count"]), s1=swap(layer_sums["s1"]),
+                     s2=swap(layer_sums["s2"]), hist=swap(layer_sums["hist"]) if "hist" in layer_sums else None)
+
+
+def merge_device_stats(a: DeviceStats, b: DeviceStats) -> DeviceStats:
+  return jax.tree.map(jnp.add, a, b)
+
+
+@dataclasses.dataclass
+class NeuronStats:
+  """Host-side running sums for groups x layers x neurons. `p` = count / tokens is the activation probability."""
+  group_names: tuple[str, ...]
+  tokens: np.ndarray  # [G] int64
+  items: np.ndarray  # [G] int64
+  count: np.ndarray  # [G, L, F] int64
+  s1: np.ndarray  # [G, L, F] float64
+  s2: np.ndarray  # [G, L, F] float64
+  hist: np.ndarray | None = None  # [G, L, F, 301] int64
+
+  @classmethod
+  def zeros(cls, group_names: Sequence[str], num_layers: int, num_neurons: int, hist: bool = False):
+    g, shape = len(group_names), (len(group_names), num_layers, num_neurons)
+    return cls(tuple(group_names), np.zeros(g, np.int64), np.zeros(g, np.int64), np.zeros(shape, np.int64),
+               np.zeros(shape, np.float64), np.zeros(shape, np.float64),
+               np.zeros(shape + (HIST_BINS,), np.int64) if hist else None)
+
+  def add(self, other: "NeuronStats | DeviceStats") -> "NeuronStats":
+    """Returns the sum (self is unchanged). Accepts another NeuronStats or one batch's DeviceStats."""
+    if isinstance(other, NeuronStats) and other.group_names != self.group_names:
+      raise ValueJaxError(f"cannot add statistics of groups {other.group_names} to {self.group_names}")
+    get = lambda x, dt: None if x is None else np.asarray(x).astype(dt)
+    hist = None
+    if self.hist is not None:
+      if other.hist is None:
+        raise ValueJaxError("cannot add statistics without a histogram to ones with a histogram")
+      hist = self.hist + get(other.hist, np.int64)
+    return NeuronStats(self.group_names, self.tokens + get(other.tokens, np.int64),
+                       self.items + get(other.items, np.int64), self.count + get(other.count, np.int64),
+                       self.s1 + get(other.s1, np.float64), self.s2 + get(other.s2, np.float64), hist)
+
+  @property
+  def p(self) -> np.ndarray:
+    """Activation probability C / T per group, [G, L, F] (0 for a group with no tokens)."""
+    return self.count / np.maximum(self.tokens, 1)[:, None, None]
+
+  @property
+  def mean(self) -> np.ndarray:
+    return self.s1 / np.maximum(self.tokens, 1)[:, None, None]
+
+  @property
+  def var(self) -> np.ndarray:
+    return self.s2 / np.maximum(self.tokens, 1)[:, None, None] - self.mean ** 2
+
+  def group(self, name: str) -> int:
+    if name not in self.group_names:
+      raise ValueJaxError(f"no group {name!r} in these statistics", fix=f"groups: {', '.join(self.group_names)}")
+    return self.group_names.index(name)
+
+  def to_arrays(self) -> dict[str, Any]:
+    out = {"group_names": np.array(self.group_names, dtype=np.str_), "tokens": self.tokens,
+           "items": self.items, "count": self.count, "s1": self.s1, "s2": self.s2}
+    if self.hist is not None:
+      out["hist"] = self.hist
+    return out
+
+  @classmethod
+  def from_arrays(cls, d: dict[str, Any]) -> "NeuronStats":
+    hist = d.get("hist")
+    return cls(tuple(str(x) for x in np.asarray(d["group_names"]).tolist()), np.asarray(d["tokens"], np.int64),
+               np.asarray(d["items"], np.int64), np.asarray(d["count"], np.int64),
+               np.asarray(d["s1"], np.float64), np.asarray(d["s2"], np.float64),
+               None if hist is None else np.asarray(hist, np.int64))
+
+  def save(self, path: str) -> None:
+    from valuejax import io
+    with io.atomic_path(path) as tmp:
+      with open(tmp, "wb") as f:
+        np.savez(f, **self.to_arrays())
+
+  @classmethod
+  def load(cls, path: str) -> "NeuronStats":
+    with np.load(path, allow_pickle=False) as z:
+      return cls.from_arrays(dict(z))
+
+  def __eq__(self, other) -> bool:
+    if not isinstance(other, NeuronStats):
+      return NotImplemented
+    a, b = self.to_arrays(), other.to_arrays()
+    return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
