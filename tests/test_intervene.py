@@ -1,0 +1,333 @@
+"""Tests for valuejax.intervene: each builder against hand-computed activations, controls, folding and
+batched runs of many edits through one compiled function.
+"""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from valuejax.errors import ValueJaxError
+from valuejax import intervene as vi
+from valuejax.models.edit import NeuronEdit, apply_edit
+
+L, F = 3, 8
+
+
+def _acts(seed=0, b=2, t=5):
+  return jax.random.normal(jax.random.key(seed), (b, t, F), jnp.float32)
+
+
+@jax.jit
+def _apply_all_layers_jit(a, neurons, where):
+  return jax.vmap(lambda l: apply_edit(a, l, neurons, where))(jnp.arange(L))
+
+
+def _apply_all_layers(a, edit: vi.Edit, where=None):
+  """apply_edit on the same activations for every layer: [L, B, T, F]."""
+  if where is None:
+    where = jnp.ones(a.shape[:2], bool)
+  return _apply_all_layers_jit(a, edit.neurons, where)
+
+
+def _mask(pairs, shape=(L, F)):
+  m = np.zeros(shape, bool)
+  for l, j in pairs:
+    m[l, j] = True
+  return m
+
+
+# --- masks and scopes -------------------------------------------------------------------------------------
+
+def test_as_mask_accepts_masks_index_lists_and_neuron_sets():
+  m = _mask([(0, 1), (2, 7)])
+  np.testing.assert_array_equal(vi.as_mask(m), m)
+  np.testing.assert_array_equal(vi.as_mask({0: [1], 2: [7]}, (L, F)), m)
+  np.testing.assert_array_equal(vi.as_mask([[1], [], [7]], (L, F)), m)
+  np.testing.assert_array_equal(vi.mask_from_indices([0, 2], [1, 7], (L, F)), m)
+
+  class FakeNeuronSet:
+    def mask(self, group, num_layers, num_neurons):
+      assert group == "plus" and (num_layers, num_neurons) == (L, F)
+      return m
+  np.testing.assert_array_equal(vi.as_mask(FakeNeuronSet(), (L, F), group="plus"), m)
+  with pytest.raises(ValueJaxError, match="group"):
+    vi.as_mask(FakeNeuronSet(), (L, F))
+  with pytest.raises(ValueJaxError, match="out of range"):
+    vi.as_mask({0: [F]}, (L, F))
+  with pytest.raises(ValueJaxError, match="bool"):
+    vi.as_mask(m.astype(np.int32))
+  with pytest.raises(ValueJaxError, match="shape"):
+    vi.as_mask(m, (L, F + 1))
+
+
+def test_edit_mask_for_scopes_never_edit_padding():
+  attn = jnp.array([[1, 1, 1, 1, 0], [1, 1, 1, 0, 0]], bool)
+  gen = jnp.array([[0, 0, 1, 1, 1], [0, 1, 1, 1, 1]], bool)
+  np.testing.assert_array_equal(vi.edit_mask_for("all", attn, gen), attn)
+  np.testing.assert_array_equal(vi.edit_mask_for("generated", attn, gen), [[0, 0, 1, 1, 0], [0, 1, 1, 0, 0]])
+  np.testing.assert_array_equal(vi.edit_mask_for("prompt", attn, gen), [[1, 1, 0, 0, 0], [1, 0, 0, 0, 0]])
+  np.testing.assert_array_equal(vi.edit_mask_for("all", None, None, shape=(2, 3)), np.ones((2, 3), bool))
+  with pytest.raises(ValueJaxError, match="generated"):
+    vi.edit_mask_for("generated", attn, None)
+  with pytest.raises(ValueJaxError, match="scope"):
+    vi.edit_mask_for("decode", attn, gen)
+
+
+# --- builders against hand-computed activations -----------------------------------------------------------
+
+def test_baseline_is_the_identity_bit_for_bit():
+  a = _acts()
+  edit = vi.baseline((L, F))
+  assert edit.is_identity and edit.scope == "all"
+  out = _apply_all_layers(a, edit)
+  np.testing.assert_array_equal(out, jnp.broadcast_to(a, out.shape))
+
+
+def test_deactivate_zeroes_the_set_everywhere():
+  a = _acts()
+  m = _mask([(0, 1), (1, 3), (1, 4)])
+  edit = vi.deactivate(m)
+  assert edit.scope == "all" and edit.metadata["n_neurons"] == 3
+  out = np.asarray(_apply_all_layers(a, edit))
+  want = np.broadcast_to(np.asarray(a), out.shape).copy()
+  want[0, :, :, 1] = 0
+  want[1, :, :, 3:5] = 0
+  np.testing.assert_array_equal(out, want)
+
+
+def _steer_sets():
+  plus = vi.SteerSet.from_neurons([0, 1, 2], [1, 2, 3], v=[0.5, 0.8, 0.3], delta=[0.1, 0.2, 0.4], shape=(L, F))
+  minus = vi.SteerSet.from_neurons([0, 2], [5, 6], v=[0.6, 0.9], delta=[0.3, 0.12], shape=(L, F))
+  return plus, minus
+
+
+def _sig(x):
+  return 1 / (1 + np.exp(-x))
+
+
+def test_steering_enhance_hand_computed():
+  plus, minus = _steer_sets()
+  gamma = 1.5
+  edit = vi.steering(plus, minus, gamma, keep_prob=1.0)
+  assert edit.scope == "generated"
+  assert edit.metadata["n_target"] == 3 and edit.metadata["n_opposite"] == 2
+  a = _acts()
+  out = np.asarray(_apply_all_layers(a, edit))
+  want = np.broadcast_to(np.asarray(a), out.shape).copy()
+  for l, j, v, d in [(0, 1, 0.5, 0.1), (1, 2, 0.8, 0.2), (2, 3, 0.3, 0.4)]:
+    want[l, :, :, j] += gamma * v * _sig(10 * (d - 0.15))
+  for l, j in [(0, 5), (2, 6)]:
+    want[l, :, :, j] = np.minimum(want[l, :, :, j], 0)
+  np.testing.assert_allclose(out, want, rtol=1e-6, atol=1e-6)
+
+
+def test_steering_reverse_swaps_roles_with_each_aspects_own_strength():
+  plus, minus = _steer_sets()
+  edit = vi.steering(plus, minus, 2.0, mode="reverse", keep_prob=1.0)
+  add, clamp = np.asarray(edit.neurons.add), np.asarray(edit.neurons.clamp_max)
+  np.testing.assert_allclose(add[0, 5], 2.0 * 0.6 * _sig(10 * (0.3 - 0.15)), rtol=1e-6)
+  np.testing.assert_allclose(add[2, 6], 2.0 * 0.9 * _sig(10 * (0.12 - 0.15)), rtol=1e-6)
+  assert (clamp[plus.mask] == 0).all() and np.isinf(clamp[~plus.mask]).all()
+  assert (add[plus.mask] == 0).all()
+  with pytest.raises(ValueJaxError, match="SteerSet"):
+    vi.steering(plus, minus.mask, 1.0, mode="reverse")
+
+
+def test_steering_overlap_is_left_alone():
+  plus = vi.SteerSet.from_neurons([0, 0], [1, 2], [1.0, 1.0], [0.5, 0.5], (L, F))
+  minus = vi.SteerSet.from_neurons([0, 0], [2, 3], [1.0, 1.0], [0.5, 0.5], (L, F))
+  edit = vi.steering(plus, minus, 1.0, keep_prob=1.0)
+  assert edit.metadata["n_overlap"] == 1
+  a = _acts()
+  out = np.asarray(_apply_all_layers(a, edit)[0])
+  np.testing.assert_array_equal(out[..., 2], np.asarray(a)[..., 2])  # in both sets: untouched
+  assert (out[..., 1] > np.asarray(a)[..., 1]).all()
+  assert (out[..., 3] <= 0).all()
+
+
+def test_steering_applies_only_at_generated_positions_with_keep_prob():
+  plus, minus = _steer_sets()
+  edit = vi.steering(plus, minus, 1.0, keep_prob=0.9, seed=3)
+  attn = jnp.ones((4, 64), bool)
+  gen = jnp.arange(64)[None, :].repeat(4, 0) >= 16
+  where = edit.mask_for(attn, gen)
+  a = jnp.abs(jax.random.normal(jax.random.key(1), (4, 64, F))) + 0.1  # positive: the clamp always changes
+  out = np.asarray(_apply_all_layers(a, edit, where)[0])
+  a = np.asarray(a)
+  np.testing.assert_array_equal(out[:, :16], a[:, :16])  # prompt untouched
+  changed_target = (out[:, 16:, 1] != a[:, 16:, 1]).mean()
+  changed_opposite = (out[:, 16:, 5] != a[:, 16:, 5]).mean()
+  assert 0.8 < changed_target < 0.97 and 0.8 < changed_opposite < 0.97
+  np.testing.assert_array_equal(out[:, 16:, 0], a[:, 16:, 0])  # neuron outside both sets
+  # seeded: the same key draws the same neurons
+  again = np.asarray(_apply_all_layers(jnp.asarray(a), edit, where)[0])
+  np.testing.assert_array_equal(out, again)
+
+
+def test_layer_split_matches_the_paper_and_scales():
+  s = vi.layer_split(32)
+  np.testing.assert_array_equal(np.flatnonzero(s.decision), [0, 1, 2, 3, 4, 27, 28, 29, 30, 31])
+  np.testing.assert_array_equal(np.flatnonzero(s.semantic), np.arange(5, 27))
+  s30 = vi.layer_split(30)
+  assert s30.decision.sum() == 10 and not (s30.decision & s30.semantic).any()
+  s16 = vi.layer_split(16)
+  np.testing.assert_array_equal(np.flatnonzero(s16.decision), [0, 1, 2, 13, 14, 15])  # 2.5 rounds up
+  custom = vi.layer_split(10, head=1, tail=2)
+  np.testing.assert_array_equal(np.flatnonzero(custom.decision), [0, 8, 9])
+  with pytest.raises(ValueJaxError, match="fit"):
+    vi.layer_split(4, head=3, tail=2)
+
+
+def test_value_exploration_scales_unique_neurons_and_skips_shared_ones():
+  support = _mask([(0, 1), (0, 2), (1, 3), (2, 4)])
+  conflict = _mask([(0, 2), (1, 5), (2, 6)])
+  split = vi.layer_split(L, head=1, tail=1)  # decision: layers 0, 2; semantic: layer 1
+  a = _acts()
+  for toward, up, down in [("support", 5.0, 0.0), ("conflict", 0.0, 5.0)]:
+    edit = vi.value_exploration(support, conflict, toward=toward, region="combined", split=split)
+    assert edit.scope == "all" and edit.metadata["n_overlap"] == 1
+    out = np.asarray(_apply_all_layers(a, edit))
+    want = np.broadcast_to(np.asarray(a), out.shape).copy()
+    for l, j in [(0, 1), (1, 3), (2, 4)]:
+      want[l, ..., j] *= up
+    for l, j in [(1, 5), (2, 6)]:
+      want[l, ..., j] *= down
+    np.testing.assert_allclose(out, want, rtol=1e-6)
+  sem = vi.value_exploration(support, conflict, region="semantic", split=split)
+  scale = np.asarray(sem.neurons.scale)
+  assert (scale[[0, 2]] == 1).all() and scale[1, 3] == 5 and scale[1, 5] == 0
+  dec = vi.value_exploration(support, conflict, region="decision", split=split)
+  scale = np.asarray(dec.neurons.scale)
+  assert (scale[1] == 1).all() and scale[0, 1] == 5 and scale[0, 2] == 1 and scale[2, 6] == 0
+
+
+def test_value_exploration_combined_uses_each_settings_sets_in_its_layers():
+  split = vi.layer_split(L, head=1, tail=1)
+  sem = (_mask([(0, 0), (1, 1)]), _mask([(1, 2)]))
+  dec = (_mask([(0, 3), (1, 4)]), _mask([(2, 5)]))
+  edit = vi.value_exploration_combined(sem, dec, split=split)
+  scale = np.asarray(edit.neurons.scale)
+  want = np.ones((L, F), np.float32)
+  want[1, 1], want[1, 2] = 5, 0  # semantic sets in the semantic layer only
+  want[0, 3], want[2, 5] = 5, 0  # decision sets in decision layers only
+  np.testing.assert_array_equal(scale, want)
+
+
+def test_restrict_layers_is_identity_outside():
+  edit = vi.restrict_layers(vi.deactivate(np.ones((L, F), bool)), np.array([False, True, False]))
+  scale = np.asarray(edit.neurons.scale)
+  assert (scale[[0, 2]] == 1).all() and (scale[1] == 0).all()
+
+
+# --- stacking, controls -----------------------------------------------------------------------------------
+
+def test_stack_and_pad():
+  m = _mask([(0, 1)])
+  batch = vi.Edit.stack([vi.deactivate(m), vi.baseline((L, F))])
+  assert len(batch) == 2 and batch.neurons.scale.shape == (2, L, F) and batch.scope == "all"
+  padded = batch.pad_to(4)
+  assert len(padded) == 4 and padded[3].is_identity and padded.names[2:] == ("padding", "padding")
+  plus, minus = _steer_sets()
+  mixed = vi.Edit.stack([vi.steering(plus, minus, 1.0), vi.baseline((L, F))])
+  assert mixed.scope == "generated"  # the baseline adopts the batch's scope
+  with pytest.raises(ValueJaxError, match="scopes"):
+    vi.Edit.stack([vi.steering(plus, minus, 1.0), vi.deactivate(m)])
+
+
+def test_random_controls_match_per_layer_counts_and_are_reproducible():
+  m = _mask([(0, 1), (0, 2), (2, 3), (2, 4), (2, 5)])
+  c = vi.random_controls(m, 20, seed=7)
+  assert c.shape == (20, L, F)
+  np.testing.assert_array_equal(c.sum(2), np.broadcast_to(m.sum(1), (20, L)))
+  assert not (c & m).any()  # located neurons excluded by default
+  np.testing.assert_array_equal(c, vi.random_controls(m, 20, seed=7))
+  np.testing.assert_array_equal(c[:5], vi.random_controls(m, 5, seed=7))  # control i independent of n
+  assert not np.array_equal(c, vi.random_controls(m, 20, seed=8))
+  assert len({x.tobytes() for x in c}) > 10  # not one set repeated
+  with_located = vi.random_controls(m, 200, seed=0, exclude_located=False)
+  assert (with_located & m).any()
+  with pytest.raises(ValueJaxError, match="draw"):
+    vi.random_controls(np.ones((L, F), bool) & (np.arange(F) < 5), 1, 0)
+
+
+def test_control_edits_move_the_same_manipulation_onto_random_neurons():
+  plus, minus = _steer_sets()
+  edit = vi.steering(plus, minus, 1.0)
+  controls = vi.control_edits(edit, 4, seed=1)
+  located = edit.edited_mask()
+  for c in controls:
+    cm = c.edited_mask()
+    np.testing.assert_array_equal(cm.sum(1), located.sum(1))
+    assert not (cm & located).any()
+    assert c.scope == edit.scope and float(c.neurons.keep_prob) == float(edit.neurons.keep_prob)
+    for l in range(L):  # per layer, the same multiset of per-neuron edits
+      np.testing.assert_allclose(np.sort(np.asarray(c.neurons.add)[l][cm[l]]),
+                                 np.sort(np.asarray(edit.neurons.add)[l][located[l]]))
+      assert (np.asarray(c.neurons.clamp_max)[l] == 0).sum() == (np.asarray(edit.neurons.clamp_max)[l] == 0).sum()
+
+
+# --- folding rules ----------------------------------------------------------------------------------------
+
+def test_fold_refuses_nonlinear_edits_and_says_why():
+  plus, minus = _steer_sets()
+  steer = vi.steering(plus, minus, 1.0)
+  reasons = " ".join(vi.fold_reasons(steer))
+  assert "clamps" in reasons and "adds" in reasons and "random" in reasons and "scope" in reasons
+  params = {"layers": {"down": {"kernel": np.ones((L, F, 4), np.float32)}}}
+  with pytest.raises(ValueJaxError, match="activation path"):
+    vi.fold_edit(params, steer)
+  assert vi.is_foldable(vi.deactivate(_mask([(0, 1)])))
+  # keep_prob < 1 is harmless when nothing is scaled, and an identity edit always folds
+  ident = vi.Edit(vi.make_neuron_edit((L, F), keep_prob=0.5))
+  assert vi.is_foldable(ident)
+  randomized = vi.Edit(vi.make_neuron_edit((L, F), scale=np.full((L, F), 2.0), keep_prob=0.5))
+  assert not vi.is_foldable(randomized)
+  with pytest.raises(ValueJaxError, match="shape"):
+    vi.fold_edit({"layers": {"down": {"kernel": np.ones((L, F + 1, 4), np.float32)}}},
+                 vi.deactivate(_mask([(0, 1)])))
+
+
+def test_fold_scales_rows_of_down():
+  down = np.arange(L * F * 2, dtype=np.float32).reshape(L, F, 2)
+  params = {"embed": np.zeros(3), "layers": {"down": {"kernel": down, "bias": np.ones((L, 2))}}}
+  edit = vi.value_exploration(_mask([(1, 2)]), _mask([(2, 3)]), region="combined")
+  folded = vi.fold_edit(params, edit)
+  want = down.copy()
+  want[1, 2] *= 5
+  want[2, 3] = 0
+  np.testing.assert_array_equal(np.asarray(folded["layers"]["down"]["kernel"]), want)
+  assert folded["layers"]["down"]["bias"] is params["layers"]["down"]["bias"]
+  np.testing.assert_array_equal(params["layers"]["down"]["kernel"], down)  # input not mutated
+
+
+# --- one compiled function for any number of edits --------------------------------------------------------
+
+TRACES = []
+
+
+def _edited_acts(params, cfg, batch, edit: NeuronEdit, edit_mask):
+  TRACES.append(1)
+  a = batch["input_ids"].astype(jnp.float32)[..., None] * params["w"]
+  return jnp.stack([apply_edit(a, jnp.asarray(l), edit, edit_mask) for l in range(cfg)]).sum(-1)
+
+
+def test_run_edits_traces_once_for_any_count_and_matches_one_by_one():
+  params = {"w": jax.random.normal(jax.random.key(0), (F,))}
+  batch = {"input_ids": jnp.arange(10).reshape(2, 5), "attention_mask": jnp.ones((2, 5), bool)}
+  m = _mask([(0, 1), (1, 2), (2, 3)])
+  base = [vi.deactivate(m), vi.value_exploration(m, _mask([(0, 4)])), vi.baseline((L, F))]
+  located = vi.deactivate(m)
+  edits5 = base + [vi.transplant(located, c) for c in vi.random_controls(m, 2, seed=0)]
+  TRACES.clear()
+  out3 = vi.run_edits(_edited_acts, params, L, batch, base, chunk=4)
+  out5 = vi.run_edits(_edited_acts, params, L, batch, edits5, chunk=4)
+  assert len(TRACES) == 1, "3 and 5 edits must share one trace"
+  assert out3.shape == (3, L, 2, 5) and out5.shape == (5, L, 2, 5)
+  one_edit = jax.jit(_edited_acts, static_argnums=1)
+  for i, e in enumerate(edits5):
+    one = one_edit(params, L, batch, e.neurons, e.mask_for(batch["attention_mask"]))
+    np.testing.assert_allclose(out5[i], one, rtol=1e-6, atol=1e-6)
+  np.testing.assert_array_equal(out3, out5[:3])

@@ -1,0 +1,198 @@
+"""The papers' manipulations as `Edit` builders: LAPE deactivation, ValueLocate/NPTI steering,
+ValueExploration's x5 / 0 edits by layer region, and the identity baseline.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import jax.numpy as jnp
+import numpy as np
+
+from valuejax.errors import ValueJaxError
+from valuejax.intervene.edits import Edit, MaskLike, as_mask, make_neuron_edit, values_from_indices
+
+# ValueLocate's gate on the contrast: neurons barely above the 0.1 selection threshold get little push.
+_STEER_SHARPNESS = 10.0
+_STEER_CENTRE = 0.15
+
+# ValueExploration's Llama-3-8B split: decision layers are 0..4 and 27..31 of 32, semantic 5..26.
+_REF_LAYERS, _REF_HEAD, _REF_TAIL = 32, 5, 5
+
+
+def baseline(shape: tuple[int, int], name: str = "baseline") -> Edit:
+  """The identity edit (empty neuron set): the reference every effect is measured against."""
+  return Edit(make_neuron_edit(shape), "all", name, {"kind": "baseline", "n_neurons": 0})
+
+
+def deactivate(neurons: MaskLike, shape: tuple[int, int] | None = None, group: str | None = None,
+               name: str = "deactivate") -> Edit:
+  """LAPE: a = 0 on the set, at every position."""
+  mask = as_mask(neurons, shape, group)
+  scale = np.where(mask, 0.0, 1.0).astype(np.float32)
+  return Edit(make_neuron_edit(mask.shape, scale=scale), "all", name,
+              {"kind": "deactivate", "n_neurons": int(mask.sum())})
+
+
+@dataclasses.dataclass(frozen=True)
+class SteerSet:
+  """One aspect's located neurons with the per-neuron `v` (p+ or NPTI's v95) and contrast `delta`."""
+  mask: np.ndarray  # [L, F] bool
+  v: np.ndarray  # [L, F] float, read only on the mask
+  delta: np.ndarray  # [L, F] float, read only on the mask
+
+  def __post_init__(self):
+    shapes = {np.shape(self.mask), np.shape(self.v), np.shape(self.delta)}
+    if len(shapes) != 1 or len(np.shape(self.mask)) != 2:
+      raise ValueJaxError(f"SteerSet mask, v and delta must all be [L, F], got {sorted(shapes)}")
+
+  @classmethod
+  def from_neurons(cls, layers: Sequence[int], indices: Sequence[int], v: Sequence[float],
+                   delta: Sequence[float], shape: tuple[int, int]) -> "SteerSet":
+    """From locate's per-neuron records (layer, index, delta, p+ or v95)."""
+    ones = np.ones(len(layers))
+    return cls(values_from_indices(layers, indices, ones, shape) != 0,
+               values_from_indices(layers, indices, v, shape),
+               values_from_indices(layers, indices, delta, shape))
+
+  @classmethod
+  def from_arrays(cls, neurons: MaskLike, v: np.ndarray, delta: np.ndarray,
+                  shape: tuple[int, int] | None = None, group: str | None = None) -> "SteerSet":
+    mask = as_mask(neurons, shape, group)
+    return cls(mask, np.asarray(v, np.float32), np.asarray(delta, np.float32))
+
+
+def steer_strength(v: np.ndarray, delta: np.ndarray, gamma: float) -> np.ndarray:
+  """gamma * v * sigmoid(10 * (delta - 0.15)): the amount added to a target neuron."""
+  gate = 1.0 / (1.0 + np.exp(-_STEER_SHARPNESS * (np.asarray(delta, np.float64) - _STEER_CENTRE)))
+  return (gamma * np.asarray(v, np.float64) * gate).astype(np.float32)
+
+
+def steering(target: SteerSet, opposite: SteerSet | MaskLike, gamma: float, *, mode: str = "enhance",
+             keep_prob: float = 0.9, seed: int = 0, name: str | None = None) -> Edit:
+  """ValueLocate / NPTI steering, applied to generated tokens only.
+
+  enhance: target neurons get a + gamma * v * sigmoid(10 (delta - 0.15)), opposite neurons min(a, 0).
+  reverse: the roles swap (the opposite aspect is pushed with its own v and delta, the target clamped),
+  so `opposite` must then be a SteerSet. Each edited neuron applies with probability `keep_prob` per
+  token (seeded by `seed`; the engine folds in the decode step).
+
+  A neuron in both sets is left alone: min(a + add, 0) would let the clamp silently cancel the push, and
+  a neuron that marks both aspects carries no contrast between them. `metadata["n_overlap"]` counts them.
+  """
+  if mode not in ("enhance", "reverse"):
+    raise ValueJaxError(f"unknown steering mode {mode!r}", fix="use 'enhance' or 'reverse'")
+  if not isinstance(opposite, SteerSet):
+    if mode == "reverse":
+      raise ValueJaxError("reverse steering pushes the opposite aspect, so it needs that aspect's v and delta",
+                          fix="pass the opposite set as a SteerSet")
+    mask = as_mask(opposite, target.mask.shape)
+    opposite = SteerSet(mask, np.zeros(mask.shape, np.float32), np.zeros(mask.shape, np.float32))
+  if mode == "reverse":
+    target, opposite = opposite, target
+  shape = target.mask.shape
+  if opposite.mask.shape != shape:
+    raise ValueJaxError(f"target and opposite sets differ in shape: {shape} vs {opposite.mask.shape}")
+  both = target.mask & opposite.mask
+  push = target.mask & ~both
+  clamp = opposite.mask & ~both
+  add = np.where(push, steer_strength(target.v, target.delta, gamma), 0.0).astype(np.float32)
+  clamp_max = np.where(clamp, 0.0, np.inf).astype(np.float32)
+  meta = {"kind": "steer", "mode": mode, "gamma": float(gamma), "keep_prob": float(keep_prob),
+          "seed": int(seed), "n_target": int(push.sum()), "n_opposite": int(clamp.sum()),
+          "n_overlap": int(both.sum())}
+  return Edit(make_neuron_edit(shape, add=add, clamp_max=clamp_max, keep_prob=keep_prob, seed=seed),
+              "generated", name or f"steer-{mode}-g{gamma:g}", meta)
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerSplit:
+  """Which layers hold ValueExploration's "decision" neurons (first and last few) and "semantic" ones."""
+  decision: np.ndarray  # [L] bool
+  semantic: np.ndarray  # [L] bool
+
+
+def layer_split(num_layers: int, head: int | None = None, tail: int | None = None) -> LayerSplit:
+  """Decision layers = the first `head` and last `tail` layers, semantic = the rest.
+
+  By default the paper's Llama-8B split (5 + 5 of 32) scaled to `num_layers`, at least one layer each side.
+  """
+  def scaled(ref: int) -> int:
+    return max(1, int(np.floor(ref * num_layers / _REF_LAYERS + 0.5)))  # halves round up, not to even
+  head = scaled(_REF_HEAD) if head is None else head
+  tail = scaled(_REF_TAIL) if tail is None else tail
+  if head < 0 or tail < 0 or head + tail > num_layers:
+    raise ValueJaxError(f"layer split head={head}, tail={tail} does not fit {num_layers} layers",
+                        fix="choose head + tail <= num_layers")
+  layer = np.arange(num_layers)
+  decision = (layer < head) | (layer >= num_layers - tail)
+  return LayerSplit(decision, ~decision)
+
+
+def region_layers(region: str, split: LayerSplit) -> np.ndarray:
+  if region == "semantic":
+    return split.semantic
+  if region == "decision":
+    return split.decision
+  if region == "combined":
+    return split.semantic | split.decision
+  raise ValueJaxError(f"unknown layer region {region!r}", fix="use 'semantic', 'decision' or 'combined'")
+
+
+def _exploration_scale(support: np.ndarray, conflict: np.ndarray, toward: str, factor: float) -> np.ndarray:
+  if toward not in ("support", "conflict"):
+    raise ValueJaxError(f"unknown direction {toward!r}", fix="use toward='support' or toward='conflict'")
+  # Neurons in both groups respond to the value whichever side is argued: editing them would not
+  # separate the two.
+  both = support & conflict
+  up, down = (support, conflict) if toward == "support" else (conflict, support)
+  scale = np.ones(support.shape, np.float32)
+  scale[up & ~both] = factor
+  scale[down & ~both] = 0.0
+  return scale
+
+
+def value_exploration(support: MaskLike, conflict: MaskLike, *, toward: str = "support",
+                      region: str = "combined", factor: float = 5.0, split: LayerSplit | None = None,
+                      shape: tuple[int, int] | None = None, name: str | None = None) -> Edit:
+  """ValueExploration: unique neurons of the favoured group a <- 5a, of the other a <- 0, at all positions,
+  only in the layers of `region`. Neurons in both groups are left alone."""
+  s, c = as_mask(support, shape), as_mask(conflict, shape)
+  if s.shape != c.shape:
+    raise ValueJaxError(f"support and conflict sets differ in shape: {s.shape} vs {c.shape}")
+  split = split or layer_split(s.shape[0])
+  layers = region_layers(region, split)
+  scale = _exploration_scale(s, c, toward, factor)
+  scale[~layers] = 1.0
+  meta = {"kind": "value_exploration", "toward": toward, "region": region, "factor": float(factor),
+          "n_scaled": int((scale == factor).sum()), "n_zeroed": int((scale == 0).sum()),
+          "n_overlap": int((s & c)[layers].sum())}
+  return Edit(make_neuron_edit(s.shape, scale=scale), "all", name or f"vexp-{region}-{toward}", meta)
+
+
+def value_exploration_combined(semantic: tuple[MaskLike, MaskLike], decision: tuple[MaskLike, MaskLike], *,
+                               toward: str = "support", factor: float = 5.0, split: LayerSplit | None = None,
+                               shape: tuple[int, int] | None = None, name: str | None = None) -> Edit:
+  """ValueExploration "combined": the semantic-setting (support, conflict) sets edited in the semantic layers
+  and the decision-setting sets in the decision layers, in one edit."""
+  sem = value_exploration(*semantic, toward=toward, region="semantic", factor=factor, split=split, shape=shape)
+  dec = value_exploration(*decision, toward=toward, region="decision", factor=factor, split=split, shape=shape)
+  split = split or layer_split(sem.shape[0])
+  scale = np.where(split.semantic[:, None], np.asarray(sem.neurons.scale), np.asarray(dec.neurons.scale))
+  meta = {"kind": "value_exploration", "toward": toward, "region": "combined", "factor": float(factor),
+          "n_scaled": int((scale == factor).sum()), "n_zeroed": int((scale == 0).sum()),
+          "n_overlap": sem.metadata["n_overlap"] + dec.metadata["n_overlap"]}
+  return Edit(make_neuron_edit(sem.shape, scale=scale), "all", name or f"vexp-combined-{toward}", meta)
+
+
+def restrict_layers(edit: Edit, layers: np.ndarray, name: str | None = None) -> Edit:
+  """The same edit with identity outside `layers` ([L] bool)."""
+  layers = np.asarray(layers, bool)
+  n = edit.neurons
+  if layers.shape != (n.scale.shape[0],):
+    raise ValueJaxError(f"layer selection has shape {layers.shape}, expected ({n.scale.shape[0]},)")
+  keep = layers[:, None]
+  neurons = n._replace(scale=jnp.where(keep, n.scale, 1.0), add=jnp.where(keep, n.add, 0.0),
+                       clamp_max=jnp.where(keep, n.clamp_max, jnp.inf))
+  return Edit(neurons, edit.scope, name or edit.name, {**edit.metadata, "layers": np.flatnonzero(layers).tolist()})
