@@ -1,0 +1,243 @@
+"""Reads Hugging Face checkpoint files into HF-named numpy state dicts, without torch.
+
+Formats: safetensors (single or sharded), HF Flax msgpack (single or sharded) and torch zip `pytorch_model.bin`.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import pickle
+import struct
+import zipfile
+from typing import Any, Callable
+
+import ml_dtypes
+import numpy as np
+
+from valuejax.errors import ValueJaxError
+
+# Checked in this order: the first one present in a folder is read.
+WEIGHT_FILES = (
+    "model.safetensors", "model.safetensors.index.json",
+    "flax_model.msgpack", "flax_model.msgpack.index.json",
+    "pytorch_model.bin", "pytorch_model.bin.index.json",
+)
+
+
+def load_state_dict(folder: str | os.PathLike) -> dict[str, np.ndarray]:
+  """HF-named numpy arrays of the checkpoint in `folder` (bf16 tensors come back as ml_dtypes.bfloat16)."""
+  folder = os.fspath(folder)
+  if not os.path.isdir(folder):
+    raise ValueJaxError("not a folder", where=folder, fix="pass the folder that holds the checkpoint files")
+  for name in WEIGHT_FILES:
+    path = os.path.join(folder, name)
+    if os.path.isfile(path):
+      if name.endswith(".index.json"):
+        return _read_sharded(path, _READERS[name[:-len(".index.json")]])
+      return _READERS[name](path)
+  raise ValueJaxError("folder has no weights file", where=folder,
+                      fix=f"the folder needs one of: {', '.join(WEIGHT_FILES)}")
+
+
+def _read_sharded(index_path: str, read_one: Callable[[str], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+  index = _read_json(index_path)
+  weight_map = index.get("weight_map") if isinstance(index, dict) else None
+  if not isinstance(weight_map, dict) or not weight_map:
+    raise ValueJaxError("index has no 'weight_map'", where=index_path,
+                        fix="re-save the checkpoint with save_pretrained")
+  folder = os.path.dirname(index_path)
+  state: dict[str, np.ndarray] = {}
+  for shard in sorted(set(weight_map.values())):
+    shard_path = os.path.join(folder, shard)
+    if not os.path.isfile(shard_path):
+      raise ValueJaxError(f"shard {shard!r} listed in the index is missing", where=index_path,
+                          fix="copy every shard file next to the index")
+    state.update(read_one(shard_path))
+  return state
+
+
+def _read_json(path: str) -> Any:
+  try:
+    with open(path, encoding="utf-8") as f:
+      return json.load(f)
+  except json.JSONDecodeError as e:
+    raise ValueJaxError(f"invalid JSON: {e.msg}", where=f"{path}:{e.lineno}:{e.colno}",
+                        fix="repair or re-create the file") from None
+
+
+# --- safetensors ---------------------------------------------------------------------------------------
+
+
+def _safetensors_header(path: str) -> tuple[dict, int]:
+  """(header, byte offset of the data section)."""
+  with open(path, "rb") as f:
+    raw = f.read(8)
+    if len(raw) < 8:
+      raise ValueJaxError("truncated safetensors file", where=path)
+    (n,) = struct.unpack("<Q", raw)
+    if n > os.path.getsize(path) - 8:
+      raise ValueJaxError("corrupt safetensors header (length past the end of the file)", where=path)
+    try:
+      header = json.loads(f.read(n))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+      raise ValueJaxError("corrupt safetensors header", where=path) from None
+  return header, 8 + n
+
+
+_SAFETENSORS_DTYPES = {
+    "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16,
+    "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_,
+}
+
+
+def read_safetensors(path: str) -> dict[str, np.ndarray]:
+  """Zero-copy views of a memory-mapped safetensors file (copy-on-write: edits never reach the file).
+
+  The header is read directly rather than through `safetensors.numpy`, whose numpy backend copies every
+  tensor and cannot represent bfloat16.
+  """
+  header, data_start = _safetensors_header(path)
+  header.pop("__metadata__", None)
+  size = os.path.getsize(path)
+  blob = np.memmap(path, dtype=np.uint8, mode="c") if size > data_start else np.zeros(0, np.uint8)
+  out = {}
+  for name, info in header.items():
+    if info.get("dtype") not in _SAFETENSORS_DTYPES:
+      raise ValueJaxError(f"tensor {name!r} has dtype {info.get('dtype')}, which numpy cannot hold", where=path,
+                          fix="re-save the checkpoint in float32, float16 or bfloat16")
+    dtype = np.dtype(_SAFETENSORS_DTYPES[info["dtype"]])
+    begin, end = (data_start + o for o in info["data_offsets"])
+    shape = tuple(info["shape"])
+    if end > size or end - begin != dtype.itemsize * int(np.prod(shape, dtype=np.int64)):
+      raise ValueJaxError(f"tensor {name!r} lies outside the file or has the wrong byte size", where=path,
+                          fix="the file is truncated or corrupt: copy or re-save it")
+    out[name] = blob[begin:end].view(dtype).reshape(shape)
+  return out
+
+
+# --- HF Flax msgpack -----------------------------------------------------------------------------------
+
+
+def read_flax_msgpack(path: str) -> dict[str, np.ndarray]:
+  """HF Flax params -> torch-style names: `kernel` [in, out] becomes `weight` [out, in]; `embedding` and
+  norm `scale` become `weight`. This is the inverse of transformers' own torch -> Flax conversion."""
+  from flax import serialization
+  with open(path, "rb") as f:
+    blob = f.read()
+  try:
+    tree = serialization.msgpack_restore(blob)
+  except Exception as e:  # msgpack raises several unrelated types for a damaged file
+    raise ValueJaxError(f"cannot decode Flax msgpack ({type(e).__name__}: {e})", where=path) from None
+  if isinstance(tree, dict) and set(tree) == {"params"}:
+    tree = tree["params"]
+  out = {}
+  for keys, value in _flatten(tree):
+    value = np.asarray(value)
+    *head, leaf = keys
+    if leaf == "kernel":
+      leaf, value = "weight", (value.T if value.ndim == 2 else value)
+    elif leaf in ("embedding", "scale"):
+      leaf = "weight"
+    out[".".join([*head, leaf])] = np.ascontiguousarray(value)
+  return out
+
+
+def _flatten(tree: Any, prefix: tuple[str, ...] = ()):
+  if isinstance(tree, dict):
+    for k, v in tree.items():
+      yield from _flatten(v, prefix + (str(k),))
+  else:
+    yield prefix, tree
+
+
+# --- torch zip pickles ---------------------------------------------------------------------------------
+
+_TORCH_STORAGES = {
+    "FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage": np.float16,
+    "BFloat16Storage": ml_dtypes.bfloat16, "LongStorage": np.int64, "IntStorage": np.int32,
+    "ShortStorage": np.int16, "CharStorage": np.int8, "ByteStorage": np.uint8, "BoolStorage": np.bool_,
+}
+
+
+class _StorageType:
+  def __init__(self, dtype):
+    self.dtype = np.dtype(dtype)
+
+
+def _rebuild_tensor(storage: np.ndarray, offset: int, size, stride, *_unused) -> np.ndarray:
+  size, stride = tuple(size), tuple(stride)
+  if 0 in size:
+    return np.zeros(size, storage.dtype)
+  view = np.lib.stride_tricks.as_strided(
+      storage[offset:], shape=size, strides=tuple(s * storage.itemsize for s in stride))
+  return np.array(view)  # own the memory: the storage buffer belongs to the zip reader
+
+
+def _rebuild_parameter(data, *_unused):
+  return data
+
+
+class _TorchUnpickler(pickle.Unpickler):
+  """Rebuilds tensors as numpy arrays; any global outside a small allow-list is refused, so a
+  checkpoint cannot run code the way `torch.load(weights_only=False)` would let it."""
+
+  def __init__(self, file, archive: zipfile.ZipFile, prefix: str, big_endian: bool, where: str):
+    super().__init__(file)
+    self.archive, self.prefix, self.big_endian, self.where = archive, prefix, big_endian, where
+    self.storages: dict[str, np.ndarray] = {}
+
+  def find_class(self, module: str, name: str):
+    if module == "torch._utils" and name == "_rebuild_tensor_v2":
+      return _rebuild_tensor
+    if module == "torch._utils" and name in ("_rebuild_parameter", "_rebuild_parameter_with_state"):
+      return _rebuild_parameter
+    if module == "collections" and name == "OrderedDict":
+      return collections.OrderedDict
+    if module == "torch" and name in _TORCH_STORAGES:
+      return _StorageType(_TORCH_STORAGES[name])
+    raise ValueJaxError(f"checkpoint holds a {module}.{name} object, not just tensors", where=self.where,
+                        fix="convert it to safetensors with a trusted torch install, then load the folder")
+
+  def persistent_load(self, pid):
+    if not (isinstance(pid, tuple) and pid and pid[0] == "storage"):
+      raise ValueJaxError(f"unknown persistent id {pid!r:.80}", where=self.where)
+    storage_type, key = pid[1], str(pid[2])
+    if key not in self.storages:
+      dtype = storage_type.dtype.newbyteorder(">" if self.big_endian else "<")
+      raw = self.archive.read(f"{self.prefix}/data/{key}")
+      self.storages[key] = np.frombuffer(raw, dtype=dtype).astype(storage_type.dtype, copy=False)
+    return self.storages[key]
+
+
+def read_torch_bin(path: str) -> dict[str, np.ndarray]:
+  """A torch zip checkpoint (torch >= 1.6 `torch.save`) read with a restricted unpickler."""
+  if not zipfile.is_zipfile(path):
+    raise ValueJaxError("legacy (pre-zip) torch checkpoint format", where=path,
+                        fix="convert it to safetensors (model.safetensors) with torch, then load the folder")
+  with zipfile.ZipFile(path) as archive:
+    pickles = [n for n in archive.namelist() if n.endswith("/data.pkl")]
+    if len(pickles) != 1:
+      raise ValueJaxError("not a torch checkpoint (no single data.pkl inside)", where=path)
+    prefix = pickles[0][:-len("/data.pkl")]
+    order = f"{prefix}/byteorder"
+    big = order in archive.namelist() and archive.read(order).strip() == b"big"
+    with archive.open(pickles[0]) as f:
+      try:
+        state = _TorchUnpickler(f, archive, prefix, big, path).load()
+      except (pickle.UnpicklingError, EOFError, KeyError, TypeError) as e:
+        raise ValueJaxError(f"cannot unpickle the checkpoint ({type(e).__name__}: {e})", where=path) from None
+  if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+    state = state["state_dict"]
+  if not isinstance(state, dict) or not all(isinstance(v, np.ndarray) for v in state.values()):
+    raise ValueJaxError("checkpoint is not a flat dict of tensors", where=path,
+                        fix="save model.state_dict(), or convert to safetensors")
+  return dict(state)
+
+
+_READERS: dict[str, Callable[[str], dict[str, np.ndarray]]] = {
+    "model.safetensors": read_safetensors,
+    "flax_model.msgpack": read_flax_msgpack,
+    "pytorch_model.bin": read_torch_bin,
+}

