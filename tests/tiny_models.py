@@ -88,3 +88,28 @@ def padded_batch(lengths=(7, 11, 4), total: int = 11, vocab: int = 96, left=(Tru
     sl = slice(total - n, total) if is_left else slice(0, n)
     ids[i, sl], mask[i, sl] = row, 1
   return ids, mask
+
+
+CHAT_TEMPLATE = ("{% for m in messages %}<s> {{ m['role'] }} : {{ m['content'] }} </s> {% endfor %}"
+                 "{% if add_generation_prompt %}<s> assistant : {% endif %}")
+
+
+def tiny_tokenizer(vocab: int = 96):
+  """A word-level tokenizer over `vocab` ids (ids 0-2: <pad> <s> </s>) with a simple chat template."""
+  from tokenizers import Tokenizer, models, pre_tokenizers
+  from transformers import PreTrainedTokenizerFast
+  words = ["<pad>", "<s>", "</s>", "<unk>", "user", "assistant", "system", ":"]
+  words += [f"w{i}" for i in range(vocab - len(words))]
+  tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+  tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+  fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
+                                 unk_token="<unk>")
+  fast.chat_template = CHAT_TEMPLATE
+  return fast
+
+
+def tiny_model_object(arch: str = "llama", seed: int = 0):
+  """A `valuejax.models.loading.Model`-like object (config, params, tokenizer) without touching disk."""
+  import types
+  model, cfg, params = valuejax_model(arch, seed)
+  return types.SimpleNamespace(config=cfg, params=params, tokenizer=tiny_tokenizer(), hf_model=model)

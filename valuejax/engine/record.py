@@ -1,0 +1,181 @@
+"""Recording: run a model over a list of prompts and accumulate per-group neuron statistics on the host.
+
+Batches are formed deterministically (prompts sorted by token length), so a checkpointed `RecordState`
+resumes exactly: batches already counted are skipped, none is counted twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from valuejax.engine.generate import Generator, Sampling, StatsSpec, TeacherForcer
+from valuejax.engine.stats import NeuronStats
+from valuejax.errors import ValueJaxError
+
+log = logging.getLogger("valuejax")
+
+
+@dataclasses.dataclass(frozen=True)
+class Prompt:
+  """One item: `messages` go through the tokenizer's chat template; `text` is used as it is."""
+  id: str
+  group: str
+  messages: tuple | list | None = None
+  text: str | None = None
+
+
+@dataclasses.dataclass
+class RecordState:
+  prompt_stats: NeuronStats
+  gen_stats: NeuronStats | None
+  texts: dict[str, str]
+  batches_done: int = 0
+  tokens: int = 0  # tokens processed (prompt + generated), for throughput reports
+  seconds: float = 0.0
+
+  def to_arrays(self) -> dict[str, np.ndarray]:
+    out = {f"prompt/{k}": v for k, v in self.prompt_stats.to_arrays().items()}
+    if self.gen_stats is not None:
+      out.update({f"gen/{k}": v for k, v in self.gen_stats.to_arrays().items()})
+    ids = list(self.texts)
+    out["texts/ids"] = np.array(ids, dtype=np.str_)
+    out["texts/values"] = np.array([self.texts[i] for i in ids], dtype=np.str_)
+    out["progress"] = np.array([self.batches_done, self.tokens], np.int64)
+    out["seconds"] = np.array(self.seconds, np.float64)
+    return out
+
+  @classmethod
+  def from_arrays(cls, d: dict[str, Any]) -> "RecordState":
+    part = lambda prefix: {k[len(prefix):]: v for k, v in d.items() if k.startswith(prefix)}
+    gen = part("gen/")
+    progress = np.asarray(d["progress"])
+    return cls(NeuronStats.from_arrays(part("prompt/")), NeuronStats.from_arrays(gen) if gen else None,
+               dict(zip(np.asarray(d["texts/ids"]).tolist(), np.asarray(d["texts/values"]).tolist())),
+               int(progress[0]), int(progress[1]), float(np.asarray(d.get("seconds", 0.0))))
+
+
+def encode_prompt(tokenizer, prompt: Prompt, bos_token_id: int | None = None) -> list[int]:
+  """Token ids of one prompt: chat template when the tokenizer has one, else plain text with <bos>."""
+  if (prompt.messages is None) == (prompt.text is None):
+    raise ValueJaxError(f"prompt {prompt.id!r} needs exactly one of `messages` and `text`")
+  if prompt.messages is not None and getattr(tokenizer, "chat_template", None):
+    text = tokenizer.apply_chat_template(list(prompt.messages), add_generation_prompt=True, tokenize=False)
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+  text = prompt.text if prompt.text is not None else "\n\n".join(m["content"] for m in prompt.messages)
+  ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+  # Models trained with <bos> (Gemma) produce garbage without it.
+  if bos_token_id is not None and (not ids or ids[0] != bos_token_id):
+    ids = [bos_token_id] + ids
+  return ids
+
+
+class Recorder:
+  """Accumulates statistics of generated (or teacher-forced) tokens for named groups of prompts."""
+
+  def __init__(self, model, *, groups: Sequence[str], batch_size: int = 16, max_new_tokens: int = 64,
+               mode: str = "generate", hist: bool = False, target: str = "act", repetition_penalty: float = 1.1,
+               temperature: float = 0.0, top_p: float = 1.0, seed: int = 0, mesh=None,
+               max_prompt_tokens: int = 2048, edit=None, edit_scope: str = "generated", params=None):
+    if mode not in ("generate", "teacher_forced"):
+      raise ValueJaxError(f"record mode {mode!r} is unknown", fix="use 'generate' or 'teacher_forced'")
+    if batch_size < 1:
+      raise ValueJaxError(f"batch size must be positive, got {batch_size}")
+    self.model, self.groups = model, tuple(groups)
+    if len(set(self.groups)) != len(self.groups):
+      raise ValueJaxError(f"group names repeat: {self.groups}")
+    self.batch_size, self.max_new_tokens, self.mode = batch_size, max_new_tokens, mode
+    self.stats_spec = StatsSpec(len(self.groups), hist=hist, target=target)
+    self.sampling = Sampling(temperature, top_p, repetition_penalty)
+    self.seed, self.max_prompt_tokens = seed, max_prompt_tokens
+    self.edit, self.edit_scope = edit, edit_scope
+    cfg, tok = model.config, model.tokenizer
+    params = model.params if params is None else params
+    pad = tok.pad_token_id if tok.pad_token_id is not None else (cfg.pad_token_id or 0)
+    eos = set(cfg.eos_token_ids)
+    if tok.eos_token_id is not None:
+      eos.add(int(tok.eos_token_id))
+    self.bos = cfg.bos_token_id if cfg.model_type.startswith("gemma") else None
+    if mode == "generate":
+      self.engine = Generator(params, cfg, mesh=mesh, pad_id=pad, eos_ids=sorted(eos))
+    else:
+      self.engine = TeacherForcer(params, cfg, mesh=mesh, pad_id=pad)
+
+  def _encode(self, prompts: Sequence[Prompt]) -> list[list[int]]:
+    out = []
+    for p in prompts:
+      if p.group not in self.groups:
+        raise ValueJaxError(f"prompt {p.id!r} has group {p.group!r}, which is not recorded",
+                            fix=f"groups: {', '.join(self.groups)}")
+      ids = encode_prompt(self.model.tokenizer, p, self.bos)
+      if len(ids) > self.max_prompt_tokens:
+        raise ValueJaxError(f"prompt {p.id!r} has {len(ids)} tokens, more than max_prompt_tokens "
+                            f"{self.max_prompt_tokens}", fix="shorten it or raise max_prompt_tokens")
+      out.append(ids)
+    return out
+
+  def batches(self, prompts: Sequence[Prompt]) -> list[list[tuple[Prompt, list[int]]]]:
+    """Deterministic batches of (prompt, token ids): sorted by length (less padding, fewer buckets)."""
+    ids = [p.id for p in prompts]
+    if len(set(ids)) != len(ids):
+      dup = sorted({i for i in ids if ids.count(i) > 1})[:5]
+      raise ValueJaxError(f"prompt ids repeat: {dup}", fix="give every prompt a unique id")
+    encoded = self._encode(prompts)
+    order = sorted(range(len(prompts)), key=lambda i: (len(encoded[i]), i))
+    pairs = [(prompts[i], encoded[i]) for i in order]
+    return [pairs[i:i + self.batch_size] for i in range(0, len(pairs), self.batch_size)]
+
+  def new_state(self) -> RecordState:
+    cfg = self.model.config
+    zeros = lambda: NeuronStats.zeros(self.groups, cfg.num_layers, cfg.intermediate_size, self.stats_spec.hist)
+    return RecordState(zeros(), zeros() if self.mode == "generate" else None, {})
+
+  def run(self, prompts: Sequence[Prompt], state: RecordState | None = None,
+          on_batch: Callable[[RecordState], None] | None = None, progress: bool = True) -> RecordState:
+    """Processes every batch not yet in `state`; calls `on_batch(state)` after each one."""
+    batches = self.batches(prompts)
+    state = state or self.new_state()
+    if state.batches_done > len(batches):
+      raise ValueJaxError(f"the checkpoint has {state.batches_done} batches done but the data has only "
+                          f"{len(batches)}", fix="resume with the same data and batch size, or start afresh")
+    bar = None
+    if progress:
+      from tqdm.auto import tqdm
+      bar = tqdm(total=len(batches), initial=state.batches_done, desc=f"record ({self.mode})", unit="batch")
+    tok = self.model.tokenizer
+    for index in range(state.batches_done, len(batches)):
+      batch = batches[index]
+      t0 = time.perf_counter()
+      width = max(len(ids) for _, ids in batch)
+      ids = np.zeros((len(batch), width), np.int32)
+      mask = np.zeros((len(batch), width), np.int32)
+      for i, (_, row) in enumerate(batch):
+        ids[i, width - len(row):], mask[i, width - len(row):] = row, 1
+      groups = np.array([self.groups.index(p.group) for p, _ in batch], np.int32)
+      if self.mode == "generate":
+        out = self.engine(ids, mask, self.max_new_tokens, sampling=self.sampling, seed=self.seed + index,
+                          group_ids=groups, stats=self.stats_spec, edit=self.edit, edit_scope=self.edit_scope)
+        prompt_stats, gen_stats = state.prompt_stats.add(out.prompt_stats), state.gen_stats.add(out.gen_stats)
+        texts = dict(state.texts)
+        for (p, _), row, n in zip(batch, out.tokens, out.lengths):
+          texts[p.id] = tok.decode(row[:n].tolist(), skip_special_tokens=True)
+        new_tokens = int(mask.sum() + out.lengths.sum())
+      else:
+        st = self.engine(ids, mask, groups, self.stats_spec, edit=self.edit)
+        prompt_stats, gen_stats, texts = state.prompt_stats.add(st), None, state.texts
+        new_tokens = int(mask.sum())
+      dt = time.perf_counter() - t0
+      # A new state object per batch: a checkpoint written by on_batch never sees a half-updated one.
+      state = RecordState(prompt_stats, gen_stats, texts, index + 1, state.tokens + new_tokens, state.seconds + dt)
+      if bar is not None:
+        bar.update(1)
+        bar.set_postfix(tok_s=f"{state.tokens / max(state.seconds, 1e-9):.0f}")
+      if on_batch is not None:
+        on_batch(state)
+    if bar is not None:
+      bar.close()
+    return state
