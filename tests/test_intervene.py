@@ -2,7 +2,7 @@
 batched runs of many edits through one compiled function.
 """
 
-import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -331,3 +331,105 @@ def test_run_edits_traces_once_for_any_count_and_matches_one_by_one():
     one = one_edit(params, L, batch, e.neurons, e.mask_for(batch["attention_mask"]))
     np.testing.assert_allclose(out5[i], one, rtol=1e-6, atol=1e-6)
   np.testing.assert_array_equal(out3, out5[:3])
+
+
+# --- through the forward pass on tiny random models -------------------------------------------------------
+
+@pytest.fixture(scope="module", params=["llama", "gpt2"])
+def tiny(request):
+  from tests.tiny_models import padded_batch, valuejax_model
+  _, cfg, params = valuejax_model(request.param, seed=0)
+  ids, mask = padded_batch(lengths=(9, 6), total=9, vocab=cfg.vocab_size, left=(False, False), seed=1)
+  return cfg, params, jnp.asarray(ids), jnp.asarray(mask, bool)
+
+
+def _fwd():
+  from valuejax.models.forward import forward
+
+  @functools.partial(jax.jit, static_argnums=(1, 4))
+  def run(params, cfg, ids, mask, capture, edit, edit_mask):
+    return forward(params, cfg, ids, mask, capture=capture, edit=edit, edit_mask=edit_mask)
+  return run
+
+
+def _one_layer(edit: vi.Edit, layer: int, num_layers: int) -> vi.Edit:
+  return vi.restrict_layers(edit, np.arange(num_layers) == layer)
+
+
+def test_builders_through_forward_match_hand_computed_activations(tiny):
+  cfg, params, ids, mask = tiny
+  shape = (cfg.num_layers, cfg.intermediate_size)
+  run = _fwd()
+  _, a0 = run(params, cfg, ids, mask, "act", None, None)
+  a0 = np.asarray(a0)
+  rng = np.random.default_rng(0)
+  s = rng.random(shape) < 0.1
+  c = (rng.random(shape) < 0.1) & ~s
+  gen = np.zeros(ids.shape, bool)
+  gen[:, 4:] = True
+  plus = vi.SteerSet(s, rng.random(shape).astype(np.float32), rng.random(shape).astype(np.float32))
+  layer = 1  # layer 0 is untouched, so layer 1's inputs (and its pre-edit activations) equal the clean run's
+  cases = [
+      (vi.deactivate(s), lambda a: np.where(s[layer], 0.0, a)),
+      (vi.value_exploration(s, c, toward="support"),
+       lambda a: np.where(s[layer], 5 * a, np.where(c[layer], 0.0, a))),
+      (vi.steering(plus, c, 0.7, keep_prob=1.0),
+       lambda a: np.where(s[layer], a + vi.steer_strength(plus.v, plus.delta, 0.7)[layer],
+                          np.where(c[layer], np.minimum(a, 0), a))),
+  ]
+  for edit, hand in cases:
+    edit = _one_layer(edit, layer, cfg.num_layers)
+    where = edit.mask_for(mask, jnp.asarray(gen))
+    _, a1 = run(params, cfg, ids, mask, "act", edit.neurons, where)
+    a1 = np.asarray(a1)
+    np.testing.assert_array_equal(a1[0], a0[0])
+    want = np.where(np.asarray(where)[..., None], hand(a0[layer]), a0[layer])
+    np.testing.assert_allclose(a1[layer], want, rtol=1e-5, atol=1e-5, err_msg=edit.name)
+
+
+def test_baseline_edit_changes_nothing_bit_for_bit(tiny):
+  cfg, params, ids, mask = tiny
+  run = _fwd()
+  plain, _ = run(params, cfg, ids, mask, None, None, None)
+  base = vi.baseline((cfg.num_layers, cfg.intermediate_size))
+  edited, _ = run(params, cfg, ids, mask, None, base.neurons, base.mask_for(mask))
+  np.testing.assert_array_equal(np.asarray(plain), np.asarray(edited))
+
+
+def test_folded_params_match_the_activation_path(tiny):
+  cfg, params, ids, mask = tiny
+  shape = (cfg.num_layers, cfg.intermediate_size)
+  rng = np.random.default_rng(1)
+  s, c = rng.random(shape) < 0.15, rng.random(shape) < 0.15
+  run = _fwd()
+  real = np.asarray(mask)
+  for edit in (vi.deactivate(s), vi.value_exploration(s, c, toward="conflict"),
+               vi.value_exploration(s, c, region="semantic", split=vi.layer_split(cfg.num_layers, 1, 1))):
+    via_acts, _ = run(params, cfg, ids, mask, None, edit.neurons, edit.mask_for(mask))
+    folded, _ = run(vi.fold_edit(params, edit), cfg, ids, mask, None, None, None)
+    # Padding is edited by the folded weights only; causal attention keeps it out of real positions.
+    np.testing.assert_allclose(np.asarray(folded)[real], np.asarray(via_acts)[real], rtol=1e-5, atol=1e-5)
+    plain, _ = run(params, cfg, ids, mask, None, None, None)
+    assert np.abs(np.asarray(plain)[real] - np.asarray(folded)[real]).max() > 1e-3  # the edit did something
+
+
+def _logits_under_edit(params, cfg, batch, edit, edit_mask):
+  from valuejax.models.forward import forward
+  logits, _ = forward(params, cfg, batch["input_ids"], batch["attention_mask"], edit=edit, edit_mask=edit_mask)
+  return logits
+
+
+def test_run_edits_on_a_model_equals_edits_run_one_by_one(tiny):
+  cfg, params, ids, mask = tiny
+  shape = (cfg.num_layers, cfg.intermediate_size)
+  rng = np.random.default_rng(2)
+  s, c = rng.random(shape) < 0.1, rng.random(shape) < 0.1
+  located = vi.value_exploration(s, c, toward="support")
+  edits = [located, vi.value_exploration(s, c, toward="conflict"), *vi.control_edits(located, 2, seed=0),
+           vi.baseline(shape)]
+  batch = {"input_ids": ids, "attention_mask": mask}
+  out = vi.run_edits(_logits_under_edit, params, cfg, batch, edits, chunk=4)
+  run = _fwd()
+  for i, e in enumerate(edits):
+    one, _ = run(params, cfg, ids, mask, None, e.neurons, e.mask_for(mask))
+    np.testing.assert_allclose(np.asarray(out[i]), np.asarray(one), rtol=1e-5, atol=1e-5, err_msg=e.name)
