@@ -438,6 +438,14 @@ def test_template_placeholders_are_checked(tmp_path, body, pattern):
     read_template(path)
 
 
+def test_counts_markdown_matches_items(schwartz):
+  from valuejax.data.counts import counts_markdown
+  text = counts_markdown(schwartz)
+  assert f"| total | {len(schwartz.descriptions)} |" in text and "| conservation_reversed | 40 |" in text
+  n_eval = sum(s.split == "eval" and s.dimension == "openness_vs_conservation" for s in schwartz.situations)
+  assert re.search(rf"\| openness_vs_conservation \| \d+ \| {n_eval} \|", text)
+
+
 def test_shipped_data_dir_override(tmp_path, monkeypatch):
   (tmp_path / "templates").mkdir()
   monkeypatch.setenv("VALUEJAX_DATA_DIR", str(tmp_path))
