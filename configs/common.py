@@ -1,0 +1,97 @@
+"""Pieces shared by the config files: `file.py:arg` argument strings and the sections every run has.
+
+Imports no jax, so that a sweep can expand and list hundreds of configs in a moment.
+"""
+
+from __future__ import annotations
+
+import types
+from typing import Any
+
+import ml_collections as mlc
+
+from valuejax.errors import ValueJaxError
+
+
+def parse_arg(arg: str | None, **defaults: Any) -> types.SimpleNamespace:
+  """`'smoke,items=8'` -> {smoke: True, items: 8, ...}: a bare word sets a bool, `k=v` is typed by the default.
+
+  The convention of big_vision's configs, so a variant is named on the command line as `file.py:smoke`.
+  """
+  out = dict(defaults)
+  for part in (arg or "").split(","):
+    part = part.strip()
+    if not part:
+      continue
+    key, sep, raw = part.partition("=")
+    key = key.strip()
+    if key not in defaults:
+      raise ValueJaxError(f"unknown config argument {key!r} in {arg!r}", "config string (file.py:ARG)",
+                          f"use one of: {', '.join(sorted(defaults))} (e.g. file.py:smoke or "
+                          "file.py:items=8,tokens=32)")
+    default = defaults[key]
+    if not sep:
+      if not isinstance(default, bool):
+        raise ValueJaxError(f"config argument {key!r} needs a value", "config string (file.py:ARG)",
+                            f"write {key}=<{type(default).__name__}>")
+      out[key] = True
+      continue
+    out[key] = _typed(key, raw.strip(), default)
+  # A namespace, not a ConfigDict: argument names such as "items" would meet ConfigDict's methods.
+  return types.SimpleNamespace(**out)
+
+
+def _typed(key: str, raw: str, default: Any) -> Any:
+  try:
+    if isinstance(default, bool):
+      if raw.lower() not in ("true", "false", "1", "0"):
+        raise ValueError(raw)
+      return raw.lower() in ("true", "1")
+    if isinstance(default, int):
+      return int(raw)
+    if isinstance(default, float):
+      return float(raw)
+  except ValueError:
+    raise ValueJaxError(f"config argument {key}={raw!r} is not a {type(default).__name__}",
+                        "config string (file.py:ARG)", f"write {key}=<{type(default).__name__}>") from None
+  return raw
+
+
+def base_config(method: str) -> mlc.ConfigDict:
+  """The sections every run has; a method's config file fills in data, record, locate and intervene."""
+  c = mlc.ConfigDict()
+  c.method = method
+  c.model = "smollm2-135m-instruct"  # a registered name, a Hugging Face folder or a .gguf file
+  c.seed = 0
+  c.log_compiles = True  # log every XLA compilation and how long it took
+
+  # Devices: a (data, model) mesh. data=-1 takes every device the model axis leaves.
+  c.mesh = mlc.ConfigDict()
+  c.mesh.data = -1
+  c.mesh.model = 1
+  c.mesh.params = "replicated"  # or "fsdp": weights split over the model axis
+
+  c.record = mlc.ConfigDict()
+  c.record.mode = "generate"  # or "teacher_forced" (every input token, nothing generated)
+  c.record.batch_size = 16
+  c.record.max_new_tokens = 48
+  c.record.hist = False  # 301-bin activation histograms (needed for NPTI's v95)
+  c.record.repetition_penalty = 1.1
+  c.record.temperature = 0.0
+  c.record.top_p = 1.0
+  c.record.checkpoint_every = 2  # batches between statistics checkpoints
+  c.record.keep_checkpoints = 2
+
+  c.intervene = mlc.ConfigDict()
+  c.intervene.n_controls = 8  # random neuron sets with the located set's per-layer counts
+  c.intervene.control_seed = 0
+  c.intervene.batch_size = 16
+  c.intervene.alpha = 0.05
+  c.intervene.n_boot = 2000
+  c.intervene.examples = 2  # generated answers shown before/after editing in the report
+  c.intervene.example_max_new_tokens = 48
+
+  # A sweep: {"intervene": {"gamma": ((0.5,), (2.0,))}, "model": ("a", "b")} mirrors the config's keys;
+  # each leaf lists the values one key takes, and `launch.sweep` runs the cartesian product.
+  c.sweep = mlc.ConfigDict()
+  return c

@@ -1,0 +1,53 @@
+"""The default run: ValueLocate on Schwartz's higher-order dimensions, steering swept over gamma.
+
+`--config=configs/valuelocate.py` (about 15 minutes on 2 CPU cores), `:smoke` for a seconds-long check.
+"""
+
+import ml_collections as mlc
+
+from configs import common
+
+
+def get_config(arg: str | None = None) -> mlc.ConfigDict:
+  arg = common.parse_arg(arg, smoke=False, items=24, tokens=48, controls=8, eval_items=16,
+                         sweep_gamma=False)
+  if arg.smoke:
+    arg.items, arg.tokens, arg.controls, arg.eval_items = 2, 6, 2, 4
+  c = common.base_config("valuelocate")
+
+  # Activation prompts: each first-person value description answers one situational question.
+  c.data = mlc.ConfigDict()
+  c.data.framework = "schwartz"  # a shipped framework name or a framework folder
+  c.data.lang = "en"
+  c.data.chat = True  # wrap prompts in the tokenizer's chat template
+  c.data.groups = ()  # description groups to record; () = both aspects of every locate pair
+  c.data.items_per_group = arg.items  # 0 = all
+  c.data.questions_per_description = 1
+  c.data.seed = 0
+
+  c.record.mode = "generate"
+  c.record.batch_size = 16
+  c.record.max_new_tokens = arg.tokens
+
+  c.locate = mlc.ConfigDict()
+  c.locate.rule = "valuelocate"
+  c.locate.pairs = ()  # "plus:minus" aspect pairs; () = the two aspects of every taxonomy dimension
+  c.locate.threshold = 0.1
+  c.locate.min_count = 2000
+  c.locate.steer_value = "p"  # "p" (activation probability) or "v95" (NPTI; needs record.hist)
+
+  # Steering at decode steps: target a <- a + gamma * v * sigmoid(10 (delta - 0.15)), opposite min(a, 0).
+  c.intervene.kind = "steering"
+  c.intervene.gamma = (0.5, 2.0)
+  c.intervene.modes = ("enhance", "reverse")
+  c.intervene.keep_prob = 0.9
+  c.intervene.metric = "forced_choice"  # p(aligned action) by continuation likelihood, judge-free
+  c.intervene.eval_split = "eval"
+  c.intervene.eval_items = arg.eval_items  # situations per dimension; 0 = all
+  c.intervene.n_controls = arg.controls
+  c.intervene.controls_at = "strongest"  # random controls for the largest gamma only, or "all" gammas
+
+  if arg.sweep_gamma:
+    c.sweep.intervene = mlc.ConfigDict()
+    c.sweep.intervene.gamma = ((0.1,), (0.5,), (1.0,), (2.0,))
+  return c

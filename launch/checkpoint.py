@@ -1,0 +1,130 @@
+"""Statistics checkpoints with orbax: the record stage's whole state (sums, batches done, texts) at once.
+
+Orbax writes each step into a temporary folder and renames it when complete, so a run killed at any
+moment resumes from the last complete step, counting nothing twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from typing import Any
+
+from absl import logging
+import numpy as np
+import orbax.checkpoint as ocp
+
+# Arrays of these kinds go to orbax's array store; strings and Python values travel in the JSON item.
+_NUMERIC = "biuf"
+_ARRAY = "__ndarray__"
+
+
+class StatsCheckpointer:
+  """Saves and restores a flat `{name: array or JSON value}` state under `directory/<batches_done>`."""
+
+  def __init__(self, directory: str, keep: int, fingerprint: str):
+    self.directory = os.path.abspath(directory)
+    self.fingerprint = fingerprint
+    self._options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=False,
+                                                 create=True, cleanup_tmp_directories=True)
+    self._manager = ocp.CheckpointManager(self.directory, options=self._options)
+
+  def latest_step(self) -> int | None:
+    return self._manager.latest_step()
+
+  def save(self, step: int, state: dict[str, Any]) -> None:
+    if step in self._manager.all_steps():
+      return
+    arrays, values = _split(state)
+    meta = {"fingerprint": self.fingerprint, "values": values}
+    self._manager.save(step, args=ocp.args.Composite(arrays=ocp.args.StandardSave(arrays),
+                                                     meta=ocp.args.JsonSave(meta)))
+    self._manager.wait_until_finished()
+
+  def restore_latest(self) -> tuple[int, dict[str, Any]] | None:
+    """(step, state) of the newest checkpoint written for this fingerprint, or None."""
+    step = self.latest_step()
+    if step is None:
+      return None
+    restored = self._manager.restore(step, args=ocp.args.Composite(arrays=ocp.args.StandardRestore(),
+                                                                   meta=ocp.args.JsonRestore()))
+    meta = restored["meta"]
+    if meta.get("fingerprint") != self.fingerprint:
+      logging.warning("checkpoints in %s were written for another config; removing them and starting "
+                      "over", self.directory)
+      self._manager.close()
+      clear(self.directory)
+      self._manager = ocp.CheckpointManager(self.directory, options=self._options)
+      return None
+    return step, _merge(restored["arrays"], meta["values"])
+
+  def close(self) -> None:
+    self._manager.close()
+
+
+def clear(directory: str) -> None:
+  """Removes old checkpoints (another config, or --force) so they can never be resumed by mistake."""
+  if os.path.isdir(directory):
+    shutil.rmtree(directory)
+
+
+def _split(tree: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+  """(numeric arrays, everything else as JSON) with the same nesting."""
+  arrays, values = {}, {}
+  for k, v in tree.items():
+    if isinstance(v, dict):
+      a, j = _split(v)
+      if a:
+        arrays[k] = a
+      if j or not a:
+        values[k] = j
+    elif isinstance(v, np.ndarray) and v.dtype.kind in _NUMERIC:
+      arrays[k] = v
+    elif isinstance(v, np.ndarray):
+      values[k] = {_ARRAY: v.tolist(), "dtype": v.dtype.str}
+    else:
+      values[k] = to_jsonable(v)
+  return arrays, values
+
+
+def _merge(arrays: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+  out = {}
+  for k in list(arrays) + [k for k in values if k not in arrays]:
+    a, v = arrays.get(k), values.get(k)
+    if isinstance(a, dict) or (isinstance(v, dict) and _ARRAY not in v and a is None):
+      out[k] = _merge(a or {}, v or {})
+    elif a is not None:
+      out[k] = np.asarray(a)
+    elif isinstance(v, dict) and _ARRAY in v:
+      out[k] = np.asarray(v[_ARRAY], dtype=np.dtype(v["dtype"]))
+    else:
+      out[k] = v
+  return out
+
+
+def nest(flat: dict[str, Any], sep: str = "/") -> dict[str, Any]:
+  """{"a/b": x} -> {"a": {"b": x}}: orbax stores nested dicts as folders, not names with slashes."""
+  out: dict[str, Any] = {}
+  for k, v in flat.items():
+    node = out
+    *parents, leaf = k.split(sep)
+    for p in parents:
+      node = node.setdefault(p, {})
+    node[leaf] = v
+  return out
+
+
+def flatten(tree: dict[str, Any], sep: str = "/", prefix: str = "") -> dict[str, Any]:
+  out = {}
+  for k, v in tree.items():
+    if isinstance(v, dict) and v:
+      out.update(flatten(v, sep, f"{prefix}{k}{sep}"))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
+def to_jsonable(value: Any) -> Any:
+  """Texts and other record outputs as plain JSON values (dict keys as strings)."""
+  return json.loads(json.dumps(value, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))

@@ -1,0 +1,266 @@
+"""The flags every launcher shares (--config, --workdir, --force, --multihost) and their error boundary.
+
+A bad flag, config key, config value or input file ends the program with one paragraph on stderr, exit 2.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import functools
+import importlib.util
+import os
+import sys
+import traceback
+from typing import Any, Callable
+
+from absl import app, flags, logging
+import ml_collections as mlc
+from ml_collections import config_flags
+
+from valuejax.errors import ValueJaxError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:  # config files import `configs.common` whatever the working directory
+  sys.path.insert(0, REPO)
+
+DEFAULT_CONFIG = os.path.join(REPO, "configs", "valuelocate.py")
+EXIT_USAGE = 2
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file(
+    "config", DEFAULT_CONFIG, "Config file, optionally with an argument: configs/valuelocate.py:smoke. "
+    "Override entries with --config.<key>=<value>.", lock_config=True)
+flags.DEFINE_string("workdir", None, "Folder for every output of the run (statistics, neuron sets, "
+                    "metrics, report.md); a rerun reuses what it holds.")
+flags.DEFINE_bool("force", False, "Rerun stages even when their outputs exist for the same config.")
+flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() first (TPU pods, multi-GPU "
+                  "clusters); only process 0 writes outputs.")
+
+# Config values that must be one of a few words; keys a config does not have are skipped.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "method": ("valuelocate", "valueexploration", "lape"),
+    "record.mode": ("generate", "teacher_forced"),
+    "locate.rule": ("valuelocate", "vape"),
+    "locate.steer_value": ("p", "v95"),
+    "locate.denominator": ("tokens", "items"),
+    "intervene.kind": ("steering", "value_exploration", "deactivate"),
+    "intervene.metric": ("forced_choice", "text_likelihood"),
+    "intervene.controls_at": ("strongest", "all"),
+    "mesh.params": ("replicated", "fsdp"),
+}
+SUBSETS: dict[str, tuple[str, ...]] = {
+    "intervene.modes": ("enhance", "reverse"),
+    "intervene.directions": ("support", "conflict"),
+    "intervene.regions": ("semantic", "decision", "combined"),
+    "locate.presets": ("semantic", "decision", "lape"),
+}
+POSITIVE = ("record.batch_size", "record.max_new_tokens", "record.checkpoint_every",
+            "record.keep_checkpoints", "intervene.batch_size")
+NON_NEGATIVE = ("intervene.n_controls", "data.items_per_group", "intervene.eval_items", "intervene.examples")
+
+
+def usage_exit(message: str) -> None:
+  """Prints `message` as the one thing the user needs to read, and exits 2."""
+  sys.stderr.write(f"error: {message.strip()}\n")
+  sys.stderr.flush()
+  sys.exit(EXIT_USAGE)
+
+
+def run(main: Callable[[mlc.ConfigDict], None], extra_flags: tuple[str, ...] = ()) -> None:
+  """`app.run(main)` behind the error boundary; `main` receives the checked config."""
+  app.run(functools.partial(_main, main), flags_parser=functools.partial(parse_flags, extra=extra_flags))
+
+
+def parse_flags(argv: list[str], extra: tuple[str, ...] = ()) -> list[str]:
+  try:
+    return FLAGS(argv)
+  except Exception as e:  # noqa: BLE001 - whatever broke reading the flags or the config, the user can fix
+    usage_exit(explain_flag_error(argv, e, extra))
+
+
+def _main(main: Callable[[mlc.ConfigDict], None], argv: list[str]) -> None:
+  if len(argv) > 1:
+    usage_exit(f"unexpected argument(s) {' '.join(argv[1:])!r}: every input is a flag, e.g. "
+               "--config=configs/valuelocate.py --workdir=runs/valuelocate")
+  try:
+    config = FLAGS.config
+    check_config(config)
+    if FLAGS.multihost:
+      import jax
+      jax.distributed.initialize()
+      logging.info("joined a run of %d processes as process %d", jax.process_count(), jax.process_index())
+    main(config)
+  except ValueJaxError as e:
+    usage_exit(str(e))
+  except (AttributeError, KeyError) as e:
+    if not _from_config_dict(e):
+      raise
+    usage_exit(f"the config has no entry {_missing_key(e)!r}, which this launcher needs "
+               f"(config {FLAGS['config'].config_filename}). Compare it with {DEFAULT_CONFIG} and add "
+               "the entry to the config file.")
+
+
+def require_workdir() -> str:
+  if not FLAGS.workdir:
+    usage_exit("--workdir is required: the folder that holds the run's statistics, neuron sets, metrics "
+               "and report.md (e.g. --workdir=runs/valuelocate).")
+  return FLAGS.workdir
+
+
+# -- configs ------------------------------------------------------------------------------------------
+
+def load_config(spec: str) -> mlc.ConfigDict:
+  """Loads `path.py[:arg]` the way --config does (used to explain errors and to expand sweeps)."""
+  path, sep, arg = spec.partition(".py:")
+  path = path + ".py" if sep else spec
+  if not os.path.isfile(path):
+    raise ValueJaxError(f"config file {path!r} does not exist", "--config",
+                        f"pass a file such as {os.path.relpath(DEFAULT_CONFIG)} (relative to the current "
+                        "folder or absolute)")
+  module_spec = importlib.util.spec_from_file_location(f"_valuejax_config_{abs(hash(path))}", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  if not hasattr(module, "get_config"):
+    raise ValueJaxError("the config file defines no get_config(arg)", path,
+                        "define get_config(arg=None) returning an ml_collections.ConfigDict")
+  return module.get_config(arg) if sep else module.get_config()
+
+
+def check_config(config: mlc.ConfigDict) -> None:
+  """Raises ValueJaxError naming the key and the valid choices for the first invalid value."""
+  for key, choices in CHOICES.items():
+    if has_key(config, key) and get_key(config, key) not in choices:
+      _bad_value(key, get_key(config, key), f"one of {', '.join(choices)}")
+  for key, choices in SUBSETS.items():
+    if has_key(config, key):
+      value = get_key(config, key)
+      bad = [v for v in value if v not in choices]
+      if bad or not value:
+        _bad_value(key, value, f"a non-empty tuple of {', '.join(choices)}")
+  for key in POSITIVE:
+    if has_key(config, key) and not get_key(config, key) > 0:
+      _bad_value(key, get_key(config, key), "a positive integer")
+  for key in NON_NEGATIVE:
+    if has_key(config, key) and not get_key(config, key) >= 0:
+      _bad_value(key, get_key(config, key), "an integer >= 0")
+  if has_key(config, "intervene.gamma"):
+    gamma = get_key(config, "intervene.gamma")
+    if not gamma or any(not isinstance(g, (int, float)) or g <= 0 for g in gamma):
+      _bad_value("intervene.gamma", gamma, "a non-empty tuple of positive numbers, e.g. '(0.5, 2.0)'")
+
+
+def _bad_value(key: str, value: Any, expected: str) -> None:
+  raise ValueJaxError(f"config entry {key} = {value!r} is not valid; it must be {expected}", f"--config.{key}",
+                      f"set --config.{key}=<value> or change the config file")
+
+
+def has_key(config: mlc.ConfigDict, key: str) -> bool:
+  node = config
+  for part in key.split("."):
+    if not isinstance(node, mlc.ConfigDict) or part not in node:
+      return False
+    node = node[part]
+  return True
+
+
+def get_key(config: mlc.ConfigDict, key: str) -> Any:
+  node = config
+  for part in key.split("."):
+    node = node[part]
+  return node
+
+
+# -- explaining flag errors ---------------------------------------------------------------------------
+
+def explain_flag_error(argv: list[str], exc: Exception, extra: tuple[str, ...] = ()) -> str:
+  if isinstance(exc, flags.UnrecognizedFlagError):
+    known = ["--config", "--workdir", "--force", "--multihost", *extra]
+    name = exc.flagname
+    close = difflib.get_close_matches(name, [k[2:] for k in known], n=1)
+    hint = f" Did you mean --{close[0]}?" if close else ""
+    return (f"unknown flag --{name}.{hint} Valid flags: {', '.join(known)}; change a config entry with "
+            "--config.<key>=<value> (e.g. --config.record.batch_size=8).")
+  spec = _flag_value(argv, "config") or DEFAULT_CONFIG
+  try:
+    config = load_config(spec)
+  except ValueJaxError as e:
+    return f"cannot load the config {spec!r}: {e}"
+  except Exception as e:  # noqa: BLE001 - a broken config file: say where it broke, not the whole traceback
+    frame = traceback.extract_tb(e.__traceback__)[-1]
+    return (f"cannot load the config {spec!r}: {type(e).__name__}: {e} "
+            f"({os.path.basename(frame.filename)}:{frame.lineno}).")
+  for key, raw in _overrides(argv):
+    problem = explain_override(config, key, raw)
+    if problem:
+      return problem
+  first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+  return f"bad command line: {first}"
+
+
+def explain_override(config: mlc.ConfigDict, key: str, raw: str | None) -> str | None:
+  """Why `--config.<key>=<raw>` cannot apply to `config`, or None if it can."""
+  node, walked = config, []
+  for part in key.split("."):
+    if not isinstance(node, mlc.ConfigDict):
+      return (f"--config.{key}: config entry {'.'.join(walked)} is a value ({node!r}), not a section with "
+              "keys.")
+    if part not in node:
+      where = f" under '{'.'.join(walked)}'" if walked else ""
+      valid = sorted(node.keys())
+      close = difflib.get_close_matches(part, valid, n=1)
+      hint = f" Did you mean '{'.'.join(walked + [close[0]])}'?" if close else ""
+      return (f"--config.{key}: the config has no key '{'.'.join(walked + [part])}'.{hint} Valid keys"
+              f"{where}: {', '.join(valid)}.")
+    node = node[part]
+    walked.append(part)
+  if raw is None or isinstance(node, mlc.ConfigDict):
+    return None
+  expected = type(node).__name__
+  try:
+    if isinstance(node, bool):
+      if raw.lower() not in ("true", "false", "1", "0"):
+        raise ValueError(raw)
+    elif isinstance(node, (int, float)):
+      type(node)(raw)
+    elif isinstance(node, tuple):
+      if not isinstance(ast.literal_eval(raw), (tuple, list)):
+        raise ValueError(raw)
+    elif isinstance(node, list):
+      return (f"--config.{key}: list entries cannot be overridden on the command line; change the config "
+              "file.")
+  except (ValueError, SyntaxError):
+    example = "'(0.5, 2.0)'" if isinstance(node, tuple) else repr(node)
+    return (f"--config.{key}={raw}: expected a {expected} (the config's value is {node!r}), e.g. "
+            f"--config.{key}={example}.")
+  return None
+
+
+def _flag_value(argv: list[str], name: str) -> str | None:
+  for i, a in enumerate(argv):
+    if a.startswith(f"--{name}="):
+      return a.split("=", 1)[1]
+    if a == f"--{name}" and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
+def _overrides(argv: list[str]) -> list[tuple[str, str | None]]:
+  out = []
+  for i, a in enumerate(argv):
+    if a.startswith("--config."):
+      key, sep, raw = a[len("--config."):].partition("=")
+      if not sep:
+        raw = argv[i + 1] if i + 1 < len(argv) and not argv[i + 1].startswith("--") else None
+      out.append((key, raw))
+  return out
+
+
+def _from_config_dict(e: BaseException) -> bool:
+  tb = traceback.extract_tb(e.__traceback__)
+  return bool(tb) and "ml_collections" in tb[-1].filename
+
+
+def _missing_key(e: BaseException) -> str:
+  text = str(e.args[0]) if e.args else str(e)
+  return text.strip("'\"").splitlines()[0].strip("'\"")

@@ -1,0 +1,105 @@
+"""Record stage: run the model over the activation prompts and accumulate per-neuron statistics per group.
+
+Checkpointed every `record.checkpoint_every` batches; a killed run started again resumes exactly.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from absl import flags, logging
+import ml_collections as mlc
+
+from launch import checkpoint, cli, inputs, runtime
+from launch.workdir import Timer, Workdir, fingerprint
+from valuejax import io as vio
+
+STATS = os.path.join("record", "stats.npz")  # the statistics the locators read
+PROMPT_STATS = os.path.join("record", "prompt_stats.npz")
+TEXTS = os.path.join("record", "texts.jsonl")
+
+
+def record(config: mlc.ConfigDict, wd: Workdir, force: bool = False, model=None) -> None:
+  if wd.should_skip("record", force):
+    return
+  with Timer() as t:
+    model = model or runtime.load_model(config)
+    state, n_batches = _run(config, wd, force, model)
+    _write(config, wd, state)
+  wd.mark_done("record", t.seconds, batches=n_batches, tokens=state.tokens)
+  wd.add_timing("record", t.seconds, tokens=state.tokens, engine_seconds=round(state.seconds, 3))
+  logging.info("record: done in %.1f s, %d tokens (%.0f tokens/s in the engine)", t.seconds, state.tokens,
+               state.tokens / max(state.seconds, 1e-9))
+
+
+def _run(config: mlc.ConfigDict, wd: Workdir, force: bool, model):
+  from valuejax.engine.record import Recorder, RecordState
+  r = config.record
+  dataset = inputs.load_dataset(config)
+  groups, prompts = inputs.record_prompts(config, dataset)
+  recorder = Recorder(model, groups=groups, batch_size=r.batch_size, max_new_tokens=r.max_new_tokens,
+                      mode=r.mode, hist=r.hist, repetition_penalty=r.repetition_penalty,
+                      temperature=r.temperature, top_p=r.top_p, seed=config.seed,
+                      mesh=runtime.mesh(config))
+  n_batches = len(recorder.batches(prompts))
+  logging.info("record: %d prompts in %d groups (%s), %d batches of %d, mode %s", len(prompts), len(groups),
+               ", ".join(groups), n_batches, r.batch_size, r.mode)
+  ckpt_dir = wd.path("record", "checkpoints")
+  if force and wd.writer:
+    checkpoint.clear(ckpt_dir)
+  ckpt = checkpoint.StatsCheckpointer(ckpt_dir, r.keep_checkpoints, fingerprint(config, "record"))
+  restored = ckpt.restore_latest()
+  state = None
+  if restored is not None:
+    state = RecordState.from_arrays(checkpoint.flatten(restored[1]))
+    logging.info("record: resuming from the checkpoint after batch %d of %d", state.batches_done, n_batches)
+  start, first = time.perf_counter(), None if state is None else state.batches_done
+
+  def on_batch(s) -> None:
+    nonlocal first
+    first = s.batches_done - 1 if first is None else first
+    done_here = s.batches_done - first
+    eta = (time.perf_counter() - start) / done_here * (n_batches - s.batches_done)
+    saved = s.batches_done % r.checkpoint_every == 0 or s.batches_done == n_batches
+    if saved:
+      ckpt.save(s.batches_done, checkpoint.nest(s.to_arrays()))
+    logging.info("record: batch %d/%d, %.0f tokens/s, ETA %s%s", s.batches_done, n_batches,
+                 s.tokens / max(s.seconds, 1e-9), _duration(eta), ", checkpoint saved" if saved else "")
+
+  state = recorder.run(prompts, state, on_batch)
+  ckpt.close()
+  return state, n_batches
+
+
+def _write(config: mlc.ConfigDict, wd: Workdir, state) -> None:
+  if not wd.writer:
+    return
+  from valuejax.evaluate import GenerationRecord, write_records
+  stats = state.gen_stats if config.record.mode == "generate" else state.prompt_stats
+  stats.save(wd.path(STATS))
+  state.prompt_stats.save(wd.path(PROMPT_STATS))
+  records = [GenerationRecord(item_id, "", text, "baseline", 0, {"group": item_id.split("/", 1)[0]})
+             for item_id, text in sorted(state.texts.items())]
+  write_records(wd.path(TEXTS), records)
+  vio.write_json(wd.path("record", "summary.json"), {
+      "groups": list(stats.group_names), "tokens": stats.tokens.tolist(), "items": stats.items.tolist(),
+      "counted": "generated tokens" if config.record.mode == "generate" else "every input token",
+      "batches": state.batches_done, "tokens_processed": state.tokens,
+      "engine_seconds": round(state.seconds, 3)})
+
+
+def _duration(seconds: float) -> str:
+  seconds = int(round(seconds))
+  return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def main(config: mlc.ConfigDict) -> None:
+  wd = Workdir(cli.require_workdir(), config)
+  runtime.setup(config)
+  wd.write_config()
+  record(config, wd, flags.FLAGS.force)
+
+
+if __name__ == "__main__":
+  cli.run(main)

@@ -1,0 +1,57 @@
+"""What every stage needs from the machine: compile logging, the device mesh, the (cached) model.
+
+A stage run alone loads the model itself; `launch.run` loads it once and hands it to every stage.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging as pylogging
+import time
+
+from absl import logging
+import ml_collections as mlc
+
+
+def setup(config: mlc.ConfigDict) -> None:
+  """Logs each XLA compilation with its duration (jax's own 'Finished XLA compilation' lines)."""
+  import jax
+  if config.log_compiles:
+    jax.config.update("jax_log_compiles", True)
+  pylogging.getLogger("valuejax").setLevel(pylogging.INFO)
+  # Orbax narrates every save step at INFO; its warnings and errors still come through.
+  logging.get_absl_handler().addFilter(
+      lambda r: r.levelno >= pylogging.WARNING or "orbax" not in r.pathname)
+  logging.info("jax %s on %d %s device(s), %d process(es)", jax.__version__, jax.device_count(),
+               jax.devices()[0].platform, jax.process_count())
+
+
+def mesh(config: mlc.ConfigDict):
+  """The (data, model) mesh of `config.mesh`, or None on a single device (nothing to shard)."""
+  import jax
+  from valuejax.engine import sharding
+  if jax.device_count() == 1:
+    return None
+  data = None if config.mesh.data == -1 else config.mesh.data
+  return sharding.make_mesh(data, config.mesh.model)
+
+
+@functools.lru_cache(maxsize=2)
+def _load(spec: str, dtype: str, mesh_key: tuple):
+  import valuejax
+  start = time.perf_counter()
+  model = valuejax.load_model(spec, dtype=dtype)
+  logging.info("loaded %s (%d layers x %d neurons) from %s in %.1f s", spec, model.config.num_layers,
+               model.config.intermediate_size, model.source, time.perf_counter() - start)
+  return model
+
+
+def load_model(config: mlc.ConfigDict):
+  """The config's model with params placed on the mesh (loaded once per process)."""
+  m = mesh(config)
+  model = _load(config.model, config.get("dtype", "float32"),
+                (None if m is None else tuple(m.shape.items()), config.mesh.params))
+  if m is not None:
+    from valuejax.engine import sharding
+    model.params = sharding.shard_params(model.params, m, config.mesh.params)
+  return model

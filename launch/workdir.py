@@ -1,0 +1,146 @@
+"""The workdir: where each stage finds the previous stage's outputs and leaves its own, plus bookkeeping.
+
+A stage is done when `<stage>/done.json` holds the fingerprint of the config entries it depends on.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import subprocess
+import time
+from typing import Any, Iterator
+
+from absl import logging
+import ml_collections as mlc
+
+from valuejax import io as vio
+
+STAGES = ("record", "locate", "intervene", "report")
+
+# The config sections each stage's results depend on (cumulatively: locate also depends on record's).
+_SECTIONS = {"record": ("method", "model", "seed", "data", "record"), "locate": ("locate",),
+             "intervene": ("intervene",), "report": ()}
+# Entries that change how a stage runs but never what it computes.
+_NO_EFFECT = ("record.checkpoint_every", "record.keep_checkpoints")
+
+
+def is_writer() -> bool:
+  """Only process 0 writes in a multi-process run; the others compute the same values and discard them."""
+  import jax
+  return jax.process_index() == 0
+
+
+def fingerprint(config: mlc.ConfigDict, stage: str) -> str:
+  """Hash of the config entries `stage` depends on (its own section and every earlier stage's)."""
+  d = json.loads(config.to_json_best_effort(sort_keys=True))
+  for key in _NO_EFFECT:
+    section, _, leaf = key.partition(".")
+    d.get(section, {}).pop(leaf, None)
+  picked = {}
+  for s in STAGES[:STAGES.index(stage) + 1]:
+    for section in _SECTIONS[s]:
+      picked[section] = d.get(section)
+  return hashlib.sha256(json.dumps(picked, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class Workdir:
+  """Paths and bookkeeping of one run's folder."""
+
+  def __init__(self, root: str, config: mlc.ConfigDict):
+    self.root = os.path.abspath(root)
+    self.config = config
+    self.writer = is_writer()
+    if self.writer:
+      os.makedirs(self.root, exist_ok=True)
+
+  def path(self, *parts: str) -> str:
+    return os.path.join(self.root, *parts)
+
+  def write_config(self) -> None:
+    """config.json: the resolved config, with the git commit of the code that ran it."""
+    if not self.writer:
+      return
+    d = json.loads(self.config.to_json_best_effort(sort_keys=True))
+    vio.write_json(self.path("config.json"), {"config": d, "git_commit": git_commit(),
+                                              "fingerprints": {s: fingerprint(self.config, s)
+                                                               for s in STAGES[:3]}})
+
+  def done(self, stage: str) -> dict[str, Any] | None:
+    """The stage's done.json if it was completed for this config, else None."""
+    try:
+      with open(self.path(stage, "done.json"), encoding="utf-8") as f:
+        d = json.load(f)
+    except (FileNotFoundError, json.JSONDecodeError):
+      return None
+    return d if d.get("fingerprint") == fingerprint(self.config, stage) else None
+
+  def mark_done(self, stage: str, seconds: float, **extra: Any) -> None:
+    if self.writer:
+      vio.write_json(self.path(stage, "done.json"), {
+          "fingerprint": fingerprint(self.config, stage), "seconds": round(seconds, 3),
+          "finished": _now(), **extra})
+
+  def should_skip(self, stage: str, force: bool) -> bool:
+    """True (and says so in the log) when the stage's outputs exist for this config."""
+    done = self.done(stage)
+    if done is None:
+      return False
+    if force:
+      logging.info("%s: outputs exist for this config, rerunning because of --force", stage)
+      return False
+    logging.info("%s: skipped, outputs for this config exist in %s (finished %s, took %.1f s); --force "
+                 "reruns it", stage, self.path(stage), done.get("finished"), done.get("seconds", 0.0))
+    self.add_timing(stage, done.get("seconds", 0.0), skipped=True)
+    return True
+
+  def add_timing(self, stage: str, seconds: float, skipped: bool = False, **extra: Any) -> None:
+    """timings.json: how long each stage took (a skipped stage keeps the time of the run that made it)."""
+    if not self.writer:
+      return
+    timings = self.timings()
+    timings[stage] = {"seconds": round(seconds, 3), "skipped": skipped, "at": _now(), **extra}
+    vio.write_json(self.path("timings.json"), timings)
+
+  def timings(self) -> dict[str, Any]:
+    try:
+      with open(self.path("timings.json"), encoding="utf-8") as f:
+        return json.load(f)
+    except (FileNotFoundError, json.JSONDecodeError):
+      return {}
+
+
+class Timer:
+  """`with Timer() as t: ...; t.seconds`."""
+
+  def __enter__(self) -> "Timer":
+    self.start = time.perf_counter()
+    self.seconds = 0.0
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.seconds = time.perf_counter() - self.start
+
+
+def git_commit() -> str | None:
+  """The commit of the code that ran (with '+dirty' when the tree has changes), or None outside git."""
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  try:
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
+                          timeout=10, check=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                           capture_output=True, text=True, timeout=10).stdout.strip()
+  except (OSError, subprocess.SubprocessError):
+    return None
+  return head + ("+dirty" if dirty else "")
+
+
+def _now() -> str:
+  return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def chunks(seq: list, n: int) -> Iterator[list]:
+  for i in range(0, len(seq), n):
+    yield seq[i:i + n]
