@@ -27,11 +27,13 @@ def counts_markdown(data: Dataset) -> str:
     out.append(_table("Value descriptions", ("group", "items"), [*sorted(c.items()), ("total", sum(c.values()))]))
   if data.situations:
     c = collections.Counter((s.dimension, s.split) for s in data.situations)
-    rows = [(d.id, c[d.id, "locate"], c[d.id, "eval"], c[d.id, "locate"] + c[d.id, "eval"]) for d in tax.dimensions]
+    rows = [(d.id, c[d.id, "locate"], c[d.id, "eval"], c[d.id, "locate"] + c[d.id, "eval"])
+            for d in tax.dimensions]
     out.append(_table("Situations", ("dimension", "locate", "eval", "total"), rows))
   if data.portraits:
     c = collections.Counter(p.value for p in data.portraits)
-    out.append(_table("Portraits", ("value", "items"), [(v, c[v]) for v in tax.value_ids] + [("total", sum(c.values()))]))
+    rows = [(v, c[v]) for v in tax.value_ids] + [("total", sum(c.values()))]
+    out.append(_table("Portraits", ("value", "items"), rows))
   if data.dilemmas:
     c = collections.Counter((d.value, d.split) for d in data.dilemmas)
     rows = [(f"{v.id} ({v.label('zh')})", c[v.id, "locate"], c[v.id, "eval"]) for v in tax.values]

@@ -1,6 +1,6 @@
 """Reader for the released C-voice workbooks (Chinese only), producing the same Dilemma items as JSONL.
 
-Activation: `<value>-final.xlsx` (冲突类型, 决策困境, 选择A, 选择B); evaluation: `test-zh-200.xlsx` (Type, Context, ...).
+Activation: `<value>-final.xlsx` (冲突类型 决策困境 选择A 选择B); evaluation: `test-zh-200.xlsx` (sheet per value).
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ import zipfile
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from valuejax.data.readers import _check_ids, _check_split_leak, _warn_near_duplicates, load_framework, shipped_data_dir
+from valuejax.data.readers import (
+    _check_ids, _check_split_leak, _warn_near_duplicates, load_framework, shipped_data_dir)
 from valuejax.data.schema import Dataset, Dilemma, DilemmaText, FrozenMap, Taxonomy
 from valuejax.errors import ValueJaxError
 

@@ -74,7 +74,7 @@ def read_text_utf8(path: str | os.PathLike) -> str:
   try:
     raw = path.read_bytes()
   except FileNotFoundError:
-    raise ValueJaxError(f"file not found", str(path), "check the path") from None
+    raise ValueJaxError("file not found", str(path), "check the path") from None
   try:
     text = raw.decode("utf-8")
   except UnicodeDecodeError as e:
@@ -340,10 +340,11 @@ def _parse_situation(f: _Fields, tax: Taxonomy) -> Situation:
     raise f.fail("field 'question' must be a question ending with '?'")
   acts = f.mapping("actions")
   keys = list(acts)
+  poles = ", ".join(a.id for a in tax.dimension(dim_id).aspects)
   for k in keys:
     if k not in tax.aspect_ids:
       raise f.fail(f"unknown value label '{k}' in field 'actions'",
-                   f"key the actions by the aspects of '{dim_id}': {', '.join(tax.dimension(dim_id).aspects[i].id for i in (0, 1))}")
+                   f"key the actions by the aspects of '{dim_id}': {poles}")
   if len(keys) != 2 or not tax.is_opposing_pair(keys[0], keys[1]):
     raise f.fail(f"field 'actions' is keyed by {keys}, which is not an opposing pair of aspects",
                  "give exactly two actions, one per pole of the situation's dimension")
