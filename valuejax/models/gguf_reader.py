@@ -47,12 +47,17 @@ def open_gguf(path: str):
 
 def read_metadata(reader) -> dict[str, Any]:
   """All metadata as plain Python values (strings decoded, arrays as lists)."""
+  from gguf import GGUFValueType
   out = {}
   for key, field in reader.fields.items():
     if key.startswith("GGUF."):
       continue
     value = field.contents()
-    out[key] = value.item() if isinstance(value, np.generic) else value
+    value = value.item() if isinstance(value, np.generic) else value
+    if field.types == [GGUFValueType.FLOAT32]:
+      # shortest decimal that round-trips in float32: 1e-06, not 9.999999974752427e-07
+      value = float(str(np.float32(value)))
+    out[key] = value
   return out
 
 
@@ -120,8 +125,15 @@ def hf_config(metadata: dict[str, Any], tensor_names: list[str], vocab_rows: int
   cfg["query_pre_attn_scalar"] = hidden // heads if is_27b else head_dim
   cfg["sliding_window"] = int(key("attention.sliding_window"))
   # llama.cpp hard-codes the local:global pattern (2 for Gemma 2, 6 for Gemma 3) unless the file says
-  pattern = int(key("attention.sliding_window_pattern", 2 if mt == "gemma2" else 6))
-  cfg["layer_types"] = ["sliding_attention" if (i + 1) % pattern else "full_attention" for i in range(n_layer)]
+  # (newer files may store it as an int period or as one bool per layer, True meaning sliding)
+  pattern = key("attention.sliding_window_pattern", 2 if mt == "gemma2" else 6)
+  if isinstance(pattern, list):
+    if len(pattern) != n_layer:
+      raise ValueJaxError(f"sliding_window_pattern has {len(pattern)} entries for {n_layer} layers", where=where)
+    sliding = [bool(p) for p in pattern]
+  else:
+    sliding = [bool((i + 1) % int(pattern)) for i in range(n_layer)]
+  cfg["layer_types"] = ["sliding_attention" if s else "full_attention" for s in sliding]
   if mt == "gemma2":
     cfg.update(rope_parameters=rope,
                attn_logit_softcapping=key("attn_logit_softcapping", 50.0),

@@ -21,7 +21,7 @@ from valuejax.models.checkpoint_io import WEIGHT_FILES, load_state_dict
 from valuejax.models.config import ModelConfig
 
 __all__ = ["Model", "load_model", "load_state_dict", "load_tokenizer", "convert_gguf", "cache_root",
-           "ALIASES", "CONVERTER_VERSION"]
+           "gguf_cache_entry", "ALIASES", "CONVERTER_VERSION"]
 
 # Bump when the conversion output changes: old cache entries then stop matching and are rebuilt.
 CONVERTER_VERSION = 1
@@ -216,20 +216,34 @@ def convert_gguf(gguf_path: str, out_dir: str, source: dict | None = None) -> No
              {"converter_version": CONVERTER_VERSION, "source": source or {"path": os.path.abspath(gguf_path)}})
 
 
-def gguf_cache_folder(gguf_path: str, root: str) -> str:
-  """The cache folder of a GGUF file, converted now if no finished entry exists for this file version."""
+def cache_entry(root: str, stem: str, source: dict) -> str:
+  """Cache folder for `source`: the key covers the source's identity and the converter version."""
+  key = hashlib.sha256(json.dumps([CONVERTER_VERSION, source], sort_keys=True).encode()).hexdigest()[:16]
+  return os.path.join(root, f"{stem}-{key}")
+
+
+def _gguf_source(gguf_path: str) -> dict:
   real = os.path.realpath(gguf_path)
   st = os.stat(real)
-  source = {"path": real, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-  key = hashlib.sha256(json.dumps([CONVERTER_VERSION, source], sort_keys=True).encode()).hexdigest()[:16]
-  stem = os.path.splitext(os.path.basename(real))[0]
-  entry = os.path.join(root, f"{stem}-{key}")
+  return {"path": real, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def gguf_cache_entry(gguf_path: str, root: str) -> str:
+  """Where the conversion of this version of `gguf_path` lives (or will live) under `root`."""
+  source = _gguf_source(gguf_path)
+  return cache_entry(root, os.path.splitext(os.path.basename(source["path"]))[0], source)
+
+
+def gguf_cache_folder(gguf_path: str, root: str) -> str:
+  """The cache folder of a GGUF file, converted now if no finished entry exists for this file version."""
+  source = _gguf_source(gguf_path)
+  entry = gguf_cache_entry(gguf_path, root)
   if _entry_complete(entry):
     return entry
   with _conversion_lock(entry):
     if not _entry_complete(entry):
       with atomic_dir(entry) as tmp:
-        convert_gguf(real, tmp, source)
+        convert_gguf(source["path"], tmp, source)
   return entry
 
 
@@ -256,8 +270,7 @@ def _gemma3_folder(root: str) -> str:
                         fix=_GEMMA3_PIP) from None
   # the package pins the assembled file's SHA-256, so it identifies the weights without assembling them
   source = {"alias": "gemma3-270m", "sha256": pkg.EXPECTED_SHA256}
-  key = hashlib.sha256(json.dumps([CONVERTER_VERSION, source], sort_keys=True).encode()).hexdigest()[:16]
-  entry = os.path.join(root, f"gemma3-270m-{key}")
+  entry = cache_entry(root, "gemma3-270m", source)
   if _entry_complete(entry):
     return entry
   with _conversion_lock(entry):

