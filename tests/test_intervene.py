@@ -48,13 +48,17 @@ def test_as_mask_accepts_masks_index_lists_and_neuron_sets():
   np.testing.assert_array_equal(vi.as_mask([[1], [], [7]], (L, F)), m)
   np.testing.assert_array_equal(vi.mask_from_indices([0, 2], [1, 7], (L, F)), m)
 
-  class FakeNeuronSet:
-    def mask(self, group, num_layers, num_neurons):
-      assert group == "plus" and (num_layers, num_neurons) == (L, F)
-      return m
-  np.testing.assert_array_equal(vi.as_mask(FakeNeuronSet(), (L, F), group="plus"), m)
+  from valuejax.locate import GroupNeurons, NeuronSet
+  plus = GroupNeurons.create([0, 2], [1, 7], L, F, {"delta": [0.3, 0.2], "p": [0.5, 0.6]})
+  ns = NeuronSet({"plus": plus, "minus": GroupNeurons.create([1], [0], L, F)})
+  np.testing.assert_array_equal(vi.as_mask(ns, group="plus"), m)
+  np.testing.assert_array_equal(vi.as_mask(ns, (L, F), group="plus"), m)
+  np.testing.assert_array_equal(vi.as_mask(plus), m)
   with pytest.raises(ValueJaxError, match="group"):
-    vi.as_mask(FakeNeuronSet(), (L, F))
+    vi.as_mask(ns, (L, F))
+  steer = vi.SteerSet.from_group(ns["plus"])
+  np.testing.assert_array_equal(steer.mask, m)
+  assert steer.v[2, 7] == np.float32(0.6) and steer.delta[0, 1] == np.float32(0.3)
   with pytest.raises(ValueJaxError, match="out of range"):
     vi.as_mask({0: [F]}, (L, F))
   with pytest.raises(ValueJaxError, match="bool"):
@@ -177,8 +181,14 @@ def test_layer_split_matches_the_paper_and_scales():
   np.testing.assert_array_equal(np.flatnonzero(s16.decision), [0, 1, 2, 13, 14, 15])  # 2.5 rounds up
   custom = vi.layer_split(10, head=1, tail=2)
   np.testing.assert_array_equal(np.flatnonzero(custom.decision), [0, 8, 9])
-  with pytest.raises(ValueJaxError, match="fit"):
-    vi.layer_split(4, head=3, tail=2)
+  with pytest.raises(ValueJaxError, match="semantic layer"):
+    vi.layer_split(4, head=3, tail=1)
+  from valuejax.locate import layer_split as locate_split  # locate's id lists are accepted as a split
+  ids = locate_split(L, 1, 1)
+  m = _mask([(0, 1), (1, 2)])
+  np.testing.assert_array_equal(
+      vi.value_exploration(m, _mask([]), region="decision", split=ids).neurons.scale,
+      vi.value_exploration(m, _mask([]), region="decision", split=vi.layer_split(L, 1, 1)).neurons.scale)
 
 
 def test_value_exploration_scales_unique_neurons_and_skips_shared_ones():

@@ -17,9 +17,6 @@ from valuejax.intervene.edits import Edit, MaskLike, as_mask, make_neuron_edit, 
 _STEER_SHARPNESS = 10.0
 _STEER_CENTRE = 0.15
 
-# ValueExploration's Llama-3-8B split: decision layers are 0..4 and 27..31 of 32, semantic 5..26.
-_REF_LAYERS, _REF_HEAD, _REF_TAIL = 32, 5, 5
-
 
 def baseline(shape: tuple[int, int], name: str = "baseline") -> Edit:
   """The identity edit (empty neuron set): the reference every effect is measured against."""
@@ -55,6 +52,13 @@ class SteerSet:
     return cls(values_from_indices(layers, indices, ones, shape) != 0,
                values_from_indices(layers, indices, v, shape),
                values_from_indices(layers, indices, delta, shape))
+
+  @classmethod
+  def from_group(cls, group, v: str = "p") -> "SteerSet":
+    """From a located group (valuejax.locate.GroupNeurons, e.g. `neuron_set["Conservation"]`) with its
+    `delta` and `p` scores; `v="v95"` for the NPTI variant."""
+    shape = (group.num_layers, group.num_neurons)
+    return cls.from_neurons(group.layer, group.index, group.score(v), group.score("delta"), shape)
 
   @classmethod
   def from_arrays(cls, neurons: MaskLike, v: np.ndarray, delta: np.ndarray,
@@ -114,20 +118,30 @@ class LayerSplit:
 
 
 def layer_split(num_layers: int, head: int | None = None, tail: int | None = None) -> LayerSplit:
-  """Decision layers = the first `head` and last `tail` layers, semantic = the rest.
+  """Decision layers = the first `head` and last `tail` layers, semantic = the rest, as [L] masks.
 
-  By default the paper's Llama-8B split (5 + 5 of 32) scaled to `num_layers`, at least one layer each side.
+  The rule is locate's (`valuejax.locate.layer_split`, one definition for locating and editing): the
+  paper's Llama-8B split (5 + 5 of 32) scaled to `num_layers`, rounded half up, at least one layer each side.
   """
-  def scaled(ref: int) -> int:
-    return max(1, int(np.floor(ref * num_layers / _REF_LAYERS + 0.5)))  # halves round up, not to even
-  head = scaled(_REF_HEAD) if head is None else head
-  tail = scaled(_REF_TAIL) if tail is None else tail
-  if head < 0 or tail < 0 or head + tail > num_layers:
-    raise ValueJaxError(f"layer split head={head}, tail={tail} does not fit {num_layers} layers",
-                        fix="choose head + tail <= num_layers")
-  layer = np.arange(num_layers)
-  decision = (layer < head) | (layer >= num_layers - tail)
-  return LayerSplit(decision, ~decision)
+  from valuejax.locate.analysis import layer_split as split_ids
+  ids = split_ids(num_layers, first=head, last=tail)
+  return _as_split(ids, num_layers)
+
+
+def _as_split(split, num_layers: int) -> LayerSplit:
+  """Accepts our masks or locate's LayerSplit of layer ids."""
+  decision, semantic = (np.asarray(x) for x in (split.decision, split.semantic))
+  if decision.dtype == bool:
+    if decision.shape != (num_layers,) or semantic.shape != (num_layers,):
+      raise ValueJaxError(f"layer split masks have shapes {decision.shape}, {semantic.shape} for "
+                          f"{num_layers} layers")
+    return LayerSplit(decision, semantic)
+  out = [np.zeros(num_layers, bool) for _ in range(2)]
+  for mask, ids in zip(out, (decision, semantic)):
+    if ids.size and (ids.min() < 0 or ids.max() >= num_layers):
+      raise ValueJaxError(f"layer split names layers outside [0, {num_layers})")
+    mask[ids.astype(np.int64)] = True
+  return LayerSplit(*out)
 
 
 def region_layers(region: str, split: LayerSplit) -> np.ndarray:
@@ -161,7 +175,7 @@ def value_exploration(support: MaskLike, conflict: MaskLike, *, toward: str = "s
   s, c = as_mask(support, shape), as_mask(conflict, shape)
   if s.shape != c.shape:
     raise ValueJaxError(f"support and conflict sets differ in shape: {s.shape} vs {c.shape}")
-  split = split or layer_split(s.shape[0])
+  split = layer_split(s.shape[0]) if split is None else _as_split(split, s.shape[0])
   layers = region_layers(region, split)
   scale = _exploration_scale(s, c, toward, factor)
   scale[~layers] = 1.0
@@ -178,7 +192,7 @@ def value_exploration_combined(semantic: tuple[MaskLike, MaskLike], decision: tu
   and the decision-setting sets in the decision layers, in one edit."""
   sem = value_exploration(*semantic, toward=toward, region="semantic", factor=factor, split=split, shape=shape)
   dec = value_exploration(*decision, toward=toward, region="decision", factor=factor, split=split, shape=shape)
-  split = split or layer_split(sem.shape[0])
+  split = layer_split(sem.shape[0]) if split is None else _as_split(split, sem.shape[0])
   scale = np.where(split.semantic[:, None], np.asarray(sem.neurons.scale), np.asarray(dec.neurons.scale))
   meta = {"kind": "value_exploration", "toward": toward, "region": "combined", "factor": float(factor),
           "n_scaled": int((scale == factor).sum()), "n_zeroed": int((scale == 0).sum()),

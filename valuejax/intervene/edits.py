@@ -17,18 +17,21 @@ from valuejax.models.edit import NeuronEdit
 
 SCOPES = ("prompt", "generated", "all")
 
-# Anything that names a set of neurons: a [L, F] bool mask, {layer: indices}, [indices per layer], or an
-# object with `.mask(group, num_layers, num_neurons)` (valuejax.locate.NeuronSet).
+# Anything that names a set of neurons: a [L, F] bool mask, {layer: indices}, [indices per layer], a
+# valuejax.locate.GroupNeurons, or a valuejax.locate.NeuronSet with a group name.
 MaskLike = Any
 
 
 def as_mask(neurons: MaskLike, shape: tuple[int, int] | None = None, group: str | None = None) -> np.ndarray:
   """Returns the neuron set as a `[L, F]` numpy bool mask."""
   if hasattr(neurons, "mask") and callable(neurons.mask):
-    if group is None or shape is None:
-      raise ValueJaxError("a NeuronSet needs a group and a shape to become a mask",
-                          fix="pass group=<group name> and shape=(num_layers, num_neurons)")
-    return _check_shape(np.asarray(neurons.mask(group, *shape), bool), shape, "NeuronSet.mask")
+    dims = tuple(shape) if shape is not None else (None, None)
+    if hasattr(neurons, "groups"):  # a NeuronSet holds several groups
+      if group is None:
+        raise ValueJaxError("a NeuronSet holds several groups; say which one becomes the mask",
+                            fix=f"pass group=<one of {list(neurons.groups)}>")
+      return _check_shape(np.asarray(neurons.mask(group, *dims), bool), shape, f"NeuronSet[{group!r}]")
+    return _check_shape(np.asarray(neurons.mask(*dims), bool), shape, "GroupNeurons.mask")
   if isinstance(neurons, (np.ndarray, jax.Array)):
     arr = np.asarray(neurons)
     if arr.dtype != bool:
