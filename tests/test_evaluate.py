@@ -60,6 +60,19 @@ def test_summarize_support_counts_unparsed():
   assert ve.summarize_support([ve.Unparsed("x", "y")]).mean_aligned is None
 
 
+def test_paired_support_drops_items_unparsed_on_either_side():
+  base = ["Option A: 50% Option B: 50%", "选项A：40% 选项B：60%", "garbled", "Option A: 30% Option B: 70%"]
+  edit = ["Option A: 80% Option B: 20%", "选项A：70% 选项B：30%", "Option A: 90% Option B: 10%", "I refuse"]
+  p = ve.paired_support(base, edit)
+  np.testing.assert_array_equal(p.items, [0, 1])
+  np.testing.assert_allclose(p.shift, [30, 30])
+  assert p.n_dropped == 2
+  per_item = ve.paired_support(base[:2], edit[:2], aligned=["A", "B"])
+  np.testing.assert_allclose(per_item.shift, [30, -30])
+  with pytest.raises(ValueJaxError, match="same items"):
+    ve.paired_support(base, edit[:2])
+
+
 # --- statistics -------------------------------------------------------------------------------------------
 
 def test_paired_differences_and_shape_check():

@@ -116,7 +116,7 @@ def test_steering_enhance_hand_computed():
   plus, minus = _steer_sets()
   gamma = 1.5
   edit = vi.steering(plus, minus, gamma, keep_prob=1.0)
-  assert edit.scope == "generated"
+  assert edit.scope == "generated" and edit.generate_kwargs() == {"edit": edit.neurons, "edit_scope": "generated"}
   assert edit.metadata["n_target"] == 3 and edit.metadata["n_opposite"] == 2
   a = _acts()
   out = np.asarray(_apply_all_layers(a, edit))

@@ -9,6 +9,8 @@ import re
 import unicodedata
 from typing import Sequence
 
+import numpy as np
+
 from valuejax.errors import ValueJaxError
 
 # One option's share: "Option A: 70%", "选项A：70%", "A: 70.5 %", "A选项: 70%". Without an "option" word a
@@ -92,3 +94,40 @@ def summarize_support(results: Sequence[OptionSupport | Unparsed]) -> SupportSum
   parsed = [r for r in results if r.parsed]
   mean = sum(r.aligned for r in parsed) / len(parsed) if parsed else None
   return SupportSummary(mean, len(parsed), len(results) - len(parsed), sum(r.renormalised for r in parsed))
+
+
+@dataclasses.dataclass(frozen=True)
+class PairedSupport:
+  """Aligned-option support of the same items before and after an edit, over items parsed both times."""
+  baseline: np.ndarray  # [n] percent
+  edited: np.ndarray  # [n] percent
+  items: np.ndarray  # [n] indices into the inputs
+  n_dropped: int  # items unparsed in either answer: reported, not scored
+
+  @property
+  def shift(self) -> np.ndarray:
+    return self.edited - self.baseline
+
+
+def paired_support(baseline_texts: Sequence[str], edited_texts: Sequence[str],
+                   aligned: str | Sequence[str] = "A") -> PairedSupport:
+  """ValueExploration's metric per item: the shift of support for the aligned option caused by an edit.
+
+  `aligned` is one letter for all items or one per item (when options were shuffled). Feed `edited` and
+  `baseline` to `summarize_effect` for a CI and a p-value against random controls.
+  """
+  if len(baseline_texts) != len(edited_texts):
+    raise ValueJaxError(f"{len(baseline_texts)} baseline answers but {len(edited_texts)} edited ones",
+                        fix="generate both for the same items, in the same order")
+  letters = [aligned] * len(baseline_texts) if isinstance(aligned, str) else list(aligned)
+  if len(letters) != len(baseline_texts):
+    raise ValueJaxError(f"{len(letters)} aligned letters for {len(baseline_texts)} items")
+  base, edit, items = [], [], []
+  for i, (b, e, letter) in enumerate(zip(baseline_texts, edited_texts, letters)):
+    pb, pe = parse_option_support(b, letter), parse_option_support(e, letter)
+    if pb.parsed and pe.parsed:
+      base.append(pb.aligned)
+      edit.append(pe.aligned)
+      items.append(i)
+  return PairedSupport(np.asarray(base, np.float64), np.asarray(edit, np.float64), np.asarray(items, np.int64),
+                       len(baseline_texts) - len(items))

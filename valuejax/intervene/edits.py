@@ -133,6 +133,10 @@ class Edit:
   def is_identity(self) -> bool:
     return not self.edited_mask().any()
 
+  def generate_kwargs(self) -> dict[str, Any]:
+    """Keyword arguments for `valuejax.engine.generate`, which takes the edit and its scope separately."""
+    return {"edit": self.neurons, "edit_scope": self.scope}
+
   def mask_for(self, attention_mask, is_generated=None, shape=None) -> jax.Array:
     return edit_mask_for(self.scope, attention_mask, is_generated, shape)
 
