@@ -1,6 +1,13 @@
 """valuejax: locate and edit the neurons that carry human values in LLMs, in JAX."""
 
+import glob
+import os
+
 from setuptools import find_packages, setup
+
+# The shipped datasets live in data/ beside the package; installs put them in <prefix>/share/valuejax/data,
+# where valuejax.data.shipped_data_dir() finds them.
+DATA_DIRS = ("data", "data/schwartz", "data/cvoice", "data/templates")
 
 setup(
     name="valuejax",
@@ -9,7 +16,8 @@ setup(
                 "editing them (ValueLocate, ValueExploration) in JAX.",
     python_requires=">=3.10",
     packages=find_packages(include=["valuejax", "valuejax.*"]),
-    include_package_data=True,
+    data_files=[(os.path.join("share", "valuejax", d), sorted(f for f in glob.glob(os.path.join(d, "*"))
+                                                             if os.path.isfile(f))) for d in DATA_DIRS],
     install_requires=[
         "jax>=0.7",
         "flax>=0.10",

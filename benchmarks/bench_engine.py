@@ -1,0 +1,224 @@
+"""Throughput of statistics recording: valuejax against transformers + PyTorch forward hooks, in one process.
+
+The peer is the papers' recipe: `model.generate` with forward hooks on every MLP `act_fn` that reduce the
+activations of each new token into per-neuron sums. Both sides compute the same statistics on the same
+prompts and token counts. Prints tokens/s, the ratio, a raw decode-step floor measured here, and memory.
+
+  python benchmarks/bench_engine.py                       # SmolLM2-135M on this machine
+  python benchmarks/bench_engine.py --batches 32,128 --new 128 --dtype bfloat16   # on an accelerator
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+
+import numpy as np
+
+
+def rss_mib() -> float:
+  with open("/proc/self/statm") as f:
+    return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+
+
+def peak_rss_mib() -> float:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def timed(fn, repeats: int) -> float:
+  """Median wall time of `repeats` calls after one warm-up call (compilation, caches)."""
+  fn()
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - t0)
+  return statistics.median(times)
+
+
+def make_prompts(tok, n: int, seed: int = 0) -> list[list[int]]:
+  topics = ["honesty at work", "caring for parents", "trying a new city", "saving money", "helping a neighbour",
+            "following tradition", "winning a contest", "protecting nature", "a risky startup", "school rules"]
+  rng = np.random.default_rng(seed)
+  out = []
+  for i in range(n):
+    q = f"In two paragraphs, what would you do about {topics[rng.integers(len(topics))]}? Case {i}."
+    text = tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True, tokenize=False)
+    out.append(tok(text, add_special_tokens=False)["input_ids"])
+  return out
+
+
+def left_padded(rows, pad):
+  width = max(map(len, rows))
+  ids = np.full((len(rows), width), pad, np.int32)
+  mask = np.zeros((len(rows), width), np.int32)
+  for i, r in enumerate(rows):
+    ids[i, width - len(r):], mask[i, width - len(r):] = r, 1
+  return ids, mask
+
+
+class HookStats:
+  """The peer's reduction: per-layer count / sum / sum of squares of act_fn outputs for the counted tokens."""
+
+  def __init__(self, torch, model, num_layers, width, skip_prompt: bool):
+    self.torch, self.skip_prompt = torch, skip_prompt
+    self.count = torch.zeros(num_layers, width, dtype=torch.int64)
+    self.s1 = torch.zeros(num_layers, width, dtype=torch.float64)
+    self.s2 = torch.zeros(num_layers, width, dtype=torch.float64)
+    self.weight = None
+    self.handles = [layer.mlp.act_fn.register_forward_hook(self._hook(i)) for i, layer in
+                    enumerate(model.model.layers)]
+
+  def _hook(self, layer):
+    def hook(module, inputs, out):
+      if self.skip_prompt and out.shape[1] > 1:  # prefill: prompt tokens are not counted
+        return
+      a = out if self.weight is None else out * self.weight[..., None]
+      self.count[layer] += (a > 0).sum((0, 1))
+      self.s1[layer] += a.sum((0, 1)).double()
+      self.s2[layer] += (a * a).sum((0, 1)).double()
+    return hook
+
+  def remove(self):
+    for h in self.handles:
+      h.remove()
+
+
+def main(argv=None) -> int:
+  ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  ap.add_argument("--model", default="smollm2-135m-instruct")
+  ap.add_argument("--batches", default="8,32", help="generation batch sizes")
+  ap.add_argument("--new", type=int, default=64, help="new tokens per prompt")
+  ap.add_argument("--tf-batch", type=int, default=8)
+  ap.add_argument("--tf-len", type=int, default=128)
+  ap.add_argument("--repeats", type=int, default=2)
+  ap.add_argument("--dtype", default="float32")
+  ap.add_argument("--threads", type=int, default=os.cpu_count())
+  ap.add_argument("--skip-peer", action="store_true")
+  ap.add_argument("--json", default=None, help="also write the results here")
+  args = ap.parse_args(argv)
+
+  import jax
+  import jax.numpy as jnp
+  import torch
+  import transformers
+
+  import valuejax
+  from valuejax.engine.generate import Generator, Sampling, StatsSpec, TeacherForcer
+  from valuejax.engine.record import Prompt, Recorder
+  from valuejax.models.forward import KVCache, forward, forward_cached
+
+  torch.set_num_threads(args.threads)
+  accel = jax.default_backend() != "cpu"
+  device = "cuda" if accel and torch.cuda.is_available() else "cpu"
+  model = valuejax.load_model(args.model, dtype=args.dtype)
+  cfg, tok = model.config, model.tokenizer
+  tdtype = getattr(torch, args.dtype)
+  hf = transformers.AutoModelForCausalLM.from_pretrained(model.source, dtype=tdtype).eval().to(device)
+  pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+  sampling = Sampling(repetition_penalty=1.1)
+  results = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, jax {jax.__version__} on "
+                        f"{jax.devices()[0].device_kind}, torch {torch.__version__} on {device}",
+             "model": args.model, "dtype": args.dtype, "rows": []}
+  print(results["machine"], flush=True)
+
+  def row(name, peer, ours, floor=None, note=""):
+    r = {"case": name, "peer_tok_s": peer, "valuejax_tok_s": ours, "ratio": ours / peer if peer else None,
+         "floor_tok_s": floor, "note": note}
+    results["rows"].append(r)
+    ratio = f"{ours / peer:5.2f}x" if peer else "   - "
+    fl = f"  floor {floor:8.1f} tok/s ({ours / floor:4.0%} of it)" if floor else ""
+    print(f"{name:42s} peer {peer or 0:8.1f}  valuejax {ours:8.1f} tok/s  {ratio}{fl} {note}", flush=True)
+
+  gen = Generator(model.params, cfg, pad_id=pad, eos_ids=())  # no EOS: every row makes exactly `new` tokens
+  for b in [int(x) for x in args.batches.split(",")]:
+    ids, mask = left_padded(make_prompts(tok, b), pad)
+    tokens = b * args.new
+    groups = np.arange(b, dtype=np.int32) % 2
+
+    def ours():
+      out = gen(ids, mask, args.new, sampling=sampling, group_ids=groups, stats=StatsSpec(2))
+      jax.block_until_ready(out.gen_stats)
+    t_ours = timed(ours, args.repeats)
+
+    # Raw floor: one jit'd decode step over all layers + unembedding at this batch, reading a full cache.
+    slots = ids.shape[1] + args.new
+    cache = KVCache.zeros(cfg, b, slots, model.params["embed"].dtype)
+    valid = jnp.ones((b, slots), bool)
+    step = jax.jit(lambda p, c, t: forward_cached(p, cfg, t, jnp.zeros((b, 1), jnp.int32), c, jnp.int32(slots - 1),
+                                                  valid)[0])
+    tok1 = jnp.ones((b, 1), jnp.int32)
+    t_step = timed(lambda: step(model.params, cache, tok1).block_until_ready(), 5)
+
+    t_peer = None
+    if not args.skip_peer:
+      tids, tmask = torch.tensor(ids, dtype=torch.long, device=device), torch.tensor(mask, device=device)
+
+      def peer():
+        hs = HookStats(torch, hf, cfg.num_layers, cfg.intermediate_size, skip_prompt=True)
+        with torch.no_grad():
+          hf.generate(input_ids=tids, attention_mask=tmask, max_new_tokens=args.new, min_new_tokens=args.new,
+                      do_sample=False, repetition_penalty=1.1, pad_token_id=pad)
+        hs.remove()
+        if device == "cuda":
+          torch.cuda.synchronize()
+      t_peer = timed(peer, args.repeats)
+    row(f"generate + statistics, batch {b}, {args.new} new", tokens / t_peer if t_peer else None, tokens / t_ours,
+        floor=b / t_step)
+
+  # Teacher-forced statistics (LAPE): every token of tf_batch x tf_len.
+  b, t = args.tf_batch, args.tf_len
+  rng = np.random.default_rng(1)
+  ids = rng.integers(100, cfg.vocab_size - 100, size=(b, t)).astype(np.int32)
+  mask = np.ones_like(ids)
+  groups = np.arange(b, dtype=np.int32) % 2
+  tf = TeacherForcer(model.params, cfg, buckets=(t,))
+  t_tf = timed(lambda: jax.block_until_ready(tf(ids, mask, groups, StatsSpec(2))), args.repeats + 1)
+  plain = jax.jit(lambda p, i, m: forward(p, cfg, i, m)[0])
+  plain_nologits = jax.jit(lambda p, i, m: forward(p, cfg, i, m, capture="act", logits="none")[1])
+  t_plain = timed(lambda: plain(model.params, ids, mask).block_until_ready(), args.repeats + 1)
+  t_act = timed(lambda: plain_nologits(model.params, ids, mask).block_until_ready(), args.repeats + 1)
+  t_peer = None
+  if not args.skip_peer:
+    tids, tmask = torch.tensor(ids, dtype=torch.long, device=device), torch.tensor(mask, device=device)
+
+    def peer_tf():
+      hs = HookStats(torch, hf, cfg.num_layers, cfg.intermediate_size, skip_prompt=False)
+      with torch.no_grad():
+        hf(input_ids=tids, attention_mask=tmask)
+      hs.remove()
+    t_peer = timed(peer_tf, args.repeats + 1)
+  n = b * t
+  row(f"teacher-forced statistics, {b} x {t}", n / t_peer if t_peer else None, n / t_tf)
+  row("  valuejax plain forward (with logits)", None, n / t_plain)
+  row("  valuejax forward returning [L,B,T,F] acts", None, n / t_act)
+  print(f"statistics cost over the plain forward: {t_tf / t_plain - 1:+.1%} (the statistics pass skips the "
+        f"unembedding, which the plain forward computes)")
+  results["stats_overhead_vs_plain_forward"] = t_tf / t_plain - 1
+
+  # Memory: current RSS after recording 1x, 2x and 4x as many prompts (same shapes) must stay flat.
+  rec = Recorder(model, groups=["a", "b"], batch_size=8, max_new_tokens=16)
+  base = [Prompt(f"p{i}", "ab"[i % 2], text=f"Tell me about value number {i}.") for i in range(32)]
+  mem = []
+  for k in (1, 2, 4):
+    prompts = [Prompt(f"{p.id}-{j}", p.group, text=p.text) for j in range(k) for p in base]
+    rec.run(prompts, progress=False)
+    mem.append((len(prompts), rss_mib()))
+  print("RSS after recording: " + ", ".join(f"{n} prompts {m:.0f} MiB" for n, m in mem) +
+        f"; peak RSS {peak_rss_mib():.0f} MiB")
+  results["rss_mib"] = mem
+  results["peak_rss_mib"] = peak_rss_mib()
+  if args.json:
+    with open(args.json, "w") as f:
+      json.dump(results, f, indent=2)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
