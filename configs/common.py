@@ -85,7 +85,9 @@ def base_config(method: str) -> mlc.ConfigDict:
   c.intervene = mlc.ConfigDict()
   c.intervene.n_controls = 8  # random neuron sets with the located set's per-layer counts
   c.intervene.control_seed = 0
-  c.intervene.batch_size = 16
+  c.intervene.batch_size = 24
+  # Scored sequences are padded to one of these lengths: each is one compile, fine steps waste less.
+  c.intervene.length_buckets = (64, 96, 128, 160, 192, 256, 384, 512, 1024, 2048)
   c.intervene.alpha = 0.05
   c.intervene.n_boot = 2000
   c.intervene.examples = 2  # generated answers shown before/after editing in the report

@@ -9,7 +9,7 @@ from configs import common
 
 
 def get_config(arg: str | None = None) -> mlc.ConfigDict:
-  arg = common.parse_arg(arg, smoke=False, items=24, tokens=48, controls=8, eval_items=16,
+  arg = common.parse_arg(arg, smoke=False, items=24, tokens=48, controls=8, eval_items=12,
                          sweep_gamma=False)
   if arg.smoke:
     arg.items, arg.tokens, arg.controls, arg.eval_items = 2, 6, 2, 4
@@ -42,6 +42,8 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
   c.intervene.modes = ("enhance", "reverse")
   c.intervene.keep_prob = 0.9
   c.intervene.metric = "forced_choice"  # p(aligned action) by continuation likelihood, judge-free
+  # The question is the user turn; each action is scored as the start of the assistant's answer.
+  c.intervene.choice_template = "{question}\nAnswer in one sentence, in the first person."
   c.intervene.eval_split = "eval"
   c.intervene.eval_items = arg.eval_items  # situations per dimension; 0 = all
   c.intervene.n_controls = arg.controls

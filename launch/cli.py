@@ -28,9 +28,17 @@ DEFAULT_CONFIG = os.path.join(REPO, "configs", "valuelocate.py")
 EXIT_USAGE = 2
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file(
-    "config", DEFAULT_CONFIG, "Config file, optionally with an argument: configs/valuelocate.py:smoke. "
-    "Override entries with --config.<key>=<value>.", lock_config=True)
+
+def _define_config_flag() -> None:
+  # config_flags applies the --config.<key> overrides it finds in sys.argv while defining the flag, so
+  # an unknown key fails here, before any main() runs.
+  try:
+    config_flags.DEFINE_config_file(
+        "config", DEFAULT_CONFIG, "Config file, optionally with an argument: configs/valuelocate.py:smoke. "
+        "Override entries with --config.<key>=<value>.", lock_config=True)
+  except Exception as e:  # noqa: BLE001 - explained to the user below
+    usage_exit(explain_flag_error(sys.argv, e))
+
 flags.DEFINE_string("workdir", None, "Folder for every output of the run (statistics, neuron sets, "
                     "metrics, report.md); a rerun reuses what it holds.")
 flags.DEFINE_bool("force", False, "Rerun stages even when their outputs exist for the same config.")
@@ -74,7 +82,9 @@ def run(main: Callable[[mlc.ConfigDict], None], extra_flags: tuple[str, ...] = (
 
 def parse_flags(argv: list[str], extra: tuple[str, ...] = ()) -> list[str]:
   try:
-    return FLAGS(argv)
+    rest = FLAGS(argv)
+    FLAGS.config.get("method")  # a config file that failed to load raises only when first read
+    return rest
   except Exception as e:  # noqa: BLE001 - whatever broke reading the flags or the config, the user can fix
     usage_exit(explain_flag_error(argv, e, extra))
 
@@ -264,3 +274,6 @@ def _from_config_dict(e: BaseException) -> bool:
 def _missing_key(e: BaseException) -> str:
   text = str(e.args[0]) if e.args else str(e)
   return text.strip("'\"").splitlines()[0].strip("'\"")
+
+
+_define_config_flag()

@@ -1,0 +1,180 @@
+"""report.md from a finished workdir: what ran, where the value neurons are, whether editing them moves
+value orientation more than random neurons do, a few answers before/after editing, and stage times.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from valuejax import io as vio
+from valuejax.report import plots
+from valuejax.report.verdict import CAUSAL, verdict
+
+# The workdir layout the launchers write (launch/record.py, locate.py, intervene.py).
+CONFIG = "config.json"
+TIMINGS = "timings.json"
+RECORD_SUMMARY = os.path.join("record", "summary.json")
+LOCATE_SUMMARY = os.path.join("locate", "summary.json")
+METRICS = os.path.join("intervene", "metrics.json")
+EXAMPLES = os.path.join("intervene", "examples.jsonl")
+REPORT = "report.md"
+
+
+def _read(root: str, rel: str) -> Any:
+  try:
+    with open(os.path.join(root, rel), encoding="utf-8") as f:
+      if rel.endswith(".jsonl"):
+        return [json.loads(line) for line in f if line.strip()]
+      return json.load(f)
+  except FileNotFoundError:
+    return None
+
+
+def write_report(workdir: str) -> str:
+  """Writes <workdir>/report.md (and its figures under <workdir>/report/); returns the report's path."""
+  root = os.path.abspath(workdir)
+  cfg = _read(root, CONFIG) or {}
+  config = cfg.get("config", {})
+  metrics = _read(root, METRICS)
+  parts = [f"# valuejax report: {config.get('method', '?')} on {config.get('model', '?')}", ""]
+  parts += _headline(metrics)
+  parts += _what_ran(root, cfg)
+  parts += _neurons(root, _read(root, LOCATE_SUMMARY))
+  parts += _effects(root, metrics)
+  parts += _examples(_read(root, EXAMPLES))
+  parts += _timings(_read(root, TIMINGS) or {})
+  path = os.path.join(root, REPORT)
+  vio.write_text(path, "\n".join(parts).rstrip() + "\n")
+  return path
+
+
+def _effects_of(metrics: Any) -> list[dict[str, Any]]:
+  return [e for p in (metrics or {}).get("pairs", []) for e in p["effects"]]
+
+
+def _headline(metrics: Any) -> list[str]:
+  effects = _effects_of(metrics)
+  if not effects:
+    return ["**Result:** no edits were evaluated (the intervene stage has not run).", ""]
+  tested = [e for e in effects if e.get("control_effects")]
+  causal = [e for e in tested if verdict(e)[0] == CAUSAL]
+  lines = ["## Result", ""]
+  if not tested:
+    lines.append("No random controls ran, so no edit can be told apart from editing any neurons.")
+  elif causal:
+    lines.append(f"**{len(causal)} of {len(tested)} edits tested against random controls move value "
+                 "orientation as predicted and further than random neurons with the same per-layer counts:**")
+  else:
+    lines.append(f"**No effect: none of the {len(tested)} edits tested against random controls moves value "
+                 "orientation as predicted and further than random neurons with the same per-layer counts.**")
+  lines.append("")
+  for e in tested:
+    label, why = verdict(e)
+    lines.append(f"- {e['pair']}, {e['edit']}: **{label}** - {why}")
+  lines += ["", f"Metric: {metrics.get('metric_description', metrics.get('metric'))}. Change = edited minus "
+            "unedited, averaged over items; 95% bootstrap CI over items; p = rank of the located effect among "
+            f"the random controls' effects ({metrics.get('n_controls')} per tested edit), one-sided in the "
+            "predicted direction.", ""]
+  return lines
+
+
+def _what_ran(root: str, cfg: dict[str, Any]) -> list[str]:
+  c = cfg.get("config", {})
+  rec, data = c.get("record", {}), c.get("data", {})
+  summary = _read(root, RECORD_SUMMARY) or {}
+  lines = ["## What was run", "",
+           f"- Method: {c.get('method')}; model: `{c.get('model')}`; seed {c.get('seed')}",
+           f"- Data: `{data.get('framework')}` ({data.get('lang')}), {data.get('items_per_group') or 'all'} "
+           f"items per group; groups: {', '.join(summary.get('groups', [])) or '?'}",
+           f"- Recording: {rec.get('mode')}, batch {rec.get('batch_size')}, up to {rec.get('max_new_tokens')} new "
+           f"tokens, repetition penalty {rec.get('repetition_penalty')}; counted: {summary.get('counted', '?')}"
+           f" ({sum(summary.get('tokens', [])) } tokens over {sum(summary.get('items', []))} items)",
+           f"- Code: git commit `{cfg.get('git_commit') or 'unknown'}`; full config in `config.json`",
+           ""]
+  return lines
+
+
+def _neurons(root: str, located: Any) -> list[str]:
+  if not located:
+    return ["## Located neurons", "", "The locate stage has not run.", ""]
+  lines = ["## Located neurons", ""]
+  counts = {}
+  for name, s in located.items():
+    for g, info in s["groups"].items():
+      counts[f"{name}: {g}" if g not in name else g] = info["per_layer"]
+  lines.append("| set | group | neurons | share of all | mean contrast |")
+  lines.append("|---|---|---:|---:|---:|")
+  for name, s in located.items():
+    total = s["num_layers"] * s["num_neurons"]
+    for g, info in s["groups"].items():
+      md = info.get("mean_delta")
+      lines.append(f"| {name} | {g} | {info['count']} | {info['count'] / total:.2%} | "
+                   f"{'' if md is None else f'{md:.3f}'} |")
+  lines.append("")
+  names = list(counts)
+  num_layers = max(len(v) for v in counts.values())
+  lines.append("Neurons per layer:")
+  lines.append("")
+  lines.append("| layer | " + " | ".join(names) + " |")
+  lines.append("|---:|" + "---:|" * len(names))
+  for layer in range(num_layers):
+    lines.append(f"| {layer} | " + " | ".join(str(counts[n][layer]) for n in names) + " |")
+  path = plots.plot_neurons_per_layer(counts, os.path.join(root, "report", "neurons_per_layer.png"))
+  lines += ["", f"![neurons per layer]({plots.relpath(path, root)})", ""]
+  return lines
+
+
+def _effects(root: str, metrics: Any) -> list[str]:
+  effects = _effects_of(metrics)
+  if not effects:
+    return []
+  lines = ["## Effect of each edit", "",
+           "| pair | edit | neurons | baseline | change [95% CI] | controls: mean +- sd (n) | p | verdict |",
+           "|---|---|---:|---:|---|---|---:|---|"]
+  base = {p["pair"]: p["baseline_mean"] for p in metrics["pairs"]}
+  for e in effects:
+    ctrl = e.get("control_effects") or []
+    sd = e.get("control_sd")
+    ctrl_s = (f"{e['control_mean']:+.3g} +- {sd:.2g} ({len(ctrl)})" if ctrl and sd is not None
+              else f"{e['control_mean']:+.3g} ({len(ctrl)})" if ctrl else "-")
+    p = "-" if e.get("p_value") is None else f"{e['p_value']:.3g}"
+    lines.append(f"| {e['pair']} | {e['edit']} | {e.get('n_neurons', '')} | {base[e['pair']]:.3f} | "
+                 f"{e['mean']:+.3g} [{e['ci_low']:+.3g}, {e['ci_high']:+.3g}] | {ctrl_s} | {p} | "
+                 f"{verdict(e)[0]} |")
+  path = plots.plot_effects(effects, os.path.join(root, "report", "effects.png"), metrics.get("metric", ""))
+  lines += ["", f"![effects]({plots.relpath(path, root)})", "",
+            "Per-item scores: `intervene/metrics.csv` (long format); one row per edit: `intervene/effects.csv`.",
+            ""]
+  return lines
+
+
+def _examples(examples: Any, per_question: int = 4, max_questions: int = 4) -> list[str]:
+  if not examples:
+    return []
+  lines = ["## Answers before and after editing", ""]
+  by_item: dict[str, list[dict[str, Any]]] = {}
+  for r in examples:
+    by_item.setdefault(r["item_id"], []).append(r)
+  for item, recs in list(by_item.items())[:max_questions]:
+    lines.append(f"**{recs[0]['metadata'].get('pair', '')}** - {recs[0]['prompt']}")
+    lines.append("")
+    for r in recs[:per_question]:
+      text = " ".join(r["text"].split()) or "(empty)"
+      lines.append(f"- *{r['edit']}*: {text}")
+    lines.append("")
+  return lines
+
+
+def _timings(timings: dict[str, Any]) -> list[str]:
+  if not timings:
+    return []
+  lines = ["## Time per stage", "", "| stage | seconds | note |", "|---|---:|---|"]
+  for stage, t in timings.items():
+    note = "skipped (outputs reused; time of the run that made them)" if t.get("skipped") else ""
+    if t.get("tokens"):
+      note = (note + "; " if note else "") + f"{t['tokens']} tokens"
+    lines.append(f"| {stage} | {t['seconds']:.1f} | {note} |")
+  lines.append("")
+  return lines

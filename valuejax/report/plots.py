@@ -1,0 +1,66 @@
+"""Figures for the report (PNG via matplotlib's Agg canvas): each edit's effect with its 95% CI beside the
+effects of its random controls, and the located neurons per layer of every group.
+"""
+
+from __future__ import annotations
+
+import io as _io
+import os
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from valuejax import io as vio
+
+
+def _save(fig: Figure, path: str) -> str:
+  FigureCanvasAgg(fig)  # headless, without touching pyplot's global backend
+  buf = _io.BytesIO()
+  fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+  vio.write_bytes(path, buf.getvalue())
+  return path
+
+
+def plot_effects(effects: Sequence[Mapping[str, Any]], path: str, metric: str) -> str:
+  """One row per edit: the located effect (dot, 95% CI bar) and its controls' effects (grey ticks)."""
+  n = len(effects)
+  fig = Figure(figsize=(8, 1.2 + 0.42 * n))
+  ax = fig.add_subplot()
+  for i, e in enumerate(effects):
+    y = n - 1 - i
+    ctrl = e.get("control_effects") or []
+    if ctrl:
+      ax.scatter(ctrl, [y] * len(ctrl), marker="|", s=120, color="0.6", zorder=1,
+                 label="random controls" if i == 0 or not any(x.get("control_effects") for x in effects[:i])
+                 else None)
+    color = "tab:blue" if e["expected"] == "greater" else "tab:red"
+    ax.errorbar([e["mean"]], [y], xerr=[[e["mean"] - e["ci_low"]], [e["ci_high"] - e["mean"]]], fmt="o",
+                color=color, capsize=3, zorder=2)
+  ax.axvline(0.0, color="k", lw=0.8)
+  ax.set_yticks(range(n), [f"{e['pair']}: {e['edit']}" for e in reversed(effects)], fontsize=7)
+  ax.set_xlabel(f"change vs unedited model ({metric})")
+  ax.set_title("Effect of each edit (95% CI; blue: predicted up, red: predicted down)", fontsize=9)
+  if any(e.get("control_effects") for e in effects):
+    ax.legend(fontsize=7, loc="best")
+  ax.grid(axis="x", alpha=0.3)
+  return _save(fig, path)
+
+
+def plot_neurons_per_layer(counts: Mapping[str, Sequence[int]], path: str) -> str:
+  """One line per (set, group) of located neurons per layer."""
+  fig = Figure(figsize=(8, 4))
+  ax = fig.add_subplot()
+  for name, c in counts.items():
+    c = np.asarray(c)
+    ax.plot(np.arange(len(c)), c, marker="o", markersize=2.5, lw=1, label=f"{name} ({int(c.sum())})")
+  ax.set_xlabel("layer")
+  ax.set_ylabel("located neurons")
+  ax.legend(fontsize=6, ncol=2)
+  ax.grid(alpha=0.3)
+  return _save(fig, path)
+
+
+def relpath(path: str, start: str) -> str:
+  return os.path.relpath(path, start).replace(os.sep, "/")
