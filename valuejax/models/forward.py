@@ -24,13 +24,16 @@ _MASK_VALUE = -0.7 * float(np.finfo(np.float32).max)
 
 
 class KVCache(NamedTuple):
-  """Keys and values of every layer, [L, B, S, KV, hd]; slot s of row b holds that row's s-th token."""
+  """Keys and values of every layer, [L, B, KV, S, hd]; slot s of row b holds that row's s-th token.
+
+  Heads come before slots so that attention reads each head's keys as one contiguous [S, hd] block.
+  """
   k: jax.Array
   v: jax.Array
 
   @classmethod
   def zeros(cls, cfg: ModelConfig, batch: int, slots: int, dtype=jnp.float32) -> "KVCache":
-    shape = (cfg.num_layers, batch, slots, cfg.num_kv_heads, cfg.head_dim)
+    shape = (cfg.num_layers, batch, cfg.num_kv_heads, slots, cfg.head_dim)
     return cls(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
 
 
@@ -238,17 +241,18 @@ def _attention(x, lp, cfg: ModelConfig, layer, is_sliding, rope_tables, q_slots,
     cos, sin = jnp.where(is_sliding, lc, gc), jnp.where(is_sliding, ls, gs)
     q, k = _apply_rope(q, cos, sin), _apply_rope(k, cos, sin)
 
+  k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, KV, T, hd]
   if cache is None:
     keys, values = k, v
     k_slots = q_slots
   else:
     zero = jnp.zeros((), jnp.int32)
-    start = (layer, zero, cache_index.astype(jnp.int32), zero, zero)
+    start = (layer, zero, zero, cache_index.astype(jnp.int32), zero)
     ck = jax.lax.dynamic_update_slice(cache.k, k[None].astype(cache.k.dtype), start)
     cv = jax.lax.dynamic_update_slice(cache.v, v[None].astype(cache.v.dtype), start)
     cache = KVCache(ck, cv)
     keys, values = ck[layer].astype(x.dtype), cv[layer].astype(x.dtype)
-    k_slots = jnp.arange(keys.shape[1], dtype=jnp.int32)
+    k_slots = jnp.arange(keys.shape[2], dtype=jnp.int32)
 
   # Which keys each query may see: real tokens, causal by slot, and inside the window on sliding layers.
   allowed = (k_slots[None, :] <= q_slots[:, None])[None] & kv_valid[:, None, :].astype(bool)
@@ -257,11 +261,11 @@ def _attention(x, lp, cfg: ModelConfig, layer, is_sliding, rope_tables, q_slots,
     allowed = allowed & (in_window[None] | ~is_sliding)
 
   groups = nh // nkv
-  qg = q.reshape(b, t, nkv, groups, hd)
-  scores = jnp.einsum("btkgd,bskd->bkgts", qg, keys).astype(jnp.float32) * cfg.scale
+  qg = q.reshape(b, t, nkv, groups, hd).transpose(0, 2, 3, 1, 4)  # [B, KV, G, T, hd]
+  scores = jnp.einsum("bkgtd,bksd->bkgts", qg, keys).astype(jnp.float32) * cfg.scale
   if cfg.attn_softcap:
     scores = jnp.tanh(scores / cfg.attn_softcap) * cfg.attn_softcap
   scores = jnp.where(allowed[:, None, None], scores, _MASK_VALUE)
   probs = jax.nn.softmax(scores, axis=-1).astype(values.dtype)
-  out = jnp.einsum("bkgts,bskd->btkgd", probs, values).reshape(b, t, nh * hd)
+  out = jnp.einsum("bkgts,bksd->bkgtd", probs, values).transpose(0, 3, 1, 2, 4).reshape(b, t, nh * hd)
   return _dense(out, lp["o"]), cache
