@@ -15,7 +15,7 @@ import pytest
 
 from valuejax.data import (
     NearDuplicateWarning, choice_protocol_prompts, cvoice_prompts, forced_choice_prompts, likert_prompts,
-    load_framework, load_templates, normalize_text, open_question_prompts, parse_choice_support,
+    load_framework, load_templates, normalize_text, open_question_prompts,
     read_cvoice_activation, read_cvoice_eval, read_cvoice_release, read_template, shipped_data_dir,
     valuelocate_prompts)
 from valuejax.data.schema import REVERSED_SUFFIX
@@ -413,13 +413,6 @@ def test_choice_and_likert_prompts(schwartz):
   assert "F. Very much like me" in lk[0].text and "A. Not like me at all" in lk[0].text
   oq = open_question_prompts(evals)
   assert len(oq) == len(evals) and evals[0].question in oq[0].text
-
-
-def test_parse_choice_support():
-  assert parse_choice_support("I'd help.\nOption A: 70% Option B: 30%") == (0.7, 0.3)
-  assert parse_choice_support("……\n选项A：20% 选项B：80%") == (0.2, 0.8)
-  assert parse_choice_support("Option A: 60%, Option B: 60%") == (0.5, 0.5)
-  assert parse_choice_support("I would choose A.") is None
 
 
 @pytest.mark.parametrize("body,pattern", [

@@ -12,7 +12,7 @@ from valuejax.data.schema import (
     ValueDescription)
 from valuejax.data.templates import (
     TEMPLATE_PLACEHOLDERS, Prompt, Template, choice_protocol_prompts, cvoice_prompts, forced_choice_prompts,
-    likert_prompts, load_templates, open_question_prompts, parse_choice_support, read_template,
+    likert_prompts, load_templates, open_question_prompts, read_template,
     valuelocate_prompts)
 
 __all__ = [
@@ -20,7 +20,7 @@ __all__ = [
     "NearDuplicateWarning", "Portrait", "Prompt", "Situation", "SplitLeakWarning", "Taxonomy", "Template",
     "Value", "ValueDescription", "choice_protocol_prompts", "cvoice_prompts", "forced_choice_prompts",
     "likert_prompts", "load_framework", "load_shipped", "load_templates", "near_duplicate_pairs",
-    "normalize_text", "open_question_prompts", "parse_choice_support", "read_cvoice_activation",
+    "normalize_text", "open_question_prompts", "read_cvoice_activation",
     "read_cvoice_eval", "read_cvoice_release", "read_items", "read_jsonl", "read_taxonomy", "read_template",
     "shipped_data_dir", "valuelocate_prompts",
 ]

@@ -330,18 +330,3 @@ def likert_prompts(portraits: Iterable[Portrait], lang: str = "en",
   return [Prompt(tpl.fill(lang, portrait=p.text, scale=scale), p.value, p.id, tpl.name, lang, FrozenMap({
       "letters": tuple(x.letter for x in points), "scores": tuple(x.score for x in points)}))
           for p in portraits if p.lang == lang]
-
-
-_SUPPORT = re.compile(
-    r"(?:Option|选项)\s*A\s*[:：]\s*(\d+(?:\.\d+)?)\s*[%％]\s*[,，;；]?\s*(?:Option|选项)\s*B\s*[:：]\s*"
-    r"(\d+(?:\.\d+)?)\s*[%％]", re.IGNORECASE)
-
-
-def parse_choice_support(answer: str) -> tuple[float, float] | None:
-  """The last 'Option A: x% Option B: y%' (or '选项A：x% 选项B：y%') in an answer, as fractions; else None."""
-  found = _SUPPORT.findall(answer)
-  if not found:
-    return None
-  a, b = (float(x) for x in found[-1])
-  total = a + b
-  return (a / total, b / total) if total > 0 else None

@@ -14,13 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from valuejax.engine.histogram import HIST_BINS, HIST_EDGES, HIST_WIDTH  # noqa: F401  (re-exported)
 from valuejax.errors import ValueJaxError
-
-# Histogram of activations: bin 0 holds a <= 0, bin k (1..300) holds 0.01 (k-1) < a <= 0.01 k, and values
-# above 3.0 are clipped into the top bin, so the top bin reads "(2.99, inf)".
-HIST_BINS = 301
-HIST_WIDTH = 0.01
-HIST_EDGES = np.arange(HIST_BINS, dtype=np.float64) * HIST_WIDTH  # upper edge of bins 0..300
 
 
 def hist_bin(a: jax.Array) -> jax.Array:

@@ -8,15 +8,11 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+# The engine's 301-bin layout; `edges=` takes any other (B bins need B - 1 edges).
+from valuejax.engine.histogram import HIST_EDGES
 from valuejax.errors import ValueJaxError
 from valuejax.locate import checks
 from valuejax.locate.neuron_set import GroupNeurons, NeuronSet
-
-# Edges of the statistics engine's 301-bin activation histogram: bin 0 is (-inf, 0], bin i in 1..299
-# is ((i-1)/100, i/100], and bin 300 is (2.99, inf) because the engine clips values above 3 into it.
-# Pass `edges=` for any other layout (B bins need B - 1 edges).
-HIST_EDGES = np.round(np.arange(300) * 0.01, 2)
-
 
 def activation_probability(counts, totals, where: str = "activation_probability",
                            counts_bounded: bool = True) -> np.ndarray:
@@ -42,7 +38,6 @@ def activation_probability(counts, totals, where: str = "activation_probability"
     raise ValueJaxError(f"group {k} has counts above its total {totals[k]}", where,
                         "pass the token count of the same statistics (or denominator='items')")
   return counts.astype(np.float64) / totals.astype(np.float64)[:, None, None]
-
 
 def hist_quantile(hist, q: float = 0.95, edges=HIST_EDGES, positive_only: bool = False) -> np.ndarray:
   """The `q` quantile of each histogram `[..., B]` (B = len(edges) + 1), as float64 `[...]`.
@@ -87,7 +82,6 @@ def hist_quantile(hist, q: float = 0.95, edges=HIST_EDGES, positive_only: bool =
     v = lo[b] + (hi[b] - lo[b]) * frac
     out[s:s + chunk] = np.where(total > 0, v, np.nan)
   return out.reshape(hist.shape[:-1])
-
 
 def valuelocate(p_plus, p_minus, threshold: float = 0.1, min_count: int = 2000, hist_plus=None,
                 hist_minus=None, *, group_names: Sequence[str] = ("+", "-"), hist_edges=HIST_EDGES,
@@ -160,7 +154,6 @@ def valuelocate(p_plus, p_minus, threshold: float = 0.1, min_count: int = 2000, 
               if any(h is not None for h in hists) else None),
   }
   return NeuronSet(groups, prov)
-
 
 def valuelocate_pair(counts, tokens, group_names: Sequence[str], plus: str, minus: str, hist=None,
                      **kwargs: Any) -> NeuronSet:
