@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from valuejax.engine.histogram import HIST_BINS, HIST_EDGES, HIST_WIDTH  # noqa: F401  (re-exported)
+from valuejax.engine.histogram import HIST_BINS, HIST_WIDTH
 from valuejax.errors import ValueJaxError
 
 
