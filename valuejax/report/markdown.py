@@ -10,7 +10,7 @@ from typing import Any
 
 from valuejax import io as vio
 from valuejax.report import plots
-from valuejax.report.verdict import CAUSAL, verdict
+from valuejax.report.verdict import CAUSAL, SUGGESTIVE, verdict
 
 # The workdir layout the launchers write (launch/record.py, locate.py, intervene.py).
 CONFIG = "config.json"
@@ -60,12 +60,18 @@ def _headline(metrics: Any) -> list[str]:
     return ["**Result:** no edits were evaluated (the intervene stage has not run).", ""]
   tested = [e for e in effects if e.get("control_effects")]
   causal = [e for e in tested if verdict(e)[0] == CAUSAL]
+  suggestive = [e for e in tested if verdict(e)[0] == SUGGESTIVE]
   lines = ["## Result", ""]
   if not tested:
     lines.append("No random controls ran, so no edit can be told apart from editing any neurons.")
   elif causal:
     lines.append(f"**{len(causal)} of {len(tested)} edits tested against random controls move value "
-                 "orientation as predicted and further than random neurons with the same per-layer counts:**")
+                 "orientation as predicted and significantly further than random neurons with the same "
+                 "per-layer counts:**")
+  elif suggestive:
+    lines.append(f"**No significant effect; {len(suggestive)} of {len(tested)} edits move value orientation as "
+                 "predicted and further than every random control, but there are too few controls for a "
+                 "significant p-value:**")
   else:
     lines.append(f"**No effect: none of the {len(tested)} edits tested against random controls moves value "
                  "orientation as predicted and further than random neurons with the same per-layer counts.**")

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 CAUSAL = "causal"
+SUGGESTIVE = "suggestive"
 NOT_SPECIFIC = "not specific"
 OPPOSITE = "opposite"
 NO_EFFECT = "no effect"
@@ -17,8 +18,8 @@ def verdict(e: Mapping[str, Any]) -> tuple[str, str]:
   """(label, one sentence) for an effect dict (EffectSummary.to_dict plus `expected`, `control_effects`).
 
   causal: the 95% CI excludes 0 in the predicted direction and the located set moves the metric further
-  than the random controls (p <= alpha, or further than every control when there are too few controls for
-  p to reach alpha). not specific: the CI excludes 0 but controls do as much. opposite: the CI excludes 0
+  than the random controls (p <= alpha). suggestive: as causal, and further than every control, but there
+  are too few controls for p to reach alpha. not specific: the CI excludes 0 but controls do as much. opposite: the CI excludes 0
   against the prediction. no effect: the CI includes 0.
   """
   greater = e["expected"] == "greater"
@@ -37,7 +38,9 @@ def verdict(e: Mapping[str, Any]) -> tuple[str, str]:
   if e.get("p_value") is not None and e["p_value"] <= e.get("alpha", 0.05):
     return CAUSAL, f"changes the metric as predicted ({ci}), more than random neurons (p = {e['p_value']:.3g})"
   if beyond_all and floor > e.get("alpha", 0.05):
-    return CAUSAL, (f"changes the metric as predicted ({ci}), more than all {len(controls)} random controls "
-                    f"(p = {floor:.3g}, the smallest possible with {len(controls)} controls)")
+    return SUGGESTIVE, (f"changes the metric as predicted ({ci}), more than all {len(controls)} random "
+                        f"controls, but p = {floor:.3g} is the smallest possible with {len(controls)} controls "
+                        f"(run {int(round(1 / e.get('alpha', 0.05))) - 1} or more for a test at alpha "
+                        f"{e.get('alpha', 0.05):g})")
   return NOT_SPECIFIC, (f"changes the metric ({ci}), but random neurons with the same per-layer counts do as "
                         f"much (p = {e.get('p_value', float('nan')):.3g})")

@@ -1,0 +1,47 @@
+"""ValueExploration: 12 C-voice values, VAPE "semantic" and "decision" neurons per value (support vs
+conflict role-play), edited x5 / 0 by layer region; the released workbooks by path or the shipped set.
+"""
+
+import ml_collections as mlc
+
+from configs import common
+
+
+def get_config(arg: str | None = None) -> mlc.ConfigDict:
+  arg = common.parse_arg(arg, smoke=False, per_group=15, tokens=48, controls=8, eval_items=0, lang="en",
+                         values="")
+  if arg.smoke:
+    arg.per_group, arg.tokens, arg.controls, arg.eval_items = 2, 6, 2, 3
+    arg.values = arg.values or "harmony"
+  c = common.base_config("valueexploration")
+
+  c.data = mlc.ConfigDict()
+  c.data.framework = "cvoice"  # the shipped bilingual dilemmas
+  # The released C-voice files instead: a folder of <value>-final.xlsx and test-zh-200.xlsx (then lang=zh).
+  c.data.cvoice_activation = ""
+  c.data.cvoice_eval = ""
+  c.data.lang = arg.lang
+  c.data.chat = True
+  c.data.values = tuple(v for v in arg.values.split("+") if v)  # () = all 12 values
+  c.data.groups = ()  # () = "<value>-support" and "<value>-conflict" of each value
+  c.data.items_per_group = arg.per_group  # 0 = all
+  c.data.questions_per_description = 1
+  c.data.seed = 0
+
+  c.record.max_new_tokens = arg.tokens
+
+  c.locate = mlc.ConfigDict()
+  c.locate.rule = "vape"
+  c.locate.presets = ("semantic", "decision")  # (filter, top, bar) = (0.5, .01, 0.5) / (0.95, .01, 0.95)
+  c.locate.denominator = "tokens"  # "items" reproduces the authors' released masks (C / Q)
+
+  c.intervene.kind = "value_exploration"
+  c.intervene.regions = ("combined",)  # semantic neurons in middle layers, decision neurons at both ends
+  c.intervene.directions = ("support", "conflict")
+  c.intervene.factor = 5.0
+  c.intervene.metric = "forced_choice"
+  c.intervene.choice_template = "{question}\nWhat would you do? Answer in one sentence, in the first person."
+  c.intervene.eval_split = "eval"
+  c.intervene.eval_items = arg.eval_items
+  c.intervene.n_controls = arg.controls
+  return c
