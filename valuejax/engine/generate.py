@@ -194,6 +194,41 @@ def _generate_core(params, input_ids, attention_mask, group_ids, key, edit, *, c
   return result
 
 
+def _prepare_batch(input_ids, attention_mask, group_ids, buckets, pad_id: int, mesh, stats: StatsSpec | None):
+  """Left-pads to the length bucket and pads the batch to a multiple of the data axis with empty rows."""
+  input_ids = np.asarray(input_ids)
+  attention_mask = np.ones_like(input_ids) if attention_mask is None else np.asarray(attention_mask)
+  n = input_ids.shape[0]
+  longest = int(attention_mask.sum(1).max()) if n else 0
+  length = bucket(max(longest, 1), buckets)
+  ids, mask = left_pad(input_ids, attention_mask, length, pad_id)
+  groups = np.zeros(n, np.int32) if group_ids is None else np.asarray(group_ids, np.int32)
+  if groups.shape != (n,):
+    raise ValueJaxError(f"group ids have shape {groups.shape}, expected ({n},): one group per row")
+  if stats is not None and (groups.min(initial=0) < -1 or groups.max(initial=0) >= stats.num_groups):
+    raise ValueJaxError(f"group ids must lie in [0, {stats.num_groups}) (or -1 for none)")
+  b = -(-n // shd.data_size(mesh)) * shd.data_size(mesh)
+  if b != n:  # empty rows: no tokens, no group
+    ids = np.concatenate([ids, np.full((b - n, length), pad_id, np.int32)])
+    mask = np.concatenate([mask, np.zeros((b - n, length), np.int32)])
+    groups = np.concatenate([groups, np.full(b - n, -1, np.int32)])
+  return ids, mask, groups
+
+
+def _edit_signature(edit: NeuronEdit | None):
+  return None if edit is None else tuple((x.shape, str(x.dtype)) for x in edit)
+
+
+def _compiled(cache: dict, key, core, static: dict, args: list, what: str):
+  """The executable for `key`, compiled ahead of time on first use and logged with its compile time."""
+  fn = cache.get(key)
+  if fn is None:
+    t0 = time.perf_counter()
+    fn = cache[key] = jax.jit(lambda *a: core(*a, **static)).lower(*args).compile()
+    log.info("compiled %s in %.1f s", what, time.perf_counter() - t0)
+  return fn
+
+
 class Generator:
   """Compiles and runs generation for one model; caches one executable per (batch, prompt, new) bucket."""
 
@@ -204,50 +239,28 @@ class Generator:
     self.pad_id = int(pad_id if pad_id is not None else (cfg.pad_token_id if cfg.pad_token_id is not None else 0))
     self.eos_ids = tuple(int(e) for e in (eos_ids if eos_ids is not None else cfg.eos_token_ids))
     self._compiled: dict = {}
-    self.compile_seconds: dict = {}
 
   def __call__(self, input_ids, attention_mask=None, max_new_tokens: int = 32, *, sampling: Sampling = Sampling(),
                seed: int = 0, group_ids=None, stats: StatsSpec | None = None, edit: NeuronEdit | None = None,
                edit_scope: str = "generated") -> GenerateOutput:
-    input_ids = np.asarray(input_ids)
-    if attention_mask is None:
-      attention_mask = np.ones_like(input_ids)
     if max_new_tokens < 1:
       raise ValueJaxError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
     if edit_scope not in EDIT_SCOPES:
       raise ValueJaxError(f"edit scope {edit_scope!r} is unknown", fix=f"use one of {EDIT_SCOPES}")
-    n = input_ids.shape[0]
-    longest = int(np.asarray(attention_mask).sum(1).max()) if n else 0
-    p = bucket(max(longest, 1), self.prompt_buckets)
-    ids, mask = left_pad(input_ids, attention_mask, p, self.pad_id)
-    groups = np.zeros(n, np.int32) if group_ids is None else np.asarray(group_ids, np.int32)
-    if stats is not None and (groups.min(initial=0) < -1 or groups.max(initial=0) >= stats.num_groups):
-      raise ValueJaxError(f"group ids must lie in [0, {stats.num_groups}) (or -1 for none)")
-    # Pad the batch to a multiple of the data axis with empty rows (no tokens, no group).
-    per = shd.data_size(self.mesh)
-    b = -(-n // per) * per
-    if b != n:
-      ids = np.concatenate([ids, np.full((b - n, p), self.pad_id, np.int32)])
-      mask = np.concatenate([mask, np.zeros((b - n, p), np.int32)])
-      groups = np.concatenate([groups, np.full(b - n, -1, np.int32)])
-    key = jax.random.key(seed)
-    args = [self.params, ids, mask, groups, key, edit]
+    n = np.shape(input_ids)[0]
+    ids, mask, groups = _prepare_batch(input_ids, attention_mask, group_ids, self.prompt_buckets, self.pad_id,
+                                       self.mesh, stats)
+    b, p = ids.shape
+    args = [self.params, ids, mask, groups, jax.random.key(seed), edit]
     if self.mesh is not None:
       args[1:4] = shd.shard_batch(self.mesh, ids, mask, groups)
     static = dict(cfg=self.cfg, max_new=int(max_new_tokens), sampling=sampling, eos_ids=self.eos_ids,
                   pad_id=self.pad_id, stats=stats, edit_scope=edit_scope,
                   out_sharding=None if self.mesh is None else shd.replicated(self.mesh))
-    cache_key = (b, p, int(max_new_tokens), sampling, stats, edit_scope, edit is None,
-                 None if edit is None else jax.tree.map(lambda x: (x.shape, x.dtype), tuple(edit)))
-    compiled = self._compiled.get(cache_key)
-    if compiled is None:
-      t0 = time.perf_counter()
-      fn = jax.jit(lambda *a: _generate_core(*a, **static))
-      compiled = fn.lower(*args).compile()
-      self.compile_seconds[cache_key] = dt = time.perf_counter() - t0
-      log.info("compiled generate for batch %d, prompt %d, %d new tokens%s in %.1f s", b, p, max_new_tokens,
-               "" if stats is None else f", statistics over {stats.num_groups} groups", dt)
-      self._compiled[cache_key] = compiled
+    cache_key = (b, p, int(max_new_tokens), sampling, stats, edit_scope, _edit_signature(edit))
+    what = (f"generate for batch {b}, prompt {p}, {max_new_tokens} new tokens"
+            + ("" if stats is None else f", statistics over {stats.num_groups} groups"))
+    compiled = _compiled(self._compiled, cache_key, _generate_core, static, args, what)
     out, lengths, finished, pstats, gstats = compiled(*args)
     take = lambda x: np.asarray(x)[:n]
     return GenerateOutput(take(out), take(lengths), take(finished), pstats, gstats)
@@ -298,28 +311,13 @@ class TeacherForcer:
 
   def __call__(self, input_ids, attention_mask, group_ids, stats: StatsSpec,
                edit: NeuronEdit | None = None) -> DeviceStats:
-    input_ids, attention_mask = np.asarray(input_ids), np.asarray(attention_mask)
-    n = input_ids.shape[0]
-    t = bucket(max(int(attention_mask.sum(1).max()), 1), self.buckets)
-    ids, mask = left_pad(input_ids, attention_mask, t, self.pad_id)
-    groups = np.asarray(group_ids, np.int32)
-    per = shd.data_size(self.mesh)
-    b = -(-n // per) * per
-    if b != n:
-      ids = np.concatenate([ids, np.full((b - n, t), self.pad_id, np.int32)])
-      mask = np.concatenate([mask, np.zeros((b - n, t), np.int32)])
-      groups = np.concatenate([groups, np.full(b - n, -1, np.int32)])
+    ids, mask, groups = _prepare_batch(input_ids, attention_mask, group_ids, self.buckets, self.pad_id, self.mesh,
+                                       stats)
     args = [self.params, ids, mask, groups, edit]
     if self.mesh is not None:
       args[1:4] = shd.shard_batch(self.mesh, ids, mask, groups)
-    key = (b, t, stats, edit is None)
-    compiled = self._compiled.get(key)
-    if compiled is None:
-      t0 = time.perf_counter()
-      static = dict(cfg=self.cfg, stats=stats,
-                    out_sharding=None if self.mesh is None else shd.replicated(self.mesh))
-      compiled = jax.jit(lambda *a: _teacher_forced_core(*a, **static)).lower(*args).compile()
-      log.info("compiled teacher-forced statistics for batch %d, length %d in %.1f s", b, t,
-               time.perf_counter() - t0)
-      self._compiled[key] = compiled
+    static = dict(cfg=self.cfg, stats=stats, out_sharding=None if self.mesh is None else shd.replicated(self.mesh))
+    key = (*ids.shape, stats, _edit_signature(edit))
+    what = f"teacher-forced statistics for batch {ids.shape[0]}, length {ids.shape[1]}"
+    compiled = _compiled(self._compiled, key, _teacher_forced_core, static, args, what)
     return compiled(*args)
