@@ -24,7 +24,8 @@ from valuejax.models.forward import KVCache, forward, forward_cached, positions_
 
 log = logging.getLogger("valuejax")
 
-PROMPT_BUCKETS = (16, 32, 64, 128, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096, 8192)
+# Padding is computed like real tokens, so buckets are fine where prompts are short and coarse beyond.
+PROMPT_BUCKETS = (16, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096, 8192)
 EDIT_SCOPES = ("prompt", "generated", "all")
 
 
@@ -124,7 +125,7 @@ def _generate_core(params, input_ids, attention_mask, group_ids, key, edit, *, c
   prompt_edit = edit if edit_scope in ("prompt", "all") else None
   logits, sums, cache = forward_cached(
       params, cfg, input_ids, positions, cache, jnp.int32(0), kv_valid,
-      capture=reducer(mask.astype(jnp.float32)), edit=_step_edit(prompt_edit, 0), edit_mask=mask)
+      capture=reducer(mask.astype(jnp.float32)), edit=_step_edit(prompt_edit, 0), edit_mask=mask, prefill=True)
   prompt_stats = device_stats(sums, onehot, mask.astype(jnp.float32)) if stats else None
 
   vocab = logits.shape[-1]

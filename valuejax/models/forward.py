@@ -74,11 +74,13 @@ def forward(params: dict, cfg: ModelConfig, input_ids: jax.Array, attention_mask
 def forward_cached(params: dict, cfg: ModelConfig, input_ids: jax.Array, positions: jax.Array,
                    cache: KVCache, cache_index: jax.Array, kv_valid: jax.Array, *, capture: Capture = None,
                    edit: NeuronEdit | None = None, edit_mask: jax.Array | None = None,
-                   logits: str = "last") -> tuple[jax.Array | None, Any, KVCache]:
+                   logits: str = "last", prefill: bool = False) -> tuple[jax.Array | None, Any, KVCache]:
   """One incremental step: writes the T new tokens into cache slots [cache_index, cache_index + T).
 
   `kv_valid` [B, S] marks the cache slots that hold real tokens (including the new ones); a query in
   slot s attends to valid slots <= s (and within the sliding window on sliding layers).
+  `prefill=True` promises an empty cache and cache_index 0: attention then reads the new keys directly
+  instead of reading them back from the cache, which spares a copy of the cache per layer.
   logits: "last" -> [B, V] for the final new token of every row (rows are left-padded), "all", "none".
   """
   b, t = input_ids.shape
@@ -87,7 +89,7 @@ def forward_cached(params: dict, cfg: ModelConfig, input_ids: jax.Array, positio
   q_slots = cache_index + jnp.arange(t, dtype=jnp.int32)
   out, acts, cache = _decode(params, cfg, input_ids, positions, q_slots=q_slots, kv_valid=kv_valid,
                              cache=cache, cache_index=cache_index, capture=capture, edit=edit,
-                             edit_mask=edit_mask)
+                             edit_mask=edit_mask, attend_cache=not prefill)
   if logits == "none":
     return None, acts, cache
   if logits == "last":
@@ -123,7 +125,7 @@ def embed(params: dict, cfg: ModelConfig, input_ids: jax.Array, positions: jax.A
 
 
 def _decode(params, cfg: ModelConfig, input_ids, positions, *, q_slots, kv_valid, cache, cache_index,
-            capture, edit, edit_mask):
+            capture, edit, edit_mask, attend_cache: bool = True):
   x = embed(params, cfg, input_ids, positions)
   dtype = x.dtype
   rope_tables = _rope_tables(cfg, positions, dtype)
@@ -135,7 +137,8 @@ def _decode(params, cfg: ModelConfig, input_ids, positions, *, q_slots, kv_valid
     x, cache = carry
     lp, layer, is_sliding, rows = xs
     h = _norm(x, lp["attn_norm"], cfg)
-    h, cache = _attention(h, lp, cfg, layer, is_sliding, rope_tables, q_slots, kv_valid, cache, cache_index)
+    h, cache = _attention(h, lp, cfg, layer, is_sliding, rope_tables, q_slots, kv_valid, cache, cache_index,
+                          attend_cache)
     if cfg.sandwich_norm:
       h = _norm(h, lp["post_attn_norm"], cfg)
     x = x + h
@@ -228,7 +231,8 @@ def _head_norm(x, p, cfg: ModelConfig):
   return _norm(x, p, cfg)
 
 
-def _attention(x, lp, cfg: ModelConfig, layer, is_sliding, rope_tables, q_slots, kv_valid, cache, cache_index):
+def _attention(x, lp, cfg: ModelConfig, layer, is_sliding, rope_tables, q_slots, kv_valid, cache, cache_index,
+               attend_cache: bool = True):
   b, t, _ = x.shape
   nh, nkv, hd = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
   q = _dense(x, lp["q"]).reshape(b, t, nh, hd)
@@ -242,17 +246,18 @@ def _attention(x, lp, cfg: ModelConfig, layer, is_sliding, rope_tables, q_slots,
     q, k = _apply_rope(q, cos, sin), _apply_rope(k, cos, sin)
 
   k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, KV, T, hd]
-  if cache is None:
-    keys, values = k, v
-    k_slots = q_slots
-  else:
+  keys, values, k_slots = k, v, q_slots
+  if cache is not None:
     zero = jnp.zeros((), jnp.int32)
     start = (layer, zero, zero, cache_index.astype(jnp.int32), zero)
     ck = jax.lax.dynamic_update_slice(cache.k, k[None].astype(cache.k.dtype), start)
     cv = jax.lax.dynamic_update_slice(cache.v, v[None].astype(cache.v.dtype), start)
     cache = KVCache(ck, cv)
-    keys, values = ck[layer].astype(x.dtype), cv[layer].astype(x.dtype)
-    k_slots = jnp.arange(keys.shape[2], dtype=jnp.int32)
+    if attend_cache:
+      keys, values = ck[layer].astype(x.dtype), cv[layer].astype(x.dtype)
+      k_slots = jnp.arange(keys.shape[2], dtype=jnp.int32)
+    else:  # prefill: the cache held nothing before these tokens
+      kv_valid = kv_valid[:, :x.shape[1]]
 
   # Which keys each query may see: real tokens, causal by slot, and inside the window on sliding layers.
   allowed = (k_slots[None, :] <= q_slots[:, None])[None] & kv_valid[:, None, :].astype(bool)
