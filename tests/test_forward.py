@@ -33,8 +33,13 @@ def _hf_run(model, ids, mask, arch):
 
 
 @pytest.mark.parametrize("arch", tiny_models.ARCHS)
-def test_logits_and_activations_match_hf(arch):
-  model, cfg, params = tiny_models.valuejax_model(arch)
+def test_logits_and_activations_match_hf(arch, tmp_path):
+  """Saved with save_pretrained (safetensors) and read back through load_model, as a user would."""
+  from valuejax.models.loading import load_model
+  model = tiny_models.hf_model(arch)
+  model.save_pretrained(tmp_path)
+  loaded = load_model(str(tmp_path))
+  cfg, params = loaded.config, loaded.params
   ids, mask = tiny_models.padded_batch()
   ref_logits, ref_act, ref_hidden = _hf_run(model, ids, mask, arch)
   logits, act = forward(params, cfg, jnp.asarray(ids), jnp.asarray(mask), capture="act")
