@@ -1,7 +1,7 @@
 """Device meshes and shardings: batches split over `data`, params replicated or split over `model`.
 
 Reductions need no hand-written collectives: jit with NamedSharding inserts the all-reduce when a
-batch-sharded sum is asked for replicated. Multi-host runs feed each host's slice of the global batch.
+batch-sharded sum is asked for replicated. Multi-host runs feed each host's rows of the global batch.
 """
 
 from __future__ import annotations
@@ -78,13 +78,24 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 
 def shard_batch(mesh: Mesh, *arrays: np.ndarray) -> tuple[jax.Array, ...]:
-  """Places this host's rows of a global batch; with one process the arrays are the whole batch.
+  """Places a global batch, split over the `data` axis; each host contributes only its own rows.
 
-  Each host passes its own slice (rows are split over hosts in process order), as
-  `jax.make_array_from_process_local_data` expects.
+  Every host computes the same global batch (the data order is deterministic), then hands
+  `jax.make_array_from_process_local_data` its contiguous block of rows: devices are numbered host by
+  host, so host p feeds rows [p * B / P, (p + 1) * B / P). With one process that is the whole batch.
   """
-  return tuple(jax.make_array_from_process_local_data(batch_sharding(mesh, np.ndim(a)), np.asarray(a))
-               for a in arrays)
+  procs, me = jax.process_count(), jax.process_index()
+  out = []
+  for a in arrays:
+    a = np.asarray(a)
+    if procs > 1:
+      if a.shape[0] % procs:
+        raise ValueJaxError(f"a batch of {a.shape[0]} rows does not split over {procs} hosts",
+                            fix="use a batch size that is a multiple of the number of data-parallel devices")
+      per = a.shape[0] // procs
+      a = a[me * per:(me + 1) * per]
+    out.append(jax.make_array_from_process_local_data(batch_sharding(mesh, a.ndim), a))
+  return tuple(out)
 
 
 def data_size(mesh: Mesh | None) -> int:
