@@ -1,0 +1,38 @@
+"""One host of a two-process run on CPU (loopback only), used by tests/test_multihost.py.
+
+argv: process_id port out_file. Each process owns 4 CPU devices; the mesh spans all 8.
+"""
+
+import os
+import sys
+
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import jax  # noqa: E402
+
+jax.config.update("jax_cpu_collectives_implementation", "gloo")
+jax.config.update("jax_default_matmul_precision", "highest")
+
+
+def main():
+  pid, port, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+  from valuejax.engine import sharding as shd
+  shd.initialize_distributed(coordinator_address=f"127.0.0.1:{port}", num_processes=2, process_id=pid)
+  import numpy as np
+  from tests import tiny_models
+  from valuejax.engine.generate import Generator, StatsSpec
+  assert jax.device_count() == 8 and jax.local_device_count() == 4
+  _, cfg, params = tiny_models.valuejax_model("llama")
+  ids, mask = tiny_models.padded_batch(lengths=(7, 11, 4, 9, 3, 10, 6, 8), total=11, left=(True,) * 8, seed=3)
+  groups = np.array([0, 1, 2, 0, 1, 2, 0, 1], np.int32)
+  mesh = shd.make_mesh()
+  gen = Generator(shd.shard_params(params, mesh), cfg, mesh=mesh, pad_id=0, eos_ids=(2,))
+  res = gen(ids, mask, 6, group_ids=groups, stats=StatsSpec(3))
+  arrays = {"tokens": res.tokens, "count": np.asarray(res.gen_stats.count), "s1": np.asarray(res.gen_stats.s1),
+            "pcount": np.asarray(res.prompt_stats.count)}
+  np.savez(out, **arrays)
+
+
+if __name__ == "__main__":
+  main()
