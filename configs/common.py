@@ -52,7 +52,7 @@ def _typed(key: str, raw: str, default: Any) -> Any:
     if isinstance(default, float):
       return float(raw)
   except ValueError:
-    raise ValueJaxError(f"config argument {key}={raw!r} is not a {type(default).__name__}",
+    raise ValueJaxError(f"config argument {key}={raw!r} is not of type {type(default).__name__}",
                         "config string (file.py:ARG)", f"write {key}=<{type(default).__name__}>") from None
   return raw
 

@@ -22,7 +22,7 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
   c.data.cvoice_eval = ""
   c.data.lang = arg.lang
   c.data.chat = True
-  c.data.values = tuple(v for v in arg.values.split("+") if v)  # () = all 12 values
+  c.data.value_ids = tuple(v for v in arg.values.split("+") if v)  # () = all 12 values
   c.data.groups = ()  # () = "<value>-support" and "<value>-conflict" of each value
   c.data.items_per_group = arg.per_group  # 0 = all
   c.data.questions_per_description = 1

@@ -10,6 +10,7 @@ import difflib
 import functools
 import importlib.util
 import os
+import re
 import sys
 import traceback
 from typing import Any, Callable
@@ -241,7 +242,7 @@ def explain_override(config: mlc.ConfigDict, key: str, raw: str | None) -> str |
               "file.")
   except (ValueError, SyntaxError):
     example = "'(0.5, 2.0)'" if isinstance(node, tuple) else repr(node)
-    return (f"--config.{key}={raw}: expected a {expected} (the config's value is {node!r}), e.g. "
+    return (f"--config.{key}={raw}: expected a value of type {expected} (the config's value is {node!r}), e.g. "
             f"--config.{key}={example}.")
   return None
 
@@ -273,7 +274,8 @@ def _from_config_dict(e: BaseException) -> bool:
 
 def _missing_key(e: BaseException) -> str:
   text = str(e.args[0]) if e.args else str(e)
-  return text.strip("'\"").splitlines()[0].strip("'\"")
+  found = re.search(r"[A-Za-z_][A-Za-z0-9_]*", text)
+  return found.group(0) if found else text
 
 
 _define_config_flag()

@@ -53,10 +53,10 @@ def pairs(config: mlc.ConfigDict, dataset: vdata.Dataset) -> list[Pair]:
   """The contrasted group pairs the config asks for, checked against the taxonomy."""
   tax = dataset.taxonomy
   if config.method == "valueexploration":
-    values = list(config.data.values) or list(tax.value_ids)
+    values = list(config.data.value_ids) or list(tax.value_ids)
     unknown = [v for v in values if v not in tax.value_ids]
     if unknown:
-      raise ValueJaxError(f"unknown value(s) {unknown}", "--config.data.values",
+      raise ValueJaxError(f"unknown value(s) {unknown}", "--config.data.value_ids",
                           f"use ids from {', '.join(tax.value_ids)}")
     return [Pair(v, f"{v}-support", f"{v}-conflict", v) for v in values]
   if config.method == "lape":

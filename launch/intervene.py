@@ -147,7 +147,8 @@ def _with_controls(config: mlc.ConfigDict, exps: list[Experiment], offset: int =
   c = config.intervene
   strongest = max(c.gamma) if "gamma" in c else None
   for i, e in enumerate(exps):
-    if c.n_controls and (c.controls_at == "all" or e.params.get("gamma", strongest) == strongest):
+    at_all = c.get("controls_at", "all") == "all"
+    if c.n_controls and (at_all or e.params.get("gamma", strongest) == strongest):
       e.controls = control_edits(e.edit, c.n_controls, seed=c.control_seed + offset + i)
   return exps
 

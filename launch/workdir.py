@@ -11,7 +11,7 @@ import json
 import os
 import subprocess
 import time
-from typing import Any, Iterator
+from typing import Any
 
 from absl import logging
 import ml_collections as mlc
@@ -140,7 +140,3 @@ def git_commit() -> str | None:
 def _now() -> str:
   return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
 
-
-def chunks(seq: list, n: int) -> Iterator[list]:
-  for i in range(0, len(seq), n):
-    yield seq[i:i + n]

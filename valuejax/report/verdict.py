@@ -19,8 +19,8 @@ def verdict(e: Mapping[str, Any]) -> tuple[str, str]:
 
   causal: the 95% CI excludes 0 in the predicted direction and the located set moves the metric further
   than the random controls (p <= alpha). suggestive: as causal, and further than every control, but there
-  are too few controls for p to reach alpha. not specific: the CI excludes 0 but controls do as much. opposite: the CI excludes 0
-  against the prediction. no effect: the CI includes 0.
+  are too few controls for p to reach alpha. not specific: the CI excludes 0 but controls do as much.
+  opposite: the CI excludes 0 against the prediction. no effect: the CI includes 0.
   """
   greater = e["expected"] == "greater"
   toward = e["ci_low"] > 0 if greater else e["ci_high"] < 0

@@ -1,0 +1,232 @@
+"""Launchers end to end on a tiny random llama: every stage, skipping, exact resume after kill -9, sweeps,
+and the one-paragraph exit-2 errors for bad flags and config entries.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORDS = ("i you we they the a an and or but to of in on at for with my your is are was would will do "
+         "not what how why when your work family friend new old way time people life choose keep try "
+         "help rule risk safe change stay plan home job money power success care others world answer "
+         "question situation because first person value".split())
+CHAT = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> str:
+  """A random 3-layer llama with a word-level tokenizer and a chat template, saved as an HF folder."""
+  import torch
+  import transformers as t
+  from tokenizers import Tokenizer, models, pre_tokenizers
+
+  folder = str(tmp_path_factory.mktemp("tiny_llama"))
+  specials = ["<pad>", "<s>", "</s>", "<unk>", "<|im_start|>", "<|im_end|>"]
+  vocab = {w: i for i, w in enumerate(specials + sorted(set(WORDS)) + list("ABCDEF.,?!:"))}
+  tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+  tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
+  fast = t.PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
+                                   unk_token="<unk>", additional_special_tokens=["<|im_start|>", "<|im_end|>"])
+  fast.chat_template = CHAT
+  fast.save_pretrained(folder)
+  cfg = t.LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=48, num_hidden_layers=3,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                      pad_token_id=0, bos_token_id=1, eos_token_id=2, tie_word_embeddings=False)
+  torch.manual_seed(0)
+  model = t.LlamaForCausalLM(cfg).eval()
+  with torch.no_grad():
+    for p in model.parameters():
+      p.normal_(0.0, 0.3)
+      if p.ndim == 1:
+        p.add_(1.0)  # norm weights around 1
+  model.save_pretrained(folder, safe_serialization=True)
+  return folder
+
+
+def _smoke_args(model: str, workdir: str, config: str = "configs/valuelocate.py:smoke") -> list[str]:
+  args = [f"--config={config}", f"--workdir={workdir}", f"--config.model={model}"]
+  if config.startswith("configs/valuelocate.py"):
+    # Exactly 12 neurons per aspect, so random controls always find enough unlocated neurons per layer.
+    args += ["--config.locate.min_count=12", "--config.locate.threshold=2.0"]
+  return args
+
+
+def _launch(module: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+  env = dict(os.environ, PYTHONUNBUFFERED="1")
+  return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=env, capture_output=True,
+                        text=True, timeout=timeout)
+
+
+def _ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  return proc
+
+
+def _arrays(path: str) -> dict[str, np.ndarray]:
+  with np.load(path, allow_pickle=False) as z:
+    return {k: z[k] for k in z.files}
+
+
+def test_stages_alone_then_run_skips_them(tiny_model, tmp_path):
+  wd = str(tmp_path / "w")
+  args = _smoke_args(tiny_model, wd)
+  for stage in ("launch.record", "launch.locate", "launch.intervene", "launch.report"):
+    _ok(_launch(stage, *args))
+  for f in ("config.json", "record/stats.npz", "record/texts.jsonl", "locate/summary.json",
+            "intervene/metrics.json", "intervene/metrics.csv", "intervene/effects.csv",
+            "intervene/examples.jsonl", "report.md", "report/effects.png", "report/neurons_per_layer.png",
+            "timings.json"):
+    assert os.path.isfile(os.path.join(wd, f)), f
+  sets = json.load(open(os.path.join(wd, "locate", "summary.json")))
+  assert set(sets) == {"openness_to_change_vs_conservation", "self_enhancement_vs_self_transcendence"}
+  metrics = json.load(open(os.path.join(wd, "intervene", "metrics.json")))
+  effects = [e for p in metrics["pairs"] for e in p["effects"]]
+  assert {e["mode"] for e in effects} == {"enhance", "reverse"}
+  assert all(len(e["control_effects"]) == 2 for e in effects if e["gamma"] == 2.0)
+  header = open(os.path.join(wd, "intervene", "metrics.csv")).readline().strip().split(",")
+  assert header[:3] == ["pair", "edit", "role"] and header[-2:] == ["item_id", "score"]
+  report = open(os.path.join(wd, "report.md")).read()
+  for section in ("## Result", "## What was run", "## Located neurons", "## Effect of each edit",
+                  "## Answers before and after editing", "## Time per stage"):
+    assert section in report
+  rerun = _ok(_launch("launch.run", *args))
+  for stage in ("record", "locate", "intervene"):
+    assert f"{stage}: skipped" in rerun.stderr
+  assert f"report: {os.path.join(wd, 'report.md')}" in rerun.stdout
+  # A changed entry reruns the stages that depend on it, and only those.
+  changed = _ok(_launch("launch.run", *args, "--config.intervene.n_controls=1"))
+  assert "record: skipped" in changed.stderr and "locate: skipped" in changed.stderr
+  assert "intervene: skipped" not in changed.stderr
+
+
+@pytest.mark.parametrize("config", ["configs/lape.py:smoke", "configs/valueexploration.py:smoke"])
+def test_other_methods_run(tiny_model, tmp_path, config):
+  wd = str(tmp_path / "w")
+  _ok(_launch("launch.run", *_smoke_args(tiny_model, wd, config)))
+  metrics = json.load(open(os.path.join(wd, "intervene", "metrics.json")))
+  assert metrics["pairs"] and all(p["effects"] for p in metrics["pairs"])
+  assert "## Effect of each edit" in open(os.path.join(wd, "report.md")).read()
+
+
+def test_record_resumes_bit_identical_after_kill(tiny_model, tmp_path):
+  common = ["--config=configs/valuelocate.py:smoke", f"--config.model={tiny_model}",
+            "--config.data.items_per_group=6", "--config.record.batch_size=2",
+            "--config.record.max_new_tokens=24", "--config.record.checkpoint_every=1"]
+  whole, killed = str(tmp_path / "whole"), str(tmp_path / "killed")
+  _ok(_launch("launch.record", *common, f"--workdir={whole}"))
+
+  proc = subprocess.Popen([sys.executable, "-m", "launch.record", *common, f"--workdir={killed}"], cwd=REPO,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  ckpts = os.path.join(killed, "record", "checkpoints")
+  deadline = time.time() + 300
+  while time.time() < deadline and proc.poll() is None:
+    if os.path.isdir(ckpts) and any(d.isdigit() for d in os.listdir(ckpts)):
+      break
+    time.sleep(0.005)
+  os.kill(proc.pid, signal.SIGKILL)
+  proc.wait()
+  assert not os.path.exists(os.path.join(killed, "record", "done.json")), "the run finished before the kill"
+  steps = sorted(int(d) for d in os.listdir(ckpts) if d.isdigit())
+  assert steps and steps[-1] < 12
+
+  resumed = _ok(_launch("launch.record", *common, f"--workdir={killed}"))
+  assert "record: resuming from the checkpoint after batch" in resumed.stderr
+  for name in ("stats.npz", "prompt_stats.npz"):
+    a, b = _arrays(os.path.join(whole, "record", name)), _arrays(os.path.join(killed, "record", name))
+    assert a.keys() == b.keys()
+    for k in a:
+      assert a[k].dtype == b[k].dtype and np.array_equal(a[k], b[k]), (name, k)
+  assert open(os.path.join(whole, "record", "texts.jsonl")).read() == open(
+      os.path.join(killed, "record", "texts.jsonl")).read()
+
+
+SWEEP_CONFIG = '''
+import ml_collections as mlc
+from configs import valuelocate
+
+def get_config(arg=None):
+  c = valuelocate.get_config("smoke")
+  c.sweep.intervene = mlc.ConfigDict()
+  c.sweep.intervene.gamma = (0.5, 2.0)
+  c.sweep.record = mlc.ConfigDict()
+  c.sweep.record.max_new_tokens = (4, 8, 16)
+  if arg == "bad":
+    c.sweep.record.max_tokens = (1, 2)
+  return c
+'''
+
+
+def test_sweep_expands_as_declared(tmp_path):
+  from launch import cli, sweep
+  path = tmp_path / "sweep_config.py"
+  path.write_text(SWEEP_CONFIG)
+  config = cli.load_config(str(path))
+  runs = sweep.expand(config)
+  assert [name for name, _ in runs] == [f"gamma={g}_max_new_tokens={n}" for g in ("0.5", "2") for n in (4, 8, 16)]
+  assert runs[1][1] == {"intervene.gamma": (0.5,), "record.max_new_tokens": 8}
+  applied = sweep.apply(config, runs[1][1])
+  assert applied.intervene.gamma == (0.5,) and applied.record.max_new_tokens == 8 and not applied.sweep
+  with pytest.raises(Exception, match="max_tokens"):
+    sweep.expand(cli.load_config(f"{path}:bad"))
+
+  listed = _ok(_launch("launch.sweep", f"--config={path}", f"--workdir={tmp_path}/sw", "--list",
+                       "--config.record.batch_size=4"))
+  lines = listed.stdout.strip().splitlines()
+  assert len(lines) == 6
+  assert f"--workdir={tmp_path}/sw/gamma=2_max_new_tokens=16" in lines[-1]
+  assert "'--config.intervene.gamma=(2.0,)'" in lines[-1] and "--config.record.max_new_tokens=16" in lines[-1]
+  assert all("--config.record.batch_size=4" in line for line in lines)
+
+
+def test_sweep_runs_each_point_in_its_own_workdir(tiny_model, tmp_path):
+  path = tmp_path / "sweep_config.py"
+  path.write_text(SWEEP_CONFIG.replace("(4, 8, 16)", "(4,)"))
+  _ok(_launch("launch.sweep", f"--config={path}", f"--workdir={tmp_path}/sw", f"--config.model={tiny_model}",
+              "--config.locate.min_count=12", "--config.locate.threshold=2.0", "--config.intervene.n_controls=0",
+              "--config.intervene.examples=0"))
+  for name in ("gamma=0.5_max_new_tokens=4", "gamma=2_max_new_tokens=4"):
+    cfg = json.load(open(tmp_path / "sw" / name / "config.json"))["config"]
+    assert cfg["record"]["max_new_tokens"] == 4 and len(cfg["intervene"]["gamma"]) == 1
+    assert (tmp_path / "sw" / name / "report.md").is_file()
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["--config.intervene.gama=2"], ["intervene.gama", "Did you mean 'intervene.gamma'", "Valid keys"]),
+    (["--config.record.mode=sample"], ["record.mode", "generate, teacher_forced"]),
+    (["--config.record.batch_size=many"], ["record.batch_size", "expected a value of type int"]),
+    (["--bogus=1"], ["unknown flag --bogus", "--workdir"]),
+    (["--config=configs/valuelocate.py:smok"], ["'smok'", "smoke"]),
+    (["--config=configs/nothing.py"], ["does not exist"]),
+    (["--config.intervene.modes=('enhance','sideways')"], ["intervene.modes", "enhance, reverse"]),
+])
+def test_bad_flags_and_keys_exit_2_with_one_clear_message(tmp_path, args, needles):
+  proc = _launch("launch.record", f"--workdir={tmp_path}/w", *args)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  err = proc.stderr.strip()
+  assert err.startswith("error:") and "Traceback" not in err
+  for n in needles:
+    assert n in err
+
+
+def test_missing_workdir_exits_2():
+  proc = _launch("launch.run", "--config=configs/valuelocate.py:smoke")
+  assert proc.returncode == 2 and "--workdir is required" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_config_arguments_are_typed():
+  from configs import common
+  from valuejax.errors import ValueJaxError
+  arg = common.parse_arg("smoke,items=8", smoke=False, items=24, name="x")
+  assert arg.smoke is True and arg.items == 8 and arg.name == "x"
+  with pytest.raises(ValueJaxError, match="items='eight' is not of type int"):
+    common.parse_arg("items=eight", items=24)
