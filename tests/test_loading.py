@@ -114,6 +114,20 @@ def test_missing_shard_is_reported(tmp_path):
     load_model(tmp_path)
 
 
+def test_truncated_safetensors_is_reported_as_such(tmp_path):
+  _tiny_llama().save_pretrained(tmp_path)
+  path = tmp_path / "model.safetensors"
+  blob = path.read_bytes()
+  header_len = int.from_bytes(blob[:8], "little")
+  # cut in the tensor data (an interrupted download) and cut inside the JSON header
+  for cut in (len(blob) // 2, 8 + header_len // 2):
+    path.write_bytes(blob[:cut])
+    with pytest.raises(ValueJaxError, match="truncated") as e:
+      load_model(tmp_path)
+    assert str(path) in str(e.value) and "download or copy it again" in str(e.value), cut
+    assert e.value.__cause__ is None and e.value.__context__ is None, cut  # no numpy/struct error underneath
+
+
 def test_bfloat16_dtype_and_bfloat16_checkpoint(tmp_path):
   model = _tiny_llama()
   sd = _numpy_state(model)
@@ -162,6 +176,61 @@ def test_flax_msgpack_folder(tmp_path):
   (tmp_path / "flax_model.msgpack").write_bytes(serialization.msgpack_serialize(tree))
   m = load_model(tmp_path)
   assert_llama_params(m.params, sd, 2, tied=False)
+
+
+def _tiny_gpt2():
+  from transformers import GPT2Config, GPT2LMHeadModel
+  model = GPT2LMHeadModel(GPT2Config(n_embd=64, n_layer=2, n_head=4, vocab_size=128, n_positions=64))
+  _randomize(model, seed=2)
+  return model
+
+
+def _gpt2_flax_tree(model) -> dict:
+  """What transformers' torch -> Flax conversion (modeling_flax_pytorch_utils.rename_key_and_reshape_tensor)
+  writes for GPT-2: `embedding` for wte/wpe, `scale` for LayerNorm weights, and `kernel` = weight.T for every
+  other 2-D weight, Conv1D included. FlaxConv1D declares its kernel (features, in) and transposes it when
+  applied, so the stored kernel is [out, in] (torch Conv1D keeps [in, out]): the same one transpose as a Dense
+  kernel. The tied lm_head has no parameter of its own in FlaxGPT2LMHeadModel."""
+  tree: dict = {}
+  for name, p in model.named_parameters():  # a tied lm_head is listed once, as wte
+    w = p.detach().numpy()
+    *path, module, leaf = name.split(".")
+    if module in ("wte", "wpe"):
+      leaf = "embedding"
+    elif module.startswith("ln_") and leaf == "weight":
+      leaf = "scale"
+    elif leaf == "weight":
+      leaf, w = "kernel", w.T
+    node = tree
+    for key in (*path, module):
+      node = node.setdefault(key, {})
+    node[leaf] = np.ascontiguousarray(w)
+  return tree
+
+
+def test_flax_msgpack_gpt2(tmp_path):
+  from flax import serialization
+  import jax
+  model = _tiny_gpt2()
+  sd = _numpy_state(model)
+  tree = _gpt2_flax_tree(model)
+  assert set(tree) == {"transformer"} and "lm_head" not in tree
+  attn = tree["transformer"]["h"]["1"]["attn"]
+  assert attn["c_attn"]["kernel"].shape == (192, 64) and tree["transformer"]["ln_f"]["scale"].shape == (64,)
+  flax_dir, st_dir = tmp_path / "flax", tmp_path / "st"
+  model.config.save_pretrained(flax_dir)
+  (flax_dir / "flax_model.msgpack").write_bytes(serialization.msgpack_serialize(tree))
+  got = load_model(flax_dir).params
+  want = load_model(_save(model, st_dir)).params
+  assert jax.tree.structure(got) == jax.tree.structure(want)
+  for (path, a), b in zip(jax.tree.leaves_with_path(got), jax.tree.leaves(want)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=jax.tree_util.keystr(path))
+  # and the layout itself, independently of the safetensors path: q is the first third of Conv1D c_attn [in, out]
+  np.testing.assert_array_equal(np.asarray(got["layers"]["q"]["kernel"][1]),
+                                sd["transformer.h.1.attn.c_attn.weight"][:, :64])
+  np.testing.assert_array_equal(np.asarray(got["layers"]["down"]["kernel"][0]), sd["transformer.h.0.mlp.c_proj.weight"])
+  np.testing.assert_array_equal(np.asarray(got["pos_embed"]), sd["transformer.wpe.weight"])
+  assert "lm_head" not in got
 
 
 def test_flax_norm_scale_maps_to_weight(tmp_path):
@@ -595,6 +664,42 @@ def test_not_a_gguf_file(tmp_path):
     load_model(str(other))
 
 
+def test_gguf_with_undequantizable_type_fails_before_any_work(tmp_path, monkeypatch):
+  # Q8_1 is llama.cpp's activation format: gguf's numpy code has no dequantizer for it
+  qtype = gguf.GGMLQuantizationType.Q8_1
+  assert not gguf_reader.can_dequantize(qtype)
+  with pytest.raises(NotImplementedError):
+    gguf.quants.dequantize(np.zeros(40, np.uint8), qtype)
+  assert gguf_reader.can_dequantize(gguf.GGMLQuantizationType.Q8_0)
+  path = tmp_path / "odd-quant.gguf"
+  w = gguf.GGUFWriter(str(path), "llama")
+  w.add_block_count(1)
+  w.add_embedding_length(64)
+  w.add_feed_forward_length(96)
+  w.add_head_count(4)
+  w.add_token_list([f"t{i}" for i in range(128)])
+  w.add_tensor("token_embd.weight", np.zeros((128, 64), np.float32))
+  w.add_tensor("blk.0.attn_q.weight", _q8(np.ones((64, 64), np.float32)), raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+  # raw bytes of the right size: 64 rows of 2 blocks of 32 values, 40 bytes per Q8_1 block
+  w.add_tensor("blk.0.attn_v.weight", np.zeros((64, 80), np.uint8), raw_dtype=qtype)
+  w.write_header_to_file()
+  w.write_kv_data_to_file()
+  w.write_tensors_to_file()
+  w.close()
+  assert [t.tensor_type for t in gguf.GGUFReader(str(path)).tensors][-1] == qtype
+  dequantized = []
+  real = gguf_reader.dequantize
+  monkeypatch.setattr(gguf_reader, "dequantize", lambda t: dequantized.append(t.name) or real(t))
+  cache = tmp_path / "cache"
+  with pytest.raises(ValueJaxError) as e:
+    load_model(str(path), cache_dir=str(cache))
+  msg = str(e.value)
+  assert str(path) in msg and "'blk.0.attn_v.weight'" in msg and "Q8_1" in msg, msg
+  assert "attn_q" not in msg and "re-quantize" in msg and "safetensors" in msg, msg
+  assert dequantized == []  # the type check comes before the first (earlier, supported) tensor
+  assert [p for p in os.listdir(cache) if not p.endswith(".lock")] == []
+
+
 def test_bad_dtype(tmp_path):
   with pytest.raises(ValueJaxError, match="float16"):
     load_model(tmp_path, dtype="float16")
@@ -652,3 +757,31 @@ def test_gemma3_alias(real_cache):
   assert c.act == "gelu_tanh"
   assert m.tokenizer("Hello").input_ids[0] == c.bos_token_id == 2
   assert not os.path.exists(os.path.join(m.source, "gemma-3-270m-q4_k_m.gguf"))
+
+
+@pytest.mark.real_model
+def test_smollm2_matches_transformers_gguf_load(real_cache):
+  """valuejax's own GGUF conversion + forward vs transformers' own GGUF loader on the same file."""
+  pytest.importorskip("accelerate", reason="transformers needs accelerate to load a GGUF file (test extra)")
+  from transformers import AutoModelForCausalLM
+  from valuejax import forward
+  from valuejax.engine.generate import generate
+  m = load_model("smollm2-135m-instruct", cache_dir=real_cache)
+  gguf_path = json.load(open(os.path.join(m.source, "valuejax_cache.json")))["source"]["path"]
+  ref = AutoModelForCausalLM.from_pretrained(os.path.dirname(gguf_path), gguf_file=os.path.basename(gguf_path),
+                                             dtype=torch.float32)
+  chat = [{"role": "user", "content": "What is the capital of France?"}]
+  text = m.tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+  ids = np.asarray([m.tokenizer(text, add_special_tokens=False).input_ids], np.int32)
+  assert ids[0, 0] == m.tokenizer.convert_tokens_to_ids("<|im_start|>") and ids.shape[1] > 30
+  logits, _ = forward(m.params, m.config, ids, np.ones_like(ids))
+  logits = np.asarray(logits)
+  with torch.no_grad():
+    want = ref(torch.from_numpy(ids).long()).logits.float().numpy()
+  # greedy next token at every position of the chat prompt, system preamble included
+  np.testing.assert_array_equal(logits.argmax(-1), want.argmax(-1))
+  # both dequantize the same Q4_1 blocks to float32, so only summation order differs
+  np.testing.assert_allclose(logits, want, rtol=0, atol=2e-3)
+  out = generate(m.params, m.config, ids, np.ones_like(ids), max_new_tokens=12)
+  answer = m.tokenizer.decode(out.tokens[0, :out.lengths[0]], skip_special_tokens=True)
+  assert "Paris" in answer, answer

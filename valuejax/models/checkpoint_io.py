@@ -72,18 +72,27 @@ def _read_json(path: str) -> Any:
 
 def _safetensors_header(path: str) -> tuple[dict, int]:
   """(header, byte offset of the data section)."""
+  size = os.path.getsize(path)
   with open(path, "rb") as f:
     raw = f.read(8)
     if len(raw) < 8:
-      raise ValueJaxError("truncated safetensors file", where=path)
+      raise ValueJaxError(f"truncated safetensors file ({size} bytes, too short to hold a header)", where=path,
+                          fix=_TRUNCATED_FIX)
     (n,) = struct.unpack("<Q", raw)
-    if n > os.path.getsize(path) - 8:
-      raise ValueJaxError("corrupt safetensors header (length past the end of the file)", where=path)
+    if n > size - 8:
+      # a file cut inside its JSON header looks exactly like this (as does a file that is not safetensors)
+      raise ValueJaxError(f"truncated or corrupt safetensors file: the header claims {n} bytes but the file "
+                          f"holds only {size}", where=path, fix=_TRUNCATED_FIX)
     try:
       header = json.loads(f.read(n))
     except (json.JSONDecodeError, UnicodeDecodeError):
-      raise ValueJaxError("corrupt safetensors header", where=path) from None
+      raise ValueJaxError("corrupt safetensors header", where=path, fix=_TRUNCATED_FIX) from None
+  if not isinstance(header, dict):
+    raise ValueJaxError("corrupt safetensors header (not a JSON object)", where=path, fix=_TRUNCATED_FIX)
   return header, 8 + n
+
+
+_TRUNCATED_FIX = "the file is damaged or was cut short (an interrupted download or copy): download or copy it again"
 
 
 _SAFETENSORS_DTYPES = {
@@ -101,18 +110,30 @@ def read_safetensors(path: str) -> dict[str, np.ndarray]:
   header, data_start = _safetensors_header(path)
   header.pop("__metadata__", None)
   size = os.path.getsize(path)
+  try:
+    spans = {}
+    for name, info in header.items():
+      begin, end = (data_start + int(o) for o in info["data_offsets"])
+      spans[name] = (info["dtype"], tuple(int(d) for d in info["shape"]), begin, end)
+  except (KeyError, TypeError, ValueError, AttributeError):
+    raise ValueJaxError("corrupt safetensors header (a tensor entry lacks dtype, shape or data_offsets)",
+                        where=path, fix=_TRUNCATED_FIX) from None
+  # One check for the whole file before any tensor: a cut-off file (the common case: an interrupted
+  # download) is then reported as such, instead of as a problem with whichever tensor happens to be first.
+  needed = max((end for *_, end in spans.values()), default=data_start)
+  if needed > size:
+    raise ValueJaxError(f"truncated safetensors file: its header describes {needed} bytes but the file holds "
+                        f"only {size} ({size * 100 // needed}%)", where=path, fix=_TRUNCATED_FIX)
   blob = np.memmap(path, dtype=np.uint8, mode="c") if size > data_start else np.zeros(0, np.uint8)
   out = {}
-  for name, info in header.items():
-    if info.get("dtype") not in _SAFETENSORS_DTYPES:
-      raise ValueJaxError(f"tensor {name!r} has dtype {info.get('dtype')}, which numpy cannot hold", where=path,
+  for name, (dtype_name, shape, begin, end) in spans.items():
+    if dtype_name not in _SAFETENSORS_DTYPES:
+      raise ValueJaxError(f"tensor {name!r} has dtype {dtype_name}, which numpy cannot hold", where=path,
                           fix="re-save the checkpoint in float32, float16 or bfloat16")
-    dtype = np.dtype(_SAFETENSORS_DTYPES[info["dtype"]])
-    begin, end = (data_start + o for o in info["data_offsets"])
-    shape = tuple(info["shape"])
-    if end > size or end - begin != dtype.itemsize * int(np.prod(shape, dtype=np.int64)):
-      raise ValueJaxError(f"tensor {name!r} lies outside the file or has the wrong byte size", where=path,
-                          fix="the file is truncated or corrupt: copy or re-save it")
+    dtype = np.dtype(_SAFETENSORS_DTYPES[dtype_name])
+    if begin < data_start or end - begin != dtype.itemsize * int(np.prod(shape, dtype=np.int64)):
+      raise ValueJaxError(f"tensor {name!r} has the wrong byte size for its shape and dtype", where=path,
+                          fix=_TRUNCATED_FIX)
     out[name] = blob[begin:end].view(dtype).reshape(shape)
   return out
 

@@ -180,10 +180,50 @@ def dequantize(tensor) -> np.ndarray:
   return x.reshape(shape)
 
 
+_DEQUANTIZABLE: dict[Any, bool] = {}
+
+
+def can_dequantize(qtype) -> bool:
+  """Whether the installed `gguf` package can dequantize `qtype`.
+
+  Asked by dequantizing one all-zero block rather than read from a list: the set grows with each `gguf`
+  release (and its registry is private), and gguf signals a missing type only with NotImplementedError.
+  """
+  if qtype not in _DEQUANTIZABLE:
+    from gguf import GGML_QUANT_SIZES, quants
+    ok = qtype in GGML_QUANT_SIZES
+    if ok:
+      try:
+        quants.dequantize(np.zeros(GGML_QUANT_SIZES[qtype][1], np.uint8), qtype)
+      except NotImplementedError:
+        ok = False
+    _DEQUANTIZABLE[qtype] = ok
+  return _DEQUANTIZABLE[qtype]
+
+
+def check_tensor_types(reader, where: str) -> None:
+  """Refuses a file holding any tensor type that cannot be dequantized, before any work is done, so a
+  conversion never spends minutes on a large file only to fail at its last tensor."""
+  bad: dict[str, list[str]] = {}
+  for t in reader.tensors:
+    if not can_dequantize(t.tensor_type):
+      bad.setdefault(getattr(t.tensor_type, "name", str(t.tensor_type)), []).append(t.name)
+  if bad:
+    what = "; ".join(f"{len(names)} tensor(s) of type {qtype} ({', '.join(repr(n) for n in names[:3])}"
+                     + (", ..." if len(names) > 3 else "") + ")" for qtype, names in bad.items())
+    from importlib.metadata import version
+    raise ValueJaxError(
+        f"GGUF file has tensors in a quantization type that cannot be dequantized: {what}", where=where,
+        fix=f"re-quantize the model to a supported type (e.g. Q8_0, Q4_K_M or F16) with llama.cpp's llama-quantize "
+            f"or convert_hf_to_gguf.py, or load the original Hugging Face safetensors checkpoint instead "
+            f"(the installed gguf {version('gguf')} has no dequantizer for {', '.join(bad)})")
+
+
 def hf_state_dict(reader, cfg: dict, where: str) -> dict[str, np.ndarray]:
   """Every tensor of the file, dequantized to float32 and renamed / re-laid-out as in HF checkpoints."""
   mt = cfg["model_type"]
   gemma = mt.startswith("gemma")
+  check_tensor_types(reader, where)
   state = {}
   for tensor in reader.tensors:
     name = hf_name(tensor.name, mt, where)
