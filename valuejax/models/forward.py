@@ -187,8 +187,8 @@ def _act(x, kind: str):
   raise ValueError(kind)
 
 
-def _norm(x, p, cfg: ModelConfig, eps: float | None = None):
-  eps = cfg.norm_eps if eps is None else eps
+def _norm(x, p, cfg: ModelConfig):
+  eps = cfg.norm_eps
   x32 = x.astype(jnp.float32)
   if cfg.norm_kind == "layer":
     mean = x32.mean(-1, keepdims=True)
@@ -227,10 +227,6 @@ def _apply_rope(x, cos, sin):
   return x * cos[:, :, None, :] + rotated * sin[:, :, None, :]
 
 
-def _head_norm(x, p, cfg: ModelConfig):
-  return _norm(x, p, cfg)
-
-
 def _attention(x, lp, cfg: ModelConfig, layer, is_sliding, rope_tables, q_slots, kv_valid, cache, cache_index,
                attend_cache: bool = True):
   b, t, _ = x.shape
@@ -239,7 +235,7 @@ def _attention(x, lp, cfg: ModelConfig, layer, is_sliding, rope_tables, q_slots,
   k = _dense(x, lp["k"]).reshape(b, t, nkv, hd)
   v = _dense(x, lp["v"]).reshape(b, t, nkv, hd)
   if cfg.qk_norm:
-    q, k = _head_norm(q, lp["q_norm"], cfg), _head_norm(k, lp["k_norm"], cfg)
+    q, k = _norm(q, lp["q_norm"], cfg), _norm(k, lp["k_norm"], cfg)  # over head_dim, before RoPE
   if rope_tables is not None:
     (gc, gs), (lc, ls) = rope_tables
     cos, sin = jnp.where(is_sliding, lc, gc), jnp.where(is_sliding, ls, gs)
