@@ -204,3 +204,21 @@ def test_one_compile_per_bucket():
   ids, mask = tiny_models.padded_batch(lengths=(12, 5), total=12, left=(True, False))
   gen(ids, mask, 4)
   assert len(gen._compiled) == 2
+
+
+def test_unrolled_and_scanned_layers_agree():
+  """Generation over unstacked (unrolled) layers equals the lax.scan path, statistics and edits included."""
+  _, cfg, params = tiny_models.valuejax_model("gemma2")
+  ids, mask = _prompts(seed=2)
+  groups = np.array([0, 1, 0, 1], np.int32)
+  scale = np.ones((cfg.num_layers, cfg.intermediate_size), np.float32)
+  scale[1, :7] = 3.0
+  edit = NeuronEdit.identity(cfg.num_layers, cfg.intermediate_size)._replace(
+      scale=jnp.asarray(scale), keep_prob=jnp.float32(0.9))
+  kw = dict(sampling=Sampling(repetition_penalty=1.1), group_ids=groups, stats=StatsSpec(2), edit=edit,
+            edit_scope="all")
+  a = Generator(params, cfg, pad_id=0, eos_ids=(2,), unroll=True)(ids, mask, 8, **kw)
+  b = Generator(params, cfg, pad_id=0, eos_ids=(2,), unroll=False)(ids, mask, 8, **kw)
+  np.testing.assert_array_equal(a.tokens, b.tokens)
+  for x, y in zip(_stats_tuple(a), _stats_tuple(b)):
+    np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-5)

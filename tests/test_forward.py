@@ -154,3 +154,14 @@ def test_forward_is_jittable_and_bfloat16_runs():
   real = mask.astype(bool)
   rel = np.abs(np.asarray(out)[real] - np.asarray(ref)[real]).max() / np.abs(np.asarray(ref)).max()
   assert rel < 0.1
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3_text", "gpt2"])
+def test_unstacked_layers_give_the_same_forward(arch):
+  from valuejax.models.forward import unstack_layers
+  _, cfg, params = tiny_models.valuejax_model(arch)
+  ids, mask = tiny_models.padded_batch()
+  ref, ref_act = forward(params, cfg, jnp.asarray(ids), jnp.asarray(mask), capture="act")
+  out, act = forward(unstack_layers(params), cfg, jnp.asarray(ids), jnp.asarray(mask), capture="act")
+  np.testing.assert_allclose(np.asarray(out), np.asarray(ref), atol=1e-5)
+  np.testing.assert_allclose(np.asarray(act), np.asarray(ref_act), atol=1e-5)

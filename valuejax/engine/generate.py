@@ -20,7 +20,7 @@ from valuejax.engine.stats import DeviceStats, device_stats, make_reducer
 from valuejax.errors import ValueJaxError
 from valuejax.models.config import ModelConfig
 from valuejax.models.edit import NeuronEdit
-from valuejax.models.forward import KVCache, forward, forward_cached, positions_from_mask
+from valuejax.models.forward import KVCache, forward, forward_cached, positions_from_mask, unstack_layers
 
 log = logging.getLogger("valuejax")
 
@@ -114,7 +114,7 @@ def _generate_core(params, input_ids, attention_mask, group_ids, key, edit, *, c
   mask = attention_mask.astype(bool)
   row_real = mask.any(axis=1)
   slots = p + max_new
-  cache = KVCache.zeros(cfg, b, slots, params["embed"].dtype)
+  cache = KVCache.zeros(cfg, b, slots, params["embed"].dtype, per_layer=isinstance(params["layers"], list))
   kv_valid = jnp.zeros((b, slots), bool).at[:, :p].set(mask)
   positions = positions_from_mask(attention_mask)
   onehot = (jax.nn.one_hot(group_ids, stats.num_groups, dtype=jnp.float32) if stats else None)
@@ -234,8 +234,10 @@ class Generator:
   """Compiles and runs generation for one model; caches one executable per (batch, prompt, new) bucket."""
 
   def __init__(self, params, cfg: ModelConfig, *, mesh=None, prompt_buckets: Sequence[int] = PROMPT_BUCKETS,
-               pad_id: int | None = None, eos_ids: Sequence[int] | None = None):
-    self.params, self.cfg, self.mesh = params, cfg, mesh
+               pad_id: int | None = None, eos_ids: Sequence[int] | None = None, unroll: bool = True):
+    # Decoding reads every weight once per token; unrolled layers read them in place (see unstack_layers).
+    self.params = unstack_layers(params) if unroll else params
+    self.cfg, self.mesh = cfg, mesh
     self.prompt_buckets = tuple(prompt_buckets)
     self.pad_id = int(pad_id if pad_id is not None else (cfg.pad_token_id if cfg.pad_token_id is not None else 0))
     self.eos_ids = tuple(int(e) for e in (eos_ids if eos_ids is not None else cfg.eos_token_ids))
@@ -277,15 +279,14 @@ def generate(params, cfg: ModelConfig, input_ids, attention_mask=None, max_new_t
   return _generator(params, cfg, **ctor)(input_ids, attention_mask, max_new_tokens, **kwargs)
 
 
-_GENERATORS: dict = {}
+_LAST: list = []  # the most recent (params, cfg, ctor, Generator): one model's executables, never a pile
 
 
 def _generator(params, cfg, **ctor) -> Generator:
-  key = (id(params), cfg, tuple(sorted((k, repr(v)) for k, v in ctor.items())))
-  gen = _GENERATORS.get(key)
-  if gen is None or gen.params is not params:
-    gen = _GENERATORS[key] = Generator(params, cfg, **ctor)
-  return gen
+  key = (cfg, tuple(sorted((k, repr(v)) for k, v in ctor.items())))
+  if not _LAST or _LAST[0][0] is not params or _LAST[0][1] != key:
+    _LAST[:] = [(params, key, Generator(params, cfg, **ctor))]
+  return _LAST[0][2]
 
 
 def _teacher_forced_core(params, input_ids, attention_mask, group_ids, edit, *, cfg: ModelConfig, stats: StatsSpec,

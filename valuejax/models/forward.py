@@ -32,9 +32,29 @@ class KVCache(NamedTuple):
   v: jax.Array
 
   @classmethod
-  def zeros(cls, cfg: ModelConfig, batch: int, slots: int, dtype=jnp.float32) -> "KVCache":
+  def zeros(cls, cfg: ModelConfig, batch: int, slots: int, dtype=jnp.float32, per_layer: bool = False) -> "KVCache":
+    """per_layer: k and v are tuples of L arrays [B, KV, S, hd] (for params unstacked by `unstack_layers`)."""
+    if per_layer:
+      shape = (batch, cfg.num_kv_heads, slots, cfg.head_dim)
+      return cls(tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_layers)),
+                 tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_layers)))
     shape = (cfg.num_layers, batch, cfg.num_kv_heads, slots, cfg.head_dim)
     return cls(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
+
+
+def unstack_layers(params: dict) -> dict:
+  """Params whose `layers` is a list of per-layer dicts: `forward` then unrolls the layers.
+
+  Inside `lax.scan`, each layer's weights are dynamic slices of the stacked arrays, which XLA copies before
+  the matmul reads them: for decoding (one token per row) that copy costs as much as the matmul. Unrolled
+  layers read their weights in place, at the price of a longer compile. The stacked form stays the
+  canonical layout (checkpoints, sharding rules, edits); unstacked arrays take memory of their own.
+  """
+  layers = params["layers"]
+  if isinstance(layers, (list, tuple)):
+    return params
+  n = jax.tree.leaves(layers)[0].shape[0]
+  return {**params, "layers": [jax.tree.map(lambda a, i=i: a[i], layers) for i in range(n)]}
 
 
 def positions_from_mask(attention_mask: jax.Array) -> jax.Array:
@@ -133,12 +153,10 @@ def _decode(params, cfg: ModelConfig, input_ids, positions, *, q_slots, kv_valid
   layer_ids = jnp.arange(cfg.num_layers, dtype=jnp.int32)
   edit_rows = None if edit is None else (edit.scale, edit.add, edit.clamp_max)
 
-  def body(carry, xs):
-    x, cache = carry
-    lp, layer, is_sliding, rows = xs
+  def layer_fn(x, cache, cache_layer, lp, layer, is_sliding, rows):
     h = _norm(x, lp["attn_norm"], cfg)
-    h, cache = _attention(h, lp, cfg, layer, is_sliding, rope_tables, q_slots, kv_valid, cache, cache_index,
-                          attend_cache)
+    h, cache = _attention(h, lp, cfg, cache_layer, is_sliding, rope_tables, q_slots, kv_valid, cache,
+                          cache_index, attend_cache)
     if cfg.sandwich_norm:
       h = _norm(h, lp["post_attn_norm"], cfg)
     x = x + h
@@ -146,7 +164,27 @@ def _decode(params, cfg: ModelConfig, input_ids, positions, *, q_slots, kv_valid
     h, captured = _mlp(h, lp, cfg, layer, capture, edit, rows, edit_mask)
     if cfg.sandwich_norm:
       h = _norm(h, lp["post_mlp_norm"], cfg)
-    return (x + h, cache), captured
+    return x + h, cache, captured
+
+  if isinstance(params["layers"], (list, tuple)):  # unrolled: see unstack_layers
+    caps, ks, vs = [], [], []
+    for i, lp in enumerate(params["layers"]):
+      # A one-layer view of this layer's cache, so _attention serves both layouts.
+      layer_cache = None if cache is None else KVCache(cache.k[i][None], cache.v[i][None])
+      rows = None if edit is None else tuple(r[i] for r in edit_rows)
+      x, layer_cache, captured = layer_fn(x, layer_cache, jnp.int32(0), lp, jnp.int32(i), sliding[i], rows)
+      caps.append(captured)
+      if cache is not None:
+        ks.append(layer_cache.k[0])
+        vs.append(layer_cache.v[0])
+    acts = None if capture is None else jax.tree.map(lambda *a: jnp.stack(a), *caps)
+    return x, acts, None if cache is None else KVCache(tuple(ks), tuple(vs))
+
+  def body(carry, xs):
+    x, cache = carry
+    lp, layer, is_sliding, rows = xs
+    x, cache, captured = layer_fn(x, cache, layer, lp, layer, is_sliding, rows)
+    return (x, cache), captured
 
   (x, cache), acts = jax.lax.scan(body, (x, cache), (params["layers"], layer_ids, sliding, edit_rows))
   return x, acts, cache
@@ -229,6 +267,7 @@ def _apply_rope(x, cos, sin):
 
 def _attention(x, lp, cfg: ModelConfig, layer, is_sliding, rope_tables, q_slots, kv_valid, cache, cache_index,
                attend_cache: bool = True):
+  """Self-attention of one layer; `layer` indexes the stacked cache (0 for a one-layer view)."""
   b, t, _ = x.shape
   nh, nkv, hd = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
   q = _dense(x, lp["q"]).reshape(b, t, nh, hd)
