@@ -112,7 +112,7 @@ def main(argv=None) -> int:
   import valuejax
   from valuejax.engine.generate import Generator, Sampling, StatsSpec, TeacherForcer
   from valuejax.engine.record import Prompt, Recorder
-  from valuejax.models.forward import forward
+  from valuejax.models.forward import forward, unstack_layers
 
   torch.set_num_threads(args.threads)
   accel = jax.default_backend() != "cpu"
@@ -147,11 +147,22 @@ def main(argv=None) -> int:
       jax.block_until_ready(out.gen_stats)
     t_ours = timed(ours, args.repeats)
 
-    # Raw floor: one jit'd step of b single tokens through all layers + unembedding (no attention cache):
-    # every weight is read once, which any decoder must do per generated token.
+    # Raw floor: one step of b single tokens through all layers + unembedding, no attention cache: every
+    # weight is read once, which any decoder must do per generated token. Both frameworks are probed and
+    # the faster one is the floor.
     step = jax.jit(lambda p, t: forward(p, cfg, t)[0])
+    unstacked = unstack_layers(model.params)
     tok1 = jnp.ones((b, 1), jnp.int32)
-    t_step = timed(lambda: step(model.params, tok1).block_until_ready(), 5)
+    t_step = timed(lambda: step(unstacked, tok1).block_until_ready(), 5)
+    if not args.skip_peer:
+      ttok1 = torch.ones((b, 1), dtype=torch.long, device=device)
+
+      def torch_step():
+        with torch.no_grad():
+          hf(input_ids=ttok1, use_cache=False)
+        if device == "cuda":
+          torch.cuda.synchronize()
+      t_step = min(t_step, timed(torch_step, 5))
 
     t_peer = None
     if not args.skip_peer:
