@@ -155,26 +155,35 @@ def _with_controls(config: mlc.ConfigDict, exps: list[Experiment], offset: int =
 
 # -- measuring --------------------------------------------------------------------------------------
 
+# Edits vmapped per compiled call. On CPU the continuation pass is already one large matrix product per
+# layer, so bigger chunks buy little speed; they cost memory (each holds its own copy of the prompt cache).
+EDIT_CHUNK = 8
+
+
 class _Scorer:
-  """Per-item scores of one metric under an edit (None = the unedited model)."""
+  """Per-item scores of one metric under a list of edits (None = the unedited model): [E, N].
+
+  All edits of a pair go through one call, so edits of the generated tokens (steering and its controls)
+  share a single pass over the prompts and pay only for their continuations.
+  """
 
   def __init__(self, config: mlc.ConfigDict, model):
     self.config, self.model = config, model
     template = config.intervene.get("choice_template", "{question}")
     self.template = inputs.chat_template(model.tokenizer, template, config.data.chat)
 
-  def __call__(self, items: list[Any], edit) -> np.ndarray:
+  def __call__(self, items: list[Any], edits: list[Any]) -> np.ndarray:
     c, m = self.config.intervene, self.model
+    kw = dict(batch_size=c.batch_size, buckets=tuple(c.length_buckets) or None, chunk=EDIT_CHUNK)
     if c.metric == "forced_choice":
-      from valuejax.evaluate import forced_choice
-      return forced_choice(m.params, m.config, m.tokenizer, items, edit, lettered=False,
-                           direct_template=self.template, batch_size=c.batch_size,
-                           buckets=tuple(c.length_buckets) or None).p_aligned_norm
-    from valuejax.evaluate import continuation_logprobs
-    scores = continuation_logprobs(m.params, m.config, m.tokenizer, [c.text_prefix] * len(items),
-                                   [" " + x.text for x in items], edit, batch_size=c.batch_size,
-                                   buckets=tuple(c.length_buckets) or None)
-    return scores.mean_logprob
+      from valuejax.evaluate import forced_choice_many
+      results = forced_choice_many(m.params, m.config, m.tokenizer, items, edits, lettered=False,
+                                   direct_template=self.template, **kw)
+      return np.stack([r.p_aligned_norm for r in results])
+    from valuejax.evaluate import continuation_logprobs_many
+    scores = continuation_logprobs_many(m.params, m.config, m.tokenizer, [c.text_prefix] * len(items),
+                                        [" " + x.text for x in items], edits, **kw)
+    return np.stack([s.mean_logprob for s in scores])
 
 
 def _evaluate(config: mlc.ConfigDict, model, plan: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -184,10 +193,10 @@ def _evaluate(config: mlc.ConfigDict, model, plan: list[dict[str, Any]]) -> list
   total = sum(1 + sum(1 + len(e.controls) for e in p["experiments"]) for p in plan if p["items"])
   done, start = 0, time.perf_counter()
 
-  def timed(items, edit, what: str) -> np.ndarray:
+  def timed(items, edits, what: str) -> np.ndarray:
     nonlocal done
-    out = np.asarray(score(items, edit), np.float64)
-    done += 1
+    out = np.asarray(score(items, edits), np.float64)
+    done += len(edits)
     eta = (time.perf_counter() - start) / done * (total - done)
     logging.info("intervene: %d/%d evaluations (%s), ETA %.0f s", done, total, what, eta)
     return out
@@ -197,11 +206,13 @@ def _evaluate(config: mlc.ConfigDict, model, plan: list[dict[str, Any]]) -> list
     if not p["items"]:
       logging.warning("intervene: %s has no evaluation items; skipped", p["pair"])
       continue
-    base = timed(p["items"], None, f"{p['pair']} baseline")
+    edits = [None] + [x for e in p["experiments"] for x in (e.edit, *e.controls)]
+    scores = iter(timed(p["items"], edits, f"{p['pair']}: baseline, {len(edits) - 1} edits and controls"))
+    base = next(scores)
     effects = []
     for e in p["experiments"]:
-      edited = timed(p["items"], e.edit, f"{p['pair']} {e.edit.name}")
-      ctrl = [timed(p["items"], ce, f"{p['pair']} {ce.name}") for ce in e.controls]
+      edited = next(scores)
+      ctrl = [next(scores) for _ in e.controls]
       summary = summarize_effect(edited, base, controls=np.stack(ctrl) if ctrl else None, name=e.edit.name,
                                  alternative=e.alternative, alpha=c.alpha, n_boot=c.n_boot, seed=config.seed)
       control_effects = [float((x - base).mean()) for x in ctrl]

@@ -12,11 +12,13 @@ from valuejax.evaluate.stats import (EffectSummary, bootstrap_ci, paired_differe
 _LAZY = {  # these need jax; the rest of the package stays importable without it
     "ContinuationScores": "valuejax.evaluate.scoring",
     "continuation_logprobs": "valuejax.evaluate.scoring",
+    "continuation_logprobs_many": "valuejax.evaluate.scoring",
     "next_token_logprobs": "valuejax.evaluate.scoring",
     "bucket_length": "valuejax.evaluate.scoring",
     "ForcedChoiceItem": "valuejax.evaluate.choice",
     "ForcedChoiceResult": "valuejax.evaluate.choice",
     "forced_choice": "valuejax.evaluate.choice",
+    "forced_choice_many": "valuejax.evaluate.choice",
     "LikertResult": "valuejax.evaluate.likert",
     "letter_token_ids": "valuejax.evaluate.likert",
     "likert_scores": "valuejax.evaluate.likert",

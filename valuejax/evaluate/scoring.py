@@ -1,5 +1,7 @@
 """Teacher-forced scoring with the forward pass: log-likelihoods of continuations and next-token
 probabilities, padded to a few bucketed shapes so that a whole evaluation compiles a handful of times.
+`continuation_logprobs_many` scores a stack of edits at once, sharing the prompts' pass between the edits
+that leave the prompt alone.
 """
 
 from __future__ import annotations
@@ -13,9 +15,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from valuejax.errors import ValueJaxError
-from valuejax.intervene.edits import Edit, edit_mask_for
+from valuejax.intervene.batch import run_edits
+from valuejax.intervene.edits import Edit, edit_mask_for, identity_neurons
 
 _MIN_BUCKET = 16
+# Continuations are short (a few words), so in the cached path they pad to a multiple of this instead of
+# to the prompt buckets: their length is what every extra edit costs.
+_CONT_MULTIPLE = 8
 
 
 def bucket_length(n: int, buckets: Sequence[int] | None = None) -> int:
@@ -101,6 +107,23 @@ def _check_length(cfg, n: int, what: str) -> None:
                         fix="shorten the prompt")
 
 
+def _encode_pairs(cfg, tokenizer, prompts, continuations, add_special_tokens):
+  if len(prompts) != len(continuations):
+    raise ValueJaxError(f"{len(prompts)} prompts but {len(continuations)} continuations")
+  p_rows, c_rows = [], []
+  for i, (p, c) in enumerate(zip(prompts, continuations)):
+    p_ids, c_ids = encode(tokenizer, p, add_special_tokens), encode(tokenizer, c, False)
+    if not c_ids:
+      raise ValueJaxError(f"continuation {i} ({c!r}) has no tokens", fix="give every option some text")
+    if not p_ids:
+      raise ValueJaxError(f"prompt {i} has no tokens: nothing to condition the continuation on",
+                          fix="give a prompt, or keep add_special_tokens=True for a BOS token")
+    _check_length(cfg, len(p_ids) + len(c_ids), f"prompt + continuation {i}")
+    p_rows.append(p_ids)
+    c_rows.append(c_ids)
+  return p_rows, c_rows
+
+
 def continuation_logprobs(params: Any, cfg: Any, tokenizer: Any, prompts: Sequence[str],
                           continuations: Sequence[str], edit: Edit | None = None, *, batch_size: int = 8,
                           buckets: Sequence[int] | None = None,
@@ -112,20 +135,10 @@ def continuation_logprobs(params: Any, cfg: Any, tokenizer: Any, prompts: Sequen
   an edit of scope "generated" the continuation tokens count as generated: as in decoding, the first
   continuation token is predicted from the unedited prompt, the later ones after edited positions.
   """
-  if len(prompts) != len(continuations):
-    raise ValueJaxError(f"{len(prompts)} prompts but {len(continuations)} continuations")
   neurons, scope = _edit_args(edit)
-  rows, targets = [], []
-  for i, (p, c) in enumerate(zip(prompts, continuations)):
-    p_ids, c_ids = encode(tokenizer, p, add_special_tokens), encode(tokenizer, c, False)
-    if not c_ids:
-      raise ValueJaxError(f"continuation {i} ({c!r}) has no tokens", fix="give every option some text")
-    if not p_ids:
-      raise ValueJaxError(f"prompt {i} has no tokens: nothing to condition the continuation on",
-                          fix="give a prompt, or keep add_special_tokens=True for a BOS token")
-    _check_length(cfg, len(p_ids) + len(c_ids), f"prompt + continuation {i}")
-    rows.append(p_ids + c_ids)
-    targets.append(len(p_ids))
+  p_rows, c_rows = _encode_pairs(cfg, tokenizer, prompts, continuations, add_special_tokens)
+  rows = [p + c for p, c in zip(p_rows, c_rows)]
+  targets = [len(p) for p in p_rows]
   params = jax.tree.map(jnp.asarray, params)
   sums = np.zeros(len(rows), np.float64)
   counts = np.zeros(len(rows), np.int64)
@@ -140,6 +153,140 @@ def continuation_logprobs(params: Any, cfg: Any, tokenizer: Any, prompts: Sequen
     sums[idx] = np.asarray(s)[:len(idx)]
     counts[idx] = np.asarray(n)[:len(idx)]
   return ContinuationScores(sums, counts)
+
+
+# -- many edits in one pass -------------------------------------------------------------------------------
+
+def _sum_target_logprobs(logits, targets, mask):
+  tok = jnp.take_along_axis(logits, targets[..., None], -1)[..., 0] - jax.nn.logsumexp(logits, -1)
+  return jnp.where(mask, tok, 0.0).sum(1)
+
+
+def _whole_rows_under_edit(params, cfg, batch, neurons, edit_mask):
+  """One edit over prompt + continuation rows (run_edits' per-edit function), as _continuation_batch."""
+  from valuejax.models.forward import forward
+  ids = batch["input_ids"]
+  logits, _ = forward(params, cfg, ids, batch["attention_mask"], edit=neurons, edit_mask=edit_mask)
+  return _sum_target_logprobs(logits.astype(jnp.float32)[:, :-1], ids[:, 1:], batch["is_generated"][:, 1:])
+
+
+@functools.partial(jax.jit, static_argnums=(1, 5))
+def _prefill_prompts(params, cfg, ids, attn, first, n_cont):
+  """Left-padded prompts into a float32 cache with `n_cont` free slots after them (float32 holds any
+  compute dtype exactly, so cached keys equal recomputed ones). Also returns log p(first continuation
+  token): it is read off the last prompt position, which no edit of the generated tokens reaches."""
+  from valuejax.models.forward import KVCache, forward_cached, positions_from_mask
+  b, t = ids.shape
+  cache = KVCache.zeros(cfg, b, t + n_cont, jnp.float32)
+  last, _, cache = forward_cached(params, cfg, ids, positions_from_mask(attn), cache, jnp.zeros((), jnp.int32),
+                                  attn, logits="last", prefill=True)
+  last = last.astype(jnp.float32)
+  return cache, jnp.take_along_axis(last, first[:, None], -1)[:, 0] - jax.nn.logsumexp(last, -1)
+
+
+def _continuation_under_edit(params, cfg, batch, neurons, edit_mask):
+  """One edit over the continuation tokens only, on top of the prompts' cache (run_edits' per-edit
+  function). The new keys go into this edit's copy of the cache; the prompts' entries are only read."""
+  from valuejax.models.forward import KVCache, forward_cached
+  ids = batch["input_ids"]
+  start = jnp.asarray(batch["cache_k"].shape[3] - ids.shape[1], jnp.int32)
+  logits, _, _ = forward_cached(params, cfg, ids, batch["positions"], KVCache(batch["cache_k"], batch["cache_v"]),
+                                start, batch["kv_valid"], edit=neurons, edit_mask=edit_mask, logits="all")
+  return _sum_target_logprobs(logits.astype(jnp.float32), batch["targets"], batch["attention_mask"])
+
+
+def _leaves_prompt_alone(edit: Edit) -> bool:
+  return edit.scope == "generated" or edit.is_identity
+
+
+def continuation_logprobs_many(params: Any, cfg: Any, tokenizer: Any, prompts: Sequence[str],
+                               continuations: Sequence[str], edits: Sequence[Edit | None], *,
+                               batch_size: int = 8, buckets: Sequence[int] | None = None,
+                               add_special_tokens: bool = True, chunk: int = 8) -> list[ContinuationScores]:
+  """`continuation_logprobs` under each of `edits` (None: unedited), in one pass; one result per edit.
+
+  Edits that leave the prompt alone (scope "generated", and identity edits such as the baseline) share the
+  prompts: those run once into a key/value cache, and each edit runs only the continuation tokens on top
+  of it, so an extra edit costs its continuation, not the prompt again. Edits of scope "all" or "prompt"
+  run whole rows. Both paths vmap the edits `chunk` at a time (valuejax.intervene.run_edits), so one
+  compiled function serves any number of edits. `buckets` pad the prompts (whole rows for edits that
+  reach the prompt); continuations pad to a multiple of 8 tokens.
+
+  Deterministic edits give continuation_logprobs' numbers up to float rounding. An edit with keep_prob < 1
+  draws its keep mask over the shape of the pass it runs in, which in the cached path is the continuation
+  block rather than the whole padded row: the draws are other ones from the same distribution, seeded and
+  reproducible in both paths (in neither is a draw tied to an item: the row layout follows the batching).
+  """
+  edits = list(edits)
+  if not edits:
+    raise ValueJaxError("continuation_logprobs_many needs at least one edit (None for the unedited model)")
+  shape = (cfg.num_layers, cfg.intermediate_size)
+  resolved = []
+  for e in edits:
+    if e is None:
+      e = Edit(identity_neurons(shape), "generated", "unedited")
+    _edit_args(e)  # type check with the usual message
+    resolved.append(e)
+  p_rows, c_rows = _encode_pairs(cfg, tokenizer, prompts, continuations, add_special_tokens)
+  params = jax.tree.map(jnp.asarray, params)
+  sums = np.zeros((len(resolved), len(p_rows)), np.float64)
+  groups: dict[str, list[int]] = {}
+  for k, e in enumerate(resolved):
+    groups.setdefault("cached" if _leaves_prompt_alone(e) else e.scope, []).append(k)
+  for key, members in groups.items():
+    stacked = Edit.stack([resolved[k] for k in members])
+    run = _score_cached if key == "cached" else _score_whole_rows
+    sums[members] = run(params, cfg, p_rows, c_rows, stacked, batch_size, buckets, chunk)
+  counts = np.asarray([len(c) for c in c_rows], np.int64)
+  return [ContinuationScores(row, counts.copy()) for row in sums]
+
+
+def _score_whole_rows(params, cfg, p_rows, c_rows, edits, batch_size, buckets, chunk) -> np.ndarray:
+  rows = [p + c for p, c in zip(p_rows, c_rows)]
+  out = np.zeros((len(edits), len(rows)), np.float64)
+  for idx in _batches([len(r) for r in rows], batch_size):
+    length = bucket_length(max(len(rows[i]) for i in idx), buckets)
+    ids, attn = _pack([rows[i] for i in idx], batch_size, length)
+    target = attn.copy()
+    for j, i in enumerate(idx):
+      target[j, :len(p_rows[i])] = False
+    s = run_edits(_whole_rows_under_edit, params, cfg,
+                  {"input_ids": ids, "attention_mask": attn, "is_generated": target}, edits, chunk=chunk)
+    out[:, idx] = np.asarray(s)[:, :len(idx)]
+  return out
+
+
+def _score_cached(params, cfg, p_rows, c_rows, edits, batch_size, buckets, chunk) -> np.ndarray:
+  out = np.zeros((len(edits), len(p_rows)), np.float64)
+  # Grouped by continuation length: that is the part every edit pays for.
+  for idx in _batches([len(c) for c in c_rows], batch_size):
+    p_len = bucket_length(max(len(p_rows[i]) for i in idx), buckets)
+    c_len = -(-(max(len(c_rows[i]) for i in idx) - 1) // _CONT_MULTIPLE) * _CONT_MULTIPLE
+    # Prompts are left-padded so that every row's continuation starts in slot p_len; its positions go on
+    # from the row's own prompt length. Missing rows repeat the first (their outputs are dropped).
+    ids = np.zeros((batch_size, p_len), np.int32)
+    attn = np.zeros((batch_size, p_len), bool)
+    cont = np.zeros((batch_size, c_len), np.int32)
+    targets = np.zeros((batch_size, c_len), np.int32)
+    cmask = np.zeros((batch_size, c_len), bool)
+    first = np.zeros(batch_size, np.int32)
+    n_prompt = np.zeros(batch_size, np.int32)
+    for j in range(batch_size):
+      i = idx[j] if j < len(idx) else idx[0]
+      p, c = p_rows[i], c_rows[i]
+      ids[j, p_len - len(p):], attn[j, p_len - len(p):] = p, True
+      first[j], n_prompt[j] = c[0], len(p)
+      cont[j, :len(c) - 1], targets[j, :len(c) - 1], cmask[j, :len(c) - 1] = c[:-1], c[1:], True
+    cache, lp_first = _prefill_prompts(params, cfg, ids, attn, first, c_len)
+    total = lp_first[None]
+    if c_len:  # else every continuation is one token, fully scored from the prompt
+      batch = {"input_ids": cont, "attention_mask": cmask, "is_generated": cmask, "targets": targets,
+               "positions": n_prompt[:, None] + np.arange(c_len, dtype=np.int32)[None],
+               "kv_valid": np.concatenate([attn, cmask], 1), "cache_k": cache.k, "cache_v": cache.v}
+      rest = run_edits(_continuation_under_edit, params, cfg, batch, edits, chunk=chunk)
+      total = total + rest
+    out[:, idx] = np.broadcast_to(np.asarray(total, np.float64), (len(edits), batch_size))[:, :len(idx)]
+  return out
 
 
 def next_token_logprobs(params: Any, cfg: Any, tokenizer: Any, prompts: Sequence[str],
