@@ -397,3 +397,11 @@ def test_real_model_deactivation_moves_forced_choice_and_baseline_is_exact():
   off = ve.forced_choice(params, cfg, tok, items, vi.deactivate(small), batch_size=4)
   assert np.abs(off.logp_aligned - plain.logp_aligned).max() > 1e-3
   assert np.abs(off.p_aligned_lettered - plain.p_aligned_lettered).max() > 1e-4
+
+
+def test_holm_adjustment_by_hand():
+  from valuejax.evaluate import holm
+  # Sorted p: 0.01 (x4 = 0.04), 0.02 (x3 = 0.06), 0.03 (x2 = 0.06, kept monotone), 0.5 (x1 = 0.5).
+  np.testing.assert_allclose(holm([0.03, 0.01, 0.5, 0.02]), [0.06, 0.04, 0.5, 0.06])
+  np.testing.assert_allclose(holm([0.05]), [0.05])
+  assert holm([0.4, 0.5]).max() == 0.8

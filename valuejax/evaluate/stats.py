@@ -65,6 +65,20 @@ def permutation_p(observed: float, controls: Sequence[float], alternative: str =
   return float(min(1.0, 2 * min(greater, less)))
 
 
+
+def holm(p_values: Sequence[float]) -> np.ndarray:
+  """Holm-Bonferroni adjusted p-values (same order as given): the family-wise error over all tests stays at
+  alpha when each adjusted p is compared with alpha. Uniformly more powerful than plain Bonferroni."""
+  p = np.asarray(p_values, np.float64)
+  order = np.argsort(p, kind="stable")
+  m = len(p)
+  adjusted = np.empty(m)
+  running = 0.0
+  for rank, i in enumerate(order):
+    running = max(running, min(1.0, (m - rank) * p[i]))
+    adjusted[i] = running
+  return adjusted
+
 @dataclasses.dataclass(frozen=True)
 class EffectSummary:
   """An edit's effect on a per-item score, with its uncertainty and (if controls ran) its p-value."""

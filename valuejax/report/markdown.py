@@ -10,6 +10,7 @@ from typing import Any
 
 from valuejax import io as vio
 from valuejax.report import plots
+from valuejax.evaluate.stats import holm
 from valuejax.report.verdict import CAUSAL, SUGGESTIVE, verdict
 
 # The workdir layout the launchers write (launch/record.py, locate.py, intervene.py).
@@ -79,6 +80,14 @@ def _headline(metrics: Any) -> list[str]:
   for e in tested:
     label, why = verdict(e)
     lines.append(f"- {e['pair']}, {e['edit']}: **{label}** - {why}")
+  if causal and len(tested) > 1:
+    # Several edits were tested: say which findings survive a family-wise correction.
+    adjusted = dict(zip((id(e) for e in tested), holm([e["p_value"] for e in tested])))
+    alpha = tested[0].get("alpha", 0.05)
+    kept = [e for e in causal if adjusted[id(e)] <= alpha]
+    lines += ["", f"Correcting for {len(tested)} tests (Holm): {len(kept)} of the {len(causal)} causal findings "
+              f"keep p <= {alpha:g} (" + "; ".join(f"{e['pair']}, {e['edit']}: adjusted p = {adjusted[id(e)]:.3g}"
+                                                  for e in causal) + ")."]
   lines += ["", f"Metric: {metrics.get('metric_description', metrics.get('metric'))}. Change = edited minus "
             "unedited, averaged over items; 95% bootstrap CI over items; p = rank of the located effect among "
             f"the random controls' effects ({metrics.get('n_controls')} per tested edit), one-sided in the "
