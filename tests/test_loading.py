@@ -315,17 +315,23 @@ def _byte_level_vocab() -> tuple[list[str], list[str], list[int]]:
 _CHAT_TEMPLATE = "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
 
 
-def _write_llama_gguf(path, model) -> dict[str, np.ndarray]:
-  """A llama.cpp-style GGUF of `model`; returns what each HF tensor should load back as."""
-  c = model.config
-  sd = _numpy_state(model)
-  w = gguf.GGUFWriter(str(path), "llama")
+def _gguf_writer(path, arch: str, c) -> "gguf.GGUFWriter":
+  """A writer with the size fields every architecture shares, taken from the HF config `c`."""
+  w = gguf.GGUFWriter(str(path), arch)
   w.add_block_count(c.num_hidden_layers)
   w.add_context_length(c.max_position_embeddings)
   w.add_embedding_length(c.hidden_size)
   w.add_feed_forward_length(c.intermediate_size)
   w.add_head_count(c.num_attention_heads)
   w.add_head_count_kv(c.num_key_value_heads)
+  return w
+
+
+def _write_llama_gguf(path, model) -> dict[str, np.ndarray]:
+  """A llama.cpp-style GGUF of `model`; returns what each HF tensor should load back as."""
+  c = model.config
+  sd = _numpy_state(model)
+  w = _gguf_writer(path, "llama", c)
   w.add_rope_freq_base(1e5)
   w.add_layer_norm_rms_eps(1e-5)
   w.add_rope_dimension_count(c.hidden_size // c.num_attention_heads)
@@ -498,13 +504,7 @@ _GEMMA_TENSORS = {
 def _write_gemma3_gguf(path, model) -> dict[str, np.ndarray]:
   c = model.config
   sd = _numpy_state(model)
-  w = gguf.GGUFWriter(str(path), "gemma3")
-  w.add_block_count(c.num_hidden_layers)
-  w.add_context_length(c.max_position_embeddings)
-  w.add_embedding_length(c.hidden_size)
-  w.add_feed_forward_length(c.intermediate_size)
-  w.add_head_count(c.num_attention_heads)
-  w.add_head_count_kv(c.num_key_value_heads)
+  w = _gguf_writer(path, "gemma3", c)
   w.add_key_length(c.head_dim)
   w.add_value_length(c.head_dim)
   w.add_rope_freq_base(1e6)
