@@ -63,7 +63,7 @@ def base_config(method: str) -> mlc.ConfigDict:
   c.method = method
   c.model = "smollm2-135m-instruct"  # a registered name, a Hugging Face folder or a .gguf file
   c.seed = 0
-  c.log_compiles = True  # log every XLA compilation and how long it took
+  c.log_compiles = True  # log every XLA compilation of 0.5 s or more and how long it took
 
   # Devices: a (data, model) mesh. data=-1 takes every device the model axis leaves.
   c.mesh = mlc.ConfigDict()

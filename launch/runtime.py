@@ -13,11 +13,23 @@ from absl import logging
 import ml_collections as mlc
 
 
+_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+_listening = False
+
+
+def _log_compile(event: str, seconds: float, **kw) -> None:
+  # Sub-second compiles are jax's own small helpers (casts, slices); they would drown the few that matter.
+  if event == _COMPILE_EVENT and seconds >= 0.5:
+    logging.info("compiled %s in %.1f s", kw.get("fun_name", "a function"), seconds)
+
+
 def setup(config: mlc.ConfigDict) -> None:
-  """Logs each XLA compilation with its duration (jax's own 'Finished XLA compilation' lines)."""
+  """Logs each XLA compilation that takes 0.5 s or more, with its duration (one line each)."""
   import jax
-  if config.log_compiles:
-    jax.config.update("jax_log_compiles", True)
+  global _listening
+  if config.log_compiles and not _listening:
+    jax.monitoring.register_event_duration_secs_listener(_log_compile)
+    _listening = True
   pylogging.getLogger("valuejax").setLevel(pylogging.INFO)
   # Orbax narrates every save step at INFO; its warnings and errors still come through.
   logging.get_absl_handler().addFilter(

@@ -7,6 +7,7 @@ activations never leave the device. Shapes are bucketed so that a whole run comp
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import time
 from typing import NamedTuple, Sequence
@@ -225,7 +226,7 @@ def _compiled(cache: dict, key, core, static: dict, args: list, what: str):
   fn = cache.get(key)
   if fn is None:
     t0 = time.perf_counter()
-    fn = cache[key] = jax.jit(lambda *a: core(*a, **static)).lower(*args).compile()
+    fn = cache[key] = jax.jit(functools.partial(core, **static)).lower(*args).compile()
     log.info("compiled %s in %.1f s", what, time.perf_counter() - t0)
   return fn
 
