@@ -39,7 +39,12 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
   c.intervene.regions = ("combined",)  # semantic neurons in middle layers, decision neurons at both ends
   c.intervene.directions = ("support", "conflict")
   c.intervene.factor = 5.0
+  # "forced_choice" (default) scores both options by likelihood: one forward pass per edit, no parsing.
+  # "choice_protocol" is the paper's own protocol: the model generates an answer ending in "Option A: x%
+  # Option B: y%" and the metric is its support for the value-aligned option; it generates max_new_tokens
+  # per item and edit (controls included) and small models often give no parseable verdict.
   c.intervene.metric = "forced_choice"
+  c.intervene.max_new_tokens = 96  # choice_protocol: room to reason before the verdict line
   c.intervene.choice_template = "{question}\nWhat would you do? Answer in one sentence, in the first person."
   c.intervene.eval_split = "eval"
   c.intervene.eval_items = arg.eval_items

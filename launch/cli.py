@@ -54,7 +54,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "locate.steer_value": ("p", "v95"),
     "locate.denominator": ("tokens", "items"),
     "intervene.kind": ("steering", "value_exploration", "deactivate"),
-    "intervene.metric": ("forced_choice", "text_likelihood"),
+    "intervene.metric": ("forced_choice", "text_likelihood", "choice_protocol"),
     "intervene.controls_at": ("strongest", "all"),
     "mesh.params": ("replicated", "fsdp"),
 }

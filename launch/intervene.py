@@ -29,7 +29,12 @@ EXAMPLES = os.path.join("intervene", "examples.jsonl")
 METRIC_NAMES = {
     "forced_choice": "P(value-aligned action) in a forced choice, from length-normalised log-likelihoods",
     "text_likelihood": "mean log-probability per token of held-out texts of the group",
+    "choice_protocol": "support (0-1) for the value-aligned option stated in a generated 'Option A: x% Option B: "
+                       "y%' verdict (ValueExploration's protocol); effects over items parsed before and after",
 }
+# Fewer paired items than this and an effect (or a control's effect) is reported as not computable: a mean
+# and a bootstrap CI of one difference say nothing.
+MIN_PAIRED = 2
 
 
 @dataclasses.dataclass
@@ -40,6 +45,15 @@ class Experiment:
   alternative: str  # "greater" or "less"
   params: dict[str, Any]
   controls: list[Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class ProtocolItem:
+  """One dilemma (or situation) as a choice-protocol prompt; `aligned` is the letter of the value-aligned
+  option, which differs per item because half of the items list their options in reverse."""
+  item_id: str
+  question: str
+  aligned: str
 
 
 def intervene(config: mlc.ConfigDict, wd: Workdir, force: bool = False, model=None) -> None:
@@ -53,8 +67,9 @@ def intervene(config: mlc.ConfigDict, wd: Workdir, force: bool = False, model=No
     dataset = inputs.load_dataset(config)
     sets = _load_sets(wd)
     plan = _plan(config, dataset, sets)
-    results = _evaluate(config, model, plan)
-    examples = _examples(config, model, dataset, plan)
+    generated: list[Any] = []
+    results = _evaluate(config, model, plan, generated)
+    examples = _examples(config, model, dataset, plan) + generated
     _write(config, wd, results, examples)
   wd.mark_done("intervene", t.seconds)
   wd.add_timing("intervene", t.seconds, evaluations=sum(r["evaluations"] for r in results))
@@ -73,6 +88,12 @@ def _plan(config: mlc.ConfigDict, dataset, sets: dict[str, Any]) -> list[dict[st
   """Per pair (or LAPE group): its eval items and experiments."""
   c = config.intervene
   plan = []
+  if c.metric not in METRIC_NAMES:
+    raise ValueJaxError(f"unknown intervene.metric {c.metric!r}", "--config.intervene.metric",
+                        f"use one of {', '.join(METRIC_NAMES)}")
+  if c.metric == "choice_protocol" and config.method == "lape":
+    raise ValueJaxError("LAPE scores held-out descriptions, which have no options to choose between",
+                        "--config.intervene.metric", "use text_likelihood for LAPE")
   if config.method == "lape":
     ns = sets["lape"]
     held_out = inputs.held_out_texts(config, dataset)
@@ -85,10 +106,32 @@ def _plan(config: mlc.ConfigDict, dataset, sets: dict[str, Any]) -> list[dict[st
       exps = _steering(config, sets[pair.name], pair)
     else:
       exps = _exploration(config, sets, pair)
-    plan.append({"pair": pair.name, "items": inputs.forced_choice_items(config, dataset, pair),
+    items = inputs.forced_choice_items(config, dataset, pair)
+    if c.metric == "choice_protocol":
+      items = _protocol_items(config, dataset, pair, items)
+    plan.append({"pair": pair.name, "items": items,
                  "experiments": _with_controls(config, exps, offset=1000 * i),
                  "example_prompts": inputs.example_prompts(config, dataset, pair, c.examples)})
   return plan
+
+
+def _protocol_items(config: mlc.ConfigDict, dataset, pair: inputs.Pair, items: list[Any]) -> list[ProtocolItem]:
+  """The same eval items as forced_choice, as choice-protocol prompts (so both metrics score one item set)."""
+  from valuejax import data as vdata
+  ids = set(inputs.names(items))
+  if config.method == "valuelocate":
+    sources = [s for s in dataset.situations if s.id in ids]
+    aligned_label = pair.plus
+  else:
+    sources = [x for x in dataset.dilemmas if x.id in ids]
+    aligned_label = "aligned"
+  by_id = {p.item_id: p for p in vdata.choice_protocol_prompts(sources, lang=config.data.lang,
+                                                                taxonomy=dataset.taxonomy)}
+  out = []
+  for i in inputs.names(items):
+    p = by_id[i]
+    out.append(ProtocolItem(i, p.text, "A" if p.meta["labels"][0] == aligned_label else "B"))
+  return out
 
 
 def _steering(config: mlc.ConfigDict, ns, pair: inputs.Pair) -> list[Experiment]:
@@ -167,13 +210,19 @@ class _Scorer:
   share a single pass over the prompts and pay only for their continuations.
   """
 
-  def __init__(self, config: mlc.ConfigDict, model):
+  def __init__(self, config: mlc.ConfigDict, model, generator=None):
     self.config, self.model = config, model
     template = config.intervene.get("choice_template", "{question}")
     self.template = inputs.chat_template(model.tokenizer, template, config.data.chat)
+    # choice_protocol: the prompt is the whole filled protocol template, so only the chat turn wraps it.
+    self.protocol_template = inputs.chat_template(model.tokenizer, "{question}", config.data.chat)
+    self._generator = generator
+    self.texts: list[list[str]] = []  # choice_protocol: the answers of the last call, [E][N]
 
   def __call__(self, items: list[Any], edits: list[Any]) -> np.ndarray:
     c, m = self.config.intervene, self.model
+    if c.metric == "choice_protocol":
+      return self._protocol(items, edits)
     kw = dict(batch_size=c.batch_size, buckets=tuple(c.length_buckets) or None, chunk=EDIT_CHUNK)
     if c.metric == "forced_choice":
       from valuejax.evaluate import forced_choice_many
@@ -185,11 +234,77 @@ class _Scorer:
                                         [" " + x.text for x in items], edits, **kw)
     return np.stack([s.mean_logprob for s in scores])
 
+  @property
+  def generator(self):
+    # One Generator for every pair and edit: it keeps one compiled executable per shape bucket, and the
+    # edit is an argument of that executable, so edits of one shape never recompile.
+    if self._generator is None:
+      from valuejax.engine.generate import Generator
+      self._generator = Generator(self.model.params, self.model.config, pad_id=self.pad_id, eos_ids=self.eos_ids)
+    return self._generator
 
-def _evaluate(config: mlc.ConfigDict, model, plan: list[dict[str, Any]]) -> list[dict[str, Any]]:
-  from valuejax.evaluate import summarize_effect
+  @property
+  def pad_id(self) -> int:
+    tok, cfg = self.model.tokenizer, self.model.config
+    return int(tok.pad_token_id if tok.pad_token_id is not None else (cfg.pad_token_id or 0))
+
+  @property
+  def eos_ids(self) -> list[int]:
+    tok, cfg = self.model.tokenizer, self.model.config
+    return sorted(set(cfg.eos_token_ids) | ({int(tok.eos_token_id)} if tok.eos_token_id is not None else set()))
+
+  def _protocol(self, items: list[ProtocolItem], edits: list[Any]) -> np.ndarray:
+    """Greedy answers under each edit, parsed to support for the aligned option in [0, 1]; NaN = unparsed."""
+    from valuejax.engine.generate import Sampling
+    from valuejax.evaluate import parse_option_support
+    c, tok = self.config.intervene, self.model.tokenizer
+    rows = [list(tok(self.protocol_template.format(question=x.question), add_special_tokens=False)["input_ids"])
+            for x in items]
+    sampling = Sampling(repetition_penalty=self.config.record.repetition_penalty)
+    scores, self.texts = np.full((len(edits), len(items)), np.nan), []
+    for k, e in enumerate(edits):
+      kw = {} if e is None else e.generate_kwargs()
+      texts = []
+      for s in range(0, len(rows), c.batch_size):
+        batch = rows[s:s + c.batch_size]
+        ids = np.full((len(batch), max(map(len, batch))), self.pad_id, np.int32)
+        mask = np.zeros(ids.shape, np.int32)
+        for i, r in enumerate(batch):
+          ids[i, :len(r)], mask[i, :len(r)] = r, 1
+        g = self.generator(ids, mask, c.get("max_new_tokens", 96), sampling=sampling, seed=self.config.seed, **kw)
+        texts += [tok.decode(row[:n].tolist(), skip_special_tokens=True) for row, n in zip(g.tokens, g.lengths)]
+      for i, (x, t) in enumerate(zip(items, texts)):
+        r = parse_option_support(t, x.aligned)
+        if r.parsed:
+          scores[k, i] = r.aligned / 100.0
+      self.texts.append(texts)
+    return scores
+
+
+def _paired(config: mlc.ConfigDict, items: list[Any], scores: np.ndarray, texts: list[list[str]],
+            base: int, edited: int) -> tuple[np.ndarray, np.ndarray, int]:
+  """(baseline, edited, n_dropped) over the items scored under both: an item unparsed under either answer
+  would otherwise enter the mean as a silent 0 or 50/50."""
+  if config.intervene.metric == "choice_protocol":
+    from valuejax.evaluate import paired_support
+    ps = paired_support(texts[base], texts[edited], [x.aligned for x in items])
+    return ps.baseline / 100.0, ps.edited / 100.0, ps.n_dropped
+  ok = np.isfinite(scores[base]) & np.isfinite(scores[edited])
+  return scores[base][ok], scores[edited][ok], int((~ok).sum())
+
+
+def _json_scores(x: np.ndarray) -> list[float | None]:
+  # NaN is not JSON; null marks an unparsed answer.
+  return [float(v) if np.isfinite(v) else None for v in np.asarray(x, np.float64)]
+
+
+def _evaluate(config: mlc.ConfigDict, model, plan: list[dict[str, Any]],
+              generated: list[Any] | None = None, scorer: _Scorer | None = None) -> list[dict[str, Any]]:
+  """Scores of every edit per pair and their effects; `generated` collects choice_protocol answers of the
+  baseline and the located edits (controls are many and only enter the null distribution)."""
+  from valuejax.evaluate import permutation_p, summarize_effect
   c = config.intervene
-  score = _Scorer(config, model)
+  score = scorer or _Scorer(config, model)
   total = sum(1 + sum(1 + len(e.controls) for e in p["experiments"]) for p in plan if p["items"])
   done, start = 0, time.perf_counter()
 
@@ -203,29 +318,68 @@ def _evaluate(config: mlc.ConfigDict, model, plan: list[dict[str, Any]]) -> list
 
   results = []
   for p in plan:
-    if not p["items"]:
+    items = p["items"]
+    if not items:
       logging.warning("intervene: %s has no evaluation items; skipped", p["pair"])
       continue
     edits = [None] + [x for e in p["experiments"] for x in (e.edit, *e.controls)]
-    scores = iter(timed(p["items"], edits, f"{p['pair']}: baseline, {len(edits) - 1} edits and controls"))
-    base = next(scores)
-    effects = []
+    all_scores = timed(items, edits, f"{p['pair']}: baseline, {len(edits) - 1} edits and controls")
+    texts = score.texts if c.metric == "choice_protocol" else []
+    pair = lambda k: _paired(config, items, all_scores, texts, 0, k)
+    base = all_scores[0]
+    if texts and generated is not None:
+      generated += _records(p["pair"], items, texts[0], base, "baseline", {})
+    effects, not_computable, k = [], [], 1
     for e in p["experiments"]:
-      edited = next(scores)
-      ctrl = [next(scores) for _ in e.controls]
-      summary = summarize_effect(edited, base, controls=np.stack(ctrl) if ctrl else None, name=e.edit.name,
-                                 alternative=e.alternative, alpha=c.alpha, n_boot=c.n_boot, seed=config.seed)
-      control_effects = [float((x - base).mean()) for x in ctrl]
-      effects.append({"pair": p["pair"], "edit": e.edit.name, **e.params, **summary.to_dict(),
-                      "expected": e.alternative, "n_neurons": _n_edited(e.edit),
+      edited, ek = all_scores[k], k
+      ctrl_ks = list(range(k + 1, k + 1 + len(e.controls)))
+      k += 1 + len(e.controls)
+      if texts and generated is not None:
+        meta = {x: v for x, v in e.params.items() if isinstance(v, (int, float, str, bool))}
+        generated += _records(p["pair"], items, texts[ek], edited, e.edit.name, meta)
+      b, x, dropped = pair(ek)
+      # Each control pairs with the baseline on its own parsed items, as the located edit does.
+      ctrl = [pair(j) for j in ctrl_ks]
+      usable = [(cb, cx) for cb, cx, _ in ctrl if cb.size >= MIN_PAIRED]
+      control_effects = [float((cx - cb).mean()) for cb, cx in usable]
+      common = {"pair": p["pair"], "edit": e.edit.name, **e.params, "expected": e.alternative,
+                "n_neurons": _n_edited(e.edit), "n_dropped": dropped,
+                "control_n_dropped": [d for _, _, d in ctrl], "scores": _json_scores(edited),
+                "control_scores": [_json_scores(all_scores[j]) for j in ctrl_ks]}
+      if b.size < MIN_PAIRED:
+        # Not a 0 effect and not 50/50: there is nothing to compare.
+        not_computable.append({**common, "computable": False, "n": int(b.size),
+                               "describe": f"{e.edit.name}: not computable, {b.size} item(s) parsed under both "
+                                           f"the baseline and the edit ({dropped} dropped)"})
+        continue
+      summary = summarize_effect(x, b, name=e.edit.name, alternative=e.alternative, alpha=c.alpha,
+                                 n_boot=c.n_boot, seed=config.seed)
+      if control_effects:
+        # The null distribution: each control's mean paired change (as summarize_effect computes it when
+        # no item is missing), here over that control's own paired items.
+        summary = dataclasses.replace(summary, p_value=permutation_p(summary.mean, control_effects, e.alternative),
+                                      n_controls=len(control_effects), control_mean=float(np.mean(control_effects)))
+      effects.append({**common, **summary.to_dict(), "computable": True,
                       "control_effects": control_effects,
-                      "control_sd": float(np.std(control_effects, ddof=1)) if len(ctrl) > 1 else None,
-                      "describe": summary.describe(), "scores": edited.tolist(),
-                      "control_scores": [x.tolist() for x in ctrl]})
-    results.append({"pair": p["pair"], "item_ids": inputs.names(p["items"]), "baseline": base.tolist(),
-                    "baseline_mean": float(base.mean()), "effects": effects,
+                      "control_sd": float(np.std(control_effects, ddof=1)) if len(control_effects) > 1 else None,
+                      "controls_not_computable": len(ctrl) - len(usable), "describe": summary.describe()})
+    parsed = np.isfinite(base)
+    results.append({"pair": p["pair"], "item_ids": inputs.names(items), "baseline": _json_scores(base),
+                    "baseline_mean": float(base[parsed].mean()) if parsed.any() else None,
+                    "baseline_parsed": int(parsed.sum()), "effects": effects,
+                    # Kept apart from `effects`, whose entries all carry a mean and a CI for the report.
+                    "not_computable": not_computable,
                     "evaluations": 1 + sum(1 + len(e.controls) for e in p["experiments"])})
   return results
+
+
+def _records(pair: str, items: list[ProtocolItem], texts: list[str], scores: np.ndarray, edit: str,
+             meta: dict[str, Any]) -> list[Any]:
+  from valuejax.evaluate import GenerationRecord
+  return [GenerationRecord(x.item_id, x.question, t, edit, 0,
+                           {"pair": pair, "metric": "choice_protocol", "aligned": x.aligned,
+                            "support_aligned": float(s) if np.isfinite(s) else None, **meta})
+          for x, t, s in zip(items, texts, scores)]
 
 
 def _n_edited(edit) -> int:
@@ -287,6 +441,11 @@ def _write(config: mlc.ConfigDict, wd: Workdir, results: list[dict[str, Any]], e
 _PARAMS = ("mode", "gamma", "region", "toward", "factor", "group")
 
 
+def _cell(s: float | None) -> str:
+  # An unparsed answer is an empty cell (pandas reads NaN), not the string "None".
+  return "" if s is None else repr(s)
+
+
 def _long_csv(results: list[dict[str, Any]]) -> str:
   """One row per (edit, item): pandas.read_csv gives a tidy frame to group and plot."""
   buf = io.StringIO()
@@ -294,25 +453,25 @@ def _long_csv(results: list[dict[str, Any]]) -> str:
   w.writerow(["pair", "edit", "role", "control", *_PARAMS, "item_id", "score"])
   for r in results:
     for item, s in zip(r["item_ids"], r["baseline"]):
-      w.writerow([r["pair"], "baseline", "baseline", "", *[""] * len(_PARAMS), item, repr(s)])
-    for e in r["effects"]:
+      w.writerow([r["pair"], "baseline", "baseline", "", *[""] * len(_PARAMS), item, _cell(s)])
+    for e in r["effects"] + r.get("not_computable", []):
       params = [e.get(k, "") for k in _PARAMS]
       for item, s in zip(r["item_ids"], e["scores"]):
-        w.writerow([r["pair"], e["edit"], "located", "", *params, item, repr(s)])
+        w.writerow([r["pair"], e["edit"], "located", "", *params, item, _cell(s)])
       for k, scores in enumerate(e["control_scores"]):
         for item, s in zip(r["item_ids"], scores):
-          w.writerow([r["pair"], e["edit"], "control", k, *params, item, repr(s)])
+          w.writerow([r["pair"], e["edit"], "control", k, *params, item, _cell(s)])
   return buf.getvalue()
 
 
 def _effects_csv(results: list[dict[str, Any]]) -> str:
   buf = io.StringIO()
-  cols = ["pair", "edit", *_PARAMS, "n_neurons", "n", "mean", "ci_low", "ci_high", "control_mean",
-          "control_sd", "n_controls", "p_value", "alternative", "significant"]
+  cols = ["pair", "edit", *_PARAMS, "n_neurons", "computable", "n", "n_dropped", "mean", "ci_low", "ci_high",
+          "control_mean", "control_sd", "n_controls", "p_value", "alternative", "significant"]
   w = csv.writer(buf, lineterminator="\n")
   w.writerow(cols)
   for r in results:
-    for e in r["effects"]:
+    for e in r["effects"] + r.get("not_computable", []):
       w.writerow(["" if e.get(k) is None else e.get(k) for k in cols])
   return buf.getvalue()
 

@@ -1,0 +1,160 @@
+"""intervene.metric = "choice_protocol": generated verdicts parsed to support for the aligned option, effects
+over items parsed under both the baseline and the edit, and unparsed answers never scored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import types
+
+import ml_collections as mlc
+import numpy as np
+import pytest
+
+from launch import intervene as iv
+from tests.test_launch import _launch, _ok, _smoke_args, tiny_model  # noqa: F401 (pytest fixture)
+
+
+class _Tok:
+  """Encodes a prompt to one token (its item index); decodes a generated token to a canned answer."""
+  chat_template = None
+  pad_token_id, eos_token_id = 0, None
+
+  def __init__(self, items, answers):
+    self.index = {x.question: i + 1 for i, x in enumerate(items)}
+    self.answers = answers  # [(edit name, item index)] -> text
+
+  def __call__(self, text, add_special_tokens=False):
+    return {"input_ids": [self.index[text]]}
+
+  def decode(self, ids, skip_special_tokens=True):
+    return self.answers[tuple(ids)]
+
+
+class _Gen:
+  """Generator stand-in: the answer to item i under edit e is token (e, i); records the calls."""
+
+  def __init__(self):
+    self.calls = []
+
+  def __call__(self, ids, mask, max_new, *, sampling, seed, edit=None, edit_scope="generated"):
+    self.calls.append((edit, edit_scope, max_new, sampling.repetition_penalty, sampling.temperature))
+    tokens = np.array([[edit or "baseline", int(r[0])] for r in ids], dtype=object)
+    return types.SimpleNamespace(tokens=tokens, lengths=np.full(len(ids), 2))
+
+
+class _Edit:
+  def __init__(self, name):
+    self.name = name
+
+  def generate_kwargs(self):
+    return {"edit": self.name, "edit_scope": "all"}
+
+  def edited_mask(self):
+    return np.ones((2, 3), bool)
+
+
+def _config():
+  c = mlc.ConfigDict()
+  c.seed = 0
+  c.data = mlc.ConfigDict({"chat": False})
+  c.record = mlc.ConfigDict({"repetition_penalty": 1.1})
+  c.intervene = mlc.ConfigDict({"metric": "choice_protocol", "batch_size": 2, "max_new_tokens": 7,
+                                "alpha": 0.05, "n_boot": 200, "length_buckets": ()})
+  return c
+
+
+def _verdict(a, b):
+  return f"I would think about it.\nOption A: {a}% Option B: {b}%"
+
+
+def _run(answers_by_edit, aligned, controls=()):
+  """_evaluate over one pair; answers_by_edit maps edit name -> one text per item."""
+  items = [iv.ProtocolItem(f"d{i}", f"q{i}", a) for i, a in enumerate(aligned)]
+  answers = {(e, i + 1): t for e, texts in answers_by_edit.items() for i, t in enumerate(texts)}
+  model = types.SimpleNamespace(tokenizer=_Tok(items, answers), config=None, params=None)
+  cfg = _config()
+  gen = _Gen()
+  exp = iv.Experiment("v", _Edit("edit"), "greater", {"toward": "support"}, [_Edit(n) for n in controls])
+  plan = [{"pair": "v", "items": items, "experiments": [exp], "example_prompts": []}]
+  generated = []
+  scorer = iv._Scorer(cfg, model, generator=gen)
+  return iv._evaluate(cfg, model, plan, generated, scorer=scorer)[0], generated, gen
+
+
+def test_scores_are_aligned_support_and_effects_pair_parsed_items():
+  # Items 0, 1, 3 parse under both; item 2 is unparsed under the edit, item 4 under the baseline.
+  base = [_verdict(70, 30), _verdict(20, 80), _verdict(50, 50), _verdict(10, 90), "I cannot say."]
+  edit = [_verdict(90, 10), _verdict(10, 90), "Option A: 60%", _verdict(40, 60), _verdict(30, 70)]
+  ctrl = [_verdict(70, 30), _verdict(20, 80), _verdict(50, 50), "no verdict", _verdict(0, 100)]
+  aligned = ["A", "B", "A", "A", "B"]
+  r, generated, gen = _run({"baseline": base, "edit": edit, "c0": ctrl}, aligned, controls=["c0"])
+  # Support for the aligned option, by hand: A of items 0, 2, 3 and B of items 1, 4.
+  assert r["baseline"] == [0.7, 0.8, 0.5, 0.1, None]
+  assert r["baseline_parsed"] == 4 and r["baseline_mean"] == pytest.approx((0.7 + 0.8 + 0.5 + 0.1) / 4)
+  (e,) = r["effects"]
+  assert e["scores"] == [0.9, 0.9, None, 0.4, 0.7]
+  assert e["n"] == 3 and e["n_dropped"] == 2 and e["computable"] is True
+  # Paired changes on items 0, 1, 3: +0.2, +0.1, +0.3.
+  assert e["mean"] == pytest.approx(0.2)
+  # The control parses items 0, 1, 2 with the baseline (3 and 4 dropped): no change at all.
+  assert e["control_n_dropped"] == [2] and e["control_effects"] == [pytest.approx(0.0)]
+  assert e["p_value"] == pytest.approx(0.5) and e["n_controls"] == 1
+  assert r["not_computable"] == []
+  # One call per edit and batch of 2 items: greedy, with the config's penalty, token budget and edit scope.
+  assert len(gen.calls) == 3 * 3
+  assert {c[1:] for c in gen.calls if c[0]} == {("all", 7, 1.1, 0.0)}
+  assert {c[0] for c in gen.calls} == {None, "edit", "c0"}
+  # Answers of the baseline and the located edit are kept for the examples file; the control's are not.
+  assert [(g.edit, g.text) for g in generated] == [("baseline", t) for t in base] + [("edit", t) for t in edit]
+  assert generated[4].metadata["support_aligned"] is None and generated[5].metadata["support_aligned"] == 0.9
+
+
+def test_too_few_paired_items_is_not_computable_not_a_number():
+  base = [_verdict(70, 30), "??", _verdict(40, 60)]
+  edit = ["??", _verdict(60, 40), _verdict(45, 55)]  # only item 2 parses under both
+  r, _, _ = _run({"baseline": base, "edit": edit, "c0": base}, ["A", "A", "A"], controls=["c0"])
+  assert r["effects"] == []
+  (e,) = r["not_computable"]
+  assert e["computable"] is False and e["n"] == 1 and e["n_dropped"] == 2
+  assert "mean" not in e and "not computable" in e["describe"]
+  csv = iv._effects_csv([r]).splitlines()
+  row = dict(zip(csv[0].split(","), csv[1].split(",")))
+  assert row["computable"] == "False" and row["mean"] == "" and row["n_dropped"] == "2"
+  long = iv._long_csv([r]).splitlines()
+  assert long[2].endswith(",d1,")  # the unparsed baseline answer is an empty cell, not "None" or 0.5
+
+
+def test_protocol_items_name_the_aligned_letter():
+  from configs import valueexploration
+  from launch import inputs
+  config = valueexploration.get_config("smoke=True")
+  config.intervene.metric = "choice_protocol"
+  dataset = inputs.load_dataset(config)
+  pair = inputs.pairs(config, dataset)[0]
+  fc = inputs.forced_choice_items(config, dataset, pair)
+  items = iv._protocol_items(config, dataset, pair, fc)
+  assert [x.item_id for x in items] == inputs.names(fc)
+  assert {x.aligned for x in items} == {"A", "B"}, "the smoke items should list options in both orders"
+  for x, f in zip(items, fc):
+    # The aligned action is listed under the letter the item says, the violating one under the other.
+    other = "B" if x.aligned == "A" else "A"
+    assert f"Option {x.aligned}: {f.aligned}" in x.question and f"Option {other}: {f.opposing}" in x.question
+
+
+def test_tiny_random_model_answers_are_unparsed_and_reported_as_such(tiny_model, tmp_path):  # noqa: F811
+  wd = str(tmp_path / "w")
+  _ok(_launch("launch.run", *_smoke_args(tiny_model, wd, "configs/valueexploration.py:smoke"),
+              "--config.intervene.metric=choice_protocol", "--config.intervene.max_new_tokens=6"))
+  metrics = json.load(open(os.path.join(wd, "intervene", "metrics.json")))
+  assert metrics["metric"] == "choice_protocol"
+  (p,) = metrics["pairs"]
+  n = len(p["item_ids"])
+  # A random word-level model never writes "Option A: x% Option B: y%": nothing is scored or invented.
+  assert p["baseline"] == [None] * n and p["baseline_parsed"] == 0 and p["baseline_mean"] is None
+  assert p["effects"] == [] and len(p["not_computable"]) == 2
+  assert all(e["n"] == 0 and e["n_dropped"] == n for e in p["not_computable"])
+  records = [json.loads(x) for x in open(os.path.join(wd, "intervene", "examples.jsonl"))]
+  protocol = [r for r in records if r["metadata"].get("metric") == "choice_protocol"]
+  assert len(protocol) == 3 * n and all(r["metadata"]["support_aligned"] is None for r in protocol)
