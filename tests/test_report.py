@@ -24,3 +24,14 @@ def test_headline_without_correction_for_a_single_test():
   metrics = {"n_controls": 19, "pairs": [{"effects": [_effect("a", 0.05, -0.04, -0.06, -0.01, [0.0] * 19)]}]}
   text = "\n".join(_headline(metrics))
   assert "**causal**" in text and "Holm" not in text
+
+
+def test_not_computable_edits_are_listed():
+  nc = {"pair": "harmony", "edit": "support x5", "computable": False, "n": 1,
+        "describe": "support x5: not computable, 1 item(s) parsed under both the baseline and the edit (2 dropped)"}
+  only = "\n".join(_headline({"pairs": [{"pair": "harmony", "effects": [], "not_computable": [nc]}]}))
+  assert "No measurement" in only and "**not computable** - support x5: not computable, 1 item(s)" in only
+  controls = [0.0] * 19
+  mixed = "\n".join(_headline({"n_controls": 19, "pairs": [
+      {"pair": "a", "effects": [_effect("a", 0.5, 0.0, -0.1, 0.1, controls)], "not_computable": [nc]}]}))
+  assert "**no effect**" in mixed and "**not computable**" in mixed

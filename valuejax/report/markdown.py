@@ -55,9 +55,19 @@ def _effects_of(metrics: Any) -> list[dict[str, Any]]:
   return [e for p in (metrics or {}).get("pairs", []) for e in p["effects"]]
 
 
+def _not_computable(metrics: Any) -> list[dict[str, Any]]:
+  """Edits whose metric could not be read (e.g. answers that never state the asked-for percentages)."""
+  return [{**e, "pair": e.get("pair", p.get("pair", ""))} for p in (metrics or {}).get("pairs", [])
+          for e in p.get("not_computable", [])]
+
+
 def _headline(metrics: Any) -> list[str]:
   effects = _effects_of(metrics)
+  missing = [f"- {e['pair']}: **not computable** - {e.get('describe', '')}" for e in _not_computable(metrics)]
   if not effects:
+    if missing:
+      return ["## Result", "", "**No measurement: no edit has enough items whose answers could be scored.**", "",
+              *missing, ""]
     return ["**Result:** no edits were evaluated (the intervene stage has not run).", ""]
   tested = [e for e in effects if e.get("control_effects")]
   causal = [e for e in tested if verdict(e)[0] == CAUSAL]
@@ -80,6 +90,7 @@ def _headline(metrics: Any) -> list[str]:
   for e in tested:
     label, why = verdict(e)
     lines.append(f"- {e['pair']}, {e['edit']}: **{label}** - {why}")
+  lines += missing
   if causal and len(tested) > 1:
     # Several edits were tested: say which findings survive a family-wise correction.
     adjusted = dict(zip((id(e) for e in tested), holm([e["p_value"] for e in tested])))
