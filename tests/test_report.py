@@ -18,6 +18,18 @@ def test_headline_reports_holm_correction():
   assert "**causal**" in text and "**no effect**" in text
   assert "Correcting for 2 tests (Holm): 0 of the 1 causal findings keep p <= 0.05" in text
   assert "adjusted p = 0.1" in text
+  assert "No effect survives correction for 2 tests" in text
+
+
+def test_headline_counts_findings_that_survive_correction():
+  controls = [0.01 * i for i in range(19)]
+  metrics = {"n_controls": 19, "pairs": [
+      {"effects": [_effect("a", 0.01, -0.04, -0.06, -0.01, controls)]},
+      {"effects": [_effect("b", 0.6, -0.001, -0.02, 0.02, controls)]},
+  ]}
+  text = "\n".join(_headline(metrics))
+  assert "**1 of 2 edits tested against random controls move value orientation" in text
+  assert "(after correcting for the number of tests)" in text
 
 
 def test_headline_without_correction_for_a_single_test():

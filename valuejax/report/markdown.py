@@ -72,13 +72,22 @@ def _headline(metrics: Any) -> list[str]:
   tested = [e for e in effects if e.get("control_effects")]
   causal = [e for e in tested if verdict(e)[0] == CAUSAL]
   suggestive = [e for e in tested if verdict(e)[0] == SUGGESTIVE]
+  # Several edits tested at once: a finding counts only if it survives a family-wise (Holm) correction.
+  alpha = tested[0].get("alpha", 0.05) if tested else 0.05
+  adjusted = dict(zip((id(e) for e in tested), holm([e["p_value"] for e in tested]))) if tested else {}
+  kept = [e for e in causal if len(tested) == 1 or adjusted[id(e)] <= alpha]
   lines = ["## Result", ""]
   if not tested:
     lines.append("No random controls ran, so no edit can be told apart from editing any neurons.")
-  elif causal:
-    lines.append(f"**{len(causal)} of {len(tested)} edits tested against random controls move value "
+  elif kept:
+    lines.append(f"**{len(kept)} of {len(tested)} edits tested against random controls move value "
                  "orientation as predicted and significantly further than random neurons with the same "
-                 "per-layer counts:**")
+                 "per-layer counts" + (" (after correcting for the number of tests)" if len(tested) > 1 else "")
+                 + ":**")
+  elif causal:
+    lines.append(f"**No effect survives correction for {len(tested)} tests: {len(causal)} of {len(tested)} edits "
+                 f"move value orientation further than random neurons at p <= {alpha:g} on their own, but none "
+                 "after the Holm correction:**")
   elif suggestive:
     lines.append(f"**No significant effect; {len(suggestive)} of {len(tested)} edits move value orientation as "
                  "predicted and further than every random control, but there are too few controls for a "
@@ -92,10 +101,6 @@ def _headline(metrics: Any) -> list[str]:
     lines.append(f"- {e['pair']}, {e['edit']}: **{label}** - {why}")
   lines += missing
   if causal and len(tested) > 1:
-    # Several edits were tested: say which findings survive a family-wise correction.
-    adjusted = dict(zip((id(e) for e in tested), holm([e["p_value"] for e in tested])))
-    alpha = tested[0].get("alpha", 0.05)
-    kept = [e for e in causal if adjusted[id(e)] <= alpha]
     lines += ["", f"Correcting for {len(tested)} tests (Holm): {len(kept)} of the {len(causal)} causal findings "
               f"keep p <= {alpha:g} (" + "; ".join(f"{e['pair']}, {e['edit']}: adjusted p = {adjusted[id(e)]:.3g}"
                                                   for e in causal) + ")."]
