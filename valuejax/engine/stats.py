@@ -77,10 +77,6 @@ def device_stats(layer_sums: dict, onehot: jax.Array, weight: jax.Array) -> Devi
                      s2=swap(layer_sums["s2"]), hist=swap(layer_sums["hist"]) if "hist" in layer_sums else None)
 
 
-def merge_device_stats(a: DeviceStats, b: DeviceStats) -> DeviceStats:
-  return jax.tree.map(jnp.add, a, b)
-
-
 @dataclasses.dataclass
 class NeuronStats:
   """Host-side running sums for groups x layers x neurons. `p` = count / tokens is the activation probability."""
