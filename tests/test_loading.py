@@ -150,6 +150,14 @@ def _save(model, folder) -> str:
   return str(folder)
 
 
+def _put(tree: dict, path, leaf: str, w) -> None:
+  """Stores `w` at tree[path...][leaf], creating the nested dicts of an HF Flax checkpoint on the way."""
+  node = tree
+  for key in path:
+    node = node.setdefault(key, {})
+  node[leaf] = np.ascontiguousarray(w)
+
+
 def _flax_tree(sd: dict[str, np.ndarray]) -> dict:
   """The HF Flax layout: Dense `kernel` [in, out], Embed `embedding`, layers keyed by index strings."""
   tree: dict = {}
@@ -159,10 +167,7 @@ def _flax_tree(sd: dict[str, np.ndarray]) -> dict:
       leaf, w = "embedding", w
     elif w.ndim == 2:
       leaf, w = "kernel", w.T
-    node = tree
-    for key in (*path, module):
-      node = node.setdefault(key, {})
-    node[leaf] = np.ascontiguousarray(w)
+    _put(tree, (*path, module), leaf, w)
   return tree
 
 
@@ -201,10 +206,7 @@ def _gpt2_flax_tree(model) -> dict:
       leaf = "scale"
     elif leaf == "weight":
       leaf, w = "kernel", w.T
-    node = tree
-    for key in (*path, module):
-      node = node.setdefault(key, {})
-    node[leaf] = np.ascontiguousarray(w)
+    _put(tree, (*path, module), leaf, w)
   return tree
 
 
