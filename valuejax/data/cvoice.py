@@ -131,6 +131,11 @@ def read_cvoice_activation(path: str | os.PathLike, taxonomy: Taxonomy | None = 
         wheres.append(f"{where}:row {n}")
   finally:
     wb.close()
+  return _checked(out, wheres)
+
+
+def _checked(out: list[Dilemma], wheres: list[str]) -> tuple[Dilemma, ...]:
+  """Unique ids (an error names both rows) and near-duplicate texts (a warning) across one workbook's rows."""
   _check_ids([(d.id, w) for d, w in zip(out, wheres)], {})
   _warn_near_duplicates(out, wheres, "dilemmas")
   return tuple(out)
@@ -152,9 +157,7 @@ def read_cvoice_eval(path: str | os.PathLike, taxonomy: Taxonomy | None = None) 
         wheres.append(f"{where}:row {n}")
   finally:
     wb.close()
-  _check_ids([(d.id, w) for d, w in zip(out, wheres)], {})
-  _warn_near_duplicates(out, wheres, "dilemmas")
-  return tuple(out)
+  return _checked(out, wheres)
 
 
 def read_cvoice_release(folder: str | os.PathLike, taxonomy: Taxonomy | None = None) -> Dataset:
