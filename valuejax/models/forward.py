@@ -24,9 +24,12 @@ _MASK_VALUE = -0.7 * float(np.finfo(np.float32).max)
 
 
 class KVCache(NamedTuple):
-  """Keys and values of every layer, [L, B, KV, S, hd]; slot s of row b holds that row's s-th token.
+  """Keys [L, B, KV, hd, S] and values [L, B, KV, S, hd] of every layer; slot s of row b holds that row's
+  s-th token.
 
-  Heads come before slots so that attention reads each head's keys as one contiguous [S, hd] block.
+  Heads come before slots so that attention reads each head's cache as one contiguous block; keys keep the
+  slots innermost, so that one query's scores over all slots are a contiguous multiply-accumulate (a
+  decode step reads the whole cache, and this layout reads it about 30% faster on CPU than [S, hd]).
   """
   k: jax.Array
   v: jax.Array
@@ -34,12 +37,34 @@ class KVCache(NamedTuple):
   @classmethod
   def zeros(cls, cfg: ModelConfig, batch: int, slots: int, dtype=jnp.float32, per_layer: bool = False) -> "KVCache":
     """per_layer: k and v are tuples of L arrays [B, KV, S, hd] (for params unstacked by `unstack_layers`)."""
+    k_shape = (batch, cfg.num_kv_heads, cfg.head_dim, slots)
+    v_shape = (batch, cfg.num_kv_heads, slots, cfg.head_dim)
     if per_layer:
-      shape = (batch, cfg.num_kv_heads, slots, cfg.head_dim)
-      return cls(tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_layers)),
-                 tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_layers)))
-    shape = (cfg.num_layers, batch, cfg.num_kv_heads, slots, cfg.head_dim)
-    return cls(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
+      return cls(tuple(jnp.zeros(k_shape, dtype) for _ in range(cfg.num_layers)),
+                 tuple(jnp.zeros(v_shape, dtype) for _ in range(cfg.num_layers)))
+    return cls(jnp.zeros((cfg.num_layers,) + k_shape, dtype), jnp.zeros((cfg.num_layers,) + v_shape, dtype))
+
+  @property
+  def slots(self) -> int:
+    return self.v[0].shape[-2]
+
+
+class KVWindow(NamedTuple):
+  """The cache slots an incremental step reads: from `start` through its last new token.
+
+  `start` (traced int32) is a slot no query needs anything before, e.g. the first slot any row's prompt
+  fills. The read width is the smallest of the static `widths` (ascending, the largest the whole cache)
+  that covers it, picked per step by `lax.switch`: a decode step then reads the filled part of the cache
+  rather than all of it, with one compiled branch per width. See `window_widths`.
+  """
+  start: jax.Array
+  widths: tuple[int, ...]
+
+
+def window_widths(slots: int, branches: int = 8, multiple: int = 16) -> tuple[int, ...]:
+  """About `branches` evenly spaced read widths (multiples of `multiple`) ending with all `slots`."""
+  step = max(multiple, -(-slots // (branches * multiple)) * multiple)
+  return tuple(range(step, slots, step)) + (slots,)
 
 
 def unstack_layers(params: dict) -> dict:
@@ -94,13 +119,15 @@ def forward(params: dict, cfg: ModelConfig, input_ids: jax.Array, attention_mask
 def forward_cached(params: dict, cfg: ModelConfig, input_ids: jax.Array, positions: jax.Array,
                    cache: KVCache, cache_index: jax.Array, kv_valid: jax.Array, *, capture: Capture = None,
                    edit: NeuronEdit | None = None, edit_mask: jax.Array | None = None,
-                   logits: str = "last", prefill: bool = False) -> tuple[jax.Array | None, Any, KVCache]:
+                   logits: str = "last", prefill: bool = False,
+                   window: KVWindow | None = None) -> tuple[jax.Array | None, Any, KVCache]:
   """One incremental step: writes the T new tokens into cache slots [cache_index, cache_index + T).
 
   `kv_valid` [B, S] marks the cache slots that hold real tokens (including the new ones); a query in
   slot s attends to valid slots <= s (and within the sliding window on sliding layers).
   `prefill=True` promises an empty cache and cache_index 0: attention then reads the new keys directly
-  instead of reading them back from the cache, which spares a copy of the cache per layer.
+  instead of reading them back from the cache, which spares a copy of the cache per layer. `window` limits
+  the slots read (see KVWindow); slots outside it must not be visible to any new token.
   logits: "last" -> [B, V] for the final new token of every row (rows are left-padded), "all", "none".
   """
   b, t = input_ids.shape
@@ -109,7 +136,7 @@ def forward_cached(params: dict, cfg: ModelConfig, input_ids: jax.Array, positio
   q_slots = cache_index + jnp.arange(t, dtype=jnp.int32)
   out, acts, cache = _decode(params, cfg, input_ids, positions, q_slots=q_slots, kv_valid=kv_valid,
                              cache=cache, cache_index=cache_index, capture=capture, edit=edit,
-                             edit_mask=edit_mask, attend_cache=not prefill)
+                             edit_mask=edit_mask, attend_cache=not prefill, window=window)
   if logits == "none":
     return None, acts, cache
   if logits == "last":
@@ -145,7 +172,7 @@ def embed(params: dict, cfg: ModelConfig, input_ids: jax.Array, positions: jax.A
 
 
 def _decode(params, cfg: ModelConfig, input_ids, positions, *, q_slots, kv_valid, cache, cache_index,
-            capture, edit, edit_mask, attend_cache: bool = True):
+            capture, edit, edit_mask, attend_cache: bool = True, window: KVWindow | None = None):
   x = embed(params, cfg, input_ids, positions)
   dtype = x.dtype
   rope_tables = _rope_tables(cfg, positions, dtype)
@@ -155,8 +182,8 @@ def _decode(params, cfg: ModelConfig, input_ids, positions, *, q_slots, kv_valid
 
   def layer_fn(x, cache, cache_layer, lp, layer, is_sliding, rows):
     h = _norm(x, lp["attn_norm"], cfg)
-    h, cache = _attention(h, lp, cfg, cache_layer, is_sliding, rope_tables, q_slots, kv_valid, cache,
-                          cache_index, attend_cache)
+    h, cache = _attention(h, lp, cfg, cache_layer, is_sliding, rope_tables, positions, q_slots, kv_valid,
+                          cache, cache_index, attend_cache, window)
     if cfg.sandwich_norm:
       h = _norm(h, lp["post_attn_norm"], cfg)
     x = x + h
@@ -169,14 +196,14 @@ def _decode(params, cfg: ModelConfig, input_ids, positions, *, q_slots, kv_valid
   if isinstance(params["layers"], (list, tuple)):  # unrolled: see unstack_layers
     caps, ks, vs = [], [], []
     for i, lp in enumerate(params["layers"]):
-      # A one-layer view of this layer's cache, so _attention serves both layouts.
-      layer_cache = None if cache is None else KVCache(cache.k[i][None], cache.v[i][None])
+      # This layer's own [B, ...] cache arrays (cache_layer None): attention updates and reads them in place.
+      layer_cache = None if cache is None else KVCache(cache.k[i], cache.v[i])
       rows = None if edit is None else tuple(r[i] for r in edit_rows)
-      x, layer_cache, captured = layer_fn(x, layer_cache, jnp.int32(0), lp, jnp.int32(i), sliding[i], rows)
+      x, layer_cache, captured = layer_fn(x, layer_cache, None, lp, jnp.int32(i), sliding[i], rows)
       caps.append(captured)
       if cache is not None:
-        ks.append(layer_cache.k[0])
-        vs.append(layer_cache.v[0])
+        ks.append(layer_cache.k)
+        vs.append(layer_cache.v)
     acts = None if capture is None else jax.tree.map(lambda *a: jnp.stack(a), *caps)
     return x, acts, None if cache is None else KVCache(tuple(ks), tuple(vs))
 
@@ -265,9 +292,13 @@ def _apply_rope(x, cos, sin):
   return x * cos[:, :, None, :] + rotated * sin[:, :, None, :]
 
 
-def _attention(x, lp, cfg: ModelConfig, layer, is_sliding, rope_tables, q_slots, kv_valid, cache, cache_index,
-               attend_cache: bool = True):
-  """Self-attention of one layer; `layer` indexes the stacked cache (0 for a one-layer view)."""
+def _attention(x, lp, cfg: ModelConfig, layer, is_sliding, rope_tables, positions, q_slots, kv_valid, cache,
+               cache_index, attend_cache: bool = True, window: KVWindow | None = None):
+  """Self-attention of one layer; `layer` indexes the stacked cache, or is None for one layer's own arrays.
+
+  Slicing one layer out of a stacked cache copies it before the matmul reads it; per-layer arrays (the
+  unrolled decode) are read in place.
+  """
   b, t, _ = x.shape
   nh, nkv, hd = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
   q = _dense(x, lp["q"]).reshape(b, t, nh, hd)
@@ -280,32 +311,74 @@ def _attention(x, lp, cfg: ModelConfig, layer, is_sliding, rope_tables, q_slots,
     cos, sin = jnp.where(is_sliding, lc, gc), jnp.where(is_sliding, ls, gs)
     q, k = _apply_rope(q, cos, sin), _apply_rope(k, cos, sin)
 
-  k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, KV, T, hd]
-  keys, values, k_slots = k, v, q_slots
+  qg = q.reshape(b, t, nkv, nh // nkv, hd).transpose(0, 2, 3, 1, 4)  # [B, KV, G, T, hd]
+  keys_t, values, k_slots = k.transpose(0, 2, 3, 1), v.transpose(0, 2, 1, 3), q_slots  # [B,KV,hd,T], [B,KV,T,hd]
   if cache is not None:
     zero = jnp.zeros((), jnp.int32)
-    start = (layer, zero, zero, cache_index.astype(jnp.int32), zero)
-    ck = jax.lax.dynamic_update_slice(cache.k, k[None].astype(cache.k.dtype), start)
-    cv = jax.lax.dynamic_update_slice(cache.v, v[None].astype(cache.v.dtype), start)
+    index = cache_index.astype(jnp.int32)
+    new_k, new_v, k_at, v_at = keys_t, values, (zero, zero, zero, index), (zero, zero, index, zero)
+    if layer is not None:
+      new_k, new_v, k_at, v_at = new_k[None], new_v[None], (layer,) + k_at, (layer,) + v_at
+    ck = jax.lax.dynamic_update_slice(cache.k, new_k.astype(cache.k.dtype), k_at)
+    cv = jax.lax.dynamic_update_slice(cache.v, new_v.astype(cache.v.dtype), v_at)
     cache = KVCache(ck, cv)
     if attend_cache:
-      keys, values = ck[layer].astype(x.dtype), cv[layer].astype(x.dtype)
-      k_slots = jnp.arange(keys.shape[2], dtype=jnp.int32)
+      keys_t, values = (ck, cv) if layer is None else (ck[layer], cv[layer])
+      if window is not None and len(window.widths) > 1:
+        out = _windowed(qg, keys_t, values, q_slots, kv_valid, window, cache_index + t, cfg, is_sliding, positions)
+        return _dense(out.astype(x.dtype), lp["o"]), cache
+      k_slots = jnp.arange(values.shape[2], dtype=jnp.int32)
     else:  # prefill: the cache held nothing before these tokens
       kv_valid = kv_valid[:, :x.shape[1]]
+  out = _attend(qg, keys_t, values, q_slots, k_slots, kv_valid, cfg, is_sliding, positions,
+                _key_positions(cfg, kv_valid))
+  return _dense(out.astype(x.dtype), lp["o"]), cache
 
+
+def _key_positions(cfg: ModelConfig, kv_valid):
+  """Position ids of the keys [B, S] (sliding windows count positions, not slots: a batch may hold padding
+  between a shared prefix and the rest of a prompt); None where no layer slides."""
+  return positions_from_mask(kv_valid) if cfg.sliding_window else None
+
+
+def _windowed(qg, keys_t, values, q_slots, kv_valid, window: KVWindow, end, cfg: ModelConfig, is_sliding,
+              positions):
+  """_attend over slots [start, start + W) of the cache, W the smallest window width reaching `end`."""
+  slots = values.shape[2]
+  k_pos = _key_positions(cfg, kv_valid)
+
+  def branch(width):
+    def run(qg, keys_t, values, kv_valid, start):
+      first = jnp.clip(start, 0, slots - width)
+      kt = jax.lax.dynamic_slice_in_dim(keys_t, first, width, axis=3)
+      v = jax.lax.dynamic_slice_in_dim(values, first, width, axis=2)
+      valid = jax.lax.dynamic_slice_in_dim(kv_valid, first, width, axis=1)
+      k_slots = first + jnp.arange(width, dtype=jnp.int32)
+      pos = None if k_pos is None else jax.lax.dynamic_slice_in_dim(k_pos, first, width, axis=1)
+      return _attend(qg, kt, v, q_slots, k_slots, valid, cfg, is_sliding, positions, pos)
+    return run
+
+  widths = window.widths
+  need = end - window.start
+  index = jnp.sum(jnp.asarray(widths[:-1], jnp.int32) < need).astype(jnp.int32)
+  return jax.lax.switch(index, [branch(w) for w in widths], qg, keys_t, values, kv_valid,
+                        window.start.astype(jnp.int32))
+
+
+def _attend(qg, keys_t, values, q_slots, k_slots, kv_valid, cfg: ModelConfig, is_sliding, q_pos, k_pos):
+  """Softmax attention of queries qg [B, KV, G, T, hd] over keys_t [B, KV, hd, S] and values [B, KV, S, hd]
+  (k_slots [S] their slot numbers; q_pos [B, T] and k_pos [B, S] positions); returns [B, T, heads * hd]."""
+  b, nkv, groups, t, hd = qg.shape
   # Which keys each query may see: real tokens, causal by slot, and inside the window on sliding layers.
   allowed = (k_slots[None, :] <= q_slots[:, None])[None] & kv_valid[:, None, :].astype(bool)
   if cfg.sliding_window:
-    in_window = (q_slots[:, None] - k_slots[None, :]) < cfg.sliding_window
-    allowed = allowed & (in_window[None] | ~is_sliding)
-
-  groups = nh // nkv
-  qg = q.reshape(b, t, nkv, groups, hd).transpose(0, 2, 3, 1, 4)  # [B, KV, G, T, hd]
-  scores = jnp.einsum("bkgtd,bksd->bkgts", qg, keys).astype(jnp.float32) * cfg.scale
+    in_window = (q_pos[:, :, None] - k_pos[:, None, :]) < cfg.sliding_window
+    allowed = allowed & (in_window | ~is_sliding)
+  scores = jnp.einsum("bkgtd,bkds->bkgts", qg, keys_t.astype(qg.dtype)).astype(jnp.float32) * cfg.scale
   if cfg.attn_softcap:
     scores = jnp.tanh(scores / cfg.attn_softcap) * cfg.attn_softcap
   scores = jnp.where(allowed[:, None, None], scores, _MASK_VALUE)
-  probs = jax.nn.softmax(scores, axis=-1).astype(values.dtype)
-  out = jnp.einsum("bkgts,bksd->bkgtd", probs, values).transpose(0, 3, 1, 2, 4).reshape(b, t, nh * hd)
-  return _dense(out, lp["o"]), cache
+  probs = jax.nn.softmax(scores, axis=-1).astype(qg.dtype)
+  out = jnp.einsum("bkgts,bksd->bkgtd", probs, values.astype(qg.dtype))
+  return out.transpose(0, 3, 1, 2, 4).reshape(b, t, nkv * groups * hd)
+
