@@ -222,3 +222,86 @@ def test_unrolled_and_scanned_layers_agree():
   np.testing.assert_array_equal(a.tokens, b.tokens)
   for x, y in zip(_stats_tuple(a), _stats_tuple(b)):
     np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-5)
+
+
+def _shared_prefix_batch(prefix_len=19, suffix_lengths=(5, 9, 1, 7), seed=4):
+  """Rows that all start with the same `prefix_len` tokens, in a mix of left and right padding."""
+  rng = np.random.default_rng(seed)
+  prefix = rng.integers(3, 96, size=prefix_len)
+  total = prefix_len + max(suffix_lengths) + 2
+  ids = np.zeros((len(suffix_lengths), total), np.int32)
+  mask = np.zeros_like(ids)
+  for i, n in enumerate(suffix_lengths):
+    row = np.concatenate([prefix, rng.integers(3, 96, size=n)])
+    sl = slice(total - len(row), total) if i % 2 == 0 else slice(0, len(row))
+    ids[i, sl], mask[i, sl] = row, 1
+  return ids, mask
+
+
+def test_split_prefix_layout():
+  from valuejax.engine.generate import _split_prefix, left_pad
+  ids, mask = _shared_prefix_batch(prefix_len=21, suffix_lengths=(4, 0, 6))
+  ids, mask = left_pad(ids, mask, ids.shape[1], 0)
+  out_ids, out_mask, prefix = _split_prefix(ids, mask, (8, 16), 0, 8)
+  # Row 1 is the bare 21-token prefix: every row keeps at least one token of its own, so 20 -> 16 shared.
+  assert len(prefix) == 16 and out_ids.shape == (3, 16 + 16)
+  for r in range(3):
+    original = ids[r][mask[r].astype(bool)]
+    np.testing.assert_array_equal(out_ids[r][out_mask[r].astype(bool)], original)
+    assert out_mask[r, :16].all() and out_mask[r, -1] == 1  # prefix first, each row ends at the right edge
+  # No sharing: a row without tokens, a short common prefix, or a single row.
+  empty = mask.copy()
+  empty[1] = 0
+  assert len(_split_prefix(ids, empty, (8, 16), 0, 8)[2]) == 0
+  assert len(_split_prefix(ids, mask, (8, 16), 0, 32)[2]) == 0
+  assert len(_split_prefix(ids[:1], mask[:1], (8, 16), 0, 8)[2]) == 0
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3_text", "gpt2"])
+def test_shared_prefix_generation_equals_brute_force(arch):
+  """A prefix shared by every prompt runs once; tokens and statistics are those of the full computation."""
+  _, cfg, params = tiny_models.valuejax_model(arch)
+  ids, mask = _shared_prefix_batch()
+  groups = np.array([0, 1, 0, 2], np.int32)
+  kw = dict(sampling=Sampling(repetition_penalty=1.1), group_ids=groups, stats=StatsSpec(3, hist=True))
+  gen = Generator(params, cfg, pad_id=0, eos_ids=(2,))
+  out = gen(ids, mask, 9, **kw)
+  assert [k[2] for k in gen._compiled] == [16]  # the shared 19 tokens, rounded down to 16
+  unshared = Generator(params, cfg, pad_id=0, eos_ids=(2,), share_prefix=False)(ids, mask, 9, **kw)
+  np.testing.assert_array_equal(out.tokens, unshared.tokens)
+  ref = _brute_force(params, cfg, ids, mask, out, groups, 3)
+  _check(out.prompt_stats, ref[0])
+  _check(out.gen_stats, ref[1])
+  for a, b in ((out.prompt_stats.hist, unshared.prompt_stats.hist), (out.gen_stats.hist, unshared.gen_stats.hist)):
+    a, b = np.asarray(a), np.asarray(b)
+    np.testing.assert_array_equal(a.sum(-1), b.sum(-1))
+    assert np.abs(np.cumsum(a - b, axis=-1)).max() <= 1  # at most a move to an adjacent bin
+
+
+def test_shared_prefix_with_edits_and_devices():
+  _, cfg, params = tiny_models.valuejax_model("llama")
+  ids, mask = _shared_prefix_batch(suffix_lengths=(5, 9, 1, 7, 3, 2, 8, 4, 6, 5))
+  groups = np.arange(10, dtype=np.int32) % 3
+  scale = np.ones((cfg.num_layers, cfg.intermediate_size), np.float32)
+  scale[0, :10] = 0.0
+  edit = NeuronEdit.identity(cfg.num_layers, cfg.intermediate_size)._replace(scale=jnp.asarray(scale))
+  spec = StatsSpec(3)
+  gen = Generator(params, cfg, pad_id=0, eos_ids=(2,))
+  plain = Generator(params, cfg, pad_id=0, eos_ids=(2,), share_prefix=False)
+  # A deterministic edit of the prompt applies to the shared prefix too.
+  a = gen(ids, mask, 6, group_ids=groups, stats=spec, edit=edit, edit_scope="all")
+  b = plain(ids, mask, 6, group_ids=groups, stats=spec, edit=edit, edit_scope="all")
+  np.testing.assert_array_equal(a.tokens, b.tokens)
+  assert np.asarray(a.prompt_stats.count)[:, 0, :10].sum() == 0
+  for x, y in zip(_stats_tuple(a), _stats_tuple(b)):
+    np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-4)  # sums of mixed signs: absolute error
+  # Random keep masks on the prompt would be shared by the rows: such an edit turns sharing off.
+  gen(ids, mask, 6, group_ids=groups, stats=spec, edit=edit._replace(keep_prob=jnp.float32(0.5)), edit_scope="all")
+  assert sorted(k[2] for k in gen._compiled) == [0, 16]
+  # Sharded over a 4x2 mesh (params FSDP): the statistics of one device.
+  mesh = shd.make_mesh(4, 2)
+  multi = Generator(shd.shard_params(params, mesh, "fsdp"), cfg, mesh=mesh, pad_id=0, eos_ids=(2,))
+  c = multi(ids, mask, 6, group_ids=groups, stats=spec, edit=edit, edit_scope="all")
+  np.testing.assert_array_equal(a.tokens, c.tokens)
+  for x, y in zip(_stats_tuple(a), _stats_tuple(c)):
+    np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-4)  # sums of mixed signs: absolute error

@@ -21,13 +21,18 @@ from valuejax.engine.stats import DeviceStats, device_stats, make_reducer
 from valuejax.errors import ValueJaxError
 from valuejax.models.config import ModelConfig
 from valuejax.models.edit import NeuronEdit
-from valuejax.models.forward import KVCache, forward, forward_cached, positions_from_mask, unstack_layers
+from valuejax.models.forward import (KVCache, KVWindow, forward, forward_cached, positions_from_mask,
+                                     unstack_layers, window_widths)
 
 log = logging.getLogger("valuejax")
 
 # Padding is computed like real tokens, so buckets are fine where prompts are short and coarse beyond.
-PROMPT_BUCKETS = (16, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096, 8192)
+PROMPT_BUCKETS = (8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096, 8192)
 EDIT_SCOPES = ("prompt", "generated", "all")
+# A prefix that every prompt of a batch shares (system prompt, chat template, instruction) is run once and
+# its keys and values copied to every row; its length is rounded down to a multiple of this, so that a run
+# whose prompts share a template compiles once per suffix bucket.
+PREFIX_MULTIPLE = 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,25 +113,49 @@ def _step_edit(edit: NeuronEdit | None, step) -> NeuronEdit | None:
   return edit._replace(key=jax.random.key_data(key))
 
 
-def _generate_core(params, input_ids, attention_mask, group_ids, key, edit, *, cfg: ModelConfig, max_new: int,
-                   sampling: Sampling, eos_ids: tuple[int, ...], pad_id: int, stats: StatsSpec | None,
-                   edit_scope: str, out_sharding):
+def _generate_core(params, input_ids, attention_mask, group_ids, prefix_ids, key, edit, *, cfg: ModelConfig,
+                   max_new: int, sampling: Sampling, eos_ids: tuple[int, ...], pad_id: int,
+                   stats: StatsSpec | None, edit_scope: str, out_sharding):
+  """input_ids [B, P + S]: the shared prefix (prefix_ids [P], possibly empty) in slots [0, P) of every real
+  row, then each row's remaining prompt tokens left-padded to S (see _split_prefix)."""
   b, p = input_ids.shape
+  n_prefix = prefix_ids.shape[0]
   mask = attention_mask.astype(bool)
   row_real = mask.any(axis=1)
   slots = p + max_new
-  cache = KVCache.zeros(cfg, b, slots, params["embed"].dtype, per_layer=isinstance(params["layers"], list))
+  per_layer = isinstance(params["layers"], list)
   kv_valid = jnp.zeros((b, slots), bool).at[:, :p].set(mask)
   positions = positions_from_mask(attention_mask)
   onehot = (jax.nn.one_hot(group_ids, stats.num_groups, dtype=jnp.float32) if stats else None)
+  window = KVWindow(jnp.argmax(mask.any(axis=0)).astype(jnp.int32), window_widths(slots))
 
-  def reducer(weight):
+  def reducer(onehot, weight):
     return None if stats is None else make_reducer(onehot, weight, hist=stats.hist, target=stats.target)
 
-  prompt_edit = edit if edit_scope in ("prompt", "all") else None
-  logits, sums, cache = forward_cached(
-      params, cfg, input_ids, positions, cache, jnp.int32(0), kv_valid,
-      capture=reducer(mask.astype(jnp.float32)), edit=_step_edit(prompt_edit, 0), edit_mask=mask, prefill=True)
+  prompt_edit = _step_edit(edit if edit_scope in ("prompt", "all") else None, 0)
+  if n_prefix:
+    # The prefix once, as a batch of one: its statistics count once per real row of each group.
+    one = jnp.ones((1, n_prefix), jnp.float32)
+    _, prefix_sums, prefix_cache = forward_cached(
+        params, cfg, prefix_ids[None], positions_from_mask(one), KVCache.zeros(cfg, 1, n_prefix, per_layer=per_layer,
+                                                                              dtype=params["embed"].dtype),
+        jnp.int32(0), one.astype(bool), capture=reducer(jnp.ones((1, 1), jnp.float32), one),
+        edit=prompt_edit, edit_mask=one.astype(bool), logits="none", prefill=True)
+    cache = _extend_cache(prefix_cache, b, slots)
+    rest = slice(n_prefix, None)
+    logits, sums, cache = forward_cached(
+        params, cfg, input_ids[:, rest], positions[:, rest], cache, jnp.int32(n_prefix), kv_valid,
+        capture=reducer(onehot, mask[:, rest].astype(jnp.float32)), edit=prompt_edit, edit_mask=mask[:, rest],
+        window=window)
+    if stats:
+      rows = onehot.sum(axis=0)  # real rows per group (empty rows have no group)
+      sums = {name: s + prefix_sums[name] * rows.astype(s.dtype).reshape((1, -1) + (1,) * (s.ndim - 2))
+              for name, s in sums.items()}
+  else:
+    cache = KVCache.zeros(cfg, b, slots, params["embed"].dtype, per_layer=per_layer)
+    logits, sums, cache = forward_cached(
+        params, cfg, input_ids, positions, cache, jnp.int32(0), kv_valid,
+        capture=reducer(onehot, mask.astype(jnp.float32)), edit=prompt_edit, edit_mask=mask, prefill=True)
   prompt_stats = device_stats(sums, onehot, mask.astype(jnp.float32)) if stats else None
 
   vocab = logits.shape[-1]
@@ -167,8 +196,8 @@ def _generate_core(params, input_ids, attention_mask, group_ids, key, edit, *, c
     pos = s["pos"] + 1
     weight = live.astype(jnp.float32)[:, None]
     logits, sums, cache = forward_cached(
-        params, cfg, tok[:, None], pos[:, None], s["cache"], slot, kv_valid, capture=reducer(weight),
-        edit=_step_edit(decode_edit, k + 1), edit_mask=live[:, None])
+        params, cfg, tok[:, None], pos[:, None], s["cache"], slot, kv_valid, capture=reducer(onehot, weight),
+        edit=_step_edit(decode_edit, k + 1), edit_mask=live[:, None], window=window)
     nxt = _select(logits, s["presence"], jax.random.fold_in(key, k + 1), sampling)
     write = jnp.minimum(k + 1, max_new - 1)
     keep_old = finished | (k + 1 >= max_new)
@@ -196,14 +225,61 @@ def _generate_core(params, input_ids, attention_mask, group_ids, key, edit, *, c
   return result
 
 
-def _prepare_batch(input_ids, attention_mask, group_ids, buckets, pad_id: int, mesh, stats: StatsSpec | None):
-  """Left-pads to the length bucket and pads the batch to a multiple of the data axis with empty rows."""
+def _extend_cache(prefix: KVCache, batch: int, slots: int) -> KVCache:
+  """A [batch]-row cache of `slots` slots whose first slots hold a one-row prefix cache in every row."""
+  def grow(a, slot_axis):
+    shape = list(a.shape)
+    shape[0], shape[slot_axis] = batch, slots - a.shape[slot_axis]
+    return jnp.concatenate([jnp.broadcast_to(a, (batch,) + a.shape[1:]), jnp.zeros(shape, a.dtype)], slot_axis)
+
+  if isinstance(prefix.k, tuple):
+    return KVCache(tuple(grow(k, 3) for k in prefix.k), tuple(grow(v, 2) for v in prefix.v))
+  return KVCache(jnp.stack([grow(k, 3) for k in prefix.k]), jnp.stack([grow(v, 2) for v in prefix.v]))
+
+
+def _split_prefix(ids: np.ndarray, mask: np.ndarray, buckets, pad_id: int, multiple: int):
+  """Moves the prefix that every real row shares (rounded down to `multiple` tokens, leaving each row at
+  least one token of its own) to slots [0, P) and left-pads the rest to its bucket; returns ids, mask and
+  the prefix [P]. Rows without tokens get no prefix. P is 0 (no sharing) when no such prefix exists."""
+  rows = [r[m.astype(bool)] for r, m in zip(ids, mask)]
+  real = [r for r in rows if len(r)]
+  if len(real) < 2 or len(real) < len(rows):
+    return ids, mask, np.zeros(0, np.int32)
+  shortest = min(map(len, real))
+  first = real[0][:shortest - 1]
+  same = np.ones(len(first), bool)
+  for r in real[1:]:
+    same &= r[:len(first)] == first
+  shared = int(np.argmin(same)) if not same.all() else len(first)
+  n = shared // multiple * multiple
+  if n == 0:
+    return ids, mask, np.zeros(0, np.int32)
+  b, length = len(rows), bucket(max(len(r) for r in real) - n, buckets)
+  out_ids = np.full((b, n + length), pad_id, np.int32)
+  out_mask = np.zeros((b, n + length), np.int32)
+  out_ids[:, :n], out_mask[:, :n] = first[:n], 1
+  for i, r in enumerate(rows):
+    out_ids[i, n + length - (len(r) - n):], out_mask[i, n + length - (len(r) - n):] = r[n:], 1
+  return out_ids, out_mask, np.asarray(first[:n], np.int32)
+
+
+def _prepare_batch(input_ids, attention_mask, group_ids, buckets, pad_id: int, mesh, stats: StatsSpec | None,
+                   prefix_multiple: int = 0):
+  """Left-pads to the length bucket and pads the batch to a multiple of the data axis with empty rows.
+
+  With prefix_multiple > 0, a prefix all rows share goes first (see _split_prefix); returns ids, mask,
+  groups and that prefix ([0] when there is none).
+  """
   input_ids = np.asarray(input_ids)
   attention_mask = np.ones_like(input_ids) if attention_mask is None else np.asarray(attention_mask)
   n = input_ids.shape[0]
   longest = int(attention_mask.sum(1).max()) if n else 0
   length = bucket(max(longest, 1), buckets)
   ids, mask = left_pad(input_ids, attention_mask, length, pad_id)
+  prefix = np.zeros(0, np.int32)
+  if prefix_multiple:
+    ids, mask, prefix = _split_prefix(ids, mask, buckets, pad_id, prefix_multiple)
+    length = ids.shape[1]
   groups = np.zeros(n, np.int32) if group_ids is None else np.asarray(group_ids, np.int32)
   if groups.shape != (n,):
     raise ValueJaxError(f"group ids have shape {groups.shape}, expected ({n},): one group per row")
@@ -214,7 +290,7 @@ def _prepare_batch(input_ids, attention_mask, group_ids, buckets, pad_id: int, m
     ids = np.concatenate([ids, np.full((b - n, length), pad_id, np.int32)])
     mask = np.concatenate([mask, np.zeros((b - n, length), np.int32)])
     groups = np.concatenate([groups, np.full(b - n, -1, np.int32)])
-  return ids, mask, groups
+  return ids, mask, groups, prefix
 
 
 def _edit_signature(edit: NeuronEdit | None):
@@ -235,9 +311,14 @@ class Generator:
   """Compiles and runs generation for one model; caches one executable per (batch, prompt, new) bucket."""
 
   def __init__(self, params, cfg: ModelConfig, *, mesh=None, prompt_buckets: Sequence[int] = PROMPT_BUCKETS,
-               pad_id: int | None = None, eos_ids: Sequence[int] | None = None, unroll: bool = True):
+               pad_id: int | None = None, eos_ids: Sequence[int] | None = None, unroll: bool = True,
+               share_prefix: bool = True):
+    """share_prefix: run a prefix that every prompt of a batch shares once (see PREFIX_MULTIPLE). Results
+    are the same up to float rounding; not used when an edit with keep_prob < 1 reaches the prompt (its
+    random draws would then be shared by the rows)."""
     # Decoding reads every weight once per token; unrolled layers read them in place (see unstack_layers).
     self.params = unstack_layers(params) if unroll else params
+    self.share_prefix = share_prefix
     self.cfg, self.mesh = cfg, mesh
     self.prompt_buckets = tuple(prompt_buckets)
     self.pad_id = int(pad_id if pad_id is not None else (cfg.pad_token_id if cfg.pad_token_id is not None else 0))
@@ -252,17 +333,21 @@ class Generator:
     if edit_scope not in EDIT_SCOPES:
       raise ValueJaxError(f"edit scope {edit_scope!r} is unknown", fix=f"use one of {EDIT_SCOPES}")
     n = np.shape(input_ids)[0]
-    ids, mask, groups = _prepare_batch(input_ids, attention_mask, group_ids, self.prompt_buckets, self.pad_id,
-                                       self.mesh, stats)
+    random_prompt_edit = (edit is not None and edit_scope != "generated"
+                          and float(np.asarray(edit.keep_prob)) < 1.0)
+    share = PREFIX_MULTIPLE if self.share_prefix and not random_prompt_edit else 0
+    ids, mask, groups, prefix = _prepare_batch(input_ids, attention_mask, group_ids, self.prompt_buckets,
+                                               self.pad_id, self.mesh, stats, prefix_multiple=share)
     b, p = ids.shape
-    args = [self.params, ids, mask, groups, jax.random.key(seed), edit]
+    args = [self.params, ids, mask, groups, prefix, jax.random.key(seed), edit]
     if self.mesh is not None:
       args[1:4] = shd.shard_batch(self.mesh, ids, mask, groups)
     static = dict(cfg=self.cfg, max_new=int(max_new_tokens), sampling=sampling, eos_ids=self.eos_ids,
                   pad_id=self.pad_id, stats=stats, edit_scope=edit_scope,
                   out_sharding=None if self.mesh is None else shd.replicated(self.mesh))
-    cache_key = (b, p, int(max_new_tokens), sampling, stats, edit_scope, _edit_signature(edit))
-    what = (f"generate for batch {b}, prompt {p}, {max_new_tokens} new tokens"
+    cache_key = (b, p, len(prefix), int(max_new_tokens), sampling, stats, edit_scope, _edit_signature(edit))
+    what = (f"generate for batch {b}, prompt {p}" + (f" ({len(prefix)} shared)" if len(prefix) else "")
+            + f", {max_new_tokens} new tokens"
             + ("" if stats is None else f", statistics over {stats.num_groups} groups"))
     compiled = _compiled(self._compiled, cache_key, _generate_core, static, args, what)
     out, lengths, finished, pstats, gstats = compiled(*args)
@@ -274,9 +359,10 @@ def generate(params, cfg: ModelConfig, input_ids, attention_mask=None, max_new_t
   """One-shot generation (compiles on first use of each shape bucket; keep a `Generator` to reuse it).
 
   kwargs: sampling (Sampling), seed, group_ids [B] with stats (StatsSpec), edit (NeuronEdit),
-  edit_scope ("prompt" | "generated" | "all"), and Generator's mesh / pad_id / eos_ids / prompt_buckets.
+  edit_scope ("prompt" | "generated" | "all"), and Generator's mesh / pad_id / eos_ids / prompt_buckets /
+  share_prefix.
   """
-  ctor = {k: kwargs.pop(k) for k in ("mesh", "pad_id", "eos_ids", "prompt_buckets") if k in kwargs}
+  ctor = {k: kwargs.pop(k) for k in ("mesh", "pad_id", "eos_ids", "prompt_buckets", "share_prefix") if k in kwargs}
   return _generator(params, cfg, **ctor)(input_ids, attention_mask, max_new_tokens, **kwargs)
 
 
@@ -314,8 +400,8 @@ class TeacherForcer:
 
   def __call__(self, input_ids, attention_mask, group_ids, stats: StatsSpec,
                edit: NeuronEdit | None = None) -> DeviceStats:
-    ids, mask, groups = _prepare_batch(input_ids, attention_mask, group_ids, self.buckets, self.pad_id, self.mesh,
-                                       stats)
+    ids, mask, groups, _ = _prepare_batch(input_ids, attention_mask, group_ids, self.buckets, self.pad_id,
+                                          self.mesh, stats)
     args = [self.params, ids, mask, groups, edit]
     if self.mesh is not None:
       args[1:4] = shd.shard_batch(self.mesh, ids, mask, groups)
