@@ -269,6 +269,9 @@ def test_shared_prefix_generation_equals_brute_force(arch):
   assert [k[2] for k in gen._compiled] == [16]  # the shared 19 tokens, rounded down to 16
   unshared = Generator(params, cfg, pad_id=0, eos_ids=(2,), share_prefix=False)(ids, mask, 9, **kw)
   np.testing.assert_array_equal(out.tokens, unshared.tokens)
+  scanned = Generator(params, cfg, pad_id=0, eos_ids=(2,), unroll=False)(ids, mask, 9, **kw)  # stacked layers
+  np.testing.assert_array_equal(out.tokens, scanned.tokens)
+  np.testing.assert_allclose(np.asarray(out.gen_stats.s1), np.asarray(scanned.gen_stats.s1), rtol=1e-5, atol=1e-4)
   ref = _brute_force(params, cfg, ids, mask, out, groups, 3)
   _check(out.prompt_stats, ref[0])
   _check(out.gen_stats, ref[1])

@@ -21,17 +21,16 @@ from valuejax.engine.stats import DeviceStats, device_stats, make_reducer
 from valuejax.errors import ValueJaxError
 from valuejax.models.config import ModelConfig
 from valuejax.models.edit import NeuronEdit
-from valuejax.models.forward import (KVCache, KVWindow, forward, forward_cached, positions_from_mask,
-                                     unstack_layers, window_widths)
+from valuejax.models.forward import KVCache, forward, forward_cached, positions_from_mask, unstack_layers
 
 log = logging.getLogger("valuejax")
 
 # Padding is computed like real tokens, so buckets are fine where prompts are short and coarse beyond.
 PROMPT_BUCKETS = (8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096, 8192)
 EDIT_SCOPES = ("prompt", "generated", "all")
-# A prefix that every prompt of a batch shares (system prompt, chat template, instruction) is run once and
-# its keys and values copied to every row; its length is rounded down to a multiple of this, so that a run
-# whose prompts share a template compiles once per suffix bucket.
+# A prefix that every prompt of a batch shares (system prompt, chat template, instruction) is run once, as
+# one row whose keys and values every row attends to; its length is rounded down to a multiple of this, so
+# that a run whose prompts share a template compiles once per bucket of the rest.
 PREFIX_MULTIPLE = 16
 
 
@@ -86,13 +85,21 @@ def bucket(n: int, buckets: Sequence[int]) -> int:
   return int(-(-n // buckets[-1]) * buckets[-1])
 
 
+def _argmax(logits):
+  """jnp.argmax over the last axis (first index of the maximum) as two plain reductions, which XLA's CPU
+  backend runs several times faster than argmax's paired value-index reduction over a vocabulary."""
+  top = logits.max(axis=-1, keepdims=True)
+  iota = jax.lax.broadcasted_iota(jnp.int32, logits.shape, logits.ndim - 1)
+  return jnp.min(jnp.where(logits == top, iota, logits.shape[-1]), axis=-1).astype(jnp.int32)
+
+
 def _select(logits, presence, key, sampling: Sampling):
   """Next token from [B, V] float32 logits, in transformers' order: penalty, temperature, top-p."""
   if sampling.repetition_penalty != 1.0:
     pen = sampling.repetition_penalty
     logits = jnp.where(presence, jnp.where(logits < 0, logits * pen, logits / pen), logits)
   if sampling.temperature == 0.0:
-    return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    return _argmax(logits)
   logits = logits / sampling.temperature
   if sampling.top_p < 1.0:
     order = jnp.argsort(-logits, axis=-1)
@@ -127,7 +134,6 @@ def _generate_core(params, input_ids, attention_mask, group_ids, prefix_ids, key
   kv_valid = jnp.zeros((b, slots), bool).at[:, :p].set(mask)
   positions = positions_from_mask(attention_mask)
   onehot = (jax.nn.one_hot(group_ids, stats.num_groups, dtype=jnp.float32) if stats else None)
-  window = KVWindow(jnp.argmax(mask.any(axis=0)).astype(jnp.int32), window_widths(slots))
 
   def reducer(onehot, weight):
     return None if stats is None else make_reducer(onehot, weight, hist=stats.hist, target=stats.target)
@@ -136,22 +142,23 @@ def _generate_core(params, input_ids, attention_mask, group_ids, prefix_ids, key
   if n_prefix:
     # The prefix once, as a batch of one: its statistics count once per real row of each group.
     one = jnp.ones((1, n_prefix), jnp.float32)
-    _, prefix_sums, prefix_cache = forward_cached(
+    _, prefix_sums, prefix = forward_cached(
         params, cfg, prefix_ids[None], positions_from_mask(one), KVCache.zeros(cfg, 1, n_prefix, per_layer=per_layer,
                                                                               dtype=params["embed"].dtype),
         jnp.int32(0), one.astype(bool), capture=reducer(jnp.ones((1, 1), jnp.float32), one),
         edit=prompt_edit, edit_mask=one.astype(bool), logits="none", prefill=True)
-    cache = _extend_cache(prefix_cache, b, slots)
+    cache = KVCache.zeros(cfg, b, slots - n_prefix, params["embed"].dtype, per_layer=per_layer)
     rest = slice(n_prefix, None)
     logits, sums, cache = forward_cached(
         params, cfg, input_ids[:, rest], positions[:, rest], cache, jnp.int32(n_prefix), kv_valid,
         capture=reducer(onehot, mask[:, rest].astype(jnp.float32)), edit=prompt_edit, edit_mask=mask[:, rest],
-        window=window)
+        prefill=True, prefix=prefix)
     if stats:
       rows = onehot.sum(axis=0)  # real rows per group (empty rows have no group)
       sums = {name: s + prefix_sums[name] * rows.astype(s.dtype).reshape((1, -1) + (1,) * (s.ndim - 2))
               for name, s in sums.items()}
   else:
+    prefix = None
     cache = KVCache.zeros(cfg, b, slots, params["embed"].dtype, per_layer=per_layer)
     logits, sums, cache = forward_cached(
         params, cfg, input_ids, positions, cache, jnp.int32(0), kv_valid,
@@ -197,7 +204,7 @@ def _generate_core(params, input_ids, attention_mask, group_ids, prefix_ids, key
     weight = live.astype(jnp.float32)[:, None]
     logits, sums, cache = forward_cached(
         params, cfg, tok[:, None], pos[:, None], s["cache"], slot, kv_valid, capture=reducer(onehot, weight),
-        edit=_step_edit(decode_edit, k + 1), edit_mask=live[:, None], window=window)
+        edit=_step_edit(decode_edit, k + 1), edit_mask=live[:, None], prefix=prefix)
     nxt = _select(logits, s["presence"], jax.random.fold_in(key, k + 1), sampling)
     write = jnp.minimum(k + 1, max_new - 1)
     keep_old = finished | (k + 1 >= max_new)
@@ -223,18 +230,6 @@ def _generate_core(params, input_ids, attention_mask, group_ids, prefix_ids, key
   if out_sharding is not None:
     result = jax.lax.with_sharding_constraint(result, out_sharding)
   return result
-
-
-def _extend_cache(prefix: KVCache, batch: int, slots: int) -> KVCache:
-  """A [batch]-row cache of `slots` slots whose first slots hold a one-row prefix cache in every row."""
-  def grow(a, slot_axis):
-    shape = list(a.shape)
-    shape[0], shape[slot_axis] = batch, slots - a.shape[slot_axis]
-    return jnp.concatenate([jnp.broadcast_to(a, (batch,) + a.shape[1:]), jnp.zeros(shape, a.dtype)], slot_axis)
-
-  if isinstance(prefix.k, tuple):
-    return KVCache(tuple(grow(k, 3) for k in prefix.k), tuple(grow(v, 2) for v in prefix.v))
-  return KVCache(jnp.stack([grow(k, 3) for k in prefix.k]), jnp.stack([grow(v, 2) for v in prefix.v]))
 
 
 def _split_prefix(ids: np.ndarray, mask: np.ndarray, buckets, pad_id: int, multiple: int):
