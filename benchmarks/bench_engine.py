@@ -97,7 +97,7 @@ def main(argv=None) -> int:
   ap.add_argument("--new", type=int, default=64, help="new tokens per prompt")
   ap.add_argument("--tf-batch", type=int, default=8)
   ap.add_argument("--tf-len", type=int, default=128)
-  ap.add_argument("--repeats", type=int, default=2)
+  ap.add_argument("--repeats", type=int, default=3)
   ap.add_argument("--dtype", default="float32")
   ap.add_argument("--threads", type=int, default=os.cpu_count())
   ap.add_argument("--skip-peer", action="store_true")
@@ -137,15 +137,19 @@ def main(argv=None) -> int:
     print(f"{name:42s} peer {peer or 0:8.1f}  valuejax {ours:8.1f} tok/s  {ratio}{fl} {note}", flush=True)
 
   gen = Generator(model.params, cfg, pad_id=pad, eos_ids=())  # no EOS: every row makes exactly `new` tokens
+  # The same engine without running the prompts' shared prefix (system prompt + template) once.
+  gen_unshared = Generator(model.params, cfg, pad_id=pad, eos_ids=(), share_prefix=False)
   for b in [int(x) for x in args.batches.split(",")]:
     ids, mask = left_padded(make_prompts(tok, b), pad)
     tokens = b * args.new
     groups = np.arange(b, dtype=np.int32) % 2
 
-    def ours():
-      out = gen(ids, mask, args.new, sampling=sampling, group_ids=groups, stats=StatsSpec(2))
+    def ours(engine=gen):
+      out = engine(ids, mask, args.new, sampling=sampling, group_ids=groups, stats=StatsSpec(2))
       jax.block_until_ready(out.gen_stats)
     t_ours = timed(ours, args.repeats)
+    t_unshared = timed(lambda: ours(gen_unshared), args.repeats)
+    shared = os.path.commonprefix([list(r[m.astype(bool)]) for r, m in zip(ids, mask)])
 
     # Raw floor: one step of b single tokens through all layers + unembedding, no attention cache: every
     # weight is read once, which any decoder must do per generated token. Both frameworks are probed and
@@ -178,6 +182,8 @@ def main(argv=None) -> int:
           torch.cuda.synchronize()
       t_peer = timed(peer, args.repeats)
     row(f"generate + statistics, batch {b}, {args.new} new", tokens / t_peer if t_peer else None, tokens / t_ours,
+        floor=b / t_step, note=f"(prompts {int(mask.sum(1).min())}-{mask.shape[1]} tokens, {len(shared)} shared)")
+    row("  valuejax without prefix sharing", tokens / t_peer if t_peer else None, tokens / t_unshared,
         floor=b / t_step)
 
   # Teacher-forced statistics (LAPE): every token of tf_batch x tf_len.
