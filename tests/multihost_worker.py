@@ -31,6 +31,12 @@ def main():
   res = gen(ids, mask, 6, group_ids=groups, stats=StatsSpec(3))
   arrays = {"tokens": res.tokens, "count": np.asarray(res.gen_stats.count), "s1": np.asarray(res.gen_stats.s1),
             "pcount": np.asarray(res.prompt_stats.count)}
+  # Prompts sharing a 19-token prefix: every host must agree on the prefix it runs once.
+  ids, mask = tiny_models.shared_prefix_batch(suffix_lengths=(5, 9, 1, 7, 3, 2, 8, 4))
+  res = gen(ids, mask, 6, group_ids=groups, stats=StatsSpec(3))
+  arrays.update({"shared_tokens": res.tokens, "shared_count": np.asarray(res.gen_stats.count),
+                 "shared_pcount": np.asarray(res.prompt_stats.count), "shared_ps1": np.asarray(res.prompt_stats.s1),
+                 "shared_prefix": np.asarray([k[2] for k in gen._compiled])})
   np.savez(out, **arrays)
 
 

@@ -224,23 +224,9 @@ def test_unrolled_and_scanned_layers_agree():
     np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-5)
 
 
-def _shared_prefix_batch(prefix_len=19, suffix_lengths=(5, 9, 1, 7), seed=4):
-  """Rows that all start with the same `prefix_len` tokens, in a mix of left and right padding."""
-  rng = np.random.default_rng(seed)
-  prefix = rng.integers(3, 96, size=prefix_len)
-  total = prefix_len + max(suffix_lengths) + 2
-  ids = np.zeros((len(suffix_lengths), total), np.int32)
-  mask = np.zeros_like(ids)
-  for i, n in enumerate(suffix_lengths):
-    row = np.concatenate([prefix, rng.integers(3, 96, size=n)])
-    sl = slice(total - len(row), total) if i % 2 == 0 else slice(0, len(row))
-    ids[i, sl], mask[i, sl] = row, 1
-  return ids, mask
-
-
 def test_split_prefix_layout():
   from valuejax.engine.generate import _split_prefix, left_pad
-  ids, mask = _shared_prefix_batch(prefix_len=21, suffix_lengths=(4, 0, 6))
+  ids, mask = tiny_models.shared_prefix_batch(prefix_len=21, suffix_lengths=(4, 0, 6))
   ids, mask = left_pad(ids, mask, ids.shape[1], 0)
   out_ids, out_mask, prefix = _split_prefix(ids, mask, (8, 16), 0, 8)
   # Row 1 is the bare 21-token prefix: every row keeps at least one token of its own, so 20 -> 16 shared.
@@ -261,7 +247,7 @@ def test_split_prefix_layout():
 def test_shared_prefix_generation_equals_brute_force(arch):
   """A prefix shared by every prompt runs once; tokens and statistics are those of the full computation."""
   _, cfg, params = tiny_models.valuejax_model(arch)
-  ids, mask = _shared_prefix_batch()
+  ids, mask = tiny_models.shared_prefix_batch()
   groups = np.array([0, 1, 0, 2], np.int32)
   kw = dict(sampling=Sampling(repetition_penalty=1.1), group_ids=groups, stats=StatsSpec(3, hist=True))
   gen = Generator(params, cfg, pad_id=0, eos_ids=(2,))
@@ -283,7 +269,7 @@ def test_shared_prefix_generation_equals_brute_force(arch):
 
 def test_shared_prefix_with_edits_and_devices():
   _, cfg, params = tiny_models.valuejax_model("llama")
-  ids, mask = _shared_prefix_batch(suffix_lengths=(5, 9, 1, 7, 3, 2, 8, 4, 6, 5))
+  ids, mask = tiny_models.shared_prefix_batch(suffix_lengths=(5, 9, 1, 7, 3, 2, 8, 4, 6, 5))
   groups = np.arange(10, dtype=np.int32) % 3
   scale = np.ones((cfg.num_layers, cfg.intermediate_size), np.float32)
   scale[0, :10] = 0.0

@@ -38,3 +38,14 @@ def test_two_hosts_equal_one(tmp_path):
     np.testing.assert_array_equal(got["count"], np.asarray(ref.gen_stats.count))
     np.testing.assert_array_equal(got["pcount"], np.asarray(ref.prompt_stats.count))
     np.testing.assert_allclose(got["s1"], np.asarray(ref.gen_stats.s1), rtol=1e-5, atol=1e-5)
+  ids, mask = tiny_models.shared_prefix_batch(suffix_lengths=(5, 9, 1, 7, 3, 2, 8, 4))
+  gen = Generator(params, cfg, pad_id=0, eos_ids=(2,))
+  ref = gen(ids, mask, 6, group_ids=groups, stats=StatsSpec(3))
+  assert [k[2] for k in gen._compiled] == [16]  # the prefix ran once here, as on the two hosts
+  for i in (0, 1):
+    got = np.load(tmp_path / f"{i}.npz")
+    assert got["shared_prefix"].tolist() == [0, 16]  # the random batch shares nothing, this one 16 tokens
+    np.testing.assert_array_equal(got["shared_tokens"], ref.tokens)
+    np.testing.assert_array_equal(got["shared_count"], np.asarray(ref.gen_stats.count))
+    np.testing.assert_array_equal(got["shared_pcount"], np.asarray(ref.prompt_stats.count))
+    np.testing.assert_allclose(got["shared_ps1"], np.asarray(ref.prompt_stats.s1), rtol=1e-5, atol=1e-4)

@@ -90,6 +90,20 @@ def padded_batch(lengths=(7, 11, 4), total: int = 11, vocab: int = 96, left=(Tru
   return ids, mask
 
 
+def shared_prefix_batch(prefix_len=19, suffix_lengths=(5, 9, 1, 7), seed=4):
+  """Rows that all start with the same `prefix_len` tokens, in a mix of left and right padding."""
+  rng = np.random.default_rng(seed)
+  prefix = rng.integers(3, 96, size=prefix_len)
+  total = prefix_len + max(suffix_lengths) + 2
+  ids = np.zeros((len(suffix_lengths), total), np.int32)
+  mask = np.zeros_like(ids)
+  for i, n in enumerate(suffix_lengths):
+    row = np.concatenate([prefix, rng.integers(3, 96, size=n)])
+    sl = slice(total - len(row), total) if i % 2 == 0 else slice(0, len(row))
+    ids[i, sl], mask[i, sl] = row, 1
+  return ids, mask
+
+
 CHAT_TEMPLATE = ("{% for m in messages %}<s> {{ m['role'] }} : {{ m['content'] }} </s> {% endfor %}"
                  "{% if add_generation_prompt %}<s> assistant : {% endif %}")
 
