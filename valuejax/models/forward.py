@@ -7,6 +7,7 @@ hook point) come back per layer, or are reduced per layer by a caller-supplied f
 from __future__ import annotations
 
 import functools
+import os
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -49,28 +50,62 @@ class KVCache(NamedTuple):
     return self.v[0].shape[-2]
 
 
-def unstack_layers(params: dict) -> dict:
-  """Params whose `layers` is a list of per-layer dicts: `forward` then unrolls the layers.
+def default_parts() -> int:
+  """How many blocks `unstack_layers` cuts each weight matrix into: one per CPU core (at most 4) on the CPU
+  backend, one elsewhere. XLA's CPU runtime runs one matmul on one thread but independent matmuls side by
+  side, so on a CPU a decode step whose matrices are cut into blocks uses every core."""
+  if jax.default_backend() != "cpu":
+    return 1
+  return max(1, min(os.cpu_count() or 1, 4))
+
+
+def _row_blocks(w: jax.Array, parts: int):
+  """w [out, in] as a tuple of `parts` row blocks (fewer when out is small), or w itself for one part."""
+  n = min(parts, w.shape[0])
+  if n <= 1:
+    return w
+  bounds = [w.shape[0] * j // n for j in range(n + 1)]
+  return tuple(w[a:b] for a, b in zip(bounds[:-1], bounds[1:]))
+
+
+def unstack_layers(params: dict, parts: int | None = None) -> dict:
+  """Params in the layout of fast decoding: `layers` is a list of per-layer dicts (`forward` then unrolls
+  the layers), and dense kernels are stored transposed and cut into row blocks.
 
   Inside `lax.scan`, each layer's weights are dynamic slices of the stacked arrays, which XLA copies before
   the matmul reads them: for decoding (one token per row) that copy costs as much as the matmul. Unrolled
-  layers read their weights in place, at the price of a longer compile. Their dense kernels are also
-  stored transposed, [out, in] as `kernel_t`: a few rows times such a matrix streams each output's weights
+  layers read their weights in place, at the price of a longer compile. Their dense kernels are stored
+  transposed, [out, in] as `kernel_t`: a few rows times such a matrix streams each output's weights
   contiguously, which XLA's CPU matmul runs 10-20% faster at 8-32 rows (and no slower at thousands).
+  With parts > 1 (default: `default_parts()`), `kernel_t` is a tuple of row blocks, each its own matmul,
+  and the unembedding matrix likewise (`embed` becomes `embed_blocks` when the head is tied, `lm_head`
+  becomes `lm_head_t` otherwise): on a CPU the blocks run on different cores.
   The stacked form stays the canonical layout (checkpoints, sharding rules, edits); unstacked arrays take
-  memory of their own.
+  memory of their own (the embedding does not: it is cut, not copied).
   """
   layers = params["layers"]
   if isinstance(layers, (list, tuple)):
     return params
+  parts = default_parts() if parts is None else int(parts)
   n = jax.tree.leaves(layers)[0].shape[0]
 
   def one(i):
     layer = jax.tree.map(lambda a: a[i], layers)
-    return {name: ({**{k: v for k, v in p.items() if k != "kernel"}, "kernel_t": p["kernel"].T}
+    return {name: ({**{k: v for k, v in p.items() if k != "kernel"}, "kernel_t": _row_blocks(p["kernel"].T, parts)}
                    if isinstance(p, dict) and "kernel" in p else p) for name, p in layer.items()}
 
-  return {**params, "layers": [one(i) for i in range(n)]}
+  out = {**params, "layers": [one(i) for i in range(n)]}
+  if parts > 1 and "embed" in out and "lm_head" not in out:
+    blocks = _row_blocks(out.pop("embed"), parts)
+    out["embed_blocks"] = blocks if isinstance(blocks, tuple) else (blocks,)
+  elif parts > 1 and "lm_head" in out:
+    out["lm_head_t"] = _row_blocks(out.pop("lm_head").T, parts)
+  return out
+
+
+def param_dtype(params: dict):
+  """The dtype of the model's activations (that of its embedding)."""
+  return (params["embed"] if "embed" in params else params["embed_blocks"][0]).dtype
 
 
 def positions_from_mask(attention_mask: jax.Array) -> jax.Array:
@@ -110,8 +145,8 @@ def forward(params: dict, cfg: ModelConfig, input_ids: jax.Array, attention_mask
 def forward_cached(params: dict, cfg: ModelConfig, input_ids: jax.Array, positions: jax.Array,
                    cache: KVCache, cache_index: jax.Array, kv_valid: jax.Array, *, capture: Capture = None,
                    edit: NeuronEdit | None = None, edit_mask: jax.Array | None = None,
-                   logits: str = "last", prefill: bool = False,
-                   prefix: KVCache | None = None) -> tuple[jax.Array | None, Any, KVCache]:
+                   logits: str = "last", prefill: bool = False, prefix: KVCache | None = None,
+                   rope: Any = None) -> tuple[jax.Array | None, Any, KVCache]:
   """One incremental step: writes the T new tokens into cache slots [cache_index, cache_index + T).
 
   `kv_valid` [B, S] marks the cache slots that hold real tokens (including the new ones); a query in
@@ -124,6 +159,8 @@ def forward_cached(params: dict, cfg: ModelConfig, input_ids: jax.Array, positio
   `cache` then holds slots P onwards (its slot 0 is slot P; cache_index and kv_valid count from slot 0).
   Every row attends to the prefix, read once for the whole batch as one matmul, rather than to B copies.
   logits: "last" -> [B, V] for the final new token of every row (rows are left-padded), "all", "none".
+  `rope`: `rope_tables(cfg, positions, dtype)` computed beforehand, e.g. carried by a decode loop (see
+  rope_tables); None computes them here.
   """
   b, t = input_ids.shape
   if edit_mask is None:
@@ -131,7 +168,7 @@ def forward_cached(params: dict, cfg: ModelConfig, input_ids: jax.Array, positio
   q_slots = cache_index + jnp.arange(t, dtype=jnp.int32)
   out, acts, cache = _decode(params, cfg, input_ids, positions, q_slots=q_slots, kv_valid=kv_valid,
                              cache=cache, cache_index=cache_index, capture=capture, edit=edit,
-                             edit_mask=edit_mask, attend_cache=not prefill, prefix=prefix)
+                             edit_mask=edit_mask, attend_cache=not prefill, prefix=prefix, rope=rope)
   if logits == "none":
     return None, acts, cache
   if logits == "last":
@@ -141,7 +178,11 @@ def forward_cached(params: dict, cfg: ModelConfig, input_ids: jax.Array, positio
 
 def unembed(params: dict, cfg: ModelConfig, x: jax.Array) -> jax.Array:
   x = _norm(x, params["final_norm"], cfg)
-  if cfg.tie_embeddings:
+  if "embed_blocks" in params:
+    out = _matmul_t(x, params["embed_blocks"])
+  elif "lm_head_t" in params:
+    out = _matmul_t(x, params["lm_head_t"])
+  elif cfg.tie_embeddings:
     out = jnp.einsum("...d,vd->...v", x, params["embed"])
   else:
     out = x @ params["lm_head"]
@@ -158,7 +199,17 @@ def _last_index(mask: jax.Array) -> jax.Array:
 
 
 def embed(params: dict, cfg: ModelConfig, input_ids: jax.Array, positions: jax.Array) -> jax.Array:
-  x = params["embed"][input_ids]
+  if "embed_blocks" in params:  # see unstack_layers: each token's row from the block that holds it
+    x, start = None, 0
+    for block in params["embed_blocks"]:
+      rows = block.shape[0]
+      local = input_ids - start
+      inside = (local >= 0) & (local < rows)
+      part = block[jnp.clip(local, 0, rows - 1)]
+      x = part if x is None else jnp.where(inside[..., None], part, x)
+      start += rows
+  else:
+    x = params["embed"][input_ids]
   if cfg.embed_scale:
     x = x * jnp.asarray(cfg.hidden_size ** 0.5, dtype=x.dtype)
   if cfg.learned_positions:
@@ -167,17 +218,17 @@ def embed(params: dict, cfg: ModelConfig, input_ids: jax.Array, positions: jax.A
 
 
 def _decode(params, cfg: ModelConfig, input_ids, positions, *, q_slots, kv_valid, cache, cache_index,
-            capture, edit, edit_mask, attend_cache: bool = True, prefix: KVCache | None = None):
+            capture, edit, edit_mask, attend_cache: bool = True, prefix: KVCache | None = None, rope=None):
   x = embed(params, cfg, input_ids, positions)
   dtype = x.dtype
-  rope_tables = _rope_tables(cfg, positions, dtype)
+  tables = rope_tables(cfg, positions, dtype) if rope is None else rope
   sliding = jnp.asarray(cfg.sliding_layers or (False,) * cfg.num_layers)
   layer_ids = jnp.arange(cfg.num_layers, dtype=jnp.int32)
   edit_rows = None if edit is None else (edit.scale, edit.add, edit.clamp_max)
 
   def layer_fn(x, cache, cache_layer, lp, layer, is_sliding, rows, shared):
     h = _norm(x, lp["attn_norm"], cfg)
-    h, cache = _attention(h, lp, cfg, cache_layer, is_sliding, rope_tables, positions, q_slots, kv_valid,
+    h, cache = _attention(h, lp, cfg, cache_layer, is_sliding, tables, positions, q_slots, kv_valid,
                           cache, cache_index, attend_cache, shared)
     if cfg.sandwich_norm:
       h = _norm(h, lp["post_attn_norm"], cfg)
@@ -232,8 +283,15 @@ def _mlp(x, lp, cfg: ModelConfig, layer, capture, edit, rows, edit_mask):
 
 
 def _dense(x, p):
-  y = x @ p["kernel"] if "kernel" in p else jnp.einsum("...i,oi->...o", x, p["kernel_t"])
+  y = x @ p["kernel"] if "kernel" in p else _matmul_t(x, p["kernel_t"])
   return y + p["bias"] if "bias" in p else y
+
+
+def _matmul_t(x, w_t):
+  """x [..., in] times w_t [out, in] transposed; w_t may be a tuple of row blocks (see unstack_layers)."""
+  if isinstance(w_t, (tuple, list)):
+    return jnp.concatenate([jnp.einsum("...i,oi->...o", x, w) for w in w_t], axis=-1)
+  return jnp.einsum("...i,oi->...o", x, w_t)
 
 
 def _act(x, kind: str):
@@ -267,8 +325,13 @@ def _inv_freq(rope: RoPE, head_dim: int) -> np.ndarray:
   return rope_inv_freq(rope, head_dim).astype(np.float32)
 
 
-def _rope_tables(cfg: ModelConfig, positions, dtype):
-  """(cos, sin) pairs [B, T, hd] for global and local attention, or None for learned positions."""
+def rope_tables(cfg: ModelConfig, positions, dtype=jnp.float32):
+  """(cos, sin) pairs [B, T, hd] for global and local attention, or None for learned positions.
+
+  With unrolled layers XLA fuses cos and sin into each layer's consumers and recomputes them per element
+  (an optimization barrier does not survive to fusion on CPU); a decode loop therefore computes the next
+  step's tables at the end of each step and carries them, so that every step reads them from memory.
+  """
   if cfg.learned_positions or cfg.rope_global is None:
     return None
 
