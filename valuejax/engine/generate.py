@@ -21,8 +21,8 @@ from valuejax.engine.stats import DeviceStats, device_stats, make_reducer
 from valuejax.errors import ValueJaxError
 from valuejax.models.config import ModelConfig
 from valuejax.models.edit import NeuronEdit
-from valuejax.models.forward import (KVCache, default_parts, forward, forward_cached, param_dtype,
-                                     positions_from_mask, rope_tables, unstack_layers)
+from valuejax.models.forward import (KVCache, forward, forward_cached, param_dtype, positions_from_mask,
+                                     rope_tables, unstack_layers)
 
 log = logging.getLogger("valuejax")
 
@@ -123,7 +123,7 @@ def _step_edit(edit: NeuronEdit | None, step) -> NeuronEdit | None:
 
 def _generate_core(params, input_ids, attention_mask, group_ids, prefix_ids, key, edit, *, cfg: ModelConfig,
                    max_new: int, sampling: Sampling, eos_ids: tuple[int, ...], pad_id: int,
-                   stats: StatsSpec | None, edit_scope: str, out_sharding, row_blocks: int = 1):
+                   stats: StatsSpec | None, edit_scope: str, out_sharding):
   """input_ids [B, P + S]: the shared prefix (prefix_ids [P], possibly empty) in slots [0, P) of every real
   row, then each row's remaining prompt tokens left-padded to S (see _split_prefix)."""
   b, p = input_ids.shape
@@ -148,8 +148,7 @@ def _generate_core(params, input_ids, attention_mask, group_ids, prefix_ids, key
                                                                               dtype=param_dtype(params)),
         jnp.int32(0), one.astype(bool), capture=reducer(jnp.ones((1, 1), jnp.float32), one),
         edit=prompt_edit, edit_mask=one.astype(bool), logits="none", prefill=True)
-    cache = KVCache.zeros(cfg, b, slots - n_prefix, param_dtype(params), per_layer=per_layer,
-                          row_blocks=row_blocks)
+    cache = KVCache.zeros(cfg, b, slots - n_prefix, param_dtype(params), per_layer=per_layer)
     rest = slice(n_prefix, None)
     logits, sums, cache = forward_cached(
         params, cfg, input_ids[:, rest], positions[:, rest], cache, jnp.int32(n_prefix), kv_valid,
@@ -161,7 +160,7 @@ def _generate_core(params, input_ids, attention_mask, group_ids, prefix_ids, key
               for name, s in sums.items()}
   else:
     prefix = None
-    cache = KVCache.zeros(cfg, b, slots, param_dtype(params), per_layer=per_layer, row_blocks=row_blocks)
+    cache = KVCache.zeros(cfg, b, slots, param_dtype(params), per_layer=per_layer)
     logits, sums, cache = forward_cached(
         params, cfg, input_ids, positions, cache, jnp.int32(0), kv_valid,
         capture=reducer(onehot, mask.astype(jnp.float32)), edit=prompt_edit, edit_mask=mask, prefill=True)
@@ -311,20 +310,13 @@ class Generator:
 
   def __init__(self, params, cfg: ModelConfig, *, mesh=None, prompt_buckets: Sequence[int] = PROMPT_BUCKETS,
                pad_id: int | None = None, eos_ids: Sequence[int] | None = None, unroll: bool = True,
-               share_prefix: bool = True, parts: int | None = None):
+               share_prefix: bool = True):
     """share_prefix: run a prefix that every prompt of a batch shares once (see PREFIX_MULTIPLE). Results
     are the same up to float rounding; not used when an edit with keep_prob < 1 reaches the prompt (its
-    random draws would then be shared by the rows).
-    parts: blocks that weight matrices and the cache's rows are cut into, so that their matmuls run side by
-    side (default `default_parts()`: one per CPU core, at most 4; one on accelerators). Results are the
-    same up to float rounding."""
-    parts = default_parts() if parts is None else int(parts)
+    random draws would then be shared by the rows)."""
     # Decoding reads every weight once per token; unrolled layers read them in place (see unstack_layers).
-    self.params = unstack_layers(params, parts) if unroll else params
+    self.params = unstack_layers(params) if unroll else params
     self.share_prefix = share_prefix
-    # The cache's rows in blocks whose attention runs side by side (see KVCache.zeros); a batch sharded
-    # over a mesh stays whole, as cutting it would move rows between devices.
-    self.row_blocks = parts if mesh is None and unroll else 1
     self.cfg, self.mesh = cfg, mesh
     self.prompt_buckets = tuple(prompt_buckets)
     self.pad_id = int(pad_id if pad_id is not None else (cfg.pad_token_id if cfg.pad_token_id is not None else 0))
@@ -350,8 +342,7 @@ class Generator:
       args[1:4] = shd.shard_batch(self.mesh, ids, mask, groups)
     static = dict(cfg=self.cfg, max_new=int(max_new_tokens), sampling=sampling, eos_ids=self.eos_ids,
                   pad_id=self.pad_id, stats=stats, edit_scope=edit_scope,
-                  out_sharding=None if self.mesh is None else shd.replicated(self.mesh),
-                  row_blocks=self.row_blocks)
+                  out_sharding=None if self.mesh is None else shd.replicated(self.mesh))
     cache_key = (b, p, len(prefix), int(max_new_tokens), sampling, stats, edit_scope, _edit_signature(edit))
     what = (f"generate for batch {b}, prompt {p}" + (f" ({len(prefix)} shared)" if len(prefix) else "")
             + f", {max_new_tokens} new tokens"
@@ -367,10 +358,9 @@ def generate(params, cfg: ModelConfig, input_ids, attention_mask=None, max_new_t
 
   kwargs: sampling (Sampling), seed, group_ids [B] with stats (StatsSpec), edit (NeuronEdit),
   edit_scope ("prompt" | "generated" | "all"), and Generator's mesh / pad_id / eos_ids / prompt_buckets /
-  share_prefix / parts.
+  share_prefix.
   """
-  ctor = {k: kwargs.pop(k) for k in ("mesh", "pad_id", "eos_ids", "prompt_buckets", "share_prefix", "parts")
-          if k in kwargs}
+  ctor = {k: kwargs.pop(k) for k in ("mesh", "pad_id", "eos_ids", "prompt_buckets", "share_prefix") if k in kwargs}
   return _generator(params, cfg, **ctor)(input_ids, attention_mask, max_new_tokens, **kwargs)
 
 

@@ -32,33 +32,22 @@ class KVCache(NamedTuple):
   slots innermost, so that one query's scores over all slots are a contiguous multiply-accumulate (a
   decode step reads the whole cache, and this layout reads it about 30% faster on CPU than [S, hd]).
   """
-  k: Any
-  v: Any
+  k: jax.Array
+  v: jax.Array
 
   @classmethod
-  def zeros(cls, cfg: ModelConfig, batch: int, slots: int, dtype=jnp.float32, per_layer: bool = False,
-            row_blocks: int = 1) -> "KVCache":
-    """per_layer: k and v are tuples of L arrays [B, KV, hd, S] / [B, KV, S, hd] (for params unstacked by
-    `unstack_layers`). row_blocks > 1 (per_layer only): each layer's arrays are a tuple of that many blocks
-    of rows, whose attention runs as independent matmuls (on a CPU, on different cores)."""
-    k_shape = (cfg.num_kv_heads, cfg.head_dim, slots)
-    v_shape = (cfg.num_kv_heads, slots, cfg.head_dim)
+  def zeros(cls, cfg: ModelConfig, batch: int, slots: int, dtype=jnp.float32, per_layer: bool = False) -> "KVCache":
+    """per_layer: k and v are tuples of L arrays [B, KV, S, hd] (for params unstacked by `unstack_layers`)."""
+    k_shape = (batch, cfg.num_kv_heads, cfg.head_dim, slots)
+    v_shape = (batch, cfg.num_kv_heads, slots, cfg.head_dim)
     if per_layer:
-      n = max(1, min(row_blocks, batch))
-      bounds = [batch * j // n for j in range(n + 1)]
-
-      def layer(shape):
-        arrays = tuple(jnp.zeros((hi - lo,) + shape, dtype) for lo, hi in zip(bounds[:-1], bounds[1:]))
-        return arrays[0] if n == 1 else arrays
-
-      return cls(tuple(layer(k_shape) for _ in range(cfg.num_layers)),
-                 tuple(layer(v_shape) for _ in range(cfg.num_layers)))
-    return cls(jnp.zeros((cfg.num_layers, batch) + k_shape, dtype),
-               jnp.zeros((cfg.num_layers, batch) + v_shape, dtype))
+      return cls(tuple(jnp.zeros(k_shape, dtype) for _ in range(cfg.num_layers)),
+                 tuple(jnp.zeros(v_shape, dtype) for _ in range(cfg.num_layers)))
+    return cls(jnp.zeros((cfg.num_layers,) + k_shape, dtype), jnp.zeros((cfg.num_layers,) + v_shape, dtype))
 
   @property
   def slots(self) -> int:
-    return jax.tree.leaves(self.v)[0].shape[-2]
+    return self.v[0].shape[-2]
 
 
 def default_parts() -> int:
@@ -386,45 +375,31 @@ def _attention(x, lp, cfg: ModelConfig, layer, is_sliding, rope_tables, position
   keys_t, values = k.transpose(0, 2, 3, 1), v.transpose(0, 2, 1, 3)  # [B, KV, hd, T], [B, KV, T, hd]
   k_pos = _key_positions(cfg, kv_valid)
   n_shared = 0 if shared is None else shared.v.shape[-2]
-  pos_of = lambda r, cols: None if k_pos is None else k_pos[r, cols]
-
-  def shared_part(r):  # (keys_t, values, their slots, valid [B, S], positions [B, S] or None, one row for all)
-    return [(shared.k, shared.v, jnp.arange(n_shared, dtype=jnp.int32), kv_valid[r, :n_shared],
-             pos_of(r, slice(None, n_shared)), True)] if n_shared else []
-
+  parts = []  # (keys_t, values, their slots, valid [B, S], positions [B, S] or None, one row for all)
+  if n_shared:
+    parts.append((shared.k, shared.v, jnp.arange(n_shared, dtype=jnp.int32), kv_valid[:, :n_shared],
+                  None if k_pos is None else k_pos[:, :n_shared], True))
   if cache is None:
-    parts = shared_part(slice(None)) + [(keys_t, values, q_slots, kv_valid, k_pos, False)]
-    out = _attend(qg, parts, q_slots, positions, cfg, is_sliding)
-    return _dense(out.astype(x.dtype), lp["o"]), cache
-  # A cache in row blocks (see KVCache.zeros) gets one attention per block: independent matmuls.
-  blocked = isinstance(cache.k, tuple)
-  zero = jnp.zeros((), jnp.int32)
-  index = cache_index.astype(jnp.int32) - n_shared
-  k_at, v_at = (zero, zero, zero, index), (zero, zero, index, zero)
-  if layer is not None:
-    k_at, v_at = (layer,) + k_at, (layer,) + v_at
-  outs, ks, vs, start = [], [], [], 0
-  for ck, cv in zip(cache.k if blocked else (cache.k,), cache.v if blocked else (cache.v,)):
-    r = slice(start, start + (ck.shape[0] if layer is None else ck.shape[1]))
-    start = r.stop
-    new_k, new_v = keys_t[r], values[r]
+    parts.append((keys_t, values, q_slots, kv_valid, k_pos, False))
+  else:
+    zero = jnp.zeros((), jnp.int32)
+    index = cache_index.astype(jnp.int32) - n_shared
+    new_k, new_v, k_at, v_at = keys_t, values, (zero, zero, zero, index), (zero, zero, index, zero)
     if layer is not None:
-      new_k, new_v = new_k[None], new_v[None]
-    ck = jax.lax.dynamic_update_slice(ck, new_k.astype(ck.dtype), k_at)
-    cv = jax.lax.dynamic_update_slice(cv, new_v.astype(cv.dtype), v_at)
-    ks.append(ck)
-    vs.append(cv)
+      new_k, new_v, k_at, v_at = new_k[None], new_v[None], (layer,) + k_at, (layer,) + v_at
+    ck = jax.lax.dynamic_update_slice(cache.k, new_k.astype(cache.k.dtype), k_at)
+    cv = jax.lax.dynamic_update_slice(cache.v, new_v.astype(cache.v.dtype), v_at)
+    cache = KVCache(ck, cv)
     if attend_cache:
       ck, cv = (ck, cv) if layer is None else (ck[layer], cv[layer])
-      cols = slice(n_shared, None)
-      part = (ck, cv, n_shared + jnp.arange(cv.shape[2], dtype=jnp.int32), kv_valid[r, cols], pos_of(r, cols),
-              False)
+      rows = slice(n_shared, None)
+      parts.append((ck, cv, n_shared + jnp.arange(cv.shape[2], dtype=jnp.int32), kv_valid[:, rows],
+                    None if k_pos is None else k_pos[:, rows], False))
     else:  # prefill: the cache held nothing before these tokens
-      cols = slice(n_shared, n_shared + t)
-      part = (keys_t[r], values[r], q_slots, kv_valid[r, cols], pos_of(r, cols), False)
-    outs.append(_attend(qg[r], shared_part(r) + [part], q_slots, positions[r], cfg, is_sliding))
-  out = outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=0)
-  cache = KVCache(tuple(ks), tuple(vs)) if blocked else KVCache(ks[0], vs[0])
+      end = n_shared + t
+      parts.append((keys_t, values, q_slots, kv_valid[:, n_shared:end], None if k_pos is None else
+                    k_pos[:, n_shared:end], False))
+  out = _attend(qg, parts, q_slots, positions, cfg, is_sliding)
   return _dense(out.astype(x.dtype), lp["o"]), cache
 
 
