@@ -217,7 +217,7 @@ def test_unrolled_and_scanned_layers_agree():
       scale=jnp.asarray(scale), keep_prob=jnp.float32(0.9))
   kw = dict(sampling=Sampling(repetition_penalty=1.1), group_ids=groups, stats=StatsSpec(2), edit=edit,
             edit_scope="all")
-  a = Generator(params, cfg, pad_id=0, eos_ids=(2,), unroll=True)(ids, mask, 8, **kw)
+  a = Generator(params, cfg, pad_id=0, eos_ids=(2,), unroll=True, parts=3)(ids, mask, 8, **kw)
   b = Generator(params, cfg, pad_id=0, eos_ids=(2,), unroll=False)(ids, mask, 8, **kw)
   np.testing.assert_array_equal(a.tokens, b.tokens)
   for x, y in zip(_stats_tuple(a), _stats_tuple(b)):
@@ -245,15 +245,17 @@ def test_split_prefix_layout():
 
 @pytest.mark.parametrize("arch", ["llama", "gemma3_text", "gpt2"])
 def test_shared_prefix_generation_equals_brute_force(arch):
-  """A prefix shared by every prompt runs once; tokens and statistics are those of the full computation."""
+  """A prefix shared by every prompt runs once; tokens and statistics are those of the full computation.
+  The engine runs with weight matrices in 3 row blocks, the unshared reference with whole ones."""
   _, cfg, params = tiny_models.valuejax_model(arch)
   ids, mask = tiny_models.shared_prefix_batch()
   groups = np.array([0, 1, 0, 2], np.int32)
   kw = dict(sampling=Sampling(repetition_penalty=1.1), group_ids=groups, stats=StatsSpec(3, hist=True))
-  gen = Generator(params, cfg, pad_id=0, eos_ids=(2,))
+  gen = Generator(params, cfg, pad_id=0, eos_ids=(2,), parts=3)
+  assert len(gen.params["layers"][0]["down"]["kernel_t"]) == 3
   out = gen(ids, mask, 9, **kw)
   assert [k[2] for k in gen._compiled] == [16]  # the shared 19 tokens, rounded down to 16
-  unshared = Generator(params, cfg, pad_id=0, eos_ids=(2,), share_prefix=False)(ids, mask, 9, **kw)
+  unshared = Generator(params, cfg, pad_id=0, eos_ids=(2,), share_prefix=False, parts=1)(ids, mask, 9, **kw)
   np.testing.assert_array_equal(out.tokens, unshared.tokens)
   scanned = Generator(params, cfg, pad_id=0, eos_ids=(2,), unroll=False)(ids, mask, 9, **kw)  # stacked layers
   np.testing.assert_array_equal(out.tokens, scanned.tokens)

@@ -310,12 +310,15 @@ class Generator:
 
   def __init__(self, params, cfg: ModelConfig, *, mesh=None, prompt_buckets: Sequence[int] = PROMPT_BUCKETS,
                pad_id: int | None = None, eos_ids: Sequence[int] | None = None, unroll: bool = True,
-               share_prefix: bool = True):
+               share_prefix: bool = True, parts: int | None = None):
     """share_prefix: run a prefix that every prompt of a batch shares once (see PREFIX_MULTIPLE). Results
     are the same up to float rounding; not used when an edit with keep_prob < 1 reaches the prompt (its
-    random draws would then be shared by the rows)."""
+    random draws would then be shared by the rows).
+    parts: row blocks that each weight matrix is cut into, so that their matmuls run side by side (default
+    `default_parts()`: one per CPU core, at most 4; one on accelerators). Results are the same up to float
+    rounding."""
     # Decoding reads every weight once per token; unrolled layers read them in place (see unstack_layers).
-    self.params = unstack_layers(params) if unroll else params
+    self.params = unstack_layers(params, parts) if unroll else params
     self.share_prefix = share_prefix
     self.cfg, self.mesh = cfg, mesh
     self.prompt_buckets = tuple(prompt_buckets)
@@ -358,9 +361,10 @@ def generate(params, cfg: ModelConfig, input_ids, attention_mask=None, max_new_t
 
   kwargs: sampling (Sampling), seed, group_ids [B] with stats (StatsSpec), edit (NeuronEdit),
   edit_scope ("prompt" | "generated" | "all"), and Generator's mesh / pad_id / eos_ids / prompt_buckets /
-  share_prefix.
+  share_prefix / parts.
   """
-  ctor = {k: kwargs.pop(k) for k in ("mesh", "pad_id", "eos_ids", "prompt_buckets", "share_prefix") if k in kwargs}
+  ctor = {k: kwargs.pop(k) for k in ("mesh", "pad_id", "eos_ids", "prompt_buckets", "share_prefix", "parts")
+          if k in kwargs}
   return _generator(params, cfg, **ctor)(input_ids, attention_mask, max_new_tokens, **kwargs)
 
 
