@@ -166,11 +166,10 @@ def test_unstacked_layers_give_the_same_forward(arch, parts):
   unstacked = unstack_layers(params, parts=parts)
   blocks = unstacked["layers"][0]["gate"]["kernel_t"]
   if parts == 1:
-    assert not isinstance(blocks, tuple) and "embed_blocks" not in unstacked
-  else:  # row blocks of uneven size; the tied embedding is cut (not copied), an untied head likewise
+    assert not isinstance(blocks, tuple) and "unembed_t" not in unstacked
+  else:  # row blocks of uneven size, the unembedding's too (tied or not)
     assert len(blocks) == 3 and sum(b.shape[0] for b in blocks) == cfg.intermediate_size
-    assert ("embed_blocks" in unstacked and "embed" not in unstacked if cfg.tie_embeddings
-            else "lm_head_t" in unstacked and "lm_head" not in unstacked)
+    assert len(unstacked["unembed_t"]) == 3 and "lm_head" not in unstacked
   out, act = forward(unstacked, cfg, jnp.asarray(ids), jnp.asarray(mask), capture="act")
   # Blocked matmuls may sum in another order: float32 rounding apart.
   np.testing.assert_allclose(np.asarray(out), np.asarray(ref), atol=3e-5)

@@ -21,8 +21,8 @@ from valuejax.engine.stats import DeviceStats, device_stats, make_reducer
 from valuejax.errors import ValueJaxError
 from valuejax.models.config import ModelConfig
 from valuejax.models.edit import NeuronEdit
-from valuejax.models.forward import (KVCache, forward, forward_cached, param_dtype, positions_from_mask,
-                                     rope_tables, unstack_layers)
+from valuejax.models.forward import (KVCache, forward, forward_cached, positions_from_mask, rope_tables,
+                                     unstack_layers)
 
 log = logging.getLogger("valuejax")
 
@@ -145,10 +145,10 @@ def _generate_core(params, input_ids, attention_mask, group_ids, prefix_ids, key
     one = jnp.ones((1, n_prefix), jnp.float32)
     _, prefix_sums, prefix = forward_cached(
         params, cfg, prefix_ids[None], positions_from_mask(one), KVCache.zeros(cfg, 1, n_prefix, per_layer=per_layer,
-                                                                              dtype=param_dtype(params)),
+                                                                              dtype=params["embed"].dtype),
         jnp.int32(0), one.astype(bool), capture=reducer(jnp.ones((1, 1), jnp.float32), one),
         edit=prompt_edit, edit_mask=one.astype(bool), logits="none", prefill=True)
-    cache = KVCache.zeros(cfg, b, slots - n_prefix, param_dtype(params), per_layer=per_layer)
+    cache = KVCache.zeros(cfg, b, slots - n_prefix, params["embed"].dtype, per_layer=per_layer)
     rest = slice(n_prefix, None)
     logits, sums, cache = forward_cached(
         params, cfg, input_ids[:, rest], positions[:, rest], cache, jnp.int32(n_prefix), kv_valid,
@@ -160,7 +160,7 @@ def _generate_core(params, input_ids, attention_mask, group_ids, prefix_ids, key
               for name, s in sums.items()}
   else:
     prefix = None
-    cache = KVCache.zeros(cfg, b, slots, param_dtype(params), per_layer=per_layer)
+    cache = KVCache.zeros(cfg, b, slots, params["embed"].dtype, per_layer=per_layer)
     logits, sums, cache = forward_cached(
         params, cfg, input_ids, positions, cache, jnp.int32(0), kv_valid,
         capture=reducer(onehot, mask.astype(jnp.float32)), edit=prompt_edit, edit_mask=mask, prefill=True)
@@ -187,7 +187,7 @@ def _generate_core(params, input_ids, attention_mask, group_ids, prefix_ids, key
   # Without statistics the last generated token need not be fed back; with them it is, so that every
   # response token's activations are counted (as a teacher-forced pass over the response would).
   n_steps = max_new if stats else max_new - 1
-  dtype = param_dtype(params)
+  dtype = params["embed"].dtype
   next_rope = lambda pos: rope_tables(cfg, (pos + 1)[:, None], dtype)  # the tables of the next step's token
   state = dict(k=jnp.int32(0), cache=cache, kv_valid=kv_valid, out=out, presence=presence,
                finished=~row_real, counted=jnp.zeros((b,), jnp.int32), sums=zero_stats,

@@ -78,10 +78,10 @@ def unstack_layers(params: dict, parts: int | None = None) -> dict:
   transposed, [out, in] as `kernel_t`: a few rows times such a matrix streams each output's weights
   contiguously, which XLA's CPU matmul runs 10-20% faster at 8-32 rows (and no slower at thousands).
   With parts > 1 (default: `default_parts()`), `kernel_t` is a tuple of row blocks, each its own matmul,
-  and the unembedding matrix likewise (`embed` becomes `embed_blocks` when the head is tied, `lm_head`
-  becomes `lm_head_t` otherwise): on a CPU the blocks run on different cores.
+  and the unembedding matrix likewise (`unembed_t`, [V, d] in blocks, a copy of the tied embedding or
+  replacing `lm_head`): on a CPU the blocks run on different cores.
   The stacked form stays the canonical layout (checkpoints, sharding rules, edits); unstacked arrays take
-  memory of their own (the embedding does not: it is cut, not copied).
+  memory of their own.
   """
   layers = params["layers"]
   if isinstance(layers, (list, tuple)):
@@ -95,17 +95,9 @@ def unstack_layers(params: dict, parts: int | None = None) -> dict:
                    if isinstance(p, dict) and "kernel" in p else p) for name, p in layer.items()}
 
   out = {**params, "layers": [one(i) for i in range(n)]}
-  if parts > 1 and "embed" in out and "lm_head" not in out:
-    blocks = _row_blocks(out.pop("embed"), parts)
-    out["embed_blocks"] = blocks if isinstance(blocks, tuple) else (blocks,)
-  elif parts > 1 and "lm_head" in out:
-    out["lm_head_t"] = _row_blocks(out.pop("lm_head").T, parts)
+  if parts > 1:
+    out["unembed_t"] = _row_blocks(out.pop("lm_head").T if "lm_head" in out else out["embed"], parts)
   return out
-
-
-def param_dtype(params: dict):
-  """The dtype of the model's activations (that of its embedding)."""
-  return (params["embed"] if "embed" in params else params["embed_blocks"][0]).dtype
 
 
 def positions_from_mask(attention_mask: jax.Array) -> jax.Array:
@@ -178,10 +170,8 @@ def forward_cached(params: dict, cfg: ModelConfig, input_ids: jax.Array, positio
 
 def unembed(params: dict, cfg: ModelConfig, x: jax.Array) -> jax.Array:
   x = _norm(x, params["final_norm"], cfg)
-  if "embed_blocks" in params:
-    out = _matmul_t(x, params["embed_blocks"])
-  elif "lm_head_t" in params:
-    out = _matmul_t(x, params["lm_head_t"])
+  if "unembed_t" in params:  # see unstack_layers
+    out = _matmul_t(x, params["unembed_t"])
   elif cfg.tie_embeddings:
     out = jnp.einsum("...d,vd->...v", x, params["embed"])
   else:
@@ -199,17 +189,7 @@ def _last_index(mask: jax.Array) -> jax.Array:
 
 
 def embed(params: dict, cfg: ModelConfig, input_ids: jax.Array, positions: jax.Array) -> jax.Array:
-  if "embed_blocks" in params:  # see unstack_layers: each token's row from the block that holds it
-    x, start = None, 0
-    for block in params["embed_blocks"]:
-      rows = block.shape[0]
-      local = input_ids - start
-      inside = (local >= 0) & (local < rows)
-      part = block[jnp.clip(local, 0, rows - 1)]
-      x = part if x is None else jnp.where(inside[..., None], part, x)
-      start += rows
-  else:
-    x = params["embed"][input_ids]
+  x = params["embed"][input_ids]
   if cfg.embed_scale:
     x = x * jnp.asarray(cfg.hidden_size ** 0.5, dtype=x.dtype)
   if cfg.learned_positions:
