@@ -174,3 +174,14 @@ def test_unstacked_layers_give_the_same_forward(arch, parts):
   # Blocked matmuls may sum in another order: float32 rounding apart.
   np.testing.assert_allclose(np.asarray(out), np.asarray(ref), atol=3e-5)
   np.testing.assert_allclose(np.asarray(act), np.asarray(ref_act), atol=3e-5)
+
+
+def test_default_parts_follow_the_usable_cores(monkeypatch):
+  """One block per core this process may use (at most 4) on the CPU backend."""
+  import os
+  from valuejax.models import forward as fwd
+  if not hasattr(os, "sched_getaffinity"):
+    pytest.skip("no sched_getaffinity on this platform")
+  for cores, parts in ((set(range(16)), 4), ({0, 1}, 2), ({3}, 1)):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid, c=cores: c)
+    assert fwd.default_parts() == parts

@@ -56,7 +56,8 @@ def default_parts() -> int:
   side, so on a CPU a decode step whose matrices are cut into blocks uses every core."""
   if jax.default_backend() != "cpu":
     return 1
-  return max(1, min(os.cpu_count() or 1, 4))
+  cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+  return max(1, min(cores, 4))  # the cores this process may run on, as XLA's thread pool counts them
 
 
 def _row_blocks(w: jax.Array, parts: int):
