@@ -171,10 +171,8 @@ def forward_cached(params: dict, cfg: ModelConfig, input_ids: jax.Array, positio
 
 def unembed(params: dict, cfg: ModelConfig, x: jax.Array) -> jax.Array:
   x = _norm(x, params["final_norm"], cfg)
-  if "unembed_t" in params:  # see unstack_layers
-    out = _matmul_t(x, params["unembed_t"])
-  elif cfg.tie_embeddings:
-    out = jnp.einsum("...d,vd->...v", x, params["embed"])
+  if "unembed_t" in params or cfg.tie_embeddings:  # unembed_t: see unstack_layers
+    out = _matmul_t(x, params["unembed_t"] if "unembed_t" in params else params["embed"])
   else:
     out = x @ params["lm_head"]
   out = out.astype(jnp.float32)
