@@ -10,6 +10,7 @@ from tests import tiny_models
 from valuejax.engine import sharding as shd
 from valuejax.engine.generate import Generator, Sampling, StatsSpec, TeacherForcer, generate
 from valuejax.engine.stats import HIST_BINS, NeuronStats
+from valuejax.errors import ValueJaxError
 from valuejax.models.edit import NeuronEdit
 from valuejax.models.forward import forward
 
@@ -31,13 +32,15 @@ def _trim(row, eos=2):
   return row[:row.index(eos)] if eos in row else row
 
 
-@pytest.mark.parametrize("arch", ["llama", "gemma2", "gpt2"])
-def test_greedy_matches_transformers_generate(arch):
+@pytest.mark.parametrize("arch,segments", [("llama", None), ("gemma2", 3), ("gpt2", 5)])
+def test_greedy_matches_transformers_generate(arch, segments):
+  """segments: the decode loop in that many segments, each with a cache of its own steps' slots."""
   model, cfg, params = tiny_models.valuejax_model(arch)
   ids, mask = _prompts()
   new = 12
   ref = _hf_generate(model, ids, mask, new, 1.1)
-  out = generate(params, cfg, ids, mask, new, sampling=Sampling(repetition_penalty=1.1), pad_id=0, eos_ids=(2,))
+  out = generate(params, cfg, ids, mask, new, sampling=Sampling(repetition_penalty=1.1), pad_id=0, eos_ids=(2,),
+                 segments=segments)
   for i in range(len(ids)):
     assert _trim(out.tokens[i]) == _trim(ref[i]), f"row {i}"
     assert out.lengths[i] == len(_trim(ref[i]))
@@ -86,12 +89,12 @@ def _check(stats, ref):
     np.testing.assert_allclose(np.asarray(stats.__getattribute__(k)), ref[k], rtol=1e-5, atol=1e-4)
 
 
-@pytest.mark.parametrize("arch", ["llama", "gemma3_text"])
-def test_generation_statistics_equal_brute_force(arch):
+@pytest.mark.parametrize("arch,segments", [("llama", 1), ("gemma3_text", 3)])
+def test_generation_statistics_equal_brute_force(arch, segments):
   _, cfg, params = tiny_models.valuejax_model(arch)
   ids, mask = _prompts(seed=1)
   groups = np.array([0, 1, 0, 2], np.int32)
-  gen = Generator(params, cfg, pad_id=0, eos_ids=(2,))
+  gen = Generator(params, cfg, pad_id=0, eos_ids=(2,), segments=segments)
   out = gen(ids, mask, 10, sampling=Sampling(repetition_penalty=1.1), group_ids=groups, stats=StatsSpec(3))
   ref = _brute_force(params, cfg, ids, mask, out, groups, 3)
   _check(out.prompt_stats, ref[0])
@@ -224,6 +227,28 @@ def test_unrolled_and_scanned_layers_agree():
     np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-5)
 
 
+def test_decode_segments():
+  from valuejax.engine.generate import _segments, default_segments
+  assert _segments(10, 3) == [(0, 3), (3, 6), (6, 10)]
+  assert _segments(2, 4) == [(0, 1), (1, 2)]  # never an empty segment
+  assert _segments(0, 3) == []  # one new token without statistics: no decode step
+  assert [default_segments(n) for n in (1, 64, 65, 200, 500)] == [1, 1, 2, 4, 4]
+  _, cfg, params = tiny_models.valuejax_model("qwen2")
+  with pytest.raises(ValueJaxError, match="segments"):
+    Generator(params, cfg, segments=0)
+  # Without statistics and with rows ending at EOS early: the same tokens in 1 or 4 segments, and from a
+  # prompt of one token and one new token (no decode step at all).
+  ids, mask = _prompts(seed=3)
+  eos = int(Generator(params, cfg, pad_id=0, eos_ids=())(ids, mask, 11).tokens[0, 4])  # row 0 ends early
+  one = Generator(params, cfg, pad_id=0, eos_ids=(eos,), segments=1)
+  four = Generator(params, cfg, pad_id=0, eos_ids=(eos,), segments=4)
+  for new in (1, 2, 11):
+    a, b = one(ids, mask, new), four(ids, mask, new)
+    np.testing.assert_array_equal(a.tokens, b.tokens)
+    np.testing.assert_array_equal(a.lengths, b.lengths)
+  assert a.lengths[0] <= 4 and a.finished[0]
+
+
 def test_split_prefix_layout():
   from valuejax.engine.generate import _split_prefix, left_pad
   ids, mask = tiny_models.shared_prefix_batch(prefix_len=21, suffix_lengths=(4, 0, 6))
@@ -251,13 +276,14 @@ def test_shared_prefix_generation_equals_brute_force(arch):
   ids, mask = tiny_models.shared_prefix_batch()
   groups = np.array([0, 1, 0, 2], np.int32)
   kw = dict(sampling=Sampling(repetition_penalty=1.1), group_ids=groups, stats=StatsSpec(3, hist=True))
-  gen = Generator(params, cfg, pad_id=0, eos_ids=(2,), parts=3)
+  gen = Generator(params, cfg, pad_id=0, eos_ids=(2,), parts=3, segments=4)
   assert len(gen.params["layers"][0]["down"]["kernel_t"]) == 3
   out = gen(ids, mask, 9, **kw)
   assert [k[2] for k in gen._compiled] == [16]  # the shared 19 tokens, rounded down to 16
-  unshared = Generator(params, cfg, pad_id=0, eos_ids=(2,), share_prefix=False, parts=1)(ids, mask, 9, **kw)
+  unshared = Generator(params, cfg, pad_id=0, eos_ids=(2,), share_prefix=False, parts=1, segments=1)(
+      ids, mask, 9, **kw)
   np.testing.assert_array_equal(out.tokens, unshared.tokens)
-  scanned = Generator(params, cfg, pad_id=0, eos_ids=(2,), unroll=False)(ids, mask, 9, **kw)  # stacked layers
+  scanned = Generator(params, cfg, pad_id=0, eos_ids=(2,), unroll=False, segments=2)(ids, mask, 9, **kw)  # stacked
   np.testing.assert_array_equal(out.tokens, scanned.tokens)
   np.testing.assert_allclose(np.asarray(out.gen_stats.s1), np.asarray(scanned.gen_stats.s1), rtol=1e-5, atol=1e-4)
   ref = _brute_force(params, cfg, ids, mask, out, groups, 3)
@@ -289,9 +315,9 @@ def test_shared_prefix_with_edits_and_devices():
   # Random keep masks on the prompt would be shared by the rows: such an edit turns sharing off.
   gen(ids, mask, 6, group_ids=groups, stats=spec, edit=edit._replace(keep_prob=jnp.float32(0.5)), edit_scope="all")
   assert sorted(k[2] for k in gen._compiled) == [0, 16]
-  # Sharded over a 4x2 mesh (params FSDP): the statistics of one device.
+  # Sharded over a 4x2 mesh (params FSDP), the decode loop in 3 segments: the statistics of one device.
   mesh = shd.make_mesh(4, 2)
-  multi = Generator(shd.shard_params(params, mesh, "fsdp"), cfg, mesh=mesh, pad_id=0, eos_ids=(2,))
+  multi = Generator(shd.shard_params(params, mesh, "fsdp"), cfg, mesh=mesh, pad_id=0, eos_ids=(2,), segments=3)
   c = multi(ids, mask, 6, group_ids=groups, stats=spec, edit=edit, edit_scope="all")
   np.testing.assert_array_equal(a.tokens, c.tokens)
   for x, y in zip(_stats_tuple(a), _stats_tuple(c)):

@@ -33,6 +33,10 @@ EDIT_SCOPES = ("prompt", "generated", "all")
 # one row whose keys and values every row attends to; its length is rounded down to a multiple of this, so
 # that a run whose prompts share a template compiles once per bucket of the rest.
 PREFIX_MULTIPLE = 16
+# The decode loop is cut into segments of about this many steps, each with a cache of its own steps' slots
+# (see Generator): a step then reads the slots written so far rather than the whole run's.
+SEGMENT_TOKENS = 64
+MAX_SEGMENTS = 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,6 +117,18 @@ def _select(logits, presence, key, sampling: Sampling):
   return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
 
 
+def default_segments(max_new_tokens: int) -> int:
+  """Decode segments (see Generator): one per SEGMENT_TOKENS new tokens, at most MAX_SEGMENTS."""
+  return max(1, min(MAX_SEGMENTS, -(-max_new_tokens // SEGMENT_TOKENS)))
+
+
+def _segments(n_steps: int, segments: int) -> list[tuple[int, int]]:
+  """[start, stop) of each of `segments` near-equal parts of n_steps decode steps (none empty)."""
+  n = max(1, min(segments, n_steps))
+  bounds = [n_steps * j // n for j in range(n + 1)]
+  return [(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+
+
 def _step_edit(edit: NeuronEdit | None, step) -> NeuronEdit | None:
   """A fresh keep-probability draw per decode step, reproducible from the edit's key."""
   if edit is None:
@@ -123,14 +139,17 @@ def _step_edit(edit: NeuronEdit | None, step) -> NeuronEdit | None:
 
 def _generate_core(params, input_ids, attention_mask, group_ids, prefix_ids, key, edit, *, cfg: ModelConfig,
                    max_new: int, sampling: Sampling, eos_ids: tuple[int, ...], pad_id: int,
-                   stats: StatsSpec | None, edit_scope: str, out_sharding):
+                   stats: StatsSpec | None, edit_scope: str, segments: int, out_sharding):
   """input_ids [B, P + S]: the shared prefix (prefix_ids [P], possibly empty) in slots [0, P) of every real
   row, then each row's remaining prompt tokens left-padded to S (see _split_prefix)."""
   b, p = input_ids.shape
   n_prefix = prefix_ids.shape[0]
   mask = attention_mask.astype(bool)
   row_real = mask.any(axis=1)
-  slots = p + max_new
+  # Without statistics the last generated token need not be fed back; with them it is, so that every
+  # response token's activations are counted (as a teacher-forced pass over the response would).
+  n_steps = max_new if stats else max_new - 1
+  slots = p + n_steps
   per_layer = isinstance(params["layers"], list)
   kv_valid = jnp.zeros((b, slots), bool).at[:, :p].set(mask)
   positions = positions_from_mask(attention_mask)
@@ -148,7 +167,7 @@ def _generate_core(params, input_ids, attention_mask, group_ids, prefix_ids, key
                                                                               dtype=params["embed"].dtype),
         jnp.int32(0), one.astype(bool), capture=reducer(jnp.ones((1, 1), jnp.float32), one),
         edit=prompt_edit, edit_mask=one.astype(bool), logits="none", prefill=True)
-    cache = KVCache.zeros(cfg, b, slots - n_prefix, params["embed"].dtype, per_layer=per_layer)
+    cache = KVCache.zeros(cfg, b, p - n_prefix, params["embed"].dtype, per_layer=per_layer)
     rest = slice(n_prefix, None)
     logits, sums, cache = forward_cached(
         params, cfg, input_ids[:, rest], positions[:, rest], cache, jnp.int32(n_prefix), kv_valid,
@@ -160,7 +179,7 @@ def _generate_core(params, input_ids, attention_mask, group_ids, prefix_ids, key
               for name, s in sums.items()}
   else:
     prefix = None
-    cache = KVCache.zeros(cfg, b, slots, params["embed"].dtype, per_layer=per_layer)
+    cache = KVCache.zeros(cfg, b, p, params["embed"].dtype, per_layer=per_layer)
     logits, sums, cache = forward_cached(
         params, cfg, input_ids, positions, cache, jnp.int32(0), kv_valid,
         capture=reducer(onehot, mask.astype(jnp.float32)), edit=prompt_edit, edit_mask=mask, prefill=True)
@@ -184,19 +203,14 @@ def _generate_core(params, input_ids, attention_mask, group_ids, prefix_ids, key
                   "s2": jnp.zeros(shape, jnp.float32)}
     if stats.hist:
       zero_stats["hist"] = jnp.zeros(shape + (301,), jnp.int32)
-  # Without statistics the last generated token need not be fed back; with them it is, so that every
-  # response token's activations are counted (as a teacher-forced pass over the response would).
-  n_steps = max_new if stats else max_new - 1
   dtype = params["embed"].dtype
   next_rope = lambda pos: rope_tables(cfg, (pos + 1)[:, None], dtype)  # the tables of the next step's token
-  state = dict(k=jnp.int32(0), cache=cache, kv_valid=kv_valid, out=out, presence=presence,
-               finished=~row_real, counted=jnp.zeros((b,), jnp.int32), sums=zero_stats,
-               pos=positions[:, -1], rope=next_rope(positions[:, -1]))
+  s = dict(k=jnp.int32(0), kv_valid=kv_valid, out=out, presence=presence, finished=~row_real,
+           counted=jnp.zeros((b,), jnp.int32), sums=zero_stats, pos=positions[:, -1],
+           rope=next_rope(positions[:, -1]))
+  past = [cache]  # the prompt's slots, then each finished segment's
 
-  def cond(s):
-    return (s["k"] < n_steps) & ~jnp.all(s["finished"])
-
-  def body(s):
+  def body(s, end):
     k = s["k"]
     tok = s["out"][:, k]
     finished = s["finished"] | jnp.isin(tok, eos)
@@ -206,19 +220,25 @@ def _generate_core(params, input_ids, attention_mask, group_ids, prefix_ids, key
     pos = s["pos"] + 1
     weight = live.astype(jnp.float32)[:, None]
     logits, sums, cache = forward_cached(
-        params, cfg, tok[:, None], pos[:, None], s["cache"], slot, kv_valid, capture=reducer(onehot, weight),
-        edit=_step_edit(decode_edit, k + 1), edit_mask=live[:, None], prefix=prefix, rope=s["rope"])
+        params, cfg, tok[:, None], pos[:, None], s["cache"], slot, kv_valid[:, :end],
+        capture=reducer(onehot, weight), edit=_step_edit(decode_edit, k + 1), edit_mask=live[:, None],
+        prefix=prefix, past=tuple(past), rope=s["rope"])
     nxt = _select(logits, s["presence"], jax.random.fold_in(key, k + 1), sampling)
     write = jnp.minimum(k + 1, max_new - 1)
     keep_old = finished | (k + 1 >= max_new)
     out = s["out"].at[:, write].set(jnp.where(keep_old, s["out"][:, write], nxt))
     presence = s["presence"].at[jnp.arange(b), nxt].max(~keep_old)
-    new = dict(k=k + 1, cache=cache, kv_valid=kv_valid, out=out, presence=presence, finished=finished,
-               counted=s["counted"] + live.astype(jnp.int32), pos=pos, rope=next_rope(pos),
-               sums=None if stats is None else jax.tree.map(jnp.add, s["sums"], sums))
-    return new
+    return dict(k=k + 1, cache=cache, kv_valid=kv_valid, out=out, presence=presence, finished=finished,
+                counted=s["counted"] + live.astype(jnp.int32), pos=pos, rope=next_rope(pos),
+                sums=None if stats is None else jax.tree.map(jnp.add, s["sums"], sums))
 
-  s = jax.lax.while_loop(cond, body, state)
+  # Each segment of the decode loop writes a cache of its own steps' slots and reads the earlier ones: a
+  # step reads the slots of its segment and those before, not the whole run's.
+  for start, stop in _segments(n_steps, segments):
+    s["cache"] = KVCache.zeros(cfg, b, stop - start, dtype, per_layer=per_layer)
+    s = jax.lax.while_loop(lambda s, stop=stop: (s["k"] < stop) & ~jnp.all(s["finished"]),
+                           functools.partial(body, end=p + stop), s)
+    past.append(s.pop("cache"))
   out, counted = s["out"], s["counted"]
   hit_eos = jnp.isin(out, eos) & row_real[:, None]
   first_eos = jnp.where(hit_eos.any(1), jnp.argmax(hit_eos, axis=1), max_new)
@@ -310,16 +330,23 @@ class Generator:
 
   def __init__(self, params, cfg: ModelConfig, *, mesh=None, prompt_buckets: Sequence[int] = PROMPT_BUCKETS,
                pad_id: int | None = None, eos_ids: Sequence[int] | None = None, unroll: bool = True,
-               share_prefix: bool = True, parts: int | None = None):
+               share_prefix: bool = True, parts: int | None = None, segments: int | None = None):
     """share_prefix: run a prefix that every prompt of a batch shares once (see PREFIX_MULTIPLE). Results
     are the same up to float rounding; not used when an edit with keep_prob < 1 reaches the prompt (its
     random draws would then be shared by the rows).
     parts: row blocks that each weight matrix is cut into, so that their matmuls run side by side (default
     `default_parts()`: one per CPU core, at most 4; one on accelerators). Results are the same up to float
-    rounding."""
+    rounding.
+    segments: the decode loop runs as this many loops in a row, each with a cache of its own steps' slots,
+    so that a step's attention reads the slots written so far, not those of the whole run (default
+    `default_segments(max_new_tokens)`). More segments read less and compile longer (each is compiled);
+    results are the same up to float rounding."""
     # Decoding reads every weight once per token; unrolled layers read them in place (see unstack_layers).
     self.params = unstack_layers(params, parts) if unroll else params
     self.share_prefix = share_prefix
+    if segments is not None and segments < 1:
+      raise ValueJaxError(f"segments must be at least 1, got {segments}")
+    self.segments = segments
     self.cfg, self.mesh = cfg, mesh
     self.prompt_buckets = tuple(prompt_buckets)
     self.pad_id = int(pad_id if pad_id is not None else (cfg.pad_token_id if cfg.pad_token_id is not None else 0))
@@ -343,12 +370,14 @@ class Generator:
     args = [self.params, ids, mask, groups, prefix, jax.random.key(seed), edit]
     if self.mesh is not None:
       args[1:4] = shd.shard_batch(self.mesh, ids, mask, groups)
+    segments = self.segments or default_segments(max_new_tokens)
     static = dict(cfg=self.cfg, max_new=int(max_new_tokens), sampling=sampling, eos_ids=self.eos_ids,
-                  pad_id=self.pad_id, stats=stats, edit_scope=edit_scope,
+                  pad_id=self.pad_id, stats=stats, edit_scope=edit_scope, segments=segments,
                   out_sharding=None if self.mesh is None else shd.replicated(self.mesh))
-    cache_key = (b, p, len(prefix), int(max_new_tokens), sampling, stats, edit_scope, _edit_signature(edit))
+    cache_key = (b, p, len(prefix), int(max_new_tokens), sampling, stats, edit_scope, _edit_signature(edit),
+                 segments)
     what = (f"generate for batch {b}, prompt {p}" + (f" ({len(prefix)} shared)" if len(prefix) else "")
-            + f", {max_new_tokens} new tokens"
+            + f", {max_new_tokens} new tokens" + (f" in {segments} segments" if segments > 1 else "")
             + ("" if stats is None else f", statistics over {stats.num_groups} groups"))
     compiled = _compiled(self._compiled, cache_key, _generate_core, static, args, what)
     out, lengths, finished, pstats, gstats = compiled(*args)
@@ -361,10 +390,10 @@ def generate(params, cfg: ModelConfig, input_ids, attention_mask=None, max_new_t
 
   kwargs: sampling (Sampling), seed, group_ids [B] with stats (StatsSpec), edit (NeuronEdit),
   edit_scope ("prompt" | "generated" | "all"), and Generator's mesh / pad_id / eos_ids / prompt_buckets /
-  share_prefix / parts.
+  share_prefix / parts / segments.
   """
-  ctor = {k: kwargs.pop(k) for k in ("mesh", "pad_id", "eos_ids", "prompt_buckets", "share_prefix", "parts")
-          if k in kwargs}
+  ctor = {k: kwargs.pop(k) for k in ("mesh", "pad_id", "eos_ids", "prompt_buckets", "share_prefix", "parts",
+                                     "segments") if k in kwargs}
   return _generator(params, cfg, **ctor)(input_ids, attention_mask, max_new_tokens, **kwargs)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -139,7 +139,7 @@ def forward_cached(params: dict, cfg: ModelConfig, input_ids: jax.Array, positio
                    cache: KVCache, cache_index: jax.Array, kv_valid: jax.Array, *, capture: Capture = None,
                    edit: NeuronEdit | None = None, edit_mask: jax.Array | None = None,
                    logits: str = "last", prefill: bool = False, prefix: KVCache | None = None,
-                   rope: Any = None) -> tuple[jax.Array | None, Any, KVCache]:
+                   past: Sequence[KVCache] = (), rope: Any = None) -> tuple[jax.Array | None, Any, KVCache]:
   """One incremental step: writes the T new tokens into cache slots [cache_index, cache_index + T).
 
   `kv_valid` [B, S] marks the cache slots that hold real tokens (including the new ones); a query in
@@ -151,6 +151,9 @@ def forward_cached(params: dict, cfg: ModelConfig, input_ids: jax.Array, positio
   `prefix`: a one-row cache (KVCache.zeros(cfg, 1, P)) of tokens that every row shares in slots [0, P);
   `cache` then holds slots P onwards (its slot 0 is slot P; cache_index and kv_valid count from slot 0).
   Every row attends to the prefix, read once for the whole batch as one matmul, rather than to B copies.
+  `past`: caches of the batch's rows that hold the slots between the prefix and `cache`, in order, read but
+  not written. A decode loop cut into segments gives each segment a cache of its own slots only, so that a
+  step reads the slots written so far rather than the whole run's (see Generator's `segments`).
   logits: "last" -> [B, V] for the final new token of every row (rows are left-padded), "all", "none".
   `rope`: `rope_tables(cfg, positions, dtype)` computed beforehand, e.g. carried by a decode loop (see
   rope_tables); None computes them here.
@@ -161,7 +164,8 @@ def forward_cached(params: dict, cfg: ModelConfig, input_ids: jax.Array, positio
   q_slots = cache_index + jnp.arange(t, dtype=jnp.int32)
   out, acts, cache = _decode(params, cfg, input_ids, positions, q_slots=q_slots, kv_valid=kv_valid,
                              cache=cache, cache_index=cache_index, capture=capture, edit=edit,
-                             edit_mask=edit_mask, attend_cache=not prefill, prefix=prefix, rope=rope)
+                             edit_mask=edit_mask, attend_cache=not prefill, prefix=prefix, past=tuple(past),
+                             rope=rope)
   if logits == "none":
     return None, acts, cache
   if logits == "last":
@@ -197,7 +201,8 @@ def embed(params: dict, cfg: ModelConfig, input_ids: jax.Array, positions: jax.A
 
 
 def _decode(params, cfg: ModelConfig, input_ids, positions, *, q_slots, kv_valid, cache, cache_index,
-            capture, edit, edit_mask, attend_cache: bool = True, prefix: KVCache | None = None, rope=None):
+            capture, edit, edit_mask, attend_cache: bool = True, prefix: KVCache | None = None,
+            past: tuple = (), rope=None):
   x = embed(params, cfg, input_ids, positions)
   dtype = x.dtype
   tables = rope_tables(cfg, positions, dtype) if rope is None else rope
@@ -205,10 +210,10 @@ def _decode(params, cfg: ModelConfig, input_ids, positions, *, q_slots, kv_valid
   layer_ids = jnp.arange(cfg.num_layers, dtype=jnp.int32)
   edit_rows = None if edit is None else (edit.scale, edit.add, edit.clamp_max)
 
-  def layer_fn(x, cache, cache_layer, lp, layer, is_sliding, rows, shared):
+  def layer_fn(x, cache, cache_layer, lp, layer, is_sliding, rows, shared, before):
     h = _norm(x, lp["attn_norm"], cfg)
     h, cache = _attention(h, lp, cfg, cache_layer, is_sliding, tables, positions, q_slots, kv_valid,
-                          cache, cache_index, attend_cache, shared)
+                          cache, cache_index, attend_cache, shared, before)
     if cfg.sandwich_norm:
       h = _norm(h, lp["post_attn_norm"], cfg)
     x = x + h
@@ -225,7 +230,9 @@ def _decode(params, cfg: ModelConfig, input_ids, positions, *, q_slots, kv_valid
       layer_cache = None if cache is None else KVCache(cache.k[i], cache.v[i])
       rows = None if edit is None else tuple(r[i] for r in edit_rows)
       shared = None if prefix is None else KVCache(prefix.k[i], prefix.v[i])
-      x, layer_cache, captured = layer_fn(x, layer_cache, None, lp, jnp.int32(i), sliding[i], rows, shared)
+      before = tuple(KVCache(c.k[i], c.v[i]) for c in past)
+      x, layer_cache, captured = layer_fn(x, layer_cache, None, lp, jnp.int32(i), sliding[i], rows, shared,
+                                          before)
       caps.append(captured)
       if cache is not None:
         ks.append(layer_cache.k)
@@ -235,11 +242,12 @@ def _decode(params, cfg: ModelConfig, input_ids, positions, *, q_slots, kv_valid
 
   def body(carry, xs):
     x, cache = carry
-    lp, layer, is_sliding, rows, shared = xs
-    x, cache, captured = layer_fn(x, cache, layer, lp, layer, is_sliding, rows, shared)
+    lp, layer, is_sliding, rows, shared, before = xs
+    x, cache, captured = layer_fn(x, cache, layer, lp, layer, is_sliding, rows, shared, before)
     return (x, cache), captured
 
-  (x, cache), acts = jax.lax.scan(body, (x, cache), (params["layers"], layer_ids, sliding, edit_rows, prefix))
+  (x, cache), acts = jax.lax.scan(body, (x, cache), (params["layers"], layer_ids, sliding, edit_rows, prefix,
+                                                     past))
   return x, acts, cache
 
 
@@ -331,9 +339,10 @@ def _apply_rope(x, cos, sin):
 
 
 def _attention(x, lp, cfg: ModelConfig, layer, is_sliding, rope_tables, positions, q_slots, kv_valid, cache,
-               cache_index, attend_cache: bool = True, shared: KVCache | None = None):
+               cache_index, attend_cache: bool = True, shared: KVCache | None = None, before: tuple = ()):
   """Self-attention of one layer; `layer` indexes the stacked cache, or is None for one layer's own arrays.
-  `shared`: this layer's one-row prefix cache (see forward_cached), or None.
+  `shared`: this layer's one-row prefix cache (see forward_cached), or None; `before`: this layer's part
+  of forward_cached's `past`.
 
   Slicing one layer out of a stacked cache copies it before the matmul reads it; per-layer arrays (the
   unrolled decode) are read in place.
@@ -353,16 +362,26 @@ def _attention(x, lp, cfg: ModelConfig, layer, is_sliding, rope_tables, position
   qg = q.reshape(b, t, nkv, nh // nkv, hd).transpose(0, 2, 3, 1, 4)  # [B, KV, G, T, hd]
   keys_t, values = k.transpose(0, 2, 3, 1), v.transpose(0, 2, 1, 3)  # [B, KV, hd, T], [B, KV, T, hd]
   k_pos = _key_positions(cfg, kv_valid)
-  n_shared = 0 if shared is None else shared.v.shape[-2]
+  offset = 0  # the slots before the next part
   parts = []  # (keys_t, values, their slots, valid [B, S], positions [B, S] or None, one row for all)
-  if n_shared:
-    parts.append((shared.k, shared.v, jnp.arange(n_shared, dtype=jnp.int32), kv_valid[:, :n_shared],
-                  None if k_pos is None else k_pos[:, :n_shared], True))
+
+  def part(keys_t, values, slots, is_shared=False):
+    end = offset + values.shape[-2]
+    return (keys_t, values, slots, kv_valid[:, offset:end], None if k_pos is None else k_pos[:, offset:end],
+            is_shared)
+
+  if shared is not None:
+    parts.append(part(shared.k, shared.v, jnp.arange(shared.v.shape[-2], dtype=jnp.int32), True))
+    offset = shared.v.shape[-2]
+  for before_part in before:
+    parts.append(part(before_part.k, before_part.v,
+                      offset + jnp.arange(before_part.v.shape[-2], dtype=jnp.int32)))
+    offset += before_part.v.shape[-2]
   if cache is None:
     parts.append((keys_t, values, q_slots, kv_valid, k_pos, False))
   else:
     zero = jnp.zeros((), jnp.int32)
-    index = cache_index.astype(jnp.int32) - n_shared
+    index = cache_index.astype(jnp.int32) - offset
     new_k, new_v, k_at, v_at = keys_t, values, (zero, zero, zero, index), (zero, zero, index, zero)
     if layer is not None:
       new_k, new_v, k_at, v_at = new_k[None], new_v[None], (layer,) + k_at, (layer,) + v_at
@@ -371,13 +390,9 @@ def _attention(x, lp, cfg: ModelConfig, layer, is_sliding, rope_tables, position
     cache = KVCache(ck, cv)
     if attend_cache:
       ck, cv = (ck, cv) if layer is None else (ck[layer], cv[layer])
-      rows = slice(n_shared, None)
-      parts.append((ck, cv, n_shared + jnp.arange(cv.shape[2], dtype=jnp.int32), kv_valid[:, rows],
-                    None if k_pos is None else k_pos[:, rows], False))
+      parts.append(part(ck, cv, offset + jnp.arange(cv.shape[2], dtype=jnp.int32)))
     else:  # prefill: the cache held nothing before these tokens
-      end = n_shared + t
-      parts.append((keys_t, values, q_slots, kv_valid[:, n_shared:end], None if k_pos is None else
-                    k_pos[:, n_shared:end], False))
+      parts.append(part(keys_t, values, q_slots))
   out = _attend(qg, parts, q_slots, positions, cfg, is_sliding)
   return _dense(out.astype(x.dtype), lp["o"]), cache
 
