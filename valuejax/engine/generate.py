@@ -150,6 +150,11 @@ def _generate_core(params, input_ids, attention_mask, group_ids, prefix_ids, key
   # response token's activations are counted (as a teacher-forced pass over the response would).
   n_steps = max_new if stats else max_new - 1
   slots = p + n_steps
+  # The decode loop runs in segments, each writing a cache of its own steps' slots and reading the earlier
+  # ones, so that a step reads the slots written so far, not the whole run's. The first segment's cache
+  # also holds the prompt (the prefill writes it).
+  steps = _segments(n_steps, segments)
+  first = steps[0][1] if steps else 0
   per_layer = isinstance(params["layers"], list)
   kv_valid = jnp.zeros((b, slots), bool).at[:, :p].set(mask)
   positions = positions_from_mask(attention_mask)
@@ -167,7 +172,7 @@ def _generate_core(params, input_ids, attention_mask, group_ids, prefix_ids, key
                                                                               dtype=params["embed"].dtype),
         jnp.int32(0), one.astype(bool), capture=reducer(jnp.ones((1, 1), jnp.float32), one),
         edit=prompt_edit, edit_mask=one.astype(bool), logits="none", prefill=True)
-    cache = KVCache.zeros(cfg, b, p - n_prefix, params["embed"].dtype, per_layer=per_layer)
+    cache = KVCache.zeros(cfg, b, p - n_prefix + first, params["embed"].dtype, per_layer=per_layer)
     rest = slice(n_prefix, None)
     logits, sums, cache = forward_cached(
         params, cfg, input_ids[:, rest], positions[:, rest], cache, jnp.int32(n_prefix), kv_valid,
@@ -179,7 +184,7 @@ def _generate_core(params, input_ids, attention_mask, group_ids, prefix_ids, key
               for name, s in sums.items()}
   else:
     prefix = None
-    cache = KVCache.zeros(cfg, b, p, params["embed"].dtype, per_layer=per_layer)
+    cache = KVCache.zeros(cfg, b, p + first, params["embed"].dtype, per_layer=per_layer)
     logits, sums, cache = forward_cached(
         params, cfg, input_ids, positions, cache, jnp.int32(0), kv_valid,
         capture=reducer(onehot, mask.astype(jnp.float32)), edit=prompt_edit, edit_mask=mask, prefill=True)
@@ -208,7 +213,7 @@ def _generate_core(params, input_ids, attention_mask, group_ids, prefix_ids, key
   s = dict(k=jnp.int32(0), kv_valid=kv_valid, out=out, presence=presence, finished=~row_real,
            counted=jnp.zeros((b,), jnp.int32), sums=zero_stats, pos=positions[:, -1],
            rope=next_rope(positions[:, -1]))
-  past = [cache]  # the prompt's slots, then each finished segment's
+  past = []  # the caches of the finished segments
 
   def body(s, end):
     k = s["k"]
@@ -232,10 +237,8 @@ def _generate_core(params, input_ids, attention_mask, group_ids, prefix_ids, key
                 counted=s["counted"] + live.astype(jnp.int32), pos=pos, rope=next_rope(pos),
                 sums=None if stats is None else jax.tree.map(jnp.add, s["sums"], sums))
 
-  # Each segment of the decode loop writes a cache of its own steps' slots and reads the earlier ones: a
-  # step reads the slots of its segment and those before, not the whole run's.
-  for start, stop in _segments(n_steps, segments):
-    s["cache"] = KVCache.zeros(cfg, b, stop - start, dtype, per_layer=per_layer)
+  for start, stop in steps:
+    s["cache"] = cache if start == 0 else KVCache.zeros(cfg, b, stop - start, dtype, per_layer=per_layer)
     s = jax.lax.while_loop(lambda s, stop=stop: (s["k"] < stop) & ~jnp.all(s["finished"]),
                            functools.partial(body, end=p + stop), s)
     past.append(s.pop("cache"))
