@@ -365,18 +365,16 @@ def _attention(x, lp, cfg: ModelConfig, layer, is_sliding, rope_tables, position
   offset = 0  # the slots before the next part
   parts = []  # (keys_t, values, their slots, valid [B, S], positions [B, S] or None, one row for all)
 
-  def part(keys_t, values, slots, is_shared=False):
+  def part(keys_t, values, slots=None, is_shared=False):
+    """A part whose slots follow the `offset` slots before it (or are `slots`)."""
     end = offset + values.shape[-2]
+    slots = jnp.arange(offset, end, dtype=jnp.int32) if slots is None else slots
     return (keys_t, values, slots, kv_valid[:, offset:end], None if k_pos is None else k_pos[:, offset:end],
             is_shared)
 
-  if shared is not None:
-    parts.append(part(shared.k, shared.v, jnp.arange(shared.v.shape[-2], dtype=jnp.int32), True))
-    offset = shared.v.shape[-2]
-  for before_part in before:
-    parts.append(part(before_part.k, before_part.v,
-                      offset + jnp.arange(before_part.v.shape[-2], dtype=jnp.int32)))
-    offset += before_part.v.shape[-2]
+  for earlier, is_shared in ([] if shared is None else [(shared, True)]) + [(c, False) for c in before]:
+    parts.append(part(earlier.k, earlier.v, is_shared=is_shared))
+    offset += earlier.v.shape[-2]
   if cache is None:
     parts.append((keys_t, values, q_slots, kv_valid, k_pos, False))
   else:
@@ -390,7 +388,7 @@ def _attention(x, lp, cfg: ModelConfig, layer, is_sliding, rope_tables, position
     cache = KVCache(ck, cv)
     if attend_cache:
       ck, cv = (ck, cv) if layer is None else (ck[layer], cv[layer])
-      parts.append(part(ck, cv, offset + jnp.arange(cv.shape[2], dtype=jnp.int32)))
+      parts.append(part(ck, cv))
     else:  # prefill: the cache held nothing before these tokens
       parts.append(part(keys_t, values, q_slots))
   out = _attend(qg, parts, q_slots, positions, cfg, is_sliding)
