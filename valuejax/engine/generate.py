@@ -337,7 +337,7 @@ class Generator:
     """share_prefix: run a prefix that every prompt of a batch shares once (see PREFIX_MULTIPLE). Results
     are the same up to float rounding; not used when an edit with keep_prob < 1 reaches the prompt (its
     random draws would then be shared by the rows).
-    parts: row blocks that each weight matrix is cut into, so that their matmuls run side by side (default
+    parts: row blocks that each weight matrix is cut into, each its own matmul (faster on a CPU; default
     `default_parts()`: one per CPU core, at most 4; one on accelerators). Results are the same up to float
     rounding.
     segments: the decode loop runs as this many loops in a row, each with a cache of its own steps' slots,

@@ -52,8 +52,8 @@ class KVCache(NamedTuple):
 
 def default_parts() -> int:
   """How many blocks `unstack_layers` cuts each weight matrix into: one per CPU core (at most 4) on the CPU
-  backend, one elsewhere. XLA's CPU runtime runs one matmul on one thread but independent matmuls side by
-  side, so on a CPU a decode step whose matrices are cut into blocks uses every core."""
+  backend, one elsewhere. XLA's CPU runtime spreads one matmul over the cores itself, but for the few rows of
+  a decode step one matmul per block is faster (SmolLM2, 2 cores: 65 -> 56 ms per batch-8 step)."""
   if jax.default_backend() != "cpu":
     return 1
   cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
