@@ -237,10 +237,12 @@ class _Scorer:
   @property
   def generator(self):
     # One Generator for every pair and edit: it keeps one compiled executable per shape bucket, and the
-    # edit is an argument of that executable, so edits of one shape never recompile.
+    # edit is an argument of that executable, so edits of one shape never recompile. Every batch runs as
+    # batch_size rows, a short last one included.
     if self._generator is None:
       from valuejax.engine.generate import Generator
-      self._generator = Generator(self.model.params, self.model.config, pad_id=self.pad_id, eos_ids=self.eos_ids)
+      self._generator = Generator(self.model.params, self.model.config, pad_id=self.pad_id, eos_ids=self.eos_ids,
+                                  batch_buckets=(self.config.intervene.batch_size,))
     return self._generator
 
   @property

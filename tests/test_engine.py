@@ -136,6 +136,22 @@ def _stats_tuple(out):
   return [np.asarray(x) for x in jax.tree.leaves((out.prompt_stats, out.gen_stats))]
 
 
+def _assert_same_stats(x, y):
+  """Statistics of the same tokens computed in differently shaped batches: counts exact, sums close."""
+  for a, b, name in zip(_stats_tuple(x), _stats_tuple(y), ["tokens", "items", "count", "s1", "s2", "hist"] * 2):
+    if name == "hist":
+      # Matmul blocking differs with the shapes and rounds differently in the last bit, so a value lying on a
+      # bin edge may land in the neighbouring bin: totals are exact and any difference is a move to an
+      # adjacent bin.
+      np.testing.assert_array_equal(a.sum(-1), b.sum(-1))
+      moved = np.cumsum(a - b, axis=-1)
+      assert np.abs(moved).max() <= 1 and (moved != 0).mean() < 1e-3
+    elif np.issubdtype(a.dtype, np.integer):
+      np.testing.assert_array_equal(a, b, err_msg=name)
+    else:
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5, err_msg=name)
+
+
 @pytest.mark.parametrize("mesh_shape,mode", [((8, 1), "replicated"), ((4, 2), "fsdp")])
 def test_eight_devices_give_the_statistics_of_one(mesh_shape, mode):
   assert jax.device_count() == 8
@@ -152,17 +168,7 @@ def test_eight_devices_give_the_statistics_of_one(mesh_shape, mode):
   multi = Generator(sharded_params, cfg, mesh=mesh, pad_id=0, eos_ids=(2,))(ids, mask, 8, group_ids=groups,
                                                                             stats=spec)
   np.testing.assert_array_equal(single.tokens, multi.tokens)
-  for a, b, name in zip(_stats_tuple(single), _stats_tuple(multi), ["tokens", "items", "count", "s1", "s2", "hist"] * 2):
-    if name == "hist":
-      # Per-device matmul blocking rounds differently in the last bit, so a value lying on a bin edge may
-      # land in the neighbouring bin: totals are exact and any difference is a move to an adjacent bin.
-      np.testing.assert_array_equal(a.sum(-1), b.sum(-1))
-      moved = np.cumsum(a - b, axis=-1)
-      assert np.abs(moved).max() <= 1 and (moved != 0).mean() < 1e-3
-    elif np.issubdtype(a.dtype, np.integer):
-      np.testing.assert_array_equal(a, b, err_msg=name)
-    else:
-      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5, err_msg=name)
+  _assert_same_stats(single, multi)
 
 
 def test_sampling_is_seeded_and_top_p_tiny_is_greedy():
@@ -207,6 +213,38 @@ def test_one_compile_per_bucket():
   ids, mask = tiny_models.padded_batch(lengths=(12, 5), total=12, left=(True, False))
   gen(ids, mask, 4)
   assert len(gen._compiled) == 2
+
+
+def test_batch_buckets_add_empty_rows_that_change_nothing():
+  """A batch runs as its bucket's size, the rest empty rows: tokens (greedy and sampled), lengths and exact
+  counts equal those of the batch run as it is, and batch sizes of one bucket share an executable."""
+  _, cfg, params = tiny_models.valuejax_model("llama")
+  ids4, mask4 = _prompts(seed=3)
+  ids, mask = ids4[:3], mask4[:3]
+  groups = np.array([0, 1, 0], np.int32)
+  padded = Generator(params, cfg, pad_id=0, eos_ids=(2,))
+  exact = Generator(params, cfg, pad_id=0, eos_ids=(2,), batch_buckets=None)
+  kw = dict(seed=5, group_ids=groups, stats=StatsSpec(2, hist=True))
+  for sampling in (Sampling(repetition_penalty=1.1), Sampling(temperature=1.3, top_p=0.9)):
+    a = padded(ids, mask, 7, sampling=sampling, **kw)
+    b = exact(ids, mask, 7, sampling=sampling, **kw)
+    assert a.tokens.shape == (3, 7)
+    np.testing.assert_array_equal(a.tokens, b.tokens)
+    np.testing.assert_array_equal(a.lengths, b.lengths)
+    _assert_same_stats(a, b)
+  assert [key[0] for key in padded._compiled] == [4, 4] and [key[0] for key in exact._compiled] == [3, 3]
+  padded(ids4, mask4, 7, sampling=Sampling(repetition_penalty=1.1), seed=5, group_ids=np.array([0, 1, 0, 1]),
+         stats=StatsSpec(2, hist=True))
+  assert len(padded._compiled) == 2  # 4 rows: the executable of 3
+  many = np.concatenate([ids4] * 5)[:17], np.concatenate([mask4] * 5)[:17]
+  gen = Generator(params, cfg, pad_id=0, eos_ids=(2,))
+  assert len(gen(*many, 3).tokens) == 17 and [key[0] for key in gen._compiled] == [24]
+  tf = TeacherForcer(params, cfg)(ids, mask, groups, StatsSpec(2))
+  tf_exact = TeacherForcer(params, cfg, batch_buckets=None)(ids, mask, groups, StatsSpec(2))
+  for x, y in zip(jax.tree.leaves(tf), jax.tree.leaves(tf_exact)):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-5)
+  with pytest.raises(ValueJaxError, match="batch buckets"):
+    Generator(params, cfg, batch_buckets=(0, 8))
 
 
 def test_unrolled_and_scanned_layers_agree():

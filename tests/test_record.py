@@ -37,6 +37,8 @@ def test_resume_from_any_batch_is_exact():
   # Generated-token statistics count exactly the response tokens the engine reported (EOS excluded).
   assert full.tokens == full.prompt_stats.tokens.sum() + full.gen_stats.tokens.sum()
   assert full.gen_stats.tokens.sum() > 0
+  # The short last batch (one prompt) ran as batch_size rows: no compile of its own.
+  assert {key[0] for key in rec.engine._compiled} == {2}
 
 
 def test_teacher_forced_counts_every_prompt_token():
@@ -47,6 +49,7 @@ def test_teacher_forced_counts_every_prompt_token():
   assert state.gen_stats is None
   lengths = [len(ids) for batch in rec.batches(prompts) for _, ids in batch]
   assert state.prompt_stats.tokens.sum() == sum(lengths)
+  assert {key[0] for key in rec.engine._compiled} == {3}  # batches of 3 and 2 prompts
   # Gemma prompts without a chat template start with <bos>.
   assert all(ids[0] == model.config.bos_token_id for b in rec.batches(prompts) for _, ids in b)
 

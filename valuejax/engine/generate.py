@@ -28,6 +28,9 @@ log = logging.getLogger("valuejax")
 
 # Padding is computed like real tokens, so buckets are fine where prompts are short and coarse beyond.
 PROMPT_BUCKETS = (8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096, 8192)
+# Batches are padded with empty rows (no tokens, no group) to one of these sizes, so that a run whose last
+# batch is short, or a caller whose batch sizes vary, does not compile for every size.
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 EDIT_SCOPES = ("prompt", "generated", "all")
 # A prefix that every prompt of a batch shares (system prompt, chat template, instruction) is run once, as
 # one row whose keys and values every row attends to; its length is rounded down to a multiple of this, so
@@ -285,8 +288,9 @@ def _split_prefix(ids: np.ndarray, mask: np.ndarray, buckets, pad_id: int, multi
 
 
 def _prepare_batch(input_ids, attention_mask, group_ids, buckets, pad_id: int, mesh, stats: StatsSpec | None,
-                   prefix_multiple: int = 0):
-  """Left-pads to the length bucket and pads the batch to a multiple of the data axis with empty rows.
+                   prefix_multiple: int = 0, batch_buckets: Sequence[int] | None = None):
+  """Left-pads to the length bucket and pads the batch with empty rows to its batch bucket (none: as it is),
+  rounded up to a multiple of the data axis.
 
   With prefix_multiple > 0, a prefix all rows share goes first (see _split_prefix); returns ids, mask,
   groups and that prefix ([0] when there is none).
@@ -306,12 +310,23 @@ def _prepare_batch(input_ids, attention_mask, group_ids, buckets, pad_id: int, m
     raise ValueJaxError(f"group ids have shape {groups.shape}, expected ({n},): one group per row")
   if stats is not None and (groups.min(initial=0) < -1 or groups.max(initial=0) >= stats.num_groups):
     raise ValueJaxError(f"group ids must lie in [0, {stats.num_groups}) (or -1 for none)")
-  b = -(-n // shd.data_size(mesh)) * shd.data_size(mesh)
+  rows = bucket(n, batch_buckets) if batch_buckets and n else n
+  b = -(-rows // shd.data_size(mesh)) * shd.data_size(mesh)
   if b != n:  # empty rows: no tokens, no group
     ids = np.concatenate([ids, np.full((b - n, length), pad_id, np.int32)])
     mask = np.concatenate([mask, np.zeros((b - n, length), np.int32)])
     groups = np.concatenate([groups, np.full(b - n, -1, np.int32)])
   return ids, mask, groups, prefix
+
+
+def _batch_buckets(buckets: Sequence[int] | None) -> tuple[int, ...] | None:
+  """Sorted batch buckets, or None (no padding) for None or empty."""
+  if not buckets:
+    return None
+  out = tuple(sorted({int(b) for b in buckets}))
+  if out[0] < 1:
+    raise ValueJaxError(f"batch buckets must be positive sizes, got {tuple(buckets)}")
+  return out
 
 
 def _edit_signature(edit: NeuronEdit | None):
@@ -333,7 +348,8 @@ class Generator:
 
   def __init__(self, params, cfg: ModelConfig, *, mesh=None, prompt_buckets: Sequence[int] = PROMPT_BUCKETS,
                pad_id: int | None = None, eos_ids: Sequence[int] | None = None, unroll: bool = True,
-               share_prefix: bool = True, parts: int | None = None, segments: int | None = None):
+               share_prefix: bool = True, parts: int | None = None, segments: int | None = None,
+               batch_buckets: Sequence[int] | None = BATCH_BUCKETS):
     """share_prefix: run a prefix that every prompt of a batch shares once (see PREFIX_MULTIPLE). Results
     are the same up to float rounding; not used when an edit with keep_prob < 1 reaches the prompt (its
     random draws would then be shared by the rows).
@@ -343,7 +359,9 @@ class Generator:
     segments: the decode loop runs as this many loops in a row, each with a cache of its own steps' slots,
     so that a step's attention reads the slots written so far, not those of the whole run (default
     `default_segments(max_new_tokens)`). More segments read less and compile longer (each is compiled);
-    results are the same up to float rounding."""
+    results are the same up to float rounding.
+    batch_buckets: a batch of n rows runs as the smallest bucket >= n (beyond the largest: a multiple of
+    it), the rest empty rows; None runs every batch as it is (one compile per batch size)."""
     # Decoding reads every weight once per token; unrolled layers read them in place (see unstack_layers).
     self.params = unstack_layers(params, parts) if unroll else params
     self.share_prefix = share_prefix
@@ -352,6 +370,7 @@ class Generator:
     self.segments = segments
     self.cfg, self.mesh = cfg, mesh
     self.prompt_buckets = tuple(prompt_buckets)
+    self.batch_buckets = _batch_buckets(batch_buckets)
     self.pad_id = int(pad_id if pad_id is not None else (cfg.pad_token_id if cfg.pad_token_id is not None else 0))
     self.eos_ids = tuple(int(e) for e in (eos_ids if eos_ids is not None else cfg.eos_token_ids))
     self._compiled: dict = {}
@@ -368,7 +387,8 @@ class Generator:
                           and float(np.asarray(edit.keep_prob)) < 1.0)
     share = PREFIX_MULTIPLE if self.share_prefix and not random_prompt_edit else 0
     ids, mask, groups, prefix = _prepare_batch(input_ids, attention_mask, group_ids, self.prompt_buckets,
-                                               self.pad_id, self.mesh, stats, prefix_multiple=share)
+                                               self.pad_id, self.mesh, stats, prefix_multiple=share,
+                                               batch_buckets=self.batch_buckets)
     b, p = ids.shape
     args = [self.params, ids, mask, groups, prefix, jax.random.key(seed), edit]
     if self.mesh is not None:
@@ -393,10 +413,10 @@ def generate(params, cfg: ModelConfig, input_ids, attention_mask=None, max_new_t
 
   kwargs: sampling (Sampling), seed, group_ids [B] with stats (StatsSpec), edit (NeuronEdit),
   edit_scope ("prompt" | "generated" | "all"), and Generator's mesh / pad_id / eos_ids / prompt_buckets /
-  share_prefix / parts / segments.
+  batch_buckets / share_prefix / parts / segments.
   """
-  ctor = {k: kwargs.pop(k) for k in ("mesh", "pad_id", "eos_ids", "prompt_buckets", "share_prefix", "parts",
-                                     "segments") if k in kwargs}
+  ctor = {k: kwargs.pop(k) for k in ("mesh", "pad_id", "eos_ids", "prompt_buckets", "batch_buckets", "share_prefix",
+                                     "parts", "segments") if k in kwargs}
   return _generator(params, cfg, **ctor)(input_ids, attention_mask, max_new_tokens, **kwargs)
 
 
@@ -424,18 +444,20 @@ def _teacher_forced_core(params, input_ids, attention_mask, group_ids, edit, *, 
 
 
 class TeacherForcer:
-  """Statistics over every input token (LAPE), no generation; one executable per (batch, length) bucket."""
+  """Statistics over every input token (LAPE), no generation; one executable per (batch, length) bucket.
+  batch_buckets: as Generator's."""
 
   def __init__(self, params, cfg: ModelConfig, *, mesh=None, buckets: Sequence[int] = PROMPT_BUCKETS,
-               pad_id: int | None = None):
+               pad_id: int | None = None, batch_buckets: Sequence[int] | None = BATCH_BUCKETS):
     self.params, self.cfg, self.mesh, self.buckets = params, cfg, mesh, tuple(buckets)
+    self.batch_buckets = _batch_buckets(batch_buckets)
     self.pad_id = int(pad_id if pad_id is not None else (cfg.pad_token_id or 0))
     self._compiled: dict = {}
 
   def __call__(self, input_ids, attention_mask, group_ids, stats: StatsSpec,
                edit: NeuronEdit | None = None) -> DeviceStats:
     ids, mask, groups, _ = _prepare_batch(input_ids, attention_mask, group_ids, self.buckets, self.pad_id,
-                                          self.mesh, stats)
+                                          self.mesh, stats, batch_buckets=self.batch_buckets)
     args = [self.params, ids, mask, groups, edit]
     if self.mesh is not None:
       args[1:4] = shd.shard_batch(self.mesh, ids, mask, groups)

@@ -100,10 +100,11 @@ class Recorder:
     if tok.eos_token_id is not None:
       eos.add(int(tok.eos_token_id))
     self.bos = cfg.bos_token_id if cfg.model_type.startswith("gemma") else None
+    # Every batch runs as `batch_size` rows (a short last one gets empty rows): one compile per length bucket.
     if mode == "generate":
-      self.engine = Generator(params, cfg, mesh=mesh, pad_id=pad, eos_ids=sorted(eos))
+      self.engine = Generator(params, cfg, mesh=mesh, pad_id=pad, eos_ids=sorted(eos), batch_buckets=(batch_size,))
     else:
-      self.engine = TeacherForcer(params, cfg, mesh=mesh, pad_id=pad)
+      self.engine = TeacherForcer(params, cfg, mesh=mesh, pad_id=pad, batch_buckets=(batch_size,))
 
   def _encode(self, prompts: Sequence[Prompt]) -> list[list[int]]:
     out = []
