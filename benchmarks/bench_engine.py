@@ -43,15 +43,17 @@ def timed(fn, repeats: int) -> float:
   return statistics.median(times)
 
 
-def make_prompts(tok, n: int, seed: int = 0) -> list[list[int]]:
+def make_prompts(model, n: int, seed: int = 0) -> list[list[int]]:
+  """n questions, encoded as the engine encodes prompts (chat template, or plain text after <bos>)."""
+  from valuejax.engine.record import Prompt, encode_prompt, prompt_bos
   topics = ["honesty at work", "caring for parents", "trying a new city", "saving money", "helping a neighbour",
             "following tradition", "winning a contest", "protecting nature", "a risky startup", "school rules"]
   rng = np.random.default_rng(seed)
   out = []
   for i in range(n):
     q = f"In two paragraphs, what would you do about {topics[rng.integers(len(topics))]}? Case {i}."
-    text = tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True, tokenize=False)
-    out.append(tok(text, add_special_tokens=False)["input_ids"])
+    out.append(encode_prompt(model.tokenizer, Prompt(f"q{i}", "all", messages=[{"role": "user", "content": q}]),
+                             prompt_bos(model.config)))
   return out
 
 
@@ -141,7 +143,7 @@ def main(argv=None) -> int:
   # The same engine without running the prompts' shared prefix (system prompt + template) once.
   gen_unshared = Generator(model.params, cfg, pad_id=pad, eos_ids=(), share_prefix=False)
   for b in [int(x) for x in args.batches.split(",")]:
-    ids, mask = left_padded(make_prompts(tok, b), pad)
+    ids, mask = left_padded(make_prompts(model, b), pad)
     tokens = b * args.new
     groups = np.arange(b, dtype=np.int32) % 2
 

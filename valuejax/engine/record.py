@@ -74,6 +74,11 @@ def encode_prompt(tokenizer, prompt: Prompt, bos_token_id: int | None = None) ->
   return ids
 
 
+def prompt_bos(cfg) -> int | None:
+  """The token `encode_prompt` puts first when a prompt has no chat template: <bos> for Gemma, else none."""
+  return cfg.bos_token_id if cfg.model_type.startswith("gemma") else None
+
+
 class Recorder:
   """Accumulates statistics of generated (or teacher-forced) tokens for named groups of prompts."""
 
@@ -99,7 +104,7 @@ class Recorder:
     eos = set(cfg.eos_token_ids)
     if tok.eos_token_id is not None:
       eos.add(int(tok.eos_token_id))
-    self.bos = cfg.bos_token_id if cfg.model_type.startswith("gemma") else None
+    self.bos = prompt_bos(cfg)
     # Every batch runs as `batch_size` rows (a short last one gets empty rows): one compile per length bucket.
     if mode == "generate":
       self.engine = Generator(params, cfg, mesh=mesh, pad_id=pad, eos_ids=sorted(eos), batch_buckets=(batch_size,))
