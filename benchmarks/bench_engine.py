@@ -103,6 +103,7 @@ def main(argv=None) -> int:
   ap.add_argument("--repeats", type=int, default=3)
   ap.add_argument("--dtype", default="float32")
   ap.add_argument("--threads", type=int, default=os.cpu_count())
+  ap.add_argument("--rss-prompts", type=int, default=32, help="prompts of the first of three memory rounds")
   ap.add_argument("--skip-peer", action="store_true")
   ap.add_argument("--json", default=None, help="also write the results here")
   args = ap.parse_args(argv)
@@ -237,7 +238,7 @@ def main(argv=None) -> int:
 
   # Memory: current RSS after recording 1x, 2x and 4x as many prompts (same shapes) must stay flat.
   rec = Recorder(model, groups=["a", "b"], batch_size=8, max_new_tokens=16)
-  base = [Prompt(f"p{i}", "ab"[i % 2], text=f"Tell me about value number {i}.") for i in range(32)]
+  base = [Prompt(f"p{i}", "ab"[i % 2], text=f"Tell me about value number {i}.") for i in range(args.rss_prompts)]
   mem = []
   for k in (1, 2, 4):
     prompts = [Prompt(f"{p.id}-{j}", p.group, text=p.text) for j in range(k) for p in base]

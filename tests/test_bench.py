@@ -1,0 +1,29 @@
+"""The engine benchmark runs end to end on the real default model (tiny sizes) and reports every row."""
+
+import importlib.util
+import json
+import pathlib
+
+import pytest
+
+pytestmark = pytest.mark.real_model
+
+
+def test_engine_benchmark_reports_every_row(tmp_path):
+  path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "bench_engine.py"
+  spec = importlib.util.spec_from_file_location("bench_engine", path)
+  bench = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(bench)
+  out = tmp_path / "bench.json"
+  assert bench.main(["--batches", "4", "--new", "3", "--repeats", "1", "--tf-batch", "2", "--tf-len", "16",
+                     "--rss-prompts", "2", "--json", str(out)]) == 0
+  res = json.loads(out.read_text())
+  cases = [r["case"] for r in res["rows"]]
+  assert cases[0].startswith("generate + statistics, batch 4, 3 new") and cases[2].startswith("teacher-forced")
+  assert len(cases) == 5
+  for r in res["rows"][:3]:
+    assert r["peer_tok_s"] > 0 and r["valuejax_tok_s"] > 0 and r["ratio"] == pytest.approx(
+        r["valuejax_tok_s"] / r["peer_tok_s"])
+  gen = res["rows"][0]
+  assert gen["floor_tok_s"] > 0 and gen["ceiling_tok_s"] > 0 and gen["prompt_pass_s"] > 0
+  assert [n for n, _ in res["rss_mib"]] == [2, 4, 8] and res["peak_rss_mib"] > 0
