@@ -157,18 +157,26 @@ def test_forward_is_jittable_and_bfloat16_runs():
 
 
 @pytest.mark.parametrize("parts", [1, 3])
-@pytest.mark.parametrize("arch", ["llama", "gemma3_text", "gpt2"])
+@pytest.mark.parametrize("arch", ["llama", "gemma3_text", "gpt2", "qwen2"])
 def test_unstacked_layers_give_the_same_forward(arch, parts):
+  """Unrolled layers with fused q/k/v (biases of gpt2 and qwen2 included) and gate/up (gated MLPs; gpt2's
+  one projection stays as it is), in row blocks."""
   from valuejax.models.forward import unstack_layers
   _, cfg, params = tiny_models.valuejax_model(arch)
   ids, mask = tiny_models.padded_batch()
   ref, ref_act = forward(params, cfg, jnp.asarray(ids), jnp.asarray(mask), capture="act")
   unstacked = unstack_layers(params, parts=parts)
-  blocks = unstacked["layers"][0]["gate"]["kernel_t"]
+  layer = unstacked["layers"][0]
+  assert "qkv" in layer and not {"q", "k", "v"} & set(layer)
+  assert ("bias" in layer["qkv"]) == (arch in ("gpt2", "qwen2"))
+  mlp = "gate_up" if cfg.gated_mlp else "gate"
+  assert mlp in layer and ("up" in layer) is False
+  blocks = layer[mlp]["kernel_t"]
   if parts == 1:
     assert not isinstance(blocks, tuple) and "unembed_t" not in unstacked
   else:  # row blocks of uneven size, the unembedding's too (tied or not)
-    assert len(blocks) == 3 and sum(b.shape[0] for b in blocks) == cfg.intermediate_size
+    assert len(blocks) == 3
+    assert sum(b.shape[0] for b in blocks) == cfg.intermediate_size * (2 if cfg.gated_mlp else 1)
     assert len(unstacked["unembed_t"]) == 3 and "lm_head" not in unstacked
   out, act = forward(unstacked, cfg, jnp.asarray(ids), jnp.asarray(mask), capture="act")
   np.testing.assert_allclose(np.asarray(out), np.asarray(ref), atol=1e-5)
