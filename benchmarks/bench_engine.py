@@ -71,9 +71,10 @@ class HookStats:
 
   def __init__(self, torch, model, num_layers, width, skip_prompt: bool):
     self.torch, self.skip_prompt = torch, skip_prompt
-    self.count = torch.zeros(num_layers, width, dtype=torch.int64)
-    self.s1 = torch.zeros(num_layers, width, dtype=torch.float64)
-    self.s2 = torch.zeros(num_layers, width, dtype=torch.float64)
+    device = next(model.parameters()).device  # the sums live where the activations are (cuda on a GPU)
+    self.count = torch.zeros(num_layers, width, dtype=torch.int64, device=device)
+    self.s1 = torch.zeros(num_layers, width, dtype=torch.float64, device=device)
+    self.s2 = torch.zeros(num_layers, width, dtype=torch.float64, device=device)
     self.weight = None
     self.handles = [layer.mlp.act_fn.register_forward_hook(self._hook(i)) for i, layer in
                     enumerate(model.model.layers)]
@@ -227,6 +228,8 @@ def main(argv=None) -> int:
       with torch.no_grad():
         hf(input_ids=tids, attention_mask=tmask)
       hs.remove()
+      if device == "cuda":
+        torch.cuda.synchronize()
     t_peer = timed(peer_tf, args.repeats + 1)
   n = b * t
   row(f"teacher-forced statistics, {b} x {t}", n / t_peer if t_peer else None, n / t_tf)
