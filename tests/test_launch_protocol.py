@@ -158,3 +158,14 @@ def test_tiny_random_model_answers_are_unparsed_and_reported_as_such(tiny_model,
   records = [json.loads(x) for x in open(os.path.join(wd, "intervene", "examples.jsonl"))]
   protocol = [r for r in records if r["metadata"].get("metric") == "choice_protocol"]
   assert len(protocol) == 3 * n and all(r["metadata"]["support_aligned"] is None for r in protocol)
+
+
+def test_protocol_generator_runs_every_batch_as_batch_size_rows():
+  """A short last batch of answers pads to intervene.batch_size instead of compiling a shape of its own."""
+  from tests import tiny_models
+  model = tiny_models.tiny_model_object("llama")
+  scorer = iv._Scorer(_config(), model)
+  assert scorer.generator.batch_buckets == (2,)
+  ids = np.array([[5, 6, 7]], np.int32)  # one prompt, batch_size 2
+  out = scorer.generator(ids, np.ones_like(ids), 3)
+  assert out.tokens.shape == (1, 3) and [key[0] for key in scorer.generator._compiled] == [2]
