@@ -189,7 +189,7 @@ def _continuation_under_edit(params, cfg, batch, neurons, edit_mask):
   function). The new keys go into this edit's copy of the cache; the prompts' entries are only read."""
   from valuejax.models.forward import KVCache, forward_cached
   ids = batch["input_ids"]
-  start = jnp.asarray(batch["cache_v"].shape[3] - ids.shape[1], jnp.int32)  # values: [L, B, KV, S, hd]
+  start = jnp.asarray(batch["cache_v"].shape[3] - ids.shape[1], jnp.int32)  # values: [L, KV, B, S, hd]
   logits, _, _ = forward_cached(params, cfg, ids, batch["positions"], KVCache(batch["cache_k"], batch["cache_v"]),
                                 start, batch["kv_valid"], edit=neurons, edit_mask=edit_mask, logits="all")
   return _sum_target_logprobs(logits.astype(jnp.float32), batch["targets"], batch["attention_mask"])
