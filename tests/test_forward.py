@@ -179,8 +179,11 @@ def test_unstacked_layers_give_the_same_forward(arch, parts):
     assert sum(b.shape[0] for b in blocks) == cfg.intermediate_size * (2 if cfg.gated_mlp else 1)
     assert len(unstacked["unembed_t"]) == 3 and "lm_head" not in unstacked
   out, act = forward(unstacked, cfg, jnp.asarray(ids), jnp.asarray(mask), capture="act")
-  np.testing.assert_allclose(np.asarray(out), np.asarray(ref), atol=1e-5)
-  np.testing.assert_allclose(np.asarray(act), np.asarray(ref_act), atol=1e-5)
+  # The same arithmetic in other summation orders (fused and blocked matmuls): float32 rounding only.
+  terms = tiny_models.forward_terms(cfg)
+  np.testing.assert_allclose(np.asarray(out), np.asarray(ref), rtol=0, atol=tiny_models.reorder_atol(ref, terms))
+  np.testing.assert_allclose(np.asarray(act), np.asarray(ref_act), rtol=0,
+                             atol=tiny_models.reorder_atol(ref_act, terms))
 
 
 def test_default_parts_follow_the_usable_cores(monkeypatch):

@@ -127,3 +127,24 @@ def tiny_model_object(arch: str = "llama", seed: int = 0):
   import types
   model, cfg, params = valuejax_model(arch, seed)
   return types.SimpleNamespace(config=cfg, params=params, tokenizer=tiny_tokenizer(), hf_model=model)
+
+
+# float32 unit roundoff: one rounded operation is off by at most this fraction of its result.
+F32_U = 2.0 ** -24
+
+
+def reorder_atol(values, terms: int) -> float:
+  """Bound on |a - b| for float32 values computed by the same arithmetic in two summation orders.
+
+  A sum of n terms rounded in any order is off by at most n * u times the largest magnitude it reaches
+  (u = 2^-24); `terms` counts the additions on the longest path to a value (e.g. layers * the longest
+  dot product, plus the tokens a statistic sums over), and the values' own largest magnitude, at least 1
+  (partial sums of mixed signs pass through the hidden states' unit scale), stands for that scale. A bound
+  from the arithmetic, so it holds on any machine, not a margin over one run.
+  """
+  return float(terms * F32_U * max(float(np.max(np.abs(np.asarray(values, np.float64)))), 1.0))
+
+
+def forward_terms(cfg) -> int:
+  """The additions on the longest path through the decoder: every layer's longest dot product."""
+  return cfg.num_layers * max(cfg.hidden_size, cfg.intermediate_size, cfg.num_heads * cfg.head_dim)
