@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from valuejax.errors import ValueJaxError
-from valuejax.locate import (HIST_EDGES, PRESETS, hist_quantile, lape, sorted_quantile, valuelocate,
-                             valuelocate_pair, vape, vape_preset)
+from valuejax.locate import (HIST_EDGES, PRESETS, GroupNeurons, hist_quantile, lape, set_size,
+                             sorted_quantile, valuelocate, valuelocate_pair, vape, vape_preset)
 
 
 def layer_lists(ns, group):
@@ -97,6 +97,118 @@ def test_valuelocate_pair_picks_groups_by_name():
   assert layer_lists(ns, "conservation") == [[0], [0, 2]]
   with pytest.raises(ValueJaxError, match="unknown group 'tradition'"):
     valuelocate_pair(counts, [8, 8, 8], ["openness", "conservation", "x"], "tradition", "openness")
+
+
+# -- ValueLocate set sizes --------------------------------------------------------------------------
+
+SMOLLM2 = 30 * 1536  # SmolLM2-135M: 46,080 MLP neurons
+
+
+def _old_rule(p_plus, p_minus, threshold, min_count):
+  """The rule valuelocate applied before `size` existed, written out independently of it."""
+  num_layers, num_neurons = p_plus.shape
+  groups = {}
+  for name, own, other in (("+", p_plus, p_minus), ("-", p_minus, p_plus)):
+    delta = (own - other).ravel()
+    n = max(min(min_count, delta.size), int(np.count_nonzero(delta >= threshold)))
+    chosen = np.array(sorted(range(delta.size), key=lambda i: (-delta[i], i))[:n], np.int64)
+    groups[name] = GroupNeurons.from_flat(chosen, num_layers, num_neurons,
+                                          {"delta": delta[chosen], "p": own.ravel()[chosen]})
+  return groups
+
+
+def test_set_size_fraction_rounds_half_up_and_keeps_at_least_one():
+  assert set_size(0.005, SMOLLM2, 0, 2000) == 230  # 230.4
+  assert set_size(0.0051, SMOLLM2, 0, 2000) == 235  # 235.008
+  # Exactly .5 rounds up, where Python's round() would give the even neighbour.
+  assert set_size(0.5, 5, 0, 2000) == 3  # 2.5; round() -> 2
+  assert set_size(0.75, 6, 0, 2000) == 5  # 4.5; round() -> 4
+  assert set_size(0.3125, 16, 0, 2000) == 5  # 5.0 exactly stays 5
+  assert set_size(1e-7, SMOLLM2, 0, 2000) == 1  # 0.0046 -> at least one neuron
+  assert set_size(0.999, 6, 0, 2000) == 6
+  # The threshold count and min_count play no part in a fraction.
+  assert set_size(0.005, SMOLLM2, 40000, 2000) == 230
+  # Command-line config values arrive as strings; numpy scalars are numbers too.
+  assert set_size("0.005", SMOLLM2, 0, 2000) == set_size(np.float64(0.005), SMOLLM2, 0, 2000) == 230
+
+
+def test_set_size_paper_and_exact_counts():
+  assert set_size("paper", SMOLLM2, 10, 2000) == 2000
+  assert set_size("paper", SMOLLM2, 3000, 2000) == 3000
+  assert set_size("paper", 6, 0, 2000) == 6  # min_count capped at all neurons
+  assert set_size(200, SMOLLM2, 5000, 2000) == 200
+  assert set_size(np.int64(200), SMOLLM2, 0, 0) == set_size("200", SMOLLM2, 0, 0) == 200
+  assert set_size(1, SMOLLM2, 0, 0) == 1
+  assert set_size(10 ** 6, SMOLLM2, 0, 0) == SMOLLM2
+
+
+BAD_SIZES = [0, -3, 0.0, -0.5, 1.0, 1.5, float("nan"), float("inf"), True, False, None, "", "Paper",
+             "fraction", "0", "-1", "1.0", "nan", [0.1]]
+
+
+@pytest.mark.parametrize("bad", BAD_SIZES, ids=repr)
+def test_invalid_sizes_name_the_accepted_forms(bad):
+  with pytest.raises(ValueJaxError) as e:
+    set_size(bad, SMOLLM2, 0, 2000)
+  assert "`size`" in str(e.value) and '"paper"' in str(e.value) and "(0, 1)" in str(e.value)
+  with pytest.raises(ValueJaxError, match="is not a size rule"):
+    valuelocate(P_PLUS, P_MINUS, size=bad)
+  counts = np.stack([np.round(P_PLUS * 8), np.round(P_MINUS * 8)]).astype(np.int64)
+  with pytest.raises(ValueJaxError, match="is not a size rule"):
+    valuelocate_pair(counts, [8, 8], ["a", "b"], "a", "b", size=bad)
+
+
+@pytest.mark.parametrize("threshold, min_count", [(0.1, 2000), (0.25, 1), (0.25, 40), (0.0, 5), (0.9, 0)])
+def test_size_paper_is_exactly_the_old_default(threshold, min_count):
+  rng = np.random.default_rng(0)
+  # Multiples of 1/8 make many exact ties in delta, so the tie-break is exercised.
+  p_plus, p_minus = rng.integers(0, 9, (2, 5, 16)) / 8
+  default = valuelocate(p_plus, p_minus, threshold, min_count)
+  named = valuelocate(p_plus, p_minus, threshold, min_count, size="paper")
+  assert default == named
+  old = _old_rule(p_plus, p_minus, threshold, min_count)
+  for g in ("+", "-"):
+    assert named[g] == old[g]  # same neurons, same order, same scores, bit for bit
+  params = named.provenance["parameters"]
+  assert params["size"] == "paper" and params["size_count"] == {g: len(old[g]) for g in ("+", "-")}
+  assert params["threshold"] == threshold and params["min_count"] == min_count
+
+
+def test_size_keeps_the_top_n_by_delta_with_stable_ties():
+  # The hand-computed pair above: "+" ranks ids 3 (.75), 0, 5 (.25), then 1, 4 (0), 2 (-.5).
+  ns = valuelocate(P_PLUS, P_MINUS, threshold=0.0, min_count=2000, size=4)
+  assert layer_lists(ns, "+") == [[0, 1], [0, 2]]  # the zero tie between ids 1 and 4 goes to 1
+  assert layer_lists(ns, "-") == [[0, 1, 2], [1]]  # the -.25 tie between ids 0 and 5 goes to 0
+  # A fraction: 0.5 * 6 = 3 neurons, though 5 neurons reach the threshold 0 and min_count is 2000.
+  ns = valuelocate(P_PLUS, P_MINUS, threshold=0.0, min_count=2000, size=0.5)
+  assert layer_lists(ns, "+") == [[0], [0, 2]]
+  np.testing.assert_array_equal(ns["+"].score("delta"), [0.25, 0.75, 0.25])
+  assert layer_lists(ns, "-") == [[1, 2], [1]]  # .5, then the zero tie 1, 4 in id order
+  params = ns.provenance["parameters"]
+  assert params["size"] == 0.5 and params["size_count"] == {"+": 3, "-": 3}
+  assert params["counts"]["+"] == {"above_threshold": 5, "kept": 3}
+  # A cut inside a tie: 2 neurons of "-" are id 2 and the lower id of the zero tie.
+  assert layer_lists(valuelocate(P_PLUS, P_MINUS, size="2"), "-") == [[1, 2], []]
+
+  rng = np.random.default_rng(1)
+  p_plus, p_minus = rng.integers(0, 5, (2, 6, 40)) / 4  # heavy ties
+  for size, n in ((0.1, 24), (0.0125, 3), (7, 7)):
+    ns = valuelocate(p_plus, p_minus, threshold=0.0, size=size)
+    for g, own, other in (("+", p_plus, p_minus), ("-", p_minus, p_plus)):
+      delta = (own - other).ravel()
+      want = sorted(sorted(range(delta.size), key=lambda i: (-delta[i], i))[:n])
+      assert len(ns[g]) == n and ns[g].flat.tolist() == want
+      np.testing.assert_array_equal(ns[g].score("delta"), delta[want])
+
+
+def test_valuelocate_pair_passes_the_size_on_and_provenance_saves():
+  counts = np.stack([np.round(P_MINUS * 8), np.round(P_PLUS * 8)]).astype(np.int64)
+  ns = valuelocate_pair(counts, [8, 8], ["openness", "conservation"], "conservation", "openness",
+                        threshold=0.25, min_count=1, size="0.5")
+  assert layer_lists(ns, "conservation") == [[0], [0, 2]]
+  assert ns.provenance["parameters"]["size"] == "0.5"  # recorded as given
+  assert ns.provenance["parameters"]["size_count"] == {"conservation": 3, "openness": 3}
+  ns.to_json_dict()  # JSON-serialisable as saved
 
 
 # -- histogram quantile -----------------------------------------------------------------------------

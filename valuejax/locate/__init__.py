@@ -4,14 +4,15 @@ the `NeuronSet` they return, and analysis, plots and linear probes of those sets
 
 from valuejax.locate.analysis import (LayerSplit, Overlap, counts_per_layer, jaccard, layer_split, overlap,
                                       split_by_layers)
-from valuejax.locate.contrast import (HIST_EDGES, activation_probability, hist_quantile, valuelocate,
-                                      valuelocate_pair)
+from valuejax.locate.contrast import (HIST_EDGES, SIZE_FORMS, activation_probability, hist_quantile, set_size,
+                                      valuelocate, valuelocate_pair)
 from valuejax.locate.entropy import PRESETS, decision, lape, semantic, sorted_quantile, vape, vape_preset
 from valuejax.locate.neuron_set import GroupNeurons, NeuronSet
 
 __all__ = [
     "GroupNeurons", "NeuronSet",
     "HIST_EDGES", "activation_probability", "hist_quantile", "valuelocate", "valuelocate_pair",
+    "SIZE_FORMS", "set_size",
     "PRESETS", "sorted_quantile", "vape", "vape_preset", "lape", "semantic", "decision",
     "LayerSplit", "Overlap", "counts_per_layer", "jaccard", "layer_split", "overlap", "split_by_layers",
     "plot_counts_per_layer", "plot_score_distribution", "plot_overlap",

@@ -4,6 +4,7 @@ opposing value aspects, ranked over all layers together; plus probability and hi
 
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -83,9 +84,41 @@ def hist_quantile(hist, q: float = 0.95, edges=HIST_EDGES, positive_only: bool =
     out[s:s + chunk] = np.where(total > 0, v, np.nan)
   return out.reshape(hist.shape[:-1])
 
+# What `size` accepts, for the error messages of every locator that takes a size rule.
+SIZE_FORMS = ('"paper" (max(min_count, #{delta >= threshold}), the published rule for 7-9B models), a float '
+              'in (0, 1) = that fraction of all L*F neurons (e.g. 0.005), or an int >= 1 = an exact count')
+
+def set_size(size: Any, num_total: int, n_above_threshold: int, min_count: int,
+             where: str = "set_size") -> int:
+  """How many neurons a group keeps under the size rule `size`, out of `num_total` = L*F neurons.
+
+  - "paper": `max(min(min_count, num_total), n_above_threshold)`, the published rule.
+  - a float in (0, 1): `floor(size * num_total + 0.5)` (round half up), at least 1; the threshold adds none.
+  - an int >= 1: exactly that many, capped at `num_total`.
+  A numeric string ("0.005", "200") counts as its number: command-line config values arrive as strings.
+  """
+  rule = size
+  if isinstance(rule, str) and rule != "paper":
+    for parse in (int, float):
+      try:
+        rule = parse(rule.strip())
+        break
+      except ValueError:
+        pass
+  if isinstance(rule, str) and rule == "paper":
+    return max(min(int(min_count), int(num_total)), int(n_above_threshold))
+  # bool is an int, but True as a size is a slip, not a count of 1.
+  if isinstance(rule, (int, np.integer)) and not isinstance(rule, bool) and rule >= 1:
+    return min(int(rule), int(num_total))
+  if isinstance(rule, (float, np.floating)) and 0.0 < rule < 1.0:  # NaN fails the comparison
+    # Round half up written out: Python's round() rounds halves to even.
+    return min(max(math.floor(float(rule) * num_total + 0.5), 1), int(num_total))
+  raise ValueJaxError(f"`size` = {size!r} is not a size rule", where, f"pass {SIZE_FORMS}")
+
 def valuelocate(p_plus, p_minus, threshold: float = 0.1, min_count: int = 2000, hist_plus=None,
                 hist_minus=None, *, group_names: Sequence[str] = ("+", "-"), hist_edges=HIST_EDGES,
-                v95_quantile: float = 0.95, provenance: Mapping[str, Any] | None = None) -> NeuronSet:
+                v95_quantile: float = 0.95, provenance: Mapping[str, Any] | None = None,
+                size: Any = "paper") -> NeuronSet:
   """ValueLocate neurons of an opposing pair from activation probabilities `[L, F]`.
 
   Returns a NeuronSet with two groups named `group_names` ("+" first). `hist_plus` / `hist_minus`
@@ -96,7 +129,9 @@ def valuelocate(p_plus, p_minus, threshold: float = 0.1, min_count: int = 2000, 
   same with `p- - p+`. Ties in delta are broken by the layer-major flat id `layer * F + index`, lower first
   (a stable sort of the negated delta), so the result never depends on the sort implementation. When
   `min_count` exceeds the number of neurons with a positive contrast, the two groups can share neurons;
-  that is the published rule, kept as is.
+  that is the published rule, kept as is. `size` (see `set_size`) replaces that count: "paper" is the rule
+  above; a fraction of all L*F neurons or an exact count keeps that many top-delta neurons per group,
+  whatever the threshold (2000 neurons is 0.44% of an 8B model but 4.3% of a 135M one).
 
   Scores stored per neuron: `delta` (the group's own contrast: p+ - p- for "+", p- - p+ for "-"), `p`
   (the group's own activation probability) and, when its histogram is given, `v95` (NPTI variant, see
@@ -127,14 +162,15 @@ def valuelocate(p_plus, p_minus, threshold: float = 0.1, min_count: int = 2000, 
                             "pass the histogram of the same statistics")
     hists.append(h)
 
+  set_size(size, num_layers * num_neurons, 0, int(min_count), where)  # a bad rule fails before any work
+
   p_plus, p_minus = p_plus.astype(np.float64), p_minus.astype(np.float64)
-  floor = min(int(min_count), num_layers * num_neurons)
   groups, kept = {}, {}
   for name, p_own, p_other, hist in ((names[0], p_plus, p_minus, hists[0]),
                                      (names[1], p_minus, p_plus, hists[1])):
     delta = (p_own - p_other).ravel()
     above = int(np.count_nonzero(delta >= threshold))
-    n = max(floor, above)
+    n = set_size(size, num_layers * num_neurons, above, int(min_count), where)
     # Stable sort of -delta: equal deltas keep ascending flat id, independent of the platform's sort.
     chosen = np.argsort(-delta, kind="stable")[:n]
     scores = {"delta": delta[chosen], "p": p_own.ravel()[chosen]}
@@ -149,15 +185,19 @@ def valuelocate(p_plus, p_minus, threshold: float = 0.1, min_count: int = 2000, 
   prov["parameters"] = {
       "threshold": threshold, "min_count": int(min_count), "pair": list(names),
       "tie_break": "ascending layer-major flat id", "counts": kept,
+      "size": size, "size_count": {name: c["kept"] for name, c in kept.items()},
       "v95": ({"quantile": v95_quantile, "interpolation": "linear within bin",
                "edges": [float(hist_edges[0]), float(hist_edges[-1]), len(hist_edges)]}
               if any(h is not None for h in hists) else None),
   }
   return NeuronSet(groups, prov)
 
-def valuelocate_pair(counts, tokens, group_names: Sequence[str], plus: str, minus: str, hist=None,
-                     **kwargs: Any) -> NeuronSet:
-  """ValueLocate on engine statistics `counts [G, L, F]`, `tokens [G]`, picking the pair by name."""
+def valuelocate_pair(counts, tokens, group_names: Sequence[str], plus: str, minus: str, hist=None, *,
+                     size: Any = "paper", **kwargs: Any) -> NeuronSet:
+  """ValueLocate on engine statistics `counts [G, L, F]`, `tokens [G]`, picking the pair by name.
+
+  `size` and `kwargs` (threshold, min_count, provenance, ...) go to `valuelocate`.
+  """
   where = "valuelocate_pair"
   counts = checks.as_array(counts, "counts", 3, where)
   names = checks.group_names(group_names, counts.shape[0], where)
@@ -172,4 +212,5 @@ def valuelocate_pair(counts, tokens, group_names: Sequence[str], plus: str, minu
       raise ValueJaxError(f"`hist` covers {hist.shape[:3]}, `counts` {counts.shape}", where,
                           "pass the histogram of the same statistics")
     hp, hm = hist[i], hist[j]
-  return valuelocate(p[i], p[j], hist_plus=hp, hist_minus=hm, group_names=(plus, minus), **kwargs)
+  return valuelocate(p[i], p[j], hist_plus=hp, hist_minus=hm, group_names=(plus, minus), size=size,
+                     **kwargs)
