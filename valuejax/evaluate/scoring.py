@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from valuejax.engine.generate import BATCH_BUCKETS, bucket
 from valuejax.errors import ValueJaxError
 from valuejax.intervene.batch import run_edits
 from valuejax.intervene.edits import Edit, edit_mask_for, identity_neurons
@@ -64,16 +65,14 @@ def _forward(params, cfg, ids, attn, gen, neurons, scope, logits="all"):
   from valuejax.models.forward import forward
   mask = None if neurons is None else edit_mask_for(scope, attn, gen)
   out, _ = forward(params, cfg, ids, attn, edit=neurons, edit_mask=mask, logits=logits)
-  return out.astype(jnp.float32)
+  return out if logits == "hidden" else out.astype(jnp.float32)
 
 
 @functools.partial(jax.jit, static_argnums=(1, 6))
 def _continuation_batch(params, cfg, ids, attn, target, neurons, scope):
-  logits = _forward(params, cfg, ids, attn, target, neurons, scope)[:, :-1]
-  nxt = ids[:, 1:]
-  tok = jnp.take_along_axis(logits, nxt[..., None], -1)[..., 0] - jax.nn.logsumexp(logits, -1)
+  hidden = _forward(params, cfg, ids, attn, target, neurons, scope, logits="hidden")
   m = target[:, 1:]
-  return jnp.where(m, tok, 0.0).sum(1), m.sum(1)
+  return _sum_target_logprobs(params, cfg, hidden[:, :-1], ids[:, 1:], m), m.sum(1)
 
 
 @functools.partial(jax.jit, static_argnums=(1, 5))
@@ -157,8 +156,10 @@ def continuation_logprobs(params: Any, cfg: Any, tokenizer: Any, prompts: Sequen
 
 # -- many edits in one pass -------------------------------------------------------------------------------
 
-def _sum_target_logprobs(logits, targets, mask):
-  tok = jnp.take_along_axis(logits, targets[..., None], -1)[..., 0] - jax.nn.logsumexp(logits, -1)
+def _sum_target_logprobs(params, cfg, hidden, targets, mask):
+  """Sum over the masked positions of log p(target), from hidden states (no [B, T, V] logits held)."""
+  from valuejax.models.forward import target_logprobs
+  tok = target_logprobs(params, cfg, hidden, targets)
   return jnp.where(mask, tok, 0.0).sum(1)
 
 
@@ -166,8 +167,8 @@ def _whole_rows_under_edit(params, cfg, batch, neurons, edit_mask):
   """One edit over prompt + continuation rows (run_edits' per-edit function), as _continuation_batch."""
   from valuejax.models.forward import forward
   ids = batch["input_ids"]
-  logits, _ = forward(params, cfg, ids, batch["attention_mask"], edit=neurons, edit_mask=edit_mask)
-  return _sum_target_logprobs(logits.astype(jnp.float32)[:, :-1], ids[:, 1:], batch["is_generated"][:, 1:])
+  hidden, _ = forward(params, cfg, ids, batch["attention_mask"], edit=neurons, edit_mask=edit_mask, logits="hidden")
+  return _sum_target_logprobs(params, cfg, hidden[:, :-1], ids[:, 1:], batch["is_generated"][:, 1:])
 
 
 @functools.partial(jax.jit, static_argnums=(1, 5))
@@ -190,9 +191,9 @@ def _continuation_under_edit(params, cfg, batch, neurons, edit_mask):
   from valuejax.models.forward import KVCache, forward_cached
   ids = batch["input_ids"]
   start = jnp.asarray(batch["cache_v"].shape[3] - ids.shape[1], jnp.int32)  # values: [L, KV, B, S, hd]
-  logits, _, _ = forward_cached(params, cfg, ids, batch["positions"], KVCache(batch["cache_k"], batch["cache_v"]),
-                                start, batch["kv_valid"], edit=neurons, edit_mask=edit_mask, logits="all")
-  return _sum_target_logprobs(logits.astype(jnp.float32), batch["targets"], batch["attention_mask"])
+  hidden, _, _ = forward_cached(params, cfg, ids, batch["positions"], KVCache(batch["cache_k"], batch["cache_v"]),
+                                start, batch["kv_valid"], edit=neurons, edit_mask=edit_mask, logits="hidden")
+  return _sum_target_logprobs(params, cfg, hidden, batch["targets"], batch["attention_mask"])
 
 
 def _leaves_prompt_alone(edit: Edit) -> bool:
@@ -202,8 +203,12 @@ def _leaves_prompt_alone(edit: Edit) -> bool:
 def continuation_logprobs_many(params: Any, cfg: Any, tokenizer: Any, prompts: Sequence[str],
                                continuations: Sequence[str], edits: Sequence[Edit | None], *,
                                batch_size: int = 8, buckets: Sequence[int] | None = None,
-                               add_special_tokens: bool = True, chunk: int = 8) -> list[ContinuationScores]:
+                               add_special_tokens: bool = True, chunk: int = 8,
+                               max_tokens: int | None = None) -> list[ContinuationScores]:
   """`continuation_logprobs` under each of `edits` (None: unedited), in one pass; one result per edit.
+
+  `max_tokens`: score only the first `max_tokens` tokens of each continuation (cut after tokenising, so
+  the scored tokens are exactly those of the whole text's encoding).
 
   Edits that leave the prompt alone (scope "generated", and identity edits such as the baseline) share the
   prompts: those run once into a key/value cache, and each edit runs only the continuation tokens on top
@@ -228,6 +233,10 @@ def continuation_logprobs_many(params: Any, cfg: Any, tokenizer: Any, prompts: S
     _edit_args(e)  # type check with the usual message
     resolved.append(e)
   p_rows, c_rows = _encode_pairs(cfg, tokenizer, prompts, continuations, add_special_tokens)
+  if max_tokens is not None:
+    if max_tokens < 1:
+      raise ValueJaxError(f"max_tokens = {max_tokens} scores nothing", fix="pass None or a positive number")
+    c_rows = [c[:max_tokens] for c in c_rows]
   params = jax.tree.map(jnp.asarray, params)
   sums = np.zeros((len(resolved), len(p_rows)), np.float64)
   groups: dict[str, list[int]] = {}
@@ -246,7 +255,9 @@ def _score_whole_rows(params, cfg, p_rows, c_rows, edits, batch_size, buckets, c
   out = np.zeros((len(edits), len(rows)), np.float64)
   for idx in _batches([len(r) for r in rows], batch_size):
     length = bucket_length(max(len(rows[i]) for i in idx), buckets)
-    ids, attn = _pack([rows[i] for i in idx], batch_size, length)
+    # A short last batch runs as the next batch bucket, not as batch_size rows: every row costs a full
+    # forward per edit here.
+    ids, attn = _pack([rows[i] for i in idx], min(batch_size, bucket(len(idx), BATCH_BUCKETS)), length)
     target = attn.copy()
     for j, i in enumerate(idx):
       target[j, :len(p_rows[i])] = False

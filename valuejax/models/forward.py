@@ -133,7 +133,8 @@ def forward(params: dict, cfg: ModelConfig, input_ids: jax.Array, attention_mask
   """Runs the decoder on a [B, T] batch; returns (logits, activations).
 
   logits: "all" -> [B, T, V] float32, "last" -> [B, V] at each row's last real token, "none" -> None
-  (skips the unembedding, e.g. when only statistics are wanted). Activations: see `Capture`; "act" and
+  (skips the unembedding, e.g. when only statistics are wanted), "hidden" -> the last layer's output
+  [B, T, D] before the final norm, for `target_logprobs`. Activations: see `Capture`; "act" and
   "hidden" give [L, B, T, F]. `edit` edits neurons at the positions where `edit_mask` [B, T] is true
   (default: every real token); captured activations are the edited ones.
   """
@@ -148,11 +149,13 @@ def forward(params: dict, cfg: ModelConfig, input_ids: jax.Array, attention_mask
                          cache=None, cache_index=None, capture=capture, edit=edit, edit_mask=edit_mask)
   if logits == "none":
     return None, acts
+  if logits == "hidden":
+    return out, acts
   if logits == "last":
     last = jnp.maximum(_last_index(attention_mask), 0)
     out = jnp.take_along_axis(out, last[:, None, None], axis=1)[:, 0]
   elif logits != "all":
-    raise ValueError(f"logits must be 'all', 'last' or 'none', got {logits!r}")
+    raise ValueError(f"logits must be 'all', 'last', 'hidden' or 'none', got {logits!r}")
   return unembed(params, cfg, out), acts
 
 
@@ -189,9 +192,39 @@ def forward_cached(params: dict, cfg: ModelConfig, input_ids: jax.Array, positio
                              rope=rope)
   if logits == "none":
     return None, acts, cache
+  if logits == "hidden":
+    return out, acts, cache
   if logits == "last":
     out = out[:, -1]
   return unembed(params, cfg, out), acts, cache
+
+
+# Positions unembedded at once by target_logprobs: [rows, V] float32 logits live at a time (64 MiB for a
+# 262k vocabulary), whatever the batch, its length or the number of edits vmapped around it.
+TARGET_ROWS = 64
+
+
+def target_logprobs(params: dict, cfg: ModelConfig, hidden: jax.Array, targets: jax.Array,
+                    rows: int = TARGET_ROWS) -> jax.Array:
+  """log p(targets) [B, T] from the last layer's output `hidden` [B, T, D] (forward(..., logits="hidden")).
+
+  The full [B, T, V] logits are never held: a scan unembeds about `rows` positions per step, so scoring a
+  long batch of a large-vocabulary model under many edits costs [rows, V] memory instead of [E, B, T, V].
+  """
+  b, t, d = hidden.shape
+  block = max(1, min(t, rows // max(b, 1)))
+  n = -(-t // block)
+  pad = n * block - t
+  h = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0))).reshape(b, n, block, d).swapaxes(0, 1)
+  y = jnp.pad(targets, ((0, 0), (0, pad))).reshape(b, n, block).swapaxes(0, 1)
+
+  def one(args):
+    hb, yb = args
+    logits = unembed(params, cfg, hb)
+    return jnp.take_along_axis(logits, yb[..., None], -1)[..., 0] - jax.nn.logsumexp(logits, -1)
+
+  out = jax.lax.map(one, (h, y))  # [n, B, block]
+  return out.swapaxes(0, 1).reshape(b, n * block)[:, :t]
 
 
 def unembed(params: dict, cfg: ModelConfig, x: jax.Array) -> jax.Array:
