@@ -64,6 +64,9 @@ def base_config(method: str) -> mlc.ConfigDict:
   c.model = "smollm2-135m-instruct"  # a registered name, a Hugging Face folder or a .gguf file
   c.seed = 0
   c.log_compiles = True  # log every XLA compilation of 0.5 s or more and how long it took
+  # A run of a method with a known, replicating effect on the same model (`file.py[:arg]` in configs/), so
+  # that the report can say whether this pipeline could have seen an effect; "" = none.
+  c.positive_control = ""
 
   # Devices: a (data, model) mesh. data=-1 takes every device the model axis leaves.
   c.mesh = mlc.ConfigDict()

@@ -15,6 +15,10 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
     arg.values = arg.values or "harmony"
   c = common.base_config("valueexploration")
 
+  # LAPE language neurons on the same model, at a reduced size (about a minute): the report's "Can this run
+  # see an effect?" section.
+  c.positive_control = "" if arg.smoke else "languages.py:demo"
+
   c.data = mlc.ConfigDict()
   c.data.framework = "cvoice"  # the shipped bilingual dilemmas
   # The released C-voice files instead: a folder of <value>-final.xlsx and test-zh-200.xlsx (then lang=zh).

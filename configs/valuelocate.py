@@ -17,6 +17,10 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
   c = common.base_config("valuelocate")
 
   # Activation prompts: each first-person value description answers one situational question.
+  # LAPE language neurons on the same model, at a reduced size (about a minute): the report's "Can this run
+  # see an effect?" section.
+  c.positive_control = "" if arg.smoke else "languages.py:demo"
+
   c.data = mlc.ConfigDict()
   c.data.framework = "schwartz"  # a shipped framework name or a framework folder
   c.data.lang = "en"
@@ -35,6 +39,10 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
   c.locate.pairs = ()  # "plus:minus" aspect pairs; () = the two aspects of every taxonomy dimension
   c.locate.threshold = 0.1
   c.locate.min_count = 2000
+  # Neurons kept per aspect. "paper" = max(min_count, #{delta >= threshold}), the published rule for 7-9B
+  # models (2000 is 0.44% of Llama-3-8B's neurons but 4.3% of SmolLM2-135M's); a float = that fraction of
+  # all MLP neurons, e.g. 0.005 for 0.5%; an int = exact count (e.g. --config.locate.size=0.005).
+  c.locate.size = "paper"
   c.locate.steer_value = "p"  # "p" (activation probability) or "v95" (NPTI; needs record.hist)
 
   # Steering at decode steps: target a <- a + gamma * v * sigmoid(10 (delta - 0.15)), opposite min(a, 0).

@@ -48,13 +48,13 @@ flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() first (
 
 # Config values that must be one of a few words; keys a config does not have are skipped.
 CHOICES: dict[str, tuple[str, ...]] = {
-    "method": ("valuelocate", "valueexploration", "lape"),
+    "method": ("valuelocate", "valueexploration", "lape", "languages"),
     "record.mode": ("generate", "teacher_forced"),
     "locate.rule": ("valuelocate", "vape"),
     "locate.steer_value": ("p", "v95"),
     "locate.denominator": ("tokens", "items"),
     "intervene.kind": ("steering", "value_exploration", "deactivate"),
-    "intervene.metric": ("forced_choice", "text_likelihood", "choice_protocol"),
+    "intervene.metric": ("forced_choice", "text_likelihood", "choice_protocol", "language_nll"),
     "intervene.controls_at": ("strongest", "all"),
     "mesh.params": ("replicated", "fsdp"),
 }
@@ -159,6 +159,15 @@ def check_config(config: mlc.ConfigDict) -> None:
     gamma = get_key(config, "intervene.gamma")
     if not gamma or any(not isinstance(g, (int, float)) or g <= 0 for g in gamma):
       _bad_value("intervene.gamma", gamma, "a non-empty tuple of positive numbers, e.g. '(0.5, 2.0)'")
+  if has_key(config, "locate.size"):
+    # The locator's own resolver decides, so the launcher accepts exactly what locating accepts (numeric
+    # strings from the command line included) and a bad size fails before recording, not after.
+    from valuejax.locate.contrast import SIZE_FORMS, set_size
+    size = get_key(config, "locate.size")
+    try:
+      set_size(size, 1, 0, 0)
+    except ValueJaxError:
+      _bad_value("locate.size", size, SIZE_FORMS)
 
 
 def _bad_value(key: str, value: Any, expected: str) -> None:

@@ -9,6 +9,7 @@ import dataclasses
 from typing import Any, Sequence
 
 import ml_collections as mlc
+import numpy as np
 
 from valuejax import data as vdata
 from valuejax.errors import ValueJaxError
@@ -78,6 +79,8 @@ def pairs(config: mlc.ConfigDict, dataset: vdata.Dataset) -> list[Pair]:
 def record_groups(config: mlc.ConfigDict, dataset: vdata.Dataset) -> list[str]:
   if config.data.groups:
     return list(config.data.groups)
+  if config.method == "languages":
+    return list(config.data.langs)
   if config.method == "lape":
     return list(dataset.taxonomy.aspect_ids)
   return [g for p in pairs(config, dataset) for g in (p.plus, p.minus)]
@@ -95,6 +98,9 @@ def record_prompts(config: mlc.ConfigDict, dataset: vdata.Dataset) -> tuple[list
   elif config.method == "valueexploration":
     built = vdata.cvoice_prompts([x for x in dataset.dilemmas if x.split == "locate"], dataset.taxonomy,
                                  lang=d.lang)
+  elif config.method == "languages":
+    built = [vdata.Prompt(x.texts[g], g, x.item_id, "raw", g)
+             for x in language_items(config, dataset, "locate", d.items_per_group) for g in groups]
   else:
     built = [vdata.Prompt(x.text, x.group, x.id, "raw", x.lang) for x in _lape_texts(config, dataset)[0]]
   by_group: dict[str, list] = {g: [] for g in groups}
@@ -126,6 +132,31 @@ def _lape_texts(config: mlc.ConfigDict, dataset: vdata.Dataset) -> tuple[list, l
     record += items[:n] if n else items
     held_out += items[n:n + m] if m else items[n:]
   return record, held_out
+
+
+@dataclasses.dataclass(frozen=True)
+class LanguageItem:
+  """One dilemma written out in every language of the run (context, then both actions): the same content
+  in each language, so that a per-item difference between languages compares like with like."""
+  item_id: str
+  texts: dict[str, str]
+
+
+def language_items(config: mlc.ConfigDict, dataset: vdata.Dataset, split: str, n: int) -> list[LanguageItem]:
+  """`n` (0 = all) dilemmas of `split` present in every language of `data.langs`, in a seeded order that
+  spreads them over the values (the file lists them value by value)."""
+  langs = list(config.data.langs)
+  if len(langs) < 2 or len(set(langs)) != len(langs):
+    raise ValueJaxError(f"data.langs = {tuple(langs)} must name two or more different languages",
+                        "--config.data.langs", "e.g. --config.data.langs='(\"zh\", \"en\")'")
+  pool = [x for x in dataset.dilemmas if x.split == split and all(lang in x.texts for lang in langs)]
+  if not pool:
+    raise ValueJaxError(f"no '{split}' dilemmas written in all of {', '.join(langs)}", dataset.root,
+                        "use a framework with bilingual dilemmas (data.framework='cvoice') or other data.langs")
+  order = np.random.default_rng(config.data.seed).permutation(len(pool))
+  chosen = [pool[i] for i in order[:n or len(pool)]]
+  join = lambda t, lang: ("" if lang in ("zh", "ja") else " ").join((t.context, t.aligned, t.violating))
+  return [LanguageItem(x.id, {lang: join(x.texts[lang], lang) for lang in langs}) for x in chosen]
 
 
 def chat_template(tokenizer: Any, template: str, use_chat: bool) -> str:

@@ -31,7 +31,11 @@ METRIC_NAMES = {
     "text_likelihood": "mean log-probability per token of held-out texts of the group",
     "choice_protocol": "support (0-1) for the value-aligned option stated in a generated 'Option A: x% Option B: "
                        "y%' verdict (ValueExploration's protocol); effects over items parsed before and after",
+    "language_nll": "negative log-likelihood per token (nats) of a held-out text in the target language minus "
+                    "that of the same text in the other language(s)",
 }
+# What the metric of each method measures, in the words of the report's headline.
+EFFECT_OF = {"language_nll": "the target language's loss (relative to the other language's)"}
 # Fewer paired items than this and an effect (or a control's effect) is reported as not computable: a mean
 # and a bootstrap CI of one difference say nothing.
 MIN_PAIRED = 2
@@ -94,6 +98,8 @@ def _plan(config: mlc.ConfigDict, dataset, sets: dict[str, Any]) -> list[dict[st
   if c.metric == "choice_protocol" and config.method == "lape":
     raise ValueJaxError("LAPE scores held-out descriptions, which have no options to choose between",
                         "--config.intervene.metric", "use text_likelihood for LAPE")
+  if config.method == "languages":
+    return _languages(config, dataset, sets["lape"])
   if config.method == "lape":
     ns = sets["lape"]
     held_out = inputs.held_out_texts(config, dataset)
@@ -112,6 +118,38 @@ def _plan(config: mlc.ConfigDict, dataset, sets: dict[str, Any]) -> list[dict[st
     plan.append({"pair": pair.name, "items": items,
                  "experiments": _with_controls(config, exps, offset=1000 * i),
                  "example_prompts": inputs.example_prompts(config, dataset, pair, c.examples)})
+  return plan
+
+
+@dataclasses.dataclass(frozen=True)
+class LanguagePairItem:
+  """One held-out dilemma as the text in the target language and the same text in the other language(s)."""
+  item_id: str
+  target: str
+  others: tuple[str, ...]
+
+
+def _languages(config: mlc.ConfigDict, dataset, ns) -> list[dict[str, Any]]:
+  """The positive control: deactivate the neurons of one language that no other language's set holds; it
+  should raise that language's loss far more than the other's, and more than random neurons do."""
+  from valuejax.intervene import deactivate
+  c = config.intervene
+  items = inputs.language_items(config, dataset, c.eval_split, c.eval_items)
+  plan = []
+  for i, target in enumerate(c.targets):
+    if target not in ns.names:
+      raise ValueJaxError(f"intervene.targets names {target!r}, which is not a recorded language",
+                          "--config.intervene.targets", f"use languages of data.langs: {', '.join(ns.names)}")
+    others = [g for g in ns.names if g != target]
+    only = ns.mask(target) & ~np.any([ns.mask(g) for g in others], axis=0)
+    if not only.any():
+      raise ValueJaxError(f"every {target} neuron is also a neuron of {', '.join(others)}: nothing to deactivate",
+                          "locate", "record more text per language or raise the LAPE top rate")
+    edit = deactivate(only, name=f"deactivate {target}-only neurons")
+    exp = Experiment(target, edit, "greater", {"group": target}, [])
+    pair_items = [LanguagePairItem(x.item_id, x.texts[target], tuple(x.texts[g] for g in others)) for x in items]
+    plan.append({"pair": target, "items": pair_items, "experiments": _with_controls(config, [exp], offset=1000 * i),
+                 "example_prompts": []})
   return plan
 
 
@@ -218,6 +256,7 @@ class _Scorer:
     self.protocol_template = inputs.chat_template(model.tokenizer, "{question}", config.data.chat)
     self._generator = generator
     self.texts: list[list[str]] = []  # choice_protocol: the answers of the last call, [E][N]
+    self.components: dict[str, np.ndarray] = {}  # language_nll: the terms of the last call's scores, [E, N]
 
   def __call__(self, items: list[Any], edits: list[Any]) -> np.ndarray:
     c, m = self.config.intervene, self.model
@@ -230,9 +269,25 @@ class _Scorer:
                                    direct_template=self.template, **kw)
       return np.stack([r.p_aligned_norm for r in results])
     from valuejax.evaluate import continuation_logprobs_many
+    if c.metric == "language_nll":
+      return self._language_nll(items, edits, kw)
     scores = continuation_logprobs_many(m.params, m.config, m.tokenizer, [c.text_prefix] * len(items),
                                         [" " + x.text for x in items], edits, **kw)
     return np.stack([s.mean_logprob for s in scores])
+
+  def _language_nll(self, items: list[LanguagePairItem], edits: list[Any], kw: dict[str, Any]) -> np.ndarray:
+    """NLL per token of each target text minus the mean NLL per token of its other-language versions."""
+    from valuejax.evaluate import continuation_logprobs_many
+    m, n = self.model, len(items)
+    texts = [x.target for x in items] + [t for x in items for t in x.others]
+    c = self.config.intervene
+    scores = continuation_logprobs_many(m.params, m.config, m.tokenizer, [c.text_prefix] * len(texts), texts, edits,
+                                        max_tokens=c.get("max_text_tokens") or None, **kw)
+    nll = -np.stack([s.mean_logprob for s in scores])  # [E, texts]
+    target = nll[:, :n]
+    other = nll[:, n:].reshape(len(edits), n, -1).mean(-1)
+    self.components = {"target_nll": target, "other_nll": other}
+    return target - other
 
   @property
   def generator(self):
@@ -348,6 +403,13 @@ def _evaluate(config: mlc.ConfigDict, model, plan: list[dict[str, Any]],
                 "n_neurons": _n_edited(e.edit), "n_dropped": dropped,
                 "control_n_dropped": [d for _, _, d in ctrl], "scores": _json_scores(edited),
                 "control_scores": [_json_scores(all_scores[j]) for j in ctrl_ks]}
+      if getattr(score, "components", None):
+        # The terms of the score, each as a mean change against the baseline (e.g. the target language's
+        # loss and the other's), for the located edit and every control.
+        change = lambda v, j: float(np.nanmean(v[j] - v[0]))
+        common["components"] = {name: change(v, ek) for name, v in score.components.items()}
+        common["control_components"] = {name: [change(v, j) for j in ctrl_ks]
+                                        for name, v in score.components.items()}
       if b.size < MIN_PAIRED:
         # Not a 0 effect and not 50/50: there is nothing to compare.
         not_computable.append({**common, "computable": False, "n": int(b.size),
@@ -434,6 +496,7 @@ def _write(config: mlc.ConfigDict, wd: Workdir, results: list[dict[str, Any]], e
   c = config.intervene
   vio.write_json(wd.path(METRICS), {
       "method": config.method, "metric": c.metric, "metric_description": METRIC_NAMES[c.metric],
+      "effect_of": EFFECT_OF.get(c.metric, "value orientation"),
       "alpha": c.alpha, "n_controls": c.n_controls, "pairs": results})
   vio.write_text(wd.path("intervene", "metrics.csv"), _long_csv(results))
   vio.write_text(wd.path("intervene", "effects.csv"), _effects_csv(results))

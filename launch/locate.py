@@ -50,18 +50,19 @@ def neuron_sets(config: mlc.ConfigDict, dataset, stats) -> dict[str, object]:
       hist = stats.hist
     return {p.name: vl.valuelocate_pair(stats.count, stats.tokens, stats.group_names, p.plus, p.minus,
                                         hist=hist, threshold=c.threshold, min_count=c.min_count,
-                                        provenance=prov)
+                                        size=c.get("size", "paper"), provenance=prov)
             for p in inputs.pairs(config, dataset)}
   totals = {"tokens": stats.tokens, "items": stats.items}
-  if config.method == "lape":
-    return {"lape": vl.vape_preset(c.presets[0], stats.count, totals, stats.group_names,
+  top_rate = c.get("top_rate") or None  # 0 = the preset's
+  if config.method in ("lape", "languages"):
+    return {"lape": vl.vape_preset(c.presets[0], stats.count, totals, stats.group_names, top_rate=top_rate,
                                    denominator=c.denominator, provenance=prov)}
   out = {}
   for p in inputs.pairs(config, dataset):
     idx = [stats.group(p.plus), stats.group(p.minus)]
     for preset in c.presets:
       out[f"{p.name}-{preset}"] = vl.vape_preset(
-          preset, stats.count[idx], {k: v[idx] for k, v in totals.items()}, [p.plus, p.minus],
+          preset, stats.count[idx], {k: v[idx] for k, v in totals.items()}, [p.plus, p.minus], top_rate=top_rate,
           denominator=c.denominator, provenance={**prov, "value": p.name})
   return out
 

@@ -6,6 +6,8 @@ exist for the same config are skipped, so a rerun after a crash picks up where i
 
 from __future__ import annotations
 
+import os
+
 from absl import flags
 import ml_collections as mlc
 
@@ -14,20 +16,42 @@ from launch.intervene import intervene
 from launch.locate import locate
 from launch.record import record
 from launch.report import report
-from launch.workdir import Workdir
+from launch.workdir import POSITIVE_CONTROL, Workdir
+
+CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
 
-def run_pipeline(config: mlc.ConfigDict, workdir: str, force: bool = False) -> str | None:
+def run_pipeline(config: mlc.ConfigDict, workdir: str, force: bool = False, model=None) -> str | None:
   wd = Workdir(workdir, config)
   runtime.setup(config)
   wd.write_config()
-  model = None
-  if wd.done("record") is None or wd.done("intervene") is None or force:
+  if model is None and (wd.done("record") is None or wd.done("intervene") is None or force):
     model = runtime.load_model(config)
   record(config, wd, force, model)
   locate(config, wd, force)
   intervene(config, wd, force, model)
+  if config.get("positive_control"):
+    # The positive control runs on the same model in a workdir of its own inside this one; a rerun finds it
+    # done (same fingerprints) and the report reads it back.
+    run_pipeline(positive_control_config(config), wd.path(POSITIVE_CONTROL), force, model)
   return report(wd)
+
+
+def positive_control_config(config: mlc.ConfigDict) -> mlc.ConfigDict:
+  """The config named by `config.positive_control` (`file.py[:arg]`, relative to configs/ unless it is a
+  path that exists), on the main run's model, mesh and logging."""
+  spec = config.positive_control
+  path = spec.partition(".py:")[0] + ".py" if ".py:" in spec else spec
+  if not os.path.isabs(path) and not os.path.isfile(path):
+    spec = os.path.join(CONFIGS, spec)
+  pc = cli.load_config(spec)
+  with pc.unlocked():
+    pc.model, pc.log_compiles = config.model, config.log_compiles
+    pc.mesh = config.mesh
+    if "dtype" in config:
+      pc.dtype = config.dtype
+  cli.check_config(pc)
+  return pc
 
 
 def main(config: mlc.ConfigDict) -> None:

@@ -19,6 +19,8 @@ import ml_collections as mlc
 from valuejax import io as vio
 
 STAGES = ("record", "locate", "intervene", "report")
+# The sub-workdir of a run's positive control (config.positive_control), read by the report.
+POSITIVE_CONTROL = "positive_control"
 
 # The config sections each stage's results depend on (cumulatively: locate also depends on record's).
 _SECTIONS = {"record": ("method", "model", "seed", "data", "record"), "locate": ("locate",),

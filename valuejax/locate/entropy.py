@@ -125,11 +125,13 @@ def vape(counts, totals, filter_rate: float, top_rate: float, activation_bar_rat
 
 
 def vape_preset(preset: str, counts, totals, group_names: Sequence[str] | None = None,
-                **kwargs: Any) -> NeuronSet:
-  """`vape` with the named rates: "lape", "semantic" or "decision" (see `PRESETS`)."""
+                top_rate: float | None = None, **kwargs: Any) -> NeuronSet:
+  """`vape` with the named rates: "lape", "semantic" or "decision" (see `PRESETS`); `top_rate` replaces
+  the preset's share of all neurons kept (e.g. to size the sets for a small model)."""
   if preset not in PRESETS:
     raise ValueJaxError(f"unknown VAPE preset {preset!r}", "vape_preset", f"use one of {sorted(PRESETS)}")
-  ns = vape(counts, totals, *PRESETS[preset], group_names, **kwargs)
+  filter_rate, top, bar = PRESETS[preset]
+  ns = vape(counts, totals, filter_rate, top if top_rate is None else top_rate, bar, group_names, **kwargs)
   ns.provenance["parameters"]["preset"] = preset
   return ns
 

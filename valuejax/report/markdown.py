@@ -21,6 +21,7 @@ LOCATE_SUMMARY = os.path.join("locate", "summary.json")
 METRICS = os.path.join("intervene", "metrics.json")
 EXAMPLES = os.path.join("intervene", "examples.jsonl")
 REPORT = "report.md"
+POSITIVE_CONTROL = "positive_control"  # a sub-workdir (launch/workdir.py)
 
 
 def _read(root: str, rel: str) -> Any:
@@ -41,6 +42,7 @@ def write_report(workdir: str) -> str:
   metrics = _read(root, METRICS)
   parts = [f"# valuejax report: {config.get('method', '?')} on {config.get('model', '?')}", ""]
   parts += _headline(metrics)
+  parts += _positive_control(root, config)
   parts += _what_ran(root, cfg)
   parts += _neurons(root, _read(root, LOCATE_SUMMARY))
   parts += _effects(root, metrics)
@@ -69,6 +71,7 @@ def _headline(metrics: Any) -> list[str]:
       return ["## Result", "", "**No measurement: no edit has enough items whose answers could be scored.**", "",
               *missing, ""]
     return ["**Result:** no edits were evaluated (the intervene stage has not run).", ""]
+  what = metrics.get("effect_of", "value orientation")
   tested = [e for e in effects if e.get("control_effects")]
   causal = [e for e in tested if verdict(e)[0] == CAUSAL]
   suggestive = [e for e in tested if verdict(e)[0] == SUGGESTIVE]
@@ -80,21 +83,21 @@ def _headline(metrics: Any) -> list[str]:
   if not tested:
     lines.append("No random controls ran, so no edit can be told apart from editing any neurons.")
   elif kept:
-    lines.append(f"**{len(kept)} of {len(tested)} edits tested against random controls move value "
-                 "orientation as predicted and significantly further than random neurons with the same "
+    lines.append(f"**{len(kept)} of {len(tested)} edits tested against random controls move {what} "
+                 "as predicted and significantly further than random neurons with the same "
                  "per-layer counts" + (" (after correcting for the number of tests)" if len(tested) > 1 else "")
                  + ":**")
   elif causal:
     lines.append(f"**No effect survives correction for {len(tested)} tests: {len(causal)} of {len(tested)} edits "
-                 f"move value orientation further than random neurons at p <= {alpha:g} on their own, but none "
+                 f"move {what} further than random neurons at p <= {alpha:g} on their own, but none "
                  "after the Holm correction:**")
   elif suggestive:
-    lines.append(f"**No significant effect; {len(suggestive)} of {len(tested)} edits move value orientation as "
+    lines.append(f"**No significant effect; {len(suggestive)} of {len(tested)} edits move {what} as "
                  "predicted and further than every random control, but there are too few controls for a "
                  "significant p-value:**")
   else:
-    lines.append(f"**No effect: none of the {len(tested)} edits tested against random controls moves value "
-                 "orientation as predicted and further than random neurons with the same per-layer counts.**")
+    lines.append(f"**No effect: none of the {len(tested)} edits tested against random controls moves {what} "
+                 "as predicted and further than random neurons with the same per-layer counts.**")
   lines.append("")
   for e in tested:
     label, why = verdict(e)
@@ -108,6 +111,54 @@ def _headline(metrics: Any) -> list[str]:
             "unedited, averaged over items; 95% bootstrap CI over items; p = rank of the located effect among "
             f"the random controls' effects ({metrics.get('n_controls')} per tested edit), one-sided in the "
             "predicted direction.", ""]
+  return lines
+
+
+def _positive_control(root: str, config: dict[str, Any]) -> list[str]:
+  """Whether a known, replicating effect (LAPE language neurons) shows on the same model through the same
+  pipeline: without it a null result cannot be told from a pipeline that sees nothing."""
+  if not config.get("positive_control"):
+    return []
+  sub = os.path.join(root, POSITIVE_CONTROL)
+  metrics = _read(sub, METRICS)
+  lines = ["## Can this run see an effect?", ""]
+  effects = _effects_of(metrics)
+  if not effects:
+    return lines + [f"The positive control (`{config['positive_control']}`) has not run: nothing here says whether "
+                    "this pipeline could have seen an effect.", ""]
+  sub_cfg = (_read(sub, CONFIG) or {}).get("config", {})
+  located = _read(sub, LOCATE_SUMMARY) or {}
+  total = next((s["num_layers"] * s["num_neurons"] for s in located.values()), None)
+  lines.append(f"Positive control: language neurons (LAPE) of the same model, `{sub_cfg.get('model', '?')}`, found "
+               f"from teacher-forced statistics of {' and '.join(sub_cfg.get('data', {}).get('langs', []))} texts "
+               "and deactivated (a = 0) where only the target language's set holds them. Effect = change in held-out "
+               "loss (nats per token) of the target language minus that of the same texts in the other language; "
+               "p = rank among random neuron sets with the same per-layer counts "
+               f"([full report]({POSITIVE_CONTROL}/{REPORT})).")
+  lines.append("")
+  ok = True
+  for e in effects:
+    comp, ctrl = e.get("components") or {}, e.get("control_effects") or []
+    label, _ = verdict(e)
+    ok = ok and label == CAUSAL
+    share = f" ({e['n_neurons'] / total:.2%} of the model)" if total else ""
+    p = "-" if e.get("p_value") is None else f"{e['p_value']:.3g}"
+    floor = f", the smallest possible with {len(ctrl)} controls" if ctrl and e.get("p_value") == 1 / (1 + len(ctrl)) else ""
+    lines.append(f"- **{e['pair']}**: deactivating {e['n_neurons']} neurons{share} changed the target language's "
+                 f"loss by {comp.get('target_nll', float('nan')):+.3g} and the other's by "
+                 f"{comp.get('other_nll', float('nan')):+.3g} nats per token: effect {e['mean']:+.3g} "
+                 f"[{e['ci_low']:+.3g}, {e['ci_high']:+.3g}] over {e['n']} texts; random controls "
+                 + (f"{min(ctrl):+.3g} to {max(ctrl):+.3g} ({len(ctrl)}); p = {p}{floor}. **{label}**"
+                    if ctrl else "none ran. **untested**"))
+  lines.append("")
+  if ok:
+    lines.append("Yes: record, locate, intervene and evaluate detect a real causal effect on this model, far beyond "
+                 "random neurons of the same shape. This shows the machinery works here; it does not show that the "
+                 "value metric above is as sensitive as a language's loss.")
+  else:
+    lines.append("**No: the positive control did not come out as a causal effect beyond random neurons, so a null "
+                 "result above says nothing about the value neurons.** Check the control's own report.")
+  lines.append("")
   return lines
 
 

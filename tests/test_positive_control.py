@@ -1,0 +1,147 @@
+"""The positive control (LAPE language neurons, configs/languages.py) end to end on a tiny model whose
+tokenizer reads the shipped bilingual dilemmas, its section in the main report, and the memory-bounded
+log-probabilities it is scored with.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from tests.test_launch import _launch, _ok, _smoke_args
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def bilingual_model(tmp_path_factory) -> str:
+  """A random 3-layer llama whose word-level vocabulary holds every word and Chinese character of the
+  shipped dilemmas (each character one token), saved as an HF folder."""
+  import torch
+  import transformers as t
+  from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+  from valuejax import data as vdata
+
+  pre = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(r"[\n\u3000-\u9fff\uff00-\uffef]"), "isolated"),
+                                 pre_tokenizers.Split(Regex(r"[ \t]+"), "removed"), pre_tokenizers.Punctuation()])
+  words = set()
+  for x in vdata.load_framework("cvoice").dilemmas:
+    for text in x.texts.values():
+      for s in (text.context, text.aligned, text.violating):
+        words.update(w for w, _ in pre.pre_tokenize_str(s))
+  specials = ["<pad>", "<s>", "</s>", "<unk>", "\n"]
+  vocab = {w: i for i, w in enumerate(specials + sorted(words - set(specials)))}
+  tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+  tok.pre_tokenizer = pre
+  fast = t.PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
+                                   unk_token="<unk>")
+  folder = str(tmp_path_factory.mktemp("bilingual_llama"))
+  fast.save_pretrained(folder)
+  cfg = t.LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=48, num_hidden_layers=3,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                      pad_token_id=0, bos_token_id=1, eos_token_id=2, tie_word_embeddings=False)
+  torch.manual_seed(0)
+  model = t.LlamaForCausalLM(cfg).eval()
+  with torch.no_grad():
+    for p in model.parameters():
+      p.normal_(0.0, 0.3)
+      if p.ndim == 1:
+        p.add_(1.0)
+  model.save_pretrained(folder, safe_serialization=True)
+  return folder
+
+
+def _json(path: str):
+  with open(path, encoding="utf-8") as f:
+    return json.load(f)
+
+
+def test_positive_control_runs_inside_the_main_run_and_is_reported(bilingual_model, tmp_path):
+  wd = str(tmp_path / "run")
+  # 15% of the 144 neurons, so that each language keeps some of its own.
+  args = _smoke_args(bilingual_model, wd) + ["--config.positive_control=languages.py:smoke,top=0.15"]
+  _ok(_launch("launch.run", *args))
+  sub = os.path.join(wd, "positive_control")
+  cfg = _json(os.path.join(sub, "config.json"))["config"]
+  assert cfg["method"] == "languages" and cfg["model"] == bilingual_model  # the main run's model
+  metrics = _json(os.path.join(sub, "intervene", "metrics.json"))
+  assert metrics["metric"] == "language_nll"
+  assert [p["pair"] for p in metrics["pairs"]] == ["zh", "en"]
+  located = _json(os.path.join(sub, "locate", "summary.json"))["lape"]["groups"]
+  for p in metrics["pairs"]:
+    (e,) = p["effects"]
+    assert e["expected"] == "greater" and e["n"] == 3 and len(e["control_effects"]) == 2
+    other = "en" if p["pair"] == "zh" else "zh"
+    # Only the target's own neurons: at most its set minus what it shares with the other language's.
+    assert 0 < e["n_neurons"] <= located[p["pair"]]["count"]
+    # The effect is the change of the target's loss minus the change of the other language's.
+    comp = e["components"]
+    assert e["mean"] == pytest.approx(comp["target_nll"] - comp["other_nll"], abs=1e-9)
+    for k, ce in enumerate(e["control_effects"]):
+      cc = e["control_components"]
+      assert ce == pytest.approx(cc["target_nll"][k] - cc["other_nll"][k], abs=1e-9)
+    assert other != p["pair"]
+  report = open(os.path.join(wd, "report.md"), encoding="utf-8").read()
+  assert "## Can this run see an effect?" in report
+  zh = metrics["pairs"][0]["effects"][0]
+  assert f"effect {zh['mean']:+.3g} [{zh['ci_low']:+.3g}, {zh['ci_high']:+.3g}]" in report
+  # A rerun finds the control done for the same config and reads it back.
+  again = _ok(_launch("launch.run", *args))
+  assert again.stderr.count("skipped") >= 6  # three stages of the run and three of the control
+  assert _json(os.path.join(sub, "intervene", "metrics.json")) == metrics
+
+
+def test_language_items_are_seeded_and_parallel():
+  from configs import languages
+  from launch import inputs
+  config = languages.get_config("smoke")
+  ds = inputs.load_dataset(config)
+  a = inputs.language_items(config, ds, "eval", 5)
+  assert [x.item_id for x in a] == [x.item_id for x in inputs.language_items(config, ds, "eval", 5)]
+  assert len({x.item_id.rsplit("-", 1)[0] for x in a}) > 1  # spread over values, not the file's first one
+  by_id = {x.id: x for x in ds.dilemmas}
+  for x in a:
+    assert by_id[x.item_id].split == "eval" and set(x.texts) == {"zh", "en"}
+    assert x.texts["en"].startswith(by_id[x.item_id].texts["en"].context)
+  with config.unlocked():
+    config.data.seed = 1
+  assert [x.item_id for x in inputs.language_items(config, ds, "eval", 5)] != [x.item_id for x in a]
+
+
+def test_target_logprobs_equal_the_full_log_softmax():
+  """Scanned blocks of positions (a last block cut short, one row per block or many) give the gather from
+  the whole [B, T, V] log-softmax."""
+  import jax
+  import jax.numpy as jnp
+  from tests import tiny_models
+  from valuejax.models.forward import forward, target_logprobs
+  _, cfg, params = tiny_models.valuejax_model("gemma2")  # soft-capped final logits
+  ids, mask = tiny_models.padded_batch()
+  hidden, _ = forward(params, cfg, jnp.asarray(ids), jnp.asarray(mask), logits="hidden")
+  logits, _ = forward(params, cfg, jnp.asarray(ids), jnp.asarray(mask))
+  want = jnp.take_along_axis(jax.nn.log_softmax(logits, -1), jnp.asarray(ids)[..., None], -1)[..., 0]
+  for rows in (1, 7, 64, 1000):
+    got = target_logprobs(params, cfg, hidden, jnp.asarray(ids), rows=rows)
+    # log-softmax of V = 96 float32 logits: rounding of a sum of 96 exponentials, relative to the values.
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=0, atol=96 * 2 ** -23 * 8)
+
+
+def test_scored_continuations_can_be_cut_to_their_first_tokens():
+  from tests import tiny_models
+  from valuejax.evaluate import continuation_logprobs_many
+  from valuejax.intervene import deactivate
+  _, cfg, params = tiny_models.valuejax_model("llama")
+  tok = tiny_models.tiny_tokenizer()
+  conts = [" ".join(f"w{i}" for i in range(5, 5 + n)) for n in (9, 3, 12)]
+  mask = np.zeros((cfg.num_layers, cfg.intermediate_size), bool)
+  mask[:, :4] = True
+  edits = [None, deactivate(mask)]
+  cut = continuation_logprobs_many(params, cfg, tok, ["w1"] * 3, conts, edits, max_tokens=4)
+  short = [" ".join(c.split()[:4]) for c in conts]
+  whole = continuation_logprobs_many(params, cfg, tok, ["w1"] * 3, short, edits)
+  for a, b in zip(cut, whole):
+    np.testing.assert_array_equal(a.num_tokens, [4, 3, 4])
+    np.testing.assert_allclose(a.sum_logprob, b.sum_logprob, rtol=1e-6, atol=1e-5)
