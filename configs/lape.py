@@ -8,7 +8,7 @@ from configs import common
 
 
 def get_config(arg: str | None = None) -> mlc.ConfigDict:
-  arg = common.parse_arg(arg, smoke=False, per_group=30, controls=8, eval_items=10)
+  arg = common.parse_arg(arg, smoke=False, per_group=30, controls=19, eval_items=10)
   if arg.smoke:
     arg.per_group, arg.controls, arg.eval_items = 3, 2, 2
   c = common.base_config("lape")
@@ -35,4 +35,7 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
   c.intervene.text_prefix = "Something I believe:"
   c.intervene.eval_items = arg.eval_items
   c.intervene.n_controls = arg.controls
+  # The primary test, fixed before any score exists: every group's deactivation pooled into one signed effect
+  # (a lower likelihood of the group's own held-out texts counts +), against 19 control replicates.
+  c.intervene.primary_test = "pooled"
   return c

@@ -8,7 +8,7 @@ from configs import common
 
 
 def get_config(arg: str | None = None) -> mlc.ConfigDict:
-  arg = common.parse_arg(arg, smoke=False, per_group=15, tokens=48, controls=8, eval_items=0, lang="en",
+  arg = common.parse_arg(arg, smoke=False, per_group=15, tokens=48, controls=19, eval_items=0, lang="en",
                          values="")
   if arg.smoke:
     arg.per_group, arg.tokens, arg.controls, arg.eval_items = 2, 6, 2, 3
@@ -53,4 +53,7 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
   c.intervene.eval_split = "eval"
   c.intervene.eval_items = arg.eval_items
   c.intervene.n_controls = arg.controls
+  # The primary test, fixed before any score exists: every located edit (value x direction) pooled into one
+  # signed effect (toward support +, toward conflict -), against 19 control replicates (p can reach 0.05).
+  c.intervene.primary_test = "pooled"
   return c

@@ -57,6 +57,11 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
   c.intervene.eval_items = arg.eval_items  # situations per dimension; 0 = all
   c.intervene.n_controls = arg.controls
   c.intervene.controls_at = "strongest"  # random controls for the largest gamma only, or "all" gammas
+  # The primary test, fixed here before any score exists: the four located edits at the strongest gamma
+  # (two pairs x enhance/reverse) pooled into one signed effect. One test needs no correction, so 19
+  # controls let p reach 0.05; every other edit and the per-edit p-values are exploratory.
+  c.intervene.primary_test = "pooled"  # "pooled", "each" (Holm across the primary edits) or "" (none)
+  c.intervene.primary_gamma = 2.0
 
   if arg.sweep_gamma:
     c.sweep.intervene = mlc.ConfigDict()

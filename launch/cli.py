@@ -56,6 +56,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "intervene.kind": ("steering", "value_exploration", "deactivate"),
     "intervene.metric": ("forced_choice", "text_likelihood", "choice_protocol", "language_nll"),
     "intervene.controls_at": ("strongest", "all"),
+    "intervene.primary_test": ("pooled", "each", ""),
     "mesh.params": ("replicated", "fsdp"),
 }
 SUBSETS: dict[str, tuple[str, ...]] = {
@@ -159,6 +160,12 @@ def check_config(config: mlc.ConfigDict) -> None:
     gamma = get_key(config, "intervene.gamma")
     if not gamma or any(not isinstance(g, (int, float)) or g <= 0 for g in gamma):
       _bad_value("intervene.gamma", gamma, "a non-empty tuple of positive numbers, e.g. '(0.5, 2.0)'")
+  if has_key(config, "intervene.primary_gamma") and get_key(config, "intervene.primary_gamma"):
+    pg, gamma = get_key(config, "intervene.primary_gamma"), tuple(get_key(config, "intervene.gamma"))
+    strongest_only = get_key(config, "intervene.controls_at") == "strongest"
+    if pg not in gamma or (strongest_only and pg != max(gamma)):
+      _bad_value("intervene.primary_gamma", pg, f"one of intervene.gamma {gamma} at which controls run"
+                 + (f" (controls_at='strongest': {max(gamma):g})" if strongest_only else ""))
   if has_key(config, "locate.size"):
     # The locator's own resolver decides, so the launcher accepts exactly what locating accepts (numeric
     # strings from the command line included) and a bad size fails before recording, not after.

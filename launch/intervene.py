@@ -74,7 +74,7 @@ def intervene(config: mlc.ConfigDict, wd: Workdir, force: bool = False, model=No
     generated: list[Any] = []
     results = _evaluate(config, model, plan, generated)
     examples = _examples(config, model, dataset, plan) + generated
-    _write(config, wd, results, examples)
+    _write(config, wd, results, examples, primary(config, results))
   wd.mark_done("intervene", t.seconds)
   wd.add_timing("intervene", t.seconds, evaluations=sum(r["evaluations"] for r in results))
 
@@ -450,6 +450,53 @@ def _n_edited(edit) -> int:
   return int(edit.edited_mask().sum())
 
 
+# -- the primary test -------------------------------------------------------------------------------
+
+def declared_primary(config: mlc.ConfigDict) -> str:
+  """The primary test as the config fixes it before any score exists, in words (printed atop the report)."""
+  c = config.intervene
+  at = f" at gamma {c.primary_gamma:g}" if c.get("primary_gamma") else ""
+  if c.primary_test == "pooled":
+    what = (f"one pooled test: the mean over the located edits{at} of each edit's mean change, counted + in its "
+            "predicted direction, against the same mean over control replicates")
+  else:
+    what = f"one test per located edit{at}, Holm-corrected across them"
+  return (f"{what}; one-sided, alpha {c.alpha:g}; {c.n_controls} random controls per edit with the located set's "
+          "per-layer counts; every other edit is exploratory")
+
+
+def _in_primary(c: mlc.ConfigDict, e: dict[str, Any]) -> bool:
+  return bool(e.get("control_effects")) and (not c.get("primary_gamma") or e.get("gamma") == c.primary_gamma)
+
+
+def primary(config: mlc.ConfigDict, results: list[dict[str, Any]]) -> dict[str, Any] | None:
+  """The declared primary test over the located edits it names (None when the config declares none)."""
+  from valuejax.evaluate import PooledEdit, holm, pooled_test
+  c = config.intervene
+  if not c.get("primary_test"):
+    return None
+  family = [(r, e) for r in results for e in r["effects"] if _in_primary(c, e)]
+  out: dict[str, Any] = {"test": c.primary_test, "declared": declared_primary(config), "alpha": c.alpha,
+                         "edits": [f"{r['pair']}, {e['edit']}" for r, e in family]}
+  if not family:
+    return {**out, "result": None}
+  if c.primary_test == "pooled":
+    arr = lambda v: np.asarray([np.nan if x is None else x for x in v], np.float64)
+    edits = [PooledEdit(arr(r["baseline"]), arr(e["scores"]), np.stack([arr(x) for x in e["control_scores"]]),
+                        1.0 if e["expected"] == "greater" else -1.0, r["pair"]) for r, e in family]
+    return {**out, "result": pooled_test(edits, alpha=c.alpha, n_boot=c.n_boot, seed=config.seed).to_dict()}
+  adjusted = holm([e["p_value"] for _, e in family])
+  return {**out, "result": [{"edit": f"{r['pair']}, {e['edit']}", "mean": e["mean"], "ci_low": e["ci_low"],
+                             "ci_high": e["ci_high"], "p_value": e["p_value"], "adjusted_p": float(a),
+                             "significant": bool(a <= c.alpha and _toward(e))}
+                            for (r, e), a in zip(family, adjusted)]}
+
+
+def _toward(e: dict[str, Any]) -> bool:
+  """The effect itself lies in the predicted direction (a rank p can be small for a tiny effect)."""
+  return e["mean"] > 0 if e["expected"] == "greater" else e["mean"] < 0
+
+
 # -- examples ---------------------------------------------------------------------------------------
 
 def _examples(config: mlc.ConfigDict, model, dataset, plan: list[dict[str, Any]]) -> list[Any]:
@@ -489,12 +536,14 @@ def _examples(config: mlc.ConfigDict, model, dataset, plan: list[dict[str, Any]]
 
 # -- files ------------------------------------------------------------------------------------------
 
-def _write(config: mlc.ConfigDict, wd: Workdir, results: list[dict[str, Any]], examples: list[Any]) -> None:
+def _write(config: mlc.ConfigDict, wd: Workdir, results: list[dict[str, Any]], examples: list[Any],
+           primary_test: dict[str, Any] | None = None) -> None:
   if not wd.writer:
     return
   from valuejax.evaluate import write_records
   c = config.intervene
   vio.write_json(wd.path(METRICS), {
+      "primary": primary_test,
       "method": config.method, "metric": c.metric, "metric_description": METRIC_NAMES[c.metric],
       "effect_of": EFFECT_OF.get(c.metric, "value orientation"),
       "alpha": c.alpha, "n_controls": c.n_controls, "pairs": results})

@@ -405,3 +405,58 @@ def test_holm_adjustment_by_hand():
   np.testing.assert_allclose(holm([0.03, 0.01, 0.5, 0.02]), [0.06, 0.04, 0.5, 0.06])
   np.testing.assert_allclose(holm([0.05]), [0.05])
   assert holm([0.4, 0.5]).max() == 0.8
+
+
+def test_pooled_test_folds_directions_and_shares_item_draws_within_a_stratum():
+  from valuejax.evaluate import PooledEdit, permutation_p, pooled_test
+  rng = np.random.default_rng(0)
+  base = {"a": rng.normal(size=12), "b": rng.normal(size=9)}
+  up, down = 0.3, -0.2
+  edits = [PooledEdit(base["a"], base["a"] + up + 0.01 * rng.normal(size=12), rng.normal(0, 0.05, (19, 12)) + base["a"],
+                      1.0, "a"),
+           PooledEdit(base["b"], base["b"] + down, rng.normal(0, 0.05, (25, 9)) + base["b"], -1.0, "b")]
+  t = pooled_test(edits, n_boot=2000, seed=3)
+  want = np.mean([np.mean(edits[0].edited - base["a"]), -np.mean(edits[1].edited - base["b"])])
+  assert t.mean == pytest.approx(want) and t.n_edits == 2
+  # Replicate r is control r of every edit: as many replicates as the fewest controls.
+  assert t.n_controls == 19
+  ctrl = [np.mean([np.mean(edits[0].controls[r] - base["a"]), -np.mean(edits[1].controls[r] - base["b"])])
+          for r in range(19)]
+  np.testing.assert_allclose(t.control_effects, ctrl)
+  assert t.p_value == permutation_p(t.mean, ctrl, "greater") == 0.05
+  assert t.ci_low < t.mean < t.ci_high and t.significant
+  assert pooled_test(edits, n_boot=2000, seed=3) == t
+  # Against the prediction: same size, p at its largest, not significant.
+  flipped = [dataclasses.replace(e, sign=-e.sign) for e in edits]
+  f = pooled_test(flipped, n_boot=2000, seed=3)
+  assert f.mean == pytest.approx(-t.mean) and f.p_value == 1.0 and not f.significant
+  # Unscored items (NaN) leave the means, not the test.
+  holed = dataclasses.replace(edits[0], edited=np.where(np.arange(12) == 4, np.nan, edits[0].edited))
+  assert np.isfinite(pooled_test([holed, edits[1]], n_boot=500).mean)
+
+
+def test_primary_family_is_the_declared_edits_and_holm_runs_over_it_alone():
+  import ml_collections as mlc
+  from launch.intervene import primary
+  from valuejax.evaluate import holm
+
+  def effect(edit, gamma, p, mean, controls=True):
+    return {"edit": edit, "gamma": gamma, "p_value": p, "mean": mean, "ci_low": mean - 0.1, "ci_high": mean + 0.1,
+            "expected": "greater", "scores": [0.6, 0.7], "control_scores": [[0.5, 0.5]] * 3,
+            "control_effects": [0.0] * 3 if controls else []}
+
+  results = [{"pair": "x", "baseline": [0.5, 0.5],
+              "effects": [effect("e1", 2.0, 0.01, 0.2), effect("e2", 2.0, 0.02, 0.1), effect("e3", 0.5, 0.001, 0.3),
+                          effect("e4", 2.0, 0.001, 0.3, controls=False)]}]
+  config = mlc.ConfigDict({"seed": 0, "intervene": {"primary_test": "each", "primary_gamma": 2.0, "alpha": 0.05,
+                                                    "n_boot": 200, "n_controls": 3}})
+  out = primary(config, results)
+  assert out["edits"] == ["x, e1", "x, e2"]  # not the other gamma, not the edit without controls
+  np.testing.assert_allclose([r["adjusted_p"] for r in out["result"]], holm([0.01, 0.02]))
+  assert [r["significant"] for r in out["result"]] == [True, True]
+  assert "Holm" in out["declared"] and "exploratory" in out["declared"]
+  config.intervene.primary_test = "pooled"
+  pooled = primary(config, results)["result"]
+  assert pooled["n_edits"] == 2 and pooled["n_controls"] == 3 and pooled["mean"] == pytest.approx(0.15)
+  config.intervene.primary_test = ""
+  assert primary(config, results) is None

@@ -6,7 +6,8 @@ from valuejax.evaluate.judge import JudgeConfig, JudgeScore, judge_alignment, ju
 from valuejax.evaluate.parse import (OptionSupport, PairedSupport, SupportSummary, Unparsed, paired_support,
                                      parse_option_support, summarize_support)
 from valuejax.evaluate.records import GenerationRecord, read_records, write_records
-from valuejax.evaluate.stats import (EffectSummary, bootstrap_ci, holm, paired_differences, permutation_p,
+from valuejax.evaluate.stats import (EffectSummary, PooledEdit, PooledTest, bootstrap_ci, holm, paired_differences,
+                                     permutation_p, pooled_test,
                                      summarize_effect)
 
 _LAZY = {  # these need jax; the rest of the package stays importable without it
@@ -29,7 +30,8 @@ _LAZY = {  # these need jax; the rest of the package stays importable without it
 __all__ = [
     "JudgeConfig", "JudgeScore", "judge_alignment", "judge_many", "make_judge", "OptionSupport",
     "SupportSummary", "Unparsed", "PairedSupport", "paired_support", "parse_option_support", "summarize_support", "GenerationRecord",
-    "read_records", "write_records", "EffectSummary", "bootstrap_ci", "holm", "paired_differences", "permutation_p",
+    "read_records", "write_records", "EffectSummary", "PooledEdit", "PooledTest", "pooled_test", "bootstrap_ci", "holm",
+    "paired_differences", "permutation_p",
     "summarize_effect", *_LAZY,
 ]
 

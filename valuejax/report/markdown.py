@@ -8,6 +8,8 @@ import json
 import os
 from typing import Any
 
+import numpy as np
+
 from valuejax import io as vio
 from valuejax.report import plots
 from valuejax.evaluate.stats import holm
@@ -72,6 +74,8 @@ def _headline(metrics: Any) -> list[str]:
               *missing, ""]
     return ["**Result:** no edits were evaluated (the intervene stage has not run).", ""]
   what = metrics.get("effect_of", "value orientation")
+  if metrics.get("primary"):
+    return _primary(metrics, effects, missing, what)
   tested = [e for e in effects if e.get("control_effects")]
   causal = [e for e in tested if verdict(e)[0] == CAUSAL]
   suggestive = [e for e in tested if verdict(e)[0] == SUGGESTIVE]
@@ -107,6 +111,51 @@ def _headline(metrics: Any) -> list[str]:
     lines += ["", f"Correcting for {len(tested)} tests (Holm): {len(kept)} of the {len(causal)} causal findings "
               f"keep p <= {alpha:g} (" + "; ".join(f"{e['pair']}, {e['edit']}: adjusted p = {adjusted[id(e)]:.3g}"
                                                   for e in causal) + ")."]
+  lines += ["", f"Metric: {metrics.get('metric_description', metrics.get('metric'))}. Change = edited minus "
+            "unedited, averaged over items; 95% bootstrap CI over items; p = rank of the located effect among "
+            f"the random controls' effects ({metrics.get('n_controls')} per tested edit), one-sided in the "
+            "predicted direction.", ""]
+  return lines
+
+
+def _primary(metrics: dict[str, Any], effects: list[dict[str, Any]], missing: list[str], what: str) -> list[str]:
+  """The declared primary test first, with its verdict; then every edit, labelled exploratory."""
+  pt = metrics["primary"]
+  res = pt.get("result")
+  lines = ["## Result", "", f"**Primary test** (fixed in the config before the run): {pt['declared']}.", ""]
+  if not res:
+    lines.append("**Not computable:** no located edit with random controls matches the primary test.")
+  elif pt["test"] == "pooled":
+    ctrl = res["control_effects"]
+    ci = f"{res['mean']:+.3g} [{res['ci_low']:+.3g}, {res['ci_high']:+.3g}]"
+    spread = (f"control replicates {np.mean(ctrl):+.3g} +- {np.std(ctrl, ddof=1):.2g} ({len(ctrl)})"
+              if len(ctrl) > 1 else f"{len(ctrl)} control replicate(s)")
+    p = "-" if res["p_value"] is None else f"{res['p_value']:.3g}"
+    if res["significant"]:
+      head = (f"**Causal: the located neurons move {what} as predicted, further than random neurons with the same "
+              f"per-layer counts**")
+    elif res["ci_high"] < 0:
+      head = f"**Opposite: the located edits move {what} against the prediction**"
+    elif res["ci_low"] > 0:
+      head = f"**Not specific: {what} moves as predicted, but random neurons of the same shape move it as much**"
+    else:
+      head = f"**No effect: the pooled change of {what} is indistinguishable from 0**"
+    lines.append(f"{head}: pooled signed effect {ci} (95% CI) over {res['n_edits']} edits ({'; '.join(pt['edits'])});"
+                 f" {spread}; p = {p} (at least {1 / (1 + len(ctrl)):.2g} with {len(ctrl)} replicates).")
+  else:
+    kept = [r for r in res if r["significant"]]
+    lines.append(f"**{len(kept)} of {len(res)} primary edits move {what} as predicted, further than random "
+                 "neurons after the Holm correction" + (":**" if kept else ".**"))
+    lines.append("")
+    for r in res:
+      lines.append(f"- {r['edit']}: {r['mean']:+.3g} [{r['ci_low']:+.3g}, {r['ci_high']:+.3g}], p = "
+                   f"{r['p_value']:.3g}, Holm-adjusted p = {r['adjusted_p']:.3g}: "
+                   f"**{'significant' if r['significant'] else 'not significant'}**")
+  lines += ["", "Every edit on its own (exploratory: uncorrected, read as hypotheses for a new primary test):", ""]
+  for e in effects:
+    label, why = verdict(e)
+    lines.append(f"- {e['pair']}, {e['edit']}: {label} - {why}")
+  lines += missing
   lines += ["", f"Metric: {metrics.get('metric_description', metrics.get('metric'))}. Change = edited minus "
             "unedited, averaged over items; 95% bootstrap CI over items; p = rank of the located effect among "
             f"the random controls' effects ({metrics.get('n_controls')} per tested edit), one-sided in the "
