@@ -40,9 +40,14 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
   c.locate.threshold = 0.1
   c.locate.min_count = 2000
   # Neurons kept per aspect. "paper" = max(min_count, #{delta >= threshold}), the published rule for 7-9B
-  # models (2000 is 0.44% of Llama-3-8B's neurons but 4.3% of SmolLM2-135M's); a float = that fraction of
-  # all MLP neurons, e.g. 0.005 for 0.5%; an int = exact count (e.g. --config.locate.size=0.005).
-  c.locate.size = "paper"
+  # models (2000 is 0.44% of Llama-3-8B's neurons but 4.3% of SmolLM2-135M's); a number below 1 = that
+  # fraction of all MLP neurons; an integer = exact count. Written as a string ("0.005", "paper").
+  # Default 0.5% of the model (230 neurons per aspect on SmolLM2-135M): the share the paper's 2000 neurons
+  # are of the 8B models it was sized for, so the edit and each random control touch as much of a small
+  # model as the published protocol touches of a large one; 4.3% per aspect (8.7% per steering edit) made the
+  # controls themselves disruptive. The language neurons of the positive control are of the same order
+  # (top 1% of neurons, split between two languages).
+  c.locate.size = "0.005"
   c.locate.steer_value = "p"  # "p" (activation probability) or "v95" (NPTI; needs record.hist)
 
   # Steering at decode steps: target a <- a + gamma * v * sigmoid(10 (delta - 0.15)), opposite min(a, 0).

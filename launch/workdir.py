@@ -66,7 +66,7 @@ class Workdir:
     if not self.writer:
       return
     d = json.loads(self.config.to_json_best_effort(sort_keys=True))
-    vio.write_json(self.path("config.json"), {"config": d, "git_commit": git_commit(),
+    vio.write_json(self.path("config.json"), {"config": d, "git_commit": git_commit(), "command": command_line(),
                                               "fingerprints": {s: fingerprint(self.config, s)
                                                                for s in STAGES[:3]}})
 
@@ -103,7 +103,8 @@ class Workdir:
     if not self.writer:
       return
     timings = self.timings()
-    timings[stage] = {"seconds": round(seconds, 3), "skipped": skipped, "at": _now(), **extra}
+    rss = {} if skipped else {"peak_rss_mib": peak_rss_mib()}
+    timings[stage] = {"seconds": round(seconds, 3), "skipped": skipped, "at": _now(), **rss, **extra}
     vio.write_json(self.path("timings.json"), timings)
 
   def timings(self) -> dict[str, Any]:
@@ -137,6 +138,23 @@ def git_commit() -> str | None:
   except (OSError, subprocess.SubprocessError):
     return None
   return head + ("+dirty" if dirty else "")
+
+
+def peak_rss_mib() -> float:
+  """The process's peak resident memory so far (a stage's figure includes the stages before it)."""
+  import resource
+  import sys
+  peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+  return round(peak / (2 ** 20 if sys.platform == "darwin" else 2 ** 10), 1)  # bytes on macOS, KiB elsewhere
+
+
+def command_line() -> str:
+  """The command that ran, as `python -m launch.<stage> ...`, so that a results page can print it."""
+  import shlex
+  import sys
+  script = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+  head = f"python -m launch.{script[:-3]}" if script.endswith(".py") else "python " + script
+  return " ".join([head, *map(shlex.quote, sys.argv[1:])]).strip()
 
 
 def _now() -> str:

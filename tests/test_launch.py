@@ -56,8 +56,9 @@ def tiny_model(tmp_path_factory) -> str:
 def _smoke_args(model: str, workdir: str, config: str = "configs/valuelocate.py:smoke") -> list[str]:
   args = [f"--config={config}", f"--workdir={workdir}", f"--config.model={model}"]
   if config.startswith("configs/valuelocate.py"):
-    # Exactly 12 neurons per aspect, so random controls always find enough unlocated neurons per layer.
-    args += ["--config.locate.min_count=12", "--config.locate.threshold=2.0"]
+    # Exactly 12 neurons per aspect (an exact count), so random controls always find enough unlocated
+    # neurons per layer.
+    args += ["--config.locate.size=12"]
   return args
 
 
@@ -192,7 +193,7 @@ def test_sweep_runs_each_point_in_its_own_workdir(tiny_model, tmp_path):
   path = tmp_path / "sweep_config.py"
   path.write_text(SWEEP_CONFIG.replace("(4, 8, 16)", "(4,)"))
   _ok(_launch("launch.sweep", f"--config={path}", f"--workdir={tmp_path}/sw", f"--config.model={tiny_model}",
-              "--config.locate.min_count=12", "--config.locate.threshold=2.0", "--config.intervene.n_controls=0",
+              "--config.locate.size=12", "--config.intervene.n_controls=0",
               "--config.intervene.examples=0"))
   for name in ("gamma=0.5_max_new_tokens=4", "gamma=2_max_new_tokens=4"):
     cfg = json.load(open(tmp_path / "sw" / name / "config.json"))["config"]

@@ -88,6 +88,17 @@ def test_positive_control_runs_inside_the_main_run_and_is_reported(bilingual_mod
   assert "## Can this run see an effect?" in report
   zh = metrics["pairs"][0]["effects"][0]
   assert f"effect {zh['mean']:+.3g} [{zh['ci_low']:+.3g}, {zh['ci_high']:+.3g}]" in report
+  # A results page from the workdir: the summary row, the run's report embedded, its figures copied.
+  page = tmp_path / "docs" / "results.md"
+  proc = _ok(_launch("launch.results", f"--workdirs={wd}", f"--out={page}", "--title=Smoke results"))
+  assert str(page) in proc.stdout
+  text = page.read_text(encoding="utf-8")
+  assert text.startswith("# Smoke results") and "nothing on this page is typed by hand" in text
+  assert f"| run | `{bilingual_model}` | valuelocate |" in text and "zh: " in text
+  assert "### Can this run see an effect?" in text and "python -m launch.run --config=" in text
+  assert (tmp_path / "docs" / "run" / "effects.png").is_file() and "](run/effects.png)" in text
+  bad = _launch("launch.results", f"--workdirs={tmp_path / 'nothing'}", f"--out={tmp_path / 'x.md'}")
+  assert bad.returncode == 2 and "not a valuejax workdir" in bad.stderr and "Traceback" not in bad.stderr
   # A rerun finds the control done for the same config and reads it back.
   again = _ok(_launch("launch.run", *args))
   assert again.stderr.count("skipped") >= 6  # three stages of the run and three of the control

@@ -301,11 +301,12 @@ def _examples(examples: Any, per_question: int = 4, max_questions: int = 4) -> l
 def _timings(timings: dict[str, Any]) -> list[str]:
   if not timings:
     return []
-  lines = ["## Time per stage", "", "| stage | seconds | note |", "|---|---:|---|"]
+  lines = ["## Time per stage", "", "| stage | seconds | peak RSS (MiB, process so far) | note |", "|---|---:|---:|---|"]
   for stage, t in timings.items():
     note = "skipped (outputs reused; time of the run that made them)" if t.get("skipped") else ""
     if t.get("tokens"):
       note = (note + "; " if note else "") + f"{t['tokens']} tokens"
-    lines.append(f"| {stage} | {t['seconds']:.1f} | {note} |")
+    rss = t.get("peak_rss_mib")
+    lines.append(f"| {stage} | {t['seconds']:.1f} | {'' if rss is None else f'{rss:.0f}'} | {note} |")
   lines.append("")
   return lines

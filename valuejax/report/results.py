@@ -1,0 +1,91 @@
+"""A results page from finished workdirs: one summary table, then each run's own report, figures copied
+beside the page. Every number on it comes from the runs' outputs; nothing is typed by hand.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import re
+import shutil
+from typing import Any, Sequence
+
+from valuejax import io as vio
+from valuejax.errors import ValueJaxError
+from valuejax.report import markdown
+from valuejax.report.verdict import verdict
+
+
+def _primary_cell(metrics: dict[str, Any] | None) -> str:
+  pt = (metrics or {}).get("primary") or {}
+  res = pt.get("result")
+  if not res:
+    return "not run" if not metrics else "no primary test"
+  if pt["test"] == "pooled":
+    label = ("causal" if res["significant"] else "opposite" if res["ci_high"] < 0
+             else "not specific" if res["ci_low"] > 0 else "no effect")
+    return (f"{label}: {res['mean']:+.3g} [{res['ci_low']:+.3g}, {res['ci_high']:+.3g}], "
+            f"p = {res['p_value']:.3g} ({res['n_controls']} replicates)")
+  return "; ".join(f"{r['edit']}: {r['mean']:+.3g} [{r['ci_low']:+.3g}, {r['ci_high']:+.3g}], Holm p = "
+                   f"{r['adjusted_p']:.3g}{' (significant)' if r['significant'] else ''}" for r in res)
+
+
+def _control_cell(root: str) -> str:
+  metrics = markdown._read(os.path.join(root, markdown.POSITIVE_CONTROL), markdown.METRICS)
+  effects = markdown._effects_of(metrics)
+  if not effects:
+    return "-"
+  return "; ".join(f"{e['pair']}: {e['mean']:+.3g}, p = {e['p_value']:.3g} ({verdict(e)[0]})" for e in effects)
+
+
+def _totals(timings: dict[str, Any]) -> tuple[float, float | None]:
+  run = [t for t in timings.values() if not t.get("skipped")]
+  seconds = sum(t["seconds"] for t in timings.values())
+  rss = max((t["peak_rss_mib"] for t in run if t.get("peak_rss_mib") is not None), default=None)
+  return seconds, rss
+
+
+def _embedded(root: str, slug: str, out_dir: str) -> list[str]:
+  """The run's report.md with headings one level down and its figures copied to `out_dir/slug/`."""
+  text = open(markdown.write_report(root), encoding="utf-8").read()
+  figures = os.path.join(root, "report")
+  if os.path.isdir(figures):
+    os.makedirs(os.path.join(out_dir, slug), exist_ok=True)
+    for name in sorted(os.listdir(figures)):
+      shutil.copyfile(os.path.join(figures, name), os.path.join(out_dir, slug, name))
+  text = re.sub(r"\]\(report/", f"]({slug}/", text)
+  text = re.sub(r"\[full report\]\([^)]*\)", "full report in the run's workdir", text)
+  text = re.sub(r"^(#+) ", lambda m: "#" + m.group(1) + " ", text, flags=re.M)
+  return text.rstrip().split("\n")
+
+
+def write_results(workdirs: Sequence[str], out: str, title: str, command: str) -> str:
+  """Writes the page `out` (markdown) for `workdirs`, each a finished run; returns its path."""
+  if not workdirs:
+    raise ValueJaxError("no workdirs given", "--workdirs", "name one or more finished run folders")
+  missing = [w for w in workdirs if not os.path.isfile(os.path.join(w, markdown.CONFIG))]
+  if missing:
+    raise ValueJaxError(f"not a valuejax workdir (no config.json): {', '.join(missing)}", "--workdirs",
+                        "pass folders written by python -m launch.run")
+  out = os.path.abspath(out)
+  out_dir = os.path.dirname(out)
+  os.makedirs(out_dir, exist_ok=True)
+  lines = [f"# {title}", "",
+           f"Generated on {datetime.date.today().isoformat()} by `{command}` from the runs' own outputs "
+           "(config.json, metrics.json, timings.json); nothing on this page is typed by hand.", "",
+           "| run | model | method | primary test | positive control (same model) | time (s) | peak RSS (MiB) |",
+           "|---|---|---|---|---|---:|---:|"]
+  sections = []
+  for w in workdirs:
+    root = os.path.abspath(w)
+    slug = os.path.basename(root.rstrip(os.sep))
+    cfg = markdown._read(root, markdown.CONFIG) or {}
+    c = cfg.get("config", {})
+    seconds, rss = _totals(markdown._read(root, markdown.TIMINGS) or {})
+    metrics = markdown._read(root, markdown.METRICS)
+    lines.append(f"| {slug} | `{c.get('model')}` | {c.get('method')} | {_primary_cell(metrics)} | "
+                 f"{_control_cell(root)} | {seconds:.0f} | {'' if rss is None else f'{rss:.0f}'} |")
+    sections += ["", f"## {slug}", "", f"Reproduce: `{cfg.get('command') or 'unknown'}` (code at git commit "
+                 f"`{cfg.get('git_commit') or 'unknown'}`).", "", *_embedded(root, slug, out_dir)]
+  vio.write_text(out, "\n".join(lines + sections).rstrip() + "\n")
+  return out
