@@ -16,11 +16,11 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
     arg.items, arg.tokens, arg.controls, arg.eval_items = 2, 6, 2, 4
   c = common.base_config("valuelocate")
 
-  # Activation prompts: each first-person value description answers one situational question.
   # LAPE language neurons on the same model, at a reduced size (about a minute): the report's "Can this run
   # see an effect?" section.
   c.positive_control = "" if arg.smoke else "languages.py:demo"
 
+  # Activation prompts: each first-person value description answers one situational question.
   c.data = mlc.ConfigDict()
   c.data.framework = "schwartz"  # a shipped framework name or a framework folder
   c.data.lang = "en"

@@ -166,6 +166,17 @@ def check_config(config: mlc.ConfigDict) -> None:
     if pg not in gamma or (strongest_only and pg != max(gamma)):
       _bad_value("intervene.primary_gamma", pg, f"one of intervene.gamma {gamma} at which controls run"
                  + (f" (controls_at='strongest': {max(gamma):g})" if strongest_only else ""))
+  if has_key(config, "intervene.grid") and get_key(config, "intervene.grid"):
+    from launch.intervene import parse_point
+    points = [parse_point(x) for x in get_key(config, "intervene.grid")]
+    sizes = tuple(get_key(config, "locate.sizes")) if has_key(config, "locate.sizes") else ()
+    unlocated = sorted({p["size"] for p in points} - set(sizes))
+    if unlocated:
+      _bad_value("intervene.grid", get_key(config, "intervene.grid"),
+                 f"points whose sizes are all in locate.sizes {sizes} (not located: {', '.join(unlocated)})")
+    if has_key(config, "intervene.primary_point") and get_key(config, "intervene.primary_point"):
+      if parse_point(get_key(config, "intervene.primary_point")) not in points:
+        _bad_value("intervene.primary_point", get_key(config, "intervene.primary_point"), "one of intervene.grid")
   if has_key(config, "locate.size"):
     # The locator's own resolver decides, so the launcher accepts exactly what locating accepts (numeric
     # strings from the command line included) and a bad size fails before recording, not after.

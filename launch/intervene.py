@@ -109,7 +109,7 @@ def _plan(config: mlc.ConfigDict, dataset, sets: dict[str, Any]) -> list[dict[st
     return plan
   for i, pair in enumerate(inputs.pairs(config, dataset)):
     if config.method == "valuelocate":
-      exps = _steering(config, sets[pair.name], pair)
+      exps = _steering(config, sets, pair)
     else:
       exps = _exploration(config, sets, pair)
     items = inputs.forced_choice_items(config, dataset, pair)
@@ -172,20 +172,59 @@ def _protocol_items(config: mlc.ConfigDict, dataset, pair: inputs.Pair, items: l
   return out
 
 
-def _steering(config: mlc.ConfigDict, ns, pair: inputs.Pair) -> list[Experiment]:
+def grid_points(config: mlc.ConfigDict) -> list[dict[str, Any]]:
+  """The steering settings to evaluate: `intervene.grid` ("size=0.005,gamma=2,steer=p", ...), else every
+  gamma at the one located size and steer value."""
+  c = config.intervene
+  if not c.get("grid"):
+    return [{"gamma": float(g)} for g in c.gamma]
+  return [parse_point(p) for p in c.grid]
+
+
+def parse_point(spec: str) -> dict[str, Any]:
+  """"size=0.005,gamma=2,steer=p" -> {"size": "0.005", "gamma": 2.0, "steer": "p"}: one grid point."""
+  out: dict[str, Any] = {}
+  for part in spec.split(","):
+    key, sep, value = part.strip().partition("=")
+    if not sep or key not in ("size", "gamma", "steer") or key in out:
+      raise ValueJaxError(f"grid point {spec!r} is not 'size=S,gamma=G,steer=p|v95'", "--config.intervene.grid",
+                          "write each point as size=<fraction, count or paper>,gamma=<number>,steer=<p or v95>")
+    out[key] = value.strip()
+  missing = {"size", "gamma", "steer"} - set(out)
+  if missing:
+    raise ValueJaxError(f"grid point {spec!r} lacks {', '.join(sorted(missing))}", "--config.intervene.grid",
+                        "name size, gamma and steer in every point")
+  try:
+    out["gamma"] = float(out["gamma"])
+  except ValueError:
+    raise ValueJaxError(f"gamma in grid point {spec!r} is not a number", "--config.intervene.grid",
+                        "e.g. gamma=2") from None
+  if out["steer"] not in ("p", "v95"):
+    raise ValueJaxError(f"steer in grid point {spec!r} must be p or v95", "--config.intervene.grid", "steer=p")
+  return out
+
+
+def set_name(pair: str, size: str | None) -> str:
+  """The neuron set of a pair, per size rule when the locate stage ran several (locate.sizes)."""
+  return pair if size is None else f"{pair}@{size}"
+
+
+def _steering(config: mlc.ConfigDict, sets: dict[str, Any], pair: inputs.Pair) -> list[Experiment]:
   from valuejax.intervene import SteerSet, steering
   c = config.intervene
-  shape = (ns.num_layers, ns.num_neurons)
-  v = config.locate.steer_value
-  side = lambda g: SteerSet.from_arrays(ns.mask(g), ns[g].score_map(v), ns[g].score_map("delta"), shape)
-  plus, minus = side(pair.plus), side(pair.minus)
   out = []
   for mode in c.modes:
-    for gamma in c.gamma:
-      edit = steering(plus, minus, gamma, mode=mode, keep_prob=c.keep_prob, seed=config.seed,
-                      name=f"{mode} gamma={gamma:g}")
+    for point in grid_points(config):
+      ns = sets[set_name(pair.name, point.get("size"))]
+      shape = (ns.num_layers, ns.num_neurons)
+      v = point.get("steer", config.locate.steer_value)
+      side = lambda g: SteerSet.from_arrays(ns.mask(g), ns[g].score_map(v), ns[g].score_map("delta"), shape)
+      gamma = point["gamma"]
+      name = f"{mode} gamma={gamma:g}" + (f" size={point['size']} steer={v}" if "size" in point else "")
+      edit = steering(side(pair.plus), side(pair.minus), gamma, mode=mode, keep_prob=c.keep_prob,
+                      seed=config.seed, name=name)
       out.append(Experiment(pair.name, edit, "greater" if mode == "enhance" else "less",
-                            {"mode": mode, "gamma": float(gamma)}, []))
+                            {"mode": mode, **point}, []))
   return out
 
 
@@ -229,8 +268,10 @@ def _with_controls(config: mlc.ConfigDict, exps: list[Experiment], offset: int =
   strongest = max(c.gamma) if "gamma" in c else None
   for i, e in enumerate(exps):
     at_all = c.get("controls_at", "all") == "all"
-    if c.n_controls and (at_all or e.params.get("gamma", strongest) == strongest):
-      e.controls = control_edits(e.edit, c.n_controls, seed=c.control_seed + offset + i)
+    # Edits of the declared primary test get at least primary_controls (so that p can reach its floor).
+    n = max(c.n_controls, c.get("primary_controls", 0)) if _primary_params(c, e.params) else c.n_controls
+    if n and (at_all or e.params.get("gamma", strongest) == strongest):
+      e.controls = control_edits(e.edit, n, seed=c.control_seed + offset + i)
   return exps
 
 
@@ -455,18 +496,27 @@ def _n_edited(edit) -> int:
 def declared_primary(config: mlc.ConfigDict) -> str:
   """The primary test as the config fixes it before any score exists, in words (printed atop the report)."""
   c = config.intervene
-  at = f" at gamma {c.primary_gamma:g}" if c.get("primary_gamma") else ""
+  at = (f" at {c.primary_point}" if c.get("primary_point") else
+        f" at gamma {c.primary_gamma:g}" if c.get("primary_gamma") else "")
   if c.primary_test == "pooled":
     what = (f"one pooled test: the mean over the located edits{at} of each edit's mean change, counted + in its "
             "predicted direction, against the same mean over control replicates")
   else:
     what = f"one test per located edit{at}, Holm-corrected across them"
-  return (f"{what}; one-sided, alpha {c.alpha:g}; {c.n_controls} random controls per edit with the located set's "
+  n = max(c.n_controls, c.get("primary_controls", 0))
+  return (f"{what}; one-sided, alpha {c.alpha:g}; {n} random controls per edit with the located set's "
           "per-layer counts; every other edit is exploratory")
 
 
+def _primary_params(c: mlc.ConfigDict, params: dict[str, Any]) -> bool:
+  """Whether an edit with these parameters belongs to the declared primary family."""
+  if c.get("primary_point"):
+    return all(params.get(k) == v for k, v in parse_point(c.primary_point).items())
+  return not c.get("primary_gamma") or params.get("gamma") == c.primary_gamma
+
+
 def _in_primary(c: mlc.ConfigDict, e: dict[str, Any]) -> bool:
-  return bool(e.get("control_effects")) and (not c.get("primary_gamma") or e.get("gamma") == c.primary_gamma)
+  return bool(e.get("control_effects")) and _primary_params(c, e)
 
 
 def primary(config: mlc.ConfigDict, results: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -490,6 +540,40 @@ def primary(config: mlc.ConfigDict, results: list[dict[str, Any]]) -> dict[str, 
                              "ci_high": e["ci_high"], "p_value": e["p_value"], "adjusted_p": float(a),
                              "significant": bool(a <= c.alpha and _toward(e))}
                             for (r, e), a in zip(family, adjusted)]}
+
+
+def grid_summary(config: mlc.ConfigDict, results: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+  """Per grid point: the pooled signed effect over every pair and mode (and per pair over its two modes),
+  with its CI, the 5-95% band of its control replicates and a p-value, exploratory except at the primary
+  point. None without a grid."""
+  from valuejax.evaluate import PooledEdit, pooled_test
+  c = config.intervene
+  if not c.get("grid"):
+    return None
+  arr = lambda v: np.asarray([np.nan if x is None else x for x in v], np.float64)
+  out = []
+  for point in grid_points(config):
+    at = [(r, e) for r in results for e in r["effects"]
+          if all(e.get(k) == v for k, v in point.items()) and e.get("control_scores")]
+    if not at:
+      continue
+    row: dict[str, Any] = {**point, "primary": _primary_params(c, point), "pairs": {}}
+    groups = [("all", at)] + [(r["pair"], [(rr, e) for rr, e in at if rr["pair"] == r["pair"]]) for r in results]
+    for name, family in groups:
+      if not family:
+        continue
+      t = pooled_test([PooledEdit(arr(r["baseline"]), arr(e["scores"]), np.stack([arr(x) for x in e["control_scores"]]),
+                                  1.0 if e["expected"] == "greater" else -1.0, r["pair"]) for r, e in family],
+                      alpha=c.alpha, n_boot=c.n_boot, seed=config.seed)
+      band = np.quantile(t.control_effects, [0.05, 0.95]).tolist() if t.control_effects else [None, None]
+      summary = {**t.to_dict(), "control_band": band, "n_neurons": int(np.mean([e["n_neurons"] for _, e in family]))}
+      summary.pop("control_effects")
+      if name == "all":
+        row.update(summary)
+      else:
+        row["pairs"][name] = summary
+    out.append(row)
+  return out
 
 
 def _toward(e: dict[str, Any]) -> bool:
@@ -543,7 +627,7 @@ def _write(config: mlc.ConfigDict, wd: Workdir, results: list[dict[str, Any]], e
   from valuejax.evaluate import write_records
   c = config.intervene
   vio.write_json(wd.path(METRICS), {
-      "primary": primary_test,
+      "primary": primary_test, "grid": grid_summary(config, results),
       "method": config.method, "metric": c.metric, "metric_description": METRIC_NAMES[c.metric],
       "effect_of": EFFECT_OF.get(c.metric, "value orientation"),
       "alpha": c.alpha, "n_controls": c.n_controls, "pairs": results})
@@ -552,7 +636,7 @@ def _write(config: mlc.ConfigDict, wd: Workdir, results: list[dict[str, Any]], e
   write_records(wd.path(EXAMPLES), examples)
 
 
-_PARAMS = ("mode", "gamma", "region", "toward", "factor", "group")
+_PARAMS = ("mode", "gamma", "size", "steer", "region", "toward", "factor", "group")
 
 
 def _cell(s: float | None) -> str:

@@ -42,16 +42,17 @@ def neuron_sets(config: mlc.ConfigDict, dataset, stats) -> dict[str, object]:
   c = config.locate
   prov = {"model": config.model, "data": config.data.framework, "record_mode": config.record.mode}
   if c.rule == "valuelocate":
-    hist = None
-    if c.steer_value == "v95":
-      if stats.hist is None:
-        raise ValueJaxError("locate.steer_value = 'v95' needs activation histograms", "--config.record.hist",
-                            "set --config.record.hist=True (and rerun record) or use steer_value='p'")
-      hist = stats.hist
-    return {p.name: vl.valuelocate_pair(stats.count, stats.tokens, stats.group_names, p.plus, p.minus,
-                                        hist=hist, threshold=c.threshold, min_count=c.min_count,
-                                        size=c.get("size", "paper"), provenance=prov)
-            for p in inputs.pairs(config, dataset)}
+    if c.steer_value == "v95" and stats.hist is None:
+      raise ValueJaxError("locate.steer_value = 'v95' needs activation histograms", "--config.record.hist",
+                          "set --config.record.hist=True (and rerun record) or use steer_value='p'")
+    # With histograms every set also stores v95, so one set serves both steer values (a study's grid).
+    from launch.intervene import set_name
+    sizes = list(c.get("sizes", ())) or [None]
+    return {set_name(p.name, size): vl.valuelocate_pair(
+                stats.count, stats.tokens, stats.group_names, p.plus, p.minus, hist=stats.hist,
+                threshold=c.threshold, min_count=c.min_count, size=c.get("size", "paper") if size is None else size,
+                provenance=prov)
+            for p in inputs.pairs(config, dataset) for size in sizes}
   totals = {"tokens": stats.tokens, "items": stats.items}
   top_rate = c.get("top_rate") or None  # 0 = the preset's
   if config.method in ("lape", "languages"):

@@ -47,6 +47,7 @@ def write_report(workdir: str) -> str:
   parts += _positive_control(root, config)
   parts += _what_ran(root, cfg)
   parts += _neurons(root, _read(root, LOCATE_SUMMARY))
+  parts += _grid(root, metrics)
   parts += _effects(root, metrics)
   parts += _examples(_read(root, EXAMPLES))
   parts += _timings(_read(root, TIMINGS) or {})
@@ -254,6 +255,35 @@ def _neurons(root: str, located: Any) -> list[str]:
     lines.append(f"| {layer} | " + " | ".join(str(counts[n][layer]) for n in names) + " |")
   path = plots.plot_neurons_per_layer(counts, os.path.join(root, "report", "neurons_per_layer.png"))
   lines += ["", f"![neurons per layer]({plots.relpath(path, root)})", ""]
+  return lines
+
+
+def _grid(root: str, metrics: Any) -> list[str]:
+  """A study's grid: every point's pooled effect against its matched controls, a figure, and per pair."""
+  grid = (metrics or {}).get("grid")
+  if not grid:
+    return []
+  fmt = lambda g: f"{g['mean']:+.3g} [{g['ci_low']:+.3g}, {g['ci_high']:+.3g}]"
+  band = lambda g: "-" if g["control_band"][0] is None else f"{g['control_band'][0]:+.3g} to {g['control_band'][1]:+.3g}"
+  lines = ["## Every grid point", "",
+           "Pooled signed change (predicted direction counted +) over both pairs and both modes; controls: 5-95% of "
+           "the control replicates with the same per-layer counts. Only the primary point is a confirmatory test.", "",
+           "| size | neurons | gamma | steer | pooled change [95% CI] | controls 5-95% | p | replicates | role |",
+           "|---|---:|---:|---|---|---|---:|---:|---|"]
+  for g in grid:
+    p = "-" if g["p_value"] is None else f"{g['p_value']:.3g}"
+    lines.append(f"| {g['size']} | {g['n_neurons']} | {g['gamma']:g} | {g['steer']} | {fmt(g)} | {band(g)} | {p} | "
+                 f"{g['n_controls']} | {'primary' if g['primary'] else 'exploratory'} |")
+  path = plots.plot_grid(grid, os.path.join(root, "report", "grid.png"), metrics.get("metric", ""))
+  lines += ["", f"![effect against gamma]({plots.relpath(path, root)})", "", "Per pair (both modes pooled):", "",
+            "| pair | size | gamma | steer | change [95% CI] | controls 5-95% | p | verdict |", "|---|---|---:|---|---|---|---:|---|"]
+  for g in grid:
+    for pair, r in g["pairs"].items():
+      label = ("causal" if r["significant"] else "opposite" if r["ci_high"] < 0 else
+               "not specific" if r["ci_low"] > 0 else "no effect")
+      p = "-" if r["p_value"] is None else f"{r['p_value']:.3g}"
+      lines.append(f"| {pair} | {g['size']} | {g['gamma']:g} | {g['steer']} | {fmt(r)} | {band(r)} | {p} | {label} |")
+  lines.append("")
   return lines
 
 

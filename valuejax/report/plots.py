@@ -64,3 +64,35 @@ def plot_neurons_per_layer(counts: Mapping[str, Sequence[int]], path: str) -> st
 
 def relpath(path: str, start: str) -> str:
   return os.path.relpath(path, start).replace(os.sep, "/")
+
+
+def plot_grid(grid: Sequence[Mapping[str, Any]], path: str, metric: str) -> str:
+  """The pooled signed effect against gamma, one line per set size (steer value p; v95 points as open
+  markers), with the 5-95% band of the matched controls' replicates at each point."""
+  fig = Figure(figsize=(7.5, 4.2))
+  ax = fig.add_subplot()
+  sizes = list(dict.fromkeys(str(g["size"]) for g in grid))
+  for k, size in enumerate(sizes):
+    color = f"C{k}"
+    for steer, marker, ls in (("p", "o", "-"), ("v95", "s", ":")):
+      pts = sorted((g for g in grid if str(g["size"]) == size and g["steer"] == steer), key=lambda g: g["gamma"])
+      if not pts:
+        continue
+      x = np.array([g["gamma"] for g in pts])
+      y = np.array([g["mean"] for g in pts])
+      err = np.array([[g["mean"] - g["ci_low"] for g in pts], [g["ci_high"] - g["mean"] for g in pts]])
+      label = f"size {size}" + (f", steer {steer}" if steer != "p" else "") + f" ({pts[0]['n_neurons']} neurons)"
+      ax.errorbar(x, y, yerr=err, marker=marker, ls=ls, color=color, capsize=3, label=label,
+                  mfc="none" if steer == "v95" else color)
+      band = [(g["gamma"], *g["control_band"]) for g in pts if g["control_band"][0] is not None]
+      if band:
+        b = np.array(band)
+        ax.fill_between(b[:, 0], b[:, 1], b[:, 2], color=color, alpha=0.15, lw=0)
+  ax.axhline(0.0, color="k", lw=0.8)
+  ax.set_xscale("log", base=2)
+  ax.set_xlabel("gamma (steering strength)")
+  ax.set_ylabel(f"pooled signed change ({metric})")
+  ax.set_title("Effect against gamma per set size (95% CI); shaded: 5-95% of matched random controls", fontsize=9)
+  ax.legend(fontsize=7)
+  ax.grid(alpha=0.3)
+  return _save(fig, path)

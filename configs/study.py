@@ -1,0 +1,56 @@
+"""The pre-declared ValueLocate study: do the located value neurons steer value orientation further than
+random neurons of the same shape, at set sizes scaled to the model? One run per model records once,
+locates once per size rule, and evaluates every grid point in the same compiled calls.
+
+  python -m launch.sweep --config=configs/study.py --workdir=runs/study       # both models, in turn
+  python -m launch.results --workdirs=runs/study/model=smollm2-135m-instruct,runs/study/model=gemma3-270m \
+      --out=docs/results/study.md --title="ValueLocate study"
+
+Everything the conclusion rests on is fixed here, before any score exists:
+- Data: every value description of the four aspects (40 each) answers one situational question of the
+  locate split; answers of 128 new tokens; evaluation on every held-out situation of the eval split
+  (40 per pair), which shares no situation with the locate split.
+- Primary test: one pooled test per model at size 0.5%, gamma 2, steer value p: the mean over the two
+  pairs x {enhance, reverse} of each edit's mean change in P(value-aligned action), reverse counted with
+  its sign flipped, against 99 control replicates (p can reach 0.01), one-sided, alpha 0.05.
+- Exploratory: the grid below, each point with `explore` control replicates (fewer than the primary's,
+  to fit the budget of 60 minutes per model on a 2-core CPU: the grid's controls were cut, never the
+  primary test's). Read them as hypotheses for the next pre-declared test.
+"""
+
+import ml_collections as mlc
+
+from configs import common, valuelocate
+
+GAMMAS = (0.5, 1.0, 2.0, 4.0)
+
+
+def get_config(arg: str | None = None) -> mlc.ConfigDict:
+  # sizes / primary_size exist for models too small for 0.1% to be a neuron (the tests' tiny ones).
+  arg = common.parse_arg(arg, smoke=False, primary=99, explore=4, tokens=128, sizes="0.001+0.005+0.01+paper",
+                         primary_size="0.005")
+  sizes = tuple(arg.sizes.split("+"))
+  c = valuelocate.get_config("smoke" if arg.smoke else None)
+  if arg.smoke:
+    arg.primary, arg.explore, arg.tokens = 3, 2, 6
+  c.positive_control = "" if arg.smoke else "languages.py:demo"
+
+  c.data.items_per_group = 2 if arg.smoke else 0  # every description of each aspect
+  c.record.max_new_tokens = arg.tokens
+  c.record.hist = True  # the v95 steer value
+  c.locate.sizes = sizes  # one neuron set per pair and size rule, from one recording
+
+  c.intervene.eval_items = 4 if arg.smoke else 0  # every held-out situation
+  c.intervene.grid = tuple(f"size={s},gamma={g:g},steer=p" for s in sizes for g in GAMMAS) + (
+      f"size={arg.primary_size},gamma=2,steer=v95",)
+  c.intervene.gamma = GAMMAS  # the grid's gammas (checked against primary_gamma; unused with a grid)
+  c.intervene.controls_at = "all"
+  c.intervene.n_controls = arg.explore  # per exploratory point
+  c.intervene.primary_test = "pooled"
+  c.intervene.primary_gamma = 0.0  # replaced by the point below
+  c.intervene.primary_point = f"size={arg.primary_size},gamma=2,steer=p"
+  c.intervene.primary_controls = arg.primary
+
+  if not arg.smoke:
+    c.sweep.model = ("smollm2-135m-instruct", "gemma3-270m")
+  return c

@@ -1,0 +1,58 @@
+"""The pre-declared study (configs/study.py) end to end on a tiny model: one recording, one neuron set per
+pair and size rule, every grid point evaluated with its controls, the primary point with more, the grid
+table and figure in the report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from tests.test_launch import _launch, _ok, tiny_model  # noqa: F401 - the fixture
+
+
+def test_study_grid_shares_one_recording_and_declares_its_primary_point(tiny_model, tmp_path):  # noqa: F811
+  wd = str(tmp_path / "study")
+  _ok(_launch("launch.run", "--config=configs/study.py:smoke,sizes=0.05+12,primary_size=12", f"--workdir={wd}",
+              f"--config.model={tiny_model}"))
+  with open(os.path.join(wd, "locate", "summary.json"), encoding="utf-8") as f:
+    sets = json.load(f)
+  pairs = ["openness_to_change_vs_conservation", "self_enhancement_vs_self_transcendence"]
+  assert sorted(sets) == sorted(f"{p}@{s}" for p in pairs for s in ("0.05", "12"))
+  for p in pairs:  # 5% of 3 x 48 neurons is 7.2 -> 7; an exact count of 12
+    assert {g["count"] for g in sets[f"{p}@0.05"]["groups"].values()} == {7}
+    assert {g["count"] for g in sets[f"{p}@12"]["groups"].values()} == {12}
+  with open(os.path.join(wd, "intervene", "metrics.json"), encoding="utf-8") as f:
+    metrics = json.load(f)
+  effects = [e for p in metrics["pairs"] for e in p["effects"]]
+  assert len(effects) == 2 * 2 * 9  # pairs x modes x (2 sizes x 4 gammas + one v95 point)
+  primary = [e for e in effects if (e["size"], e["gamma"], e["steer"]) == ("12", 2.0, "p")]
+  assert len(primary) == 4 and all(len(e["control_effects"]) == 3 for e in primary)
+  assert all(len(e["control_effects"]) == 2 for e in effects if e not in primary)
+  pt = metrics["primary"]
+  assert pt["test"] == "pooled" and len(pt["edits"]) == 4 and pt["result"]["n_controls"] == 3
+  assert "size=12,gamma=2,steer=p" in pt["declared"]
+  grid = metrics["grid"]
+  assert len(grid) == 9 and [g["primary"] for g in grid].count(True) == 1
+  # The grid's pooled effect at a point is the mean of its edits' signed effects.
+  for g in grid:
+    at = [e for e in effects if (e["size"], e["gamma"], e["steer"]) == (g["size"], g["gamma"], g["steer"])]
+    signed = [e["mean"] if e["expected"] == "greater" else -e["mean"] for e in at]
+    assert g["mean"] == np.mean(signed).item() or abs(g["mean"] - np.mean(signed)) < 1e-12
+    assert set(g["pairs"]) == set(pairs)
+  with open(os.path.join(wd, "report.md"), encoding="utf-8") as f:
+    report = f.read()
+  assert report.index("**Primary test**") < report.index("## Every grid point")
+  assert os.path.isfile(os.path.join(wd, "report", "grid.png"))
+  # One recording: record ran once, and a rerun with another grid keeps it and the neuron sets.
+  again = _ok(_launch("launch.run", "--config=configs/study.py:smoke,sizes=0.05+12,primary_size=12",
+                      f"--workdir={wd}", f"--config.model={tiny_model}", "--config.intervene.n_controls=1"))
+  assert "record: skipped" in again.stderr and "locate: skipped" in again.stderr
+
+
+def test_a_grid_point_of_an_unlocated_size_is_refused(tiny_model, tmp_path):  # noqa: F811
+  proc = _launch("launch.run", "--config=configs/study.py:smoke", f"--workdir={tmp_path}",
+                 f"--config.model={tiny_model}", "--config.locate.sizes=('0.01',)")
+  assert proc.returncode == 2 and "not located: 0.001" in proc.stderr and "Traceback" not in proc.stderr
