@@ -587,7 +587,6 @@ def _examples(config: mlc.ConfigDict, model, dataset, plan: list[dict[str, Any]]
   """Answers to a few eval questions from the unedited model and under each located edit at full strength."""
   import valuejax
   from valuejax.engine.generate import Sampling
-  from valuejax.engine.record import encode_prompt
   from valuejax.evaluate import GenerationRecord
   from valuejax.intervene import baseline
   c, tok, cfg = config.intervene, model.tokenizer, model.config
@@ -601,7 +600,7 @@ def _examples(config: mlc.ConfigDict, model, dataset, plan: list[dict[str, Any]]
     strongest = max((e.params.get("gamma", 0.0) for e in p["experiments"]), default=0.0)
     edits = [e.edit for e in p["experiments"] if e.params.get("gamma", 0.0) == strongest]
     edits.insert(0, dataclasses.replace(baseline(edits[0].shape), scope=edits[0].scope))
-    rows = [encode_prompt(tok, q) for q in prompts]
+    rows = example_rows(model, prompts)
     ids = np.full((len(rows), max(map(len, rows))), pad, np.int32)
     mask = np.zeros(ids.shape, np.int32)
     for i, r in enumerate(rows):
@@ -616,6 +615,13 @@ def _examples(config: mlc.ConfigDict, model, dataset, plan: list[dict[str, Any]]
         out.append(GenerationRecord(q.id, question, tok.decode(row[:n].tolist(), skip_special_tokens=True),
                                     e.name, 0, {"pair": p["pair"], **meta}))
   return out
+
+
+def example_rows(model, prompts: list[Any]) -> list[list[int]]:
+  """Token ids of the example prompts, encoded as the record stage encodes them: a model that needs <bos>
+  without a chat template (Gemma) gets it, or its answers are garbage."""
+  from valuejax.engine.record import encode_prompt, prompt_bos
+  return [encode_prompt(model.tokenizer, q, prompt_bos(model.config)) for q in prompts]
 
 
 # -- files ------------------------------------------------------------------------------------------

@@ -473,3 +473,19 @@ def test_run_edits_on_a_model_equals_edits_run_one_by_one(tiny):
   for i, e in enumerate(edits):
     one, _ = run(params, cfg, ids, mask, None, e.neurons, e.mask_for(mask))
     np.testing.assert_allclose(np.asarray(out[i]), np.asarray(one), rtol=1e-5, atol=1e-5, err_msg=e.name)
+
+
+def test_example_prompts_start_with_bos_where_the_model_needs_it():
+  """Gemma without a chat template gets <bos> before the example prompts, as in recording; llama does not."""
+  import types
+  from launch.intervene import example_rows
+  from tests import tiny_models
+  from valuejax.engine.record import Prompt
+  tok = tiny_models.tiny_tokenizer()
+  tok.chat_template = None
+  prompts = [Prompt("q1", "g", messages=[{"role": "user", "content": "w5 w6 w7"}])]
+  want = tok("w5 w6 w7", add_special_tokens=False)["input_ids"]
+  for arch in ("gemma", "llama"):
+    _, cfg, _ = tiny_models.valuejax_model(arch)
+    rows = example_rows(types.SimpleNamespace(tokenizer=tok, config=cfg), prompts)
+    assert rows == [([cfg.bos_token_id] if arch == "gemma" else []) + want]
