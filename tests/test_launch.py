@@ -14,6 +14,8 @@ import time
 import numpy as np
 import pytest
 
+from tests import tiny_models
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORDS = ("i you we they the a an and or but to of in on at for with my your is are was would will do "
          "not what how why when your work family friend new old way time people life choose keep try "
@@ -26,7 +28,6 @@ CHAT = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> str:
   """A random 3-layer llama with a word-level tokenizer and a chat template, saved as an HF folder."""
-  import torch
   import transformers as t
   from tokenizers import Tokenizer, models, pre_tokenizers
 
@@ -38,19 +39,7 @@ def tiny_model(tmp_path_factory) -> str:
   fast = t.PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
                                    unk_token="<unk>", additional_special_tokens=["<|im_start|>", "<|im_end|>"])
   fast.chat_template = CHAT
-  fast.save_pretrained(folder)
-  cfg = t.LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=48, num_hidden_layers=3,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                      pad_token_id=0, bos_token_id=1, eos_token_id=2, tie_word_embeddings=False)
-  torch.manual_seed(0)
-  model = t.LlamaForCausalLM(cfg).eval()
-  with torch.no_grad():
-    for p in model.parameters():
-      p.normal_(0.0, 0.3)
-      if p.ndim == 1:
-        p.add_(1.0)  # norm weights around 1
-  model.save_pretrained(folder, safe_serialization=True)
-  return folder
+  return tiny_models.save_word_level_llama(folder, fast, len(vocab))
 
 
 def _smoke_args(model: str, workdir: str, config: str = "configs/valuelocate.py:smoke") -> list[str]:

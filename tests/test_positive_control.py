@@ -11,6 +11,7 @@ import os
 import numpy as np
 import pytest
 
+from tests import tiny_models
 from tests.test_launch import _launch, _ok, _smoke_args
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -20,7 +21,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def bilingual_model(tmp_path_factory) -> str:
   """A random 3-layer llama whose word-level vocabulary holds every word and Chinese character of the
   shipped dilemmas (each character one token), saved as an HF folder."""
-  import torch
   import transformers as t
   from tokenizers import Regex, Tokenizer, models, pre_tokenizers
   from valuejax import data as vdata
@@ -38,20 +38,7 @@ def bilingual_model(tmp_path_factory) -> str:
   tok.pre_tokenizer = pre
   fast = t.PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
                                    unk_token="<unk>")
-  folder = str(tmp_path_factory.mktemp("bilingual_llama"))
-  fast.save_pretrained(folder)
-  cfg = t.LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=48, num_hidden_layers=3,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                      pad_token_id=0, bos_token_id=1, eos_token_id=2, tie_word_embeddings=False)
-  torch.manual_seed(0)
-  model = t.LlamaForCausalLM(cfg).eval()
-  with torch.no_grad():
-    for p in model.parameters():
-      p.normal_(0.0, 0.3)
-      if p.ndim == 1:
-        p.add_(1.0)
-  model.save_pretrained(folder, safe_serialization=True)
-  return folder
+  return tiny_models.save_word_level_llama(str(tmp_path_factory.mktemp("bilingual_llama")), fast, len(vocab))
 
 
 def _json(path: str):
@@ -127,7 +114,7 @@ def test_target_logprobs_equal_the_full_log_softmax():
   the whole [B, T, V] log-softmax."""
   import jax
   import jax.numpy as jnp
-  from tests import tiny_models
+
   from valuejax.models.forward import forward, target_logprobs
   _, cfg, params = tiny_models.valuejax_model("gemma2")  # soft-capped final logits
   ids, mask = tiny_models.padded_batch()
@@ -141,7 +128,7 @@ def test_target_logprobs_equal_the_full_log_softmax():
 
 
 def test_scored_continuations_can_be_cut_to_their_first_tokens():
-  from tests import tiny_models
+
   from valuejax.evaluate import continuation_logprobs_many
   from valuejax.intervene import deactivate
   _, cfg, params = tiny_models.valuejax_model("llama")

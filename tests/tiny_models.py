@@ -148,3 +148,23 @@ def reorder_atol(values, terms: int) -> float:
 def forward_terms(cfg) -> int:
   """The additions on the longest path through the decoder: every layer's longest dot product."""
   return cfg.num_layers * max(cfg.hidden_size, cfg.intermediate_size, cfg.num_heads * cfg.head_dim)
+
+
+def save_word_level_llama(folder: str, fast_tokenizer, vocab_size: int) -> str:
+  """A random 3-layer llama (hidden 32, 48 neurons per layer) saved with `fast_tokenizer` as an HF folder,
+  for launcher tests that load a model by path."""
+  import torch
+  import transformers as t
+  fast_tokenizer.save_pretrained(folder)
+  cfg = t.LlamaConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=48, num_hidden_layers=3,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                      pad_token_id=0, bos_token_id=1, eos_token_id=2, tie_word_embeddings=False)
+  torch.manual_seed(0)
+  model = t.LlamaForCausalLM(cfg).eval()
+  with torch.no_grad():
+    for p in model.parameters():
+      p.normal_(0.0, 0.3)
+      if p.ndim == 1:
+        p.add_(1.0)  # norm weights around 1
+  model.save_pretrained(folder, safe_serialization=True)
+  return folder
