@@ -63,28 +63,37 @@ def _brute_force(params, cfg, ids, mask, out, groups, num_groups):
     full[i, :len(r)], fmask[i, :len(r)], kind[i, :len(r)] = r, 1, k
   _, act = forward(params, cfg, jnp.asarray(full), jnp.asarray(fmask), capture="act", logits="none")
   act = np.asarray(act, np.float64)  # [L, B, T, F]
+  # The engine computes the same activations in another arithmetic order (row blocks, a cache, a shared
+  # prefix): one lying within float32 rounding of 0 may fall on the other side of it there.
+  tol = tiny_models.reorder_atol(act, tiny_models.forward_terms(cfg))
   res = {}
   for which in (0, 1):
     g_shape = (num_groups, cfg.num_layers, cfg.intermediate_size)
     c, s1, s2 = np.zeros(g_shape, np.int64), np.zeros(g_shape), np.zeros(g_shape)
+    near = np.zeros(g_shape, np.int64)
     tok, items = np.zeros(num_groups, np.int64), np.zeros(num_groups, np.int64)
     for i in range(b):
       sel = kind[i] == which
       a = act[:, i, sel]  # [L, n, F]
       g = groups[i]
       c[g] += (a > 0).sum(1)
+      near[g] += (np.abs(a) <= tol).sum(1)
       s1[g] += a.sum(1)
       s2[g] += (a * a).sum(1)
       tok[g] += sel.sum()
       items[g] += sel.any()
-    res[which] = dict(count=c, s1=s1, s2=s2, tokens=tok, items=items, act=act, kind=kind)
+    res[which] = dict(count=c, s1=s1, s2=s2, tokens=tok, items=items, act=act, kind=kind, near_zero=near)
   return res
 
 
 def _check(stats, ref):
   np.testing.assert_array_equal(np.asarray(stats.tokens), ref["tokens"])
   np.testing.assert_array_equal(np.asarray(stats.items), ref["items"])
-  np.testing.assert_array_equal(np.asarray(stats.count), ref["count"])
+  # Counts are exact except for activations within float32 rounding of 0 (see _brute_force), and those
+  # are rare: the test still fails on any real miscount.
+  diff = np.abs(np.asarray(stats.count, np.int64) - ref["count"])
+  assert (diff <= ref["near_zero"]).all(), f"{int((diff > ref['near_zero']).sum())} neurons miscounted"
+  assert diff.sum() <= max(2, diff.size // 1000)
   for k in ("s1", "s2"):
     np.testing.assert_allclose(np.asarray(stats.__getattribute__(k)), ref[k], rtol=1e-5, atol=1e-4)
 
