@@ -521,7 +521,7 @@ def _in_primary(c: mlc.ConfigDict, e: dict[str, Any]) -> bool:
 
 def primary(config: mlc.ConfigDict, results: list[dict[str, Any]]) -> dict[str, Any] | None:
   """The declared primary test over the located edits it names (None when the config declares none)."""
-  from valuejax.evaluate import PooledEdit, holm, pooled_test
+  from valuejax.evaluate import holm, pooled_test
   c = config.intervene
   if not c.get("primary_test"):
     return None
@@ -531,10 +531,8 @@ def primary(config: mlc.ConfigDict, results: list[dict[str, Any]]) -> dict[str, 
   if not family:
     return {**out, "result": None}
   if c.primary_test == "pooled":
-    arr = lambda v: np.asarray([np.nan if x is None else x for x in v], np.float64)
-    edits = [PooledEdit(arr(r["baseline"]), arr(e["scores"]), np.stack([arr(x) for x in e["control_scores"]]),
-                        1.0 if e["expected"] == "greater" else -1.0, r["pair"]) for r, e in family]
-    return {**out, "result": pooled_test(edits, alpha=c.alpha, n_boot=c.n_boot, seed=config.seed).to_dict()}
+    return {**out, "result": pooled_test(_pooled_edits(family), alpha=c.alpha, n_boot=c.n_boot,
+                                         seed=config.seed).to_dict()}
   adjusted = holm([e["p_value"] for _, e in family])
   return {**out, "result": [{"edit": f"{r['pair']}, {e['edit']}", "mean": e["mean"], "ci_low": e["ci_low"],
                              "ci_high": e["ci_high"], "p_value": e["p_value"], "adjusted_p": float(a),
@@ -546,11 +544,10 @@ def grid_summary(config: mlc.ConfigDict, results: list[dict[str, Any]]) -> list[
   """Per grid point: the pooled signed effect over every pair and mode (and per pair over its two modes),
   with its CI, the 5-95% band of its control replicates and a p-value, exploratory except at the primary
   point. None without a grid."""
-  from valuejax.evaluate import PooledEdit, pooled_test
+  from valuejax.evaluate import pooled_test
   c = config.intervene
   if not c.get("grid"):
     return None
-  arr = lambda v: np.asarray([np.nan if x is None else x for x in v], np.float64)
   out = []
   for point in grid_points(config):
     at = [(r, e) for r in results for e in r["effects"]
@@ -562,9 +559,7 @@ def grid_summary(config: mlc.ConfigDict, results: list[dict[str, Any]]) -> list[
     for name, family in groups:
       if not family:
         continue
-      t = pooled_test([PooledEdit(arr(r["baseline"]), arr(e["scores"]), np.stack([arr(x) for x in e["control_scores"]]),
-                                  1.0 if e["expected"] == "greater" else -1.0, r["pair"]) for r, e in family],
-                      alpha=c.alpha, n_boot=c.n_boot, seed=config.seed)
+      t = pooled_test(_pooled_edits(family), alpha=c.alpha, n_boot=c.n_boot, seed=config.seed)
       band = np.quantile(t.control_effects, [0.05, 0.95]).tolist() if t.control_effects else [None, None]
       summary = {**t.to_dict(), "control_band": band, "n_neurons": int(np.mean([e["n_neurons"] for _, e in family]))}
       summary.pop("control_effects")
@@ -574,6 +569,15 @@ def grid_summary(config: mlc.ConfigDict, results: list[dict[str, Any]]) -> list[
         row["pairs"][name] = summary
     out.append(row)
   return out
+
+
+def _pooled_edits(family: list[tuple[dict[str, Any], dict[str, Any]]]) -> list[Any]:
+  """(pair result, effect) pairs as pooled_test's edits: per-item scores (null = NaN), the sign of the
+  predicted direction, the pair as the stratum of shared items."""
+  from valuejax.evaluate import PooledEdit
+  arr = lambda v: np.asarray([np.nan if x is None else x for x in v], np.float64)
+  return [PooledEdit(arr(r["baseline"]), arr(e["scores"]), np.stack([arr(x) for x in e["control_scores"]]),
+                     1.0 if e["expected"] == "greater" else -1.0, r["pair"]) for r, e in family]
 
 
 def _toward(e: dict[str, Any]) -> bool:
