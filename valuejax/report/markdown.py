@@ -13,7 +13,7 @@ import numpy as np
 from valuejax import io as vio
 from valuejax.report import plots
 from valuejax.evaluate.stats import holm
-from valuejax.report.verdict import CAUSAL, SUGGESTIVE, verdict
+from valuejax.report.verdict import CAUSAL, SUGGESTIVE, pooled_label, verdict
 
 # The workdir layout the launchers write (launch/record.py, locate.py, intervene.py).
 CONFIG = "config.json"
@@ -279,8 +279,7 @@ def _grid(root: str, metrics: Any) -> list[str]:
             "| pair | size | gamma | steer | change [95% CI] | controls 5-95% | p | verdict |", "|---|---|---:|---|---|---|---:|---|"]
   for g in grid:
     for pair, r in g["pairs"].items():
-      label = ("causal" if r["significant"] else "opposite" if r["ci_high"] < 0 else
-               "not specific" if r["ci_low"] > 0 else "no effect")
+      label = pooled_label(r)
       p = "-" if r["p_value"] is None else f"{r['p_value']:.3g}"
       lines.append(f"| {pair} | {g['size']} | {g['gamma']:g} | {g['steer']} | {fmt(r)} | {band(r)} | {p} | {label} |")
   lines.append("")

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 from valuejax import io as vio
 from valuejax.errors import ValueJaxError
 from valuejax.report import markdown
-from valuejax.report.verdict import verdict
+from valuejax.report.verdict import pooled_label, verdict
 
 
 def _primary_cell(metrics: dict[str, Any] | None) -> str:
@@ -22,8 +22,7 @@ def _primary_cell(metrics: dict[str, Any] | None) -> str:
   if not res:
     return "not run" if not metrics else "no primary test"
   if pt["test"] == "pooled":
-    label = ("causal" if res["significant"] else "opposite" if res["ci_high"] < 0
-             else "not specific" if res["ci_low"] > 0 else "no effect")
+    label = pooled_label(res)
     return (f"{label}: {res['mean']:+.3g} [{res['ci_low']:+.3g}, {res['ci_high']:+.3g}], "
             f"p = {res['p_value']:.3g} ({res['n_controls']} replicates)")
   return "; ".join(f"{r['edit']}: {r['mean']:+.3g} [{r['ci_low']:+.3g}, {r['ci_high']:+.3g}], Holm p = "

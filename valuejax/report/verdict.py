@@ -44,3 +44,10 @@ def verdict(e: Mapping[str, Any]) -> tuple[str, str]:
                         f"{e.get('alpha', 0.05):g})")
   return NOT_SPECIFIC, (f"changes the metric ({ci}), but random neurons with the same per-layer counts do as "
                         f"much (p = {e.get('p_value', float('nan')):.3g})")
+
+
+def pooled_label(r: Mapping[str, Any]) -> str:
+  """The label of a pooled test's result (PooledTest.to_dict): causal when significant, else by its CI."""
+  if r["significant"]:
+    return CAUSAL
+  return OPPOSITE if r["ci_high"] < 0 else NOT_SPECIFIC if r["ci_low"] > 0 else NO_EFFECT
