@@ -52,7 +52,7 @@ def make_prompts(model, n: int, seed: int = 0) -> list[list[int]]:
   out = []
   for i in range(n):
     q = f"In two paragraphs, what would you do about {topics[rng.integers(len(topics))]}? Case {i}."
-    out.append(encode_prompt(model.tokenizer, Prompt(f"q{i}", "all", messages=[{"role": "user", "content": q}]),
+    out.append(encode_prompt(model.tokenizer, Prompt(q, "all", f"q{i}", chat=True),
                              prompt_bos(model.config)))
   return out
 
@@ -241,10 +241,10 @@ def main(argv=None) -> int:
 
   # Memory: current RSS after recording 1x, 2x and 4x as many prompts (same shapes) must stay flat.
   rec = Recorder(model, groups=["a", "b"], batch_size=8, max_new_tokens=16)
-  base = [Prompt(f"p{i}", "ab"[i % 2], text=f"Tell me about value number {i}.") for i in range(args.rss_prompts)]
+  base = [Prompt(f"Tell me about value number {i}.", "ab"[i % 2], f"p{i}") for i in range(args.rss_prompts)]
   mem = []
   for k in (1, 2, 4):
-    prompts = [Prompt(f"{p.id}-{j}", p.group, text=p.text) for j in range(k) for p in base]
+    prompts = [Prompt(p.text, p.group, f"{p.item_id}-{j}") for j in range(k) for p in base]
     rec.run(prompts, progress=False)
     mem.append((len(prompts), rss_mib()))
   print("RSS after recording: " + ", ".join(f"{n} prompts {m:.0f} MiB" for n, m in mem) +

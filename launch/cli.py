@@ -13,13 +13,14 @@ import os
 import re
 import sys
 import traceback
-from typing import Any, Callable
+from typing import Callable
 
 from absl import app, flags, logging
 import ml_collections as mlc
 from ml_collections import config_flags
 
 from valuejax.errors import ValueJaxError
+from valuejax.validate import check_config, get_key  # noqa: F401 (the launchers' names)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:  # config files import `configs.common` whatever the working directory
@@ -45,30 +46,6 @@ flags.DEFINE_string("workdir", None, "Folder for every output of the run (statis
 flags.DEFINE_bool("force", False, "Rerun stages even when their outputs exist for the same config.")
 flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() first (TPU pods, multi-GPU "
                   "clusters); only process 0 writes outputs.")
-
-# Config values that must be one of a few words; keys a config does not have are skipped.
-CHOICES: dict[str, tuple[str, ...]] = {
-    "method": ("valuelocate", "valueexploration", "lape", "languages"),
-    "record.mode": ("generate", "teacher_forced"),
-    "locate.rule": ("valuelocate", "vape"),
-    "locate.steer_value": ("p", "v95"),
-    "locate.denominator": ("tokens", "items"),
-    "intervene.kind": ("steering", "value_exploration", "deactivate"),
-    "intervene.metric": ("forced_choice", "text_likelihood", "choice_protocol", "language_nll"),
-    "intervene.controls_at": ("strongest", "all"),
-    "intervene.primary_test": ("pooled", "each", ""),
-    "mesh.params": ("replicated", "fsdp"),
-}
-SUBSETS: dict[str, tuple[str, ...]] = {
-    "intervene.modes": ("enhance", "reverse"),
-    "intervene.directions": ("support", "conflict"),
-    "intervene.regions": ("semantic", "decision", "combined"),
-    "locate.presets": ("semantic", "decision", "lape"),
-}
-POSITIVE = ("record.batch_size", "record.max_new_tokens", "record.checkpoint_every",
-            "record.keep_checkpoints", "intervene.batch_size")
-NON_NEGATIVE = ("intervene.n_controls", "data.items_per_group", "intervene.eval_items", "intervene.examples")
-
 
 def usage_exit(message: str) -> None:
   """Prints `message` as the one thing the user needs to read, and exits 2."""
@@ -137,76 +114,6 @@ def load_config(spec: str) -> mlc.ConfigDict:
     raise ValueJaxError("the config file defines no get_config(arg)", path,
                         "define get_config(arg=None) returning an ml_collections.ConfigDict")
   return module.get_config(arg) if sep else module.get_config()
-
-
-def check_config(config: mlc.ConfigDict) -> None:
-  """Raises ValueJaxError naming the key and the valid choices for the first invalid value."""
-  for key, choices in CHOICES.items():
-    if has_key(config, key) and get_key(config, key) not in choices:
-      _bad_value(key, get_key(config, key), f"one of {', '.join(choices)}")
-  for key, choices in SUBSETS.items():
-    if has_key(config, key):
-      value = get_key(config, key)
-      bad = [v for v in value if v not in choices]
-      if bad or not value:
-        _bad_value(key, value, f"a non-empty tuple of {', '.join(choices)}")
-  for key in POSITIVE:
-    if has_key(config, key) and not get_key(config, key) > 0:
-      _bad_value(key, get_key(config, key), "a positive integer")
-  for key in NON_NEGATIVE:
-    if has_key(config, key) and not get_key(config, key) >= 0:
-      _bad_value(key, get_key(config, key), "an integer >= 0")
-  if has_key(config, "intervene.gamma"):
-    gamma = get_key(config, "intervene.gamma")
-    if not gamma or any(not isinstance(g, (int, float)) or g <= 0 for g in gamma):
-      _bad_value("intervene.gamma", gamma, "a non-empty tuple of positive numbers, e.g. '(0.5, 2.0)'")
-  if has_key(config, "intervene.primary_gamma") and get_key(config, "intervene.primary_gamma"):
-    pg, gamma = get_key(config, "intervene.primary_gamma"), tuple(get_key(config, "intervene.gamma"))
-    strongest_only = get_key(config, "intervene.controls_at") == "strongest"
-    if pg not in gamma or (strongest_only and pg != max(gamma)):
-      _bad_value("intervene.primary_gamma", pg, f"one of intervene.gamma {gamma} at which controls run"
-                 + (f" (controls_at='strongest': {max(gamma):g})" if strongest_only else ""))
-  if has_key(config, "intervene.grid") and get_key(config, "intervene.grid"):
-    from launch.intervene import parse_point
-    points = [parse_point(x) for x in get_key(config, "intervene.grid")]
-    sizes = tuple(get_key(config, "locate.sizes")) if has_key(config, "locate.sizes") else ()
-    unlocated = sorted({p["size"] for p in points} - set(sizes))
-    if unlocated:
-      _bad_value("intervene.grid", get_key(config, "intervene.grid"),
-                 f"points whose sizes are all in locate.sizes {sizes} (not located: {', '.join(unlocated)})")
-    if has_key(config, "intervene.primary_point") and get_key(config, "intervene.primary_point"):
-      if parse_point(get_key(config, "intervene.primary_point")) not in points:
-        _bad_value("intervene.primary_point", get_key(config, "intervene.primary_point"), "one of intervene.grid")
-  if has_key(config, "locate.size"):
-    # The locator's own resolver decides, so the launcher accepts exactly what locating accepts (numeric
-    # strings from the command line included) and a bad size fails before recording, not after.
-    from valuejax.locate.contrast import SIZE_FORMS, set_size
-    size = get_key(config, "locate.size")
-    try:
-      set_size(size, 1, 0, 0)
-    except ValueJaxError:
-      _bad_value("locate.size", size, SIZE_FORMS)
-
-
-def _bad_value(key: str, value: Any, expected: str) -> None:
-  raise ValueJaxError(f"config entry {key} = {value!r} is not valid; it must be {expected}", f"--config.{key}",
-                      f"set --config.{key}=<value> or change the config file")
-
-
-def has_key(config: mlc.ConfigDict, key: str) -> bool:
-  node = config
-  for part in key.split("."):
-    if not isinstance(node, mlc.ConfigDict) or part not in node:
-      return False
-    node = node[part]
-  return True
-
-
-def get_key(config: mlc.ConfigDict, key: str) -> Any:
-  node = config
-  for part in key.split("."):
-    node = node[part]
-  return node
 
 
 # -- explaining flag errors ---------------------------------------------------------------------------

@@ -5,19 +5,14 @@ Checkpointed every `record.checkpoint_every` batches; a killed run started again
 
 from __future__ import annotations
 
-import os
 import time
 
 from absl import flags, logging
 import ml_collections as mlc
 
-from launch import checkpoint, cli, inputs, runtime
-from launch.workdir import Timer, Workdir, fingerprint
-from valuejax import io as vio
-
-STATS = os.path.join("record", "stats.npz")  # the statistics the locators read
-PROMPT_STATS = os.path.join("record", "prompt_stats.npz")
-TEXTS = os.path.join("record", "texts.jsonl")
+from launch import checkpoint, cli, runtime
+from valuejax import methods, workdir
+from valuejax.workdir import Timer, Workdir, fingerprint, layout
 
 
 def record(config: mlc.ConfigDict, wd: Workdir, force: bool = False, model=None) -> None:
@@ -26,7 +21,7 @@ def record(config: mlc.ConfigDict, wd: Workdir, force: bool = False, model=None)
   with Timer() as t:
     model = model or runtime.load_model(config)
     state, n_batches = _run(config, wd, force, model)
-    _write(config, wd, state)
+    workdir.write_record(wd, state, generated=config.record.mode == "generate")
   wd.mark_done("record", t.seconds, batches=n_batches, tokens=state.tokens)
   wd.add_timing("record", t.seconds, tokens=state.tokens, engine_seconds=round(state.seconds, 3))
   logging.info("record: done in %.1f s, %d tokens (%.0f tokens/s in the engine)", t.seconds, state.tokens,
@@ -36,8 +31,8 @@ def record(config: mlc.ConfigDict, wd: Workdir, force: bool = False, model=None)
 def _run(config: mlc.ConfigDict, wd: Workdir, force: bool, model):
   from valuejax.engine.record import Recorder, RecordState
   r = config.record
-  dataset = inputs.load_dataset(config)
-  groups, prompts = inputs.record_prompts(config, dataset)
+  method = methods.METHODS.get(config.method)
+  groups, prompts = method.record_prompts(config, method.load_dataset(config))
   recorder = Recorder(model, groups=groups, batch_size=r.batch_size, max_new_tokens=r.max_new_tokens,
                       mode=r.mode, hist=r.hist, repetition_penalty=r.repetition_penalty,
                       temperature=r.temperature, top_p=r.top_p, seed=config.seed,
@@ -45,7 +40,7 @@ def _run(config: mlc.ConfigDict, wd: Workdir, force: bool, model):
   n_batches = len(recorder.batches(prompts))
   logging.info("record: %d prompts in %d groups (%s), %d batches of %d, mode %s", len(prompts), len(groups),
                ", ".join(groups), n_batches, r.batch_size, r.mode)
-  ckpt_dir = wd.path("record", "checkpoints")
+  ckpt_dir = wd.path(layout.RECORD_CHECKPOINTS)
   if force and wd.writer:
     checkpoint.clear(ckpt_dir)
   ckpt = checkpoint.StatsCheckpointer(ckpt_dir, r.keep_checkpoints, fingerprint(config, "record"))
@@ -70,23 +65,6 @@ def _run(config: mlc.ConfigDict, wd: Workdir, force: bool, model):
   state = recorder.run(prompts, state, on_batch)
   ckpt.close()
   return state, n_batches
-
-
-def _write(config: mlc.ConfigDict, wd: Workdir, state) -> None:
-  if not wd.writer:
-    return
-  from valuejax.evaluate import GenerationRecord, write_records
-  stats = state.gen_stats if config.record.mode == "generate" else state.prompt_stats
-  stats.save(wd.path(STATS))
-  state.prompt_stats.save(wd.path(PROMPT_STATS))
-  records = [GenerationRecord(item_id, "", text, "baseline", 0, {"group": item_id.split("/", 1)[0]})
-             for item_id, text in sorted(state.texts.items())]
-  write_records(wd.path(TEXTS), records)
-  vio.write_json(wd.path("record", "summary.json"), {
-      "groups": list(stats.group_names), "tokens": stats.tokens.tolist(), "items": stats.items.tolist(),
-      "counted": "generated tokens" if config.record.mode == "generate" else "every input token",
-      "batches": state.batches_done, "tokens_processed": state.tokens,
-      "engine_seconds": round(state.seconds, 3)})
 
 
 def _duration(seconds: float) -> str:

@@ -9,7 +9,7 @@ from absl import logging
 import ml_collections as mlc
 
 from launch import cli
-from launch.workdir import Timer, Workdir
+from valuejax.workdir import Timer, Workdir
 
 
 def report(wd: Workdir) -> str | None:

@@ -16,7 +16,7 @@ from launch.intervene import intervene
 from launch.locate import locate
 from launch.record import record
 from launch.report import report
-from launch.workdir import POSITIVE_CONTROL, Workdir
+from valuejax.workdir import Workdir, layout
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
@@ -33,7 +33,7 @@ def run_pipeline(config: mlc.ConfigDict, workdir: str, force: bool = False, mode
   if config.get("positive_control"):
     # The positive control runs on the same model in a workdir of its own inside this one; a rerun finds it
     # done (same fingerprints) and the report reads it back.
-    run_pipeline(positive_control_config(config), wd.path(POSITIVE_CONTROL), force, model)
+    run_pipeline(positive_control_config(config), wd.path(layout.POSITIVE_CONTROL), force, model)
   return report(wd)
 
 

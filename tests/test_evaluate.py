@@ -437,7 +437,7 @@ def test_pooled_test_folds_directions_and_shares_item_draws_within_a_stratum():
 
 def test_primary_family_is_the_declared_edits_and_holm_runs_over_it_alone():
   import ml_collections as mlc
-  from launch.intervene import primary
+  from valuejax.methods import primary
   from valuejax.evaluate import holm
 
   def effect(edit, gamma, p, mean, controls=True):

@@ -172,23 +172,29 @@ def test_steering_applies_only_at_generated_positions_with_keep_prob():
 
 
 def test_layer_split_matches_the_paper_and_scales():
-  s = vi.layer_split(32)
-  np.testing.assert_array_equal(np.flatnonzero(s.decision), [0, 1, 2, 3, 4, 27, 28, 29, 30, 31])
-  np.testing.assert_array_equal(np.flatnonzero(s.semantic), np.arange(5, 27))
+  s = vi.layer_split(32)  # edits read the split as [L] masks
+  np.testing.assert_array_equal(np.flatnonzero(s.decision_mask), [0, 1, 2, 3, 4, 27, 28, 29, 30, 31])
+  np.testing.assert_array_equal(np.flatnonzero(s.semantic_mask), np.arange(5, 27))
   s30 = vi.layer_split(30)
-  assert s30.decision.sum() == 10 and not (s30.decision & s30.semantic).any()
+  assert s30.decision_mask.sum() == 10 and not (s30.decision_mask & s30.semantic_mask).any()
   s16 = vi.layer_split(16)
-  np.testing.assert_array_equal(np.flatnonzero(s16.decision), [0, 1, 2, 13, 14, 15])  # 2.5 rounds up
+  np.testing.assert_array_equal(np.flatnonzero(s16.decision_mask), [0, 1, 2, 13, 14, 15])  # 2.5 rounds up
   custom = vi.layer_split(10, head=1, tail=2)
-  np.testing.assert_array_equal(np.flatnonzero(custom.decision), [0, 8, 9])
+  np.testing.assert_array_equal(np.flatnonzero(custom.decision_mask), [0, 8, 9])
   with pytest.raises(ValueJaxError, match="semantic layer"):
     vi.layer_split(4, head=3, tail=1)
-  from valuejax.locate import layer_split as locate_split  # locate's id lists are accepted as a split
+  from valuejax.locate import layer_split as locate_split  # locate's split is the same type, used as it is
   ids = locate_split(L, 1, 1)
   m = _mask([(0, 1), (1, 2)])
   np.testing.assert_array_equal(
       vi.value_exploration(m, _mask([]), region="decision", split=ids).neurons.scale,
       vi.value_exploration(m, _mask([]), region="decision", split=vi.layer_split(L, 1, 1)).neurons.scale)
+  assert ids.decision.tolist() == [0, 2] and ids.num_layers == L
+  np.testing.assert_array_equal(vi.region_layers("combined", ids), [True, True, True])
+  with pytest.raises(ValueJaxError, match="for 4 layers"):  # a split of another depth is refused
+    vi.value_exploration(m, _mask([]), split=vi.layer_split(4, 1, 1))
+  with pytest.raises(ValueJaxError, match="outside"):
+    vi.LayerSplit(np.array([0, 3]), np.array([1]), 3)
 
 
 def test_value_exploration_scales_unique_neurons_and_skips_shared_ones():
@@ -478,12 +484,12 @@ def test_run_edits_on_a_model_equals_edits_run_one_by_one(tiny):
 def test_example_prompts_start_with_bos_where_the_model_needs_it():
   """Gemma without a chat template gets <bos> before the example prompts, as in recording; llama does not."""
   import types
-  from launch.intervene import example_rows
   from tests import tiny_models
-  from valuejax.engine.record import Prompt
+  from valuejax.data import Prompt
+  from valuejax.methods.examples import example_rows
   tok = tiny_models.tiny_tokenizer()
   tok.chat_template = None
-  prompts = [Prompt("q1", "g", messages=[{"role": "user", "content": "w5 w6 w7"}])]
+  prompts = [Prompt("w5 w6 w7", "g", "q1", chat=True)]
   want = tok("w5 w6 w7", add_special_tokens=False)["input_ids"]
   for arch in ("gemma", "llama"):
     _, cfg, _ = tiny_models.valuejax_model(arch)

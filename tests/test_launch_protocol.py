@@ -12,7 +12,10 @@ import ml_collections as mlc
 import numpy as np
 import pytest
 
-from launch import intervene as iv
+from valuejax import workdir
+from valuejax.methods import Experiment, METHODS, UnitPlan
+from valuejax.metrics.choice_protocol import ChoiceProtocol, ProtocolItem
+from valuejax.metrics.effects import evaluate
 from tests.test_launch import _launch, _ok, _smoke_args, tiny_model  # noqa: F401 (pytest fixture)
 
 
@@ -71,16 +74,16 @@ def _verdict(a, b):
 
 def _run(answers_by_edit, aligned, controls=()):
   """_evaluate over one pair; answers_by_edit maps edit name -> one text per item."""
-  items = [iv.ProtocolItem(f"d{i}", f"q{i}", a) for i, a in enumerate(aligned)]
+  items = [ProtocolItem(f"d{i}", f"q{i}", a) for i, a in enumerate(aligned)]
   answers = {(e, i + 1): t for e, texts in answers_by_edit.items() for i, t in enumerate(texts)}
-  model = types.SimpleNamespace(tokenizer=_Tok(items, answers), config=None, params=None)
+  cfg_ids = types.SimpleNamespace(pad_token_id=0, eos_token_ids=(), model_type="llama", bos_token_id=None)
+  model = types.SimpleNamespace(tokenizer=_Tok(items, answers), config=cfg_ids, params=None)
   cfg = _config()
   gen = _Gen()
-  exp = iv.Experiment("v", _Edit("edit"), "greater", {"toward": "support"}, [_Edit(n) for n in controls])
-  plan = [{"pair": "v", "items": items, "experiments": [exp], "example_prompts": []}]
+  exp = Experiment("v", _Edit("edit"), "greater", {"toward": "support"}, [_Edit(n) for n in controls])
+  plan = [UnitPlan("v", items, [exp])]
   generated = []
-  scorer = iv._Scorer(cfg, model, generator=gen)
-  return iv._evaluate(cfg, model, plan, generated, scorer=scorer)[0], generated, gen
+  return evaluate(cfg, model, plan, ChoiceProtocol(generator=gen), generated)[0], generated, gen
 
 
 def test_scores_are_aligned_support_and_effects_pair_parsed_items():
@@ -119,23 +122,23 @@ def test_too_few_paired_items_is_not_computable_not_a_number():
   (e,) = r["not_computable"]
   assert e["computable"] is False and e["n"] == 1 and e["n_dropped"] == 2
   assert "mean" not in e and "not computable" in e["describe"]
-  csv = iv._effects_csv([r]).splitlines()
+  csv = workdir.outputs.effects_csv([r]).splitlines()
   row = dict(zip(csv[0].split(","), csv[1].split(",")))
   assert row["computable"] == "False" and row["mean"] == "" and row["n_dropped"] == "2"
-  long = iv._long_csv([r]).splitlines()
+  long = workdir.outputs.long_csv([r]).splitlines()
   assert long[2].endswith(",d1,")  # the unparsed baseline answer is an empty cell, not "None" or 0.5
 
 
 def test_protocol_items_name_the_aligned_letter():
   from configs import valueexploration
-  from launch import inputs
   config = valueexploration.get_config("smoke=True")
   config.intervene.metric = "choice_protocol"
-  dataset = inputs.load_dataset(config)
-  pair = inputs.pairs(config, dataset)[0]
-  fc = inputs.forced_choice_items(config, dataset, pair)
-  items = iv._protocol_items(config, dataset, pair, fc)
-  assert [x.item_id for x in items] == inputs.names(fc)
+  method = METHODS.get(config.method)
+  dataset = method.load_dataset(config)
+  pair = method.pairs(config, dataset)[0]
+  fc = method.choice_items(config, dataset, pair)
+  items = ChoiceProtocol().items(config, dataset, method, pair)
+  assert [x.item_id for x in items] == [x.item_id for x in fc]
   assert {x.aligned for x in items} == {"A", "B"}, "the smoke items should list options in both orders"
   for x, f in zip(items, fc):
     # The aligned action is listed under the letter the item says, the violating one under the other.
@@ -164,8 +167,8 @@ def test_protocol_generator_runs_every_batch_as_batch_size_rows():
   """A short last batch of answers pads to intervene.batch_size instead of compiling a shape of its own."""
   from tests import tiny_models
   model = tiny_models.tiny_model_object("llama")
-  scorer = iv._Scorer(_config(), model)
-  assert scorer.generator.batch_buckets == (2,)
+  generator = ChoiceProtocol().generator(_config(), model)
+  assert generator.batch_buckets == (2,)
   ids = np.array([[5, 6, 7]], np.int32)  # one prompt, batch_size 2
-  out = scorer.generator(ids, np.ones_like(ids), 3)
-  assert out.tokens.shape == (1, 3) and [key[0] for key in scorer.generator._compiled] == [2]
+  out = generator(ids, np.ones_like(ids), 3)
+  assert out.tokens.shape == (1, 3) and [key[0] for key in generator._compiled] == [2]

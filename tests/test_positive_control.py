@@ -92,11 +92,12 @@ def test_positive_control_runs_inside_the_main_run_and_is_reported(bilingual_mod
 
 def test_language_items_are_seeded_and_parallel():
   from configs import languages
-  from launch import inputs
+  from valuejax.methods import METHODS
+  from valuejax.methods.languages import language_items
   config = languages.get_config("smoke")
-  ds = inputs.load_dataset(config)
-  a = inputs.language_items(config, ds, "eval", 5)
-  assert [x.item_id for x in a] == [x.item_id for x in inputs.language_items(config, ds, "eval", 5)]
+  ds = METHODS.get("languages").load_dataset(config)
+  a = language_items(config, ds, "eval", 5)
+  assert [x.item_id for x in a] == [x.item_id for x in language_items(config, ds, "eval", 5)]
   assert len({x.item_id.rsplit("-", 1)[0] for x in a}) > 1  # spread over values, not the file's first one
   by_id = {x.id: x for x in ds.dilemmas}
   for x in a:
@@ -104,7 +105,7 @@ def test_language_items_are_seeded_and_parallel():
     assert x.texts["en"].startswith(by_id[x.item_id].texts["en"].context)
   with config.unlocked():
     config.data.seed = 1
-  assert [x.item_id for x in inputs.language_items(config, ds, "eval", 5)] != [x.item_id for x in a]
+  assert [x.item_id for x in language_items(config, ds, "eval", 5)] != [x.item_id for x in a]
 
 
 def test_target_logprobs_equal_the_full_log_softmax():

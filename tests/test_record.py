@@ -15,9 +15,9 @@ def _prompts(n=7):
     words = " ".join(f"w{j}" for j in rng.integers(0, 80, size=3 + i % 4))
     group = ["up", "down"][i % 2]
     if i % 3:
-      out.append(Prompt(f"p{i}", group, messages=[{"role": "user", "content": words}]))
+      out.append(Prompt(words, group, f"p{i}", chat=True))
     else:
-      out.append(Prompt(f"p{i}", group, text=words))
+      out.append(Prompt(words, group, f"p{i}"))
   return out
 
 
@@ -58,8 +58,8 @@ def test_bad_prompts_are_reported():
   model = tiny_models.tiny_model_object("llama")
   rec = Recorder(model, groups=["up"], batch_size=2, max_new_tokens=2)
   with pytest.raises(ValueJaxError, match="group 'down'"):
-    rec.run([Prompt("a", "down", text="w1")], progress=False)
+    rec.run([Prompt("w1", "down", "a")], progress=False)
   with pytest.raises(ValueJaxError, match="repeat"):
-    rec.run([Prompt("a", "up", text="w1"), Prompt("a", "up", text="w2")], progress=False)
-  with pytest.raises(ValueJaxError, match="exactly one"):
-    rec.run([Prompt("a", "up")], progress=False)
+    rec.run([Prompt("w1", "up", "a"), Prompt("w2", "up", "a")], progress=False)
+  with pytest.raises(ValueJaxError, match="no text"):
+    rec.run([Prompt("", "up", "a")], progress=False)

@@ -167,13 +167,23 @@ def load_templates(folder: str | os.PathLike | None = None) -> dict[str, Templat
 
 @dataclasses.dataclass(frozen=True)
 class Prompt:
-  """A filled prompt: the text, the statistics group it counts towards, and where it came from."""
+  """A filled prompt: the text, the statistics group it counts towards, and where it came from.
+
+  The one prompt type of valuejax, from the templates to the engine: with `chat`, the engine sends `text` as
+  the user turn of the tokenizer's chat template (when it has one); without, it reads `text` as it is.
+  """
   text: str
   group: str
   item_id: str
-  template: str
-  lang: str
+  template: str = "raw"
+  lang: str = ""
   meta: FrozenMap[str, Any] = FrozenMap()
+  chat: bool = False
+
+  @property
+  def id(self) -> str:
+    """Unique within a run: the group and the item (an item can be recorded for several groups)."""
+    return f"{self.group}/{self.item_id}"
 
 
 def _templates(templates: dict[str, Template] | None) -> dict[str, Template]:

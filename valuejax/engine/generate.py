@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from valuejax.engine import sharding as shd
+from valuejax.engine.batching import bucket, pack_rows, special_ids
 from valuejax.engine.stats import DeviceStats, device_stats, make_reducer
 from valuejax.errors import ValueJaxError
 from valuejax.models.config import ModelConfig
@@ -71,26 +72,15 @@ class GenerateOutput(NamedTuple):
   gen_stats: DeviceStats | None  # [G, L, F] sums over generated tokens (EOS and after excluded)
 
 
-def left_pad(input_ids: np.ndarray, attention_mask: np.ndarray, length: int, pad_id: int):
-  """Moves every row's real tokens to the right end of a [B, length] array."""
+def _real_rows(input_ids, attention_mask) -> list[np.ndarray]:
+  """Each row's real tokens (where the mask is set), wherever the padding was."""
   input_ids, attention_mask = np.asarray(input_ids), np.asarray(attention_mask).astype(bool)
-  b = input_ids.shape[0]
-  ids = np.full((b, length), pad_id, np.int32)
-  mask = np.zeros((b, length), np.int32)
-  for i in range(b):
-    row = input_ids[i][attention_mask[i]]
-    if len(row) > length:
-      raise ValueJaxError(f"prompt {i} has {len(row)} tokens, more than the {length} allowed")
-    if len(row):
-      ids[i, length - len(row):], mask[i, length - len(row):] = row, 1
-  return ids, mask
+  return [row[m] for row, m in zip(input_ids, attention_mask)]
 
 
-def bucket(n: int, buckets: Sequence[int]) -> int:
-  for b in buckets:
-    if n <= b:
-      return b
-  return int(-(-n // buckets[-1]) * buckets[-1])
+def left_pad(input_ids: np.ndarray, attention_mask: np.ndarray, length: int, pad_id: int):
+  """Moves every row's real tokens to the right end of a [B, length] array; returns ids and a bool mask."""
+  return pack_rows(_real_rows(input_ids, attention_mask), pad_id=pad_id, length=length, side="left")
 
 
 def _argmax(logits):
@@ -144,7 +134,7 @@ def _generate_core(params, input_ids, attention_mask, group_ids, prefix_ids, key
                    max_new: int, sampling: Sampling, eos_ids: tuple[int, ...], pad_id: int,
                    stats: StatsSpec | None, edit_scope: str, segments: int, out_sharding):
   """input_ids [B, P + S]: the shared prefix (prefix_ids [P], possibly empty) in slots [0, P) of every real
-  row, then each row's remaining prompt tokens left-padded to S (see _split_prefix)."""
+  row, then each row's remaining prompt tokens left-padded to S (see _layout)."""
   b, p = input_ids.shape
   n_prefix = prefix_ids.shape[0]
   mask = attention_mask.astype(bool)
@@ -261,30 +251,43 @@ def _generate_core(params, input_ids, attention_mask, group_ids, prefix_ids, key
   return result
 
 
-def _split_prefix(ids: np.ndarray, mask: np.ndarray, buckets, pad_id: int, multiple: int):
-  """Moves the prefix that every real row shares (rounded down to `multiple` tokens, leaving each row at
-  least one token of its own) to slots [0, P) and left-pads the rest to its bucket; returns ids, mask and
-  the prefix [P]. Rows without tokens get no prefix. P is 0 (no sharing) when no such prefix exists."""
-  rows = [r[m.astype(bool)] for r, m in zip(ids, mask)]
+def _shared_prefix(rows: Sequence[np.ndarray], multiple: int) -> int:
+  """Length of the prefix that every row shares, rounded down to `multiple` tokens and leaving each row at
+  least one token of its own; 0 (no sharing) when a row has no tokens or there is only one row."""
   real = [r for r in rows if len(r)]
   if len(real) < 2 or len(real) < len(rows):
-    return ids, mask, np.zeros(0, np.int32)
+    return 0
   shortest = min(map(len, real))
   first = real[0][:shortest - 1]
   same = np.ones(len(first), bool)
   for r in real[1:]:
     same &= r[:len(first)] == first
   shared = int(np.argmin(same)) if not same.all() else len(first)
-  n = shared // multiple * multiple
+  return shared // multiple * multiple
+
+
+def _layout(rows: Sequence[np.ndarray], buckets, pad_id: int, n_prefix: int, batch: int):
+  """The engine's batch layout: the first `n_prefix` tokens (shared by every row) in slots [0, P) of each
+  row, the rest of each row left-padded to its length bucket; rows past len(rows) empty. Returns ids, mask
+  and the prefix [P]."""
+  longest = max((len(r) for r in rows), default=0)
+  length = bucket(max(longest - n_prefix, 1), buckets)
+  ids, mask = pack_rows([r[n_prefix:] for r in rows], pad_id=pad_id, length=length, batch=batch, side="left")
+  prefix = np.asarray(rows[0][:n_prefix] if n_prefix else [], np.int32)
+  if n_prefix:
+    head_ids, head_mask = pack_rows([prefix] * len(rows), pad_id=pad_id, batch=batch)
+    ids, mask = np.concatenate([head_ids, ids], 1), np.concatenate([head_mask, mask], 1)
+  return ids, mask, prefix
+
+
+def _split_prefix(ids: np.ndarray, mask: np.ndarray, buckets, pad_id: int, multiple: int):
+  """Moves the prefix that every real row shares (see _shared_prefix) to slots [0, P) and left-pads the
+  rest to its bucket; returns ids, mask and the prefix [P] (the inputs as they are when P is 0)."""
+  rows = _real_rows(ids, mask)
+  n = _shared_prefix(rows, multiple)
   if n == 0:
     return ids, mask, np.zeros(0, np.int32)
-  b, length = len(rows), bucket(max(len(r) for r in real) - n, buckets)
-  out_ids = np.full((b, n + length), pad_id, np.int32)
-  out_mask = np.zeros((b, n + length), np.int32)
-  out_ids[:, :n], out_mask[:, :n] = first[:n], 1
-  for i, r in enumerate(rows):
-    out_ids[i, n + length - (len(r) - n):], out_mask[i, n + length - (len(r) - n):] = r[n:], 1
-  return out_ids, out_mask, np.asarray(first[:n], np.int32)
+  return _layout(rows, buckets, pad_id, n, len(rows))
 
 
 def _prepare_batch(input_ids, attention_mask, group_ids, buckets, pad_id: int, mesh, stats: StatsSpec | None,
@@ -292,30 +295,24 @@ def _prepare_batch(input_ids, attention_mask, group_ids, buckets, pad_id: int, m
   """Left-pads to the length bucket and pads the batch with empty rows to its batch bucket (none: as it is),
   rounded up to a multiple of the data axis.
 
-  With prefix_multiple > 0, a prefix all rows share goes first (see _split_prefix); returns ids, mask,
+  With prefix_multiple > 0, a prefix all rows share goes first (see _shared_prefix); returns ids, mask,
   groups and that prefix ([0] when there is none).
   """
   input_ids = np.asarray(input_ids)
   attention_mask = np.ones_like(input_ids) if attention_mask is None else np.asarray(attention_mask)
   n = input_ids.shape[0]
-  longest = int(attention_mask.sum(1).max()) if n else 0
-  length = bucket(max(longest, 1), buckets)
-  ids, mask = left_pad(input_ids, attention_mask, length, pad_id)
-  prefix = np.zeros(0, np.int32)
-  if prefix_multiple:
-    ids, mask, prefix = _split_prefix(ids, mask, buckets, pad_id, prefix_multiple)
-    length = ids.shape[1]
+  rows = _real_rows(input_ids, attention_mask)
   groups = np.zeros(n, np.int32) if group_ids is None else np.asarray(group_ids, np.int32)
   if groups.shape != (n,):
     raise ValueJaxError(f"group ids have shape {groups.shape}, expected ({n},): one group per row")
   if stats is not None and (groups.min(initial=0) < -1 or groups.max(initial=0) >= stats.num_groups):
     raise ValueJaxError(f"group ids must lie in [0, {stats.num_groups}) (or -1 for none)")
-  rows = bucket(n, batch_buckets) if batch_buckets and n else n
-  b = -(-rows // shd.data_size(mesh)) * shd.data_size(mesh)
-  if b != n:  # empty rows: no tokens, no group
-    ids = np.concatenate([ids, np.full((b - n, length), pad_id, np.int32)])
-    mask = np.concatenate([mask, np.zeros((b - n, length), np.int32)])
-    groups = np.concatenate([groups, np.full(b - n, -1, np.int32)])
+  size = bucket(n, batch_buckets) if batch_buckets and n else n
+  b = -(-size // shd.data_size(mesh)) * shd.data_size(mesh)
+  n_prefix = _shared_prefix(rows, prefix_multiple) if prefix_multiple else 0
+  # Rows past n are empty: no tokens, no group.
+  ids, mask, prefix = _layout(rows, buckets, pad_id, n_prefix, b)
+  groups = np.concatenate([groups, np.full(b - n, -1, np.int32)])
   return ids, mask, groups, prefix
 
 
@@ -371,8 +368,9 @@ class Generator:
     self.cfg, self.mesh = cfg, mesh
     self.prompt_buckets = tuple(prompt_buckets)
     self.batch_buckets = _batch_buckets(batch_buckets)
-    self.pad_id = int(pad_id if pad_id is not None else (cfg.pad_token_id if cfg.pad_token_id is not None else 0))
-    self.eos_ids = tuple(int(e) for e in (eos_ids if eos_ids is not None else cfg.eos_token_ids))
+    special = special_ids(None, cfg)  # defaults from the config alone (no tokenizer here)
+    self.pad_id = int(pad_id if pad_id is not None else special.pad)
+    self.eos_ids = tuple(int(e) for e in (eos_ids if eos_ids is not None else special.eos))
     self._compiled: dict = {}
 
   def __call__(self, input_ids, attention_mask=None, max_new_tokens: int = 32, *, sampling: Sampling = Sampling(),
@@ -451,7 +449,7 @@ class TeacherForcer:
                pad_id: int | None = None, batch_buckets: Sequence[int] | None = BATCH_BUCKETS):
     self.params, self.cfg, self.mesh, self.buckets = params, cfg, mesh, tuple(buckets)
     self.batch_buckets = _batch_buckets(batch_buckets)
-    self.pad_id = int(pad_id if pad_id is not None else (cfg.pad_token_id or 0))
+    self.pad_id = int(pad_id if pad_id is not None else special_ids(None, cfg).pad)
     self._compiled: dict = {}
 
   def __call__(self, input_ids, attention_mask, group_ids, stats: StatsSpec,

@@ -13,20 +13,13 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from valuejax.engine.batching import pack_rows, special_ids
 from valuejax.engine.generate import Generator, Sampling, StatsSpec, TeacherForcer
+from valuejax.data.templates import Prompt
 from valuejax.engine.stats import NeuronStats
 from valuejax.errors import ValueJaxError
 
 log = logging.getLogger("valuejax")
-
-
-@dataclasses.dataclass(frozen=True)
-class Prompt:
-  """One item: `messages` go through the tokenizer's chat template; `text` is used as it is."""
-  id: str
-  group: str
-  messages: tuple | list | None = None
-  text: str | None = None
 
 
 @dataclasses.dataclass
@@ -60,14 +53,15 @@ class RecordState:
 
 
 def encode_prompt(tokenizer, prompt: Prompt, bos_token_id: int | None = None) -> list[int]:
-  """Token ids of one prompt: chat template when the tokenizer has one, else plain text with <bos>."""
-  if (prompt.messages is None) == (prompt.text is None):
-    raise ValueJaxError(f"prompt {prompt.id!r} needs exactly one of `messages` and `text`")
-  if prompt.messages is not None and getattr(tokenizer, "chat_template", None):
-    text = tokenizer.apply_chat_template(list(prompt.messages), add_generation_prompt=True, tokenize=False)
+  """Token ids of one prompt: chat template when the prompt asks for it and the tokenizer has one, else plain
+  text with <bos>."""
+  if not prompt.text:
+    raise ValueJaxError(f"prompt {prompt.id!r} has no text", fix="give every prompt its text")
+  if prompt.chat and getattr(tokenizer, "chat_template", None):
+    text = tokenizer.apply_chat_template([{"role": "user", "content": prompt.text}], add_generation_prompt=True,
+                                         tokenize=False)
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
-  text = prompt.text if prompt.text is not None else "\n\n".join(m["content"] for m in prompt.messages)
-  ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+  ids = list(tokenizer(prompt.text, add_special_tokens=False)["input_ids"])
   # Models trained with <bos> (Gemma) produce garbage without it.
   if bos_token_id is not None and (not ids or ids[0] != bos_token_id):
     ids = [bos_token_id] + ids
@@ -100,16 +94,14 @@ class Recorder:
     self.edit, self.edit_scope = edit, edit_scope
     cfg, tok = model.config, model.tokenizer
     params = model.params if params is None else params
-    pad = tok.pad_token_id if tok.pad_token_id is not None else (cfg.pad_token_id or 0)
-    eos = set(cfg.eos_token_ids)
-    if tok.eos_token_id is not None:
-      eos.add(int(tok.eos_token_id))
-    self.bos = prompt_bos(cfg)
+    special = special_ids(tok, cfg)
+    self.bos = special.bos
     # Every batch runs as `batch_size` rows (a short last one gets empty rows): one compile per length bucket.
     if mode == "generate":
-      self.engine = Generator(params, cfg, mesh=mesh, pad_id=pad, eos_ids=sorted(eos), batch_buckets=(batch_size,))
+      self.engine = Generator(params, cfg, mesh=mesh, pad_id=special.pad, eos_ids=special.eos,
+                              batch_buckets=(batch_size,))
     else:
-      self.engine = TeacherForcer(params, cfg, mesh=mesh, pad_id=pad, batch_buckets=(batch_size,))
+      self.engine = TeacherForcer(params, cfg, mesh=mesh, pad_id=special.pad, batch_buckets=(batch_size,))
 
   def _encode(self, prompts: Sequence[Prompt]) -> list[list[int]]:
     out = []
@@ -156,11 +148,7 @@ class Recorder:
     for index in range(state.batches_done, len(batches)):
       batch = batches[index]
       t0 = time.perf_counter()
-      width = max(len(ids) for _, ids in batch)
-      ids = np.zeros((len(batch), width), np.int32)
-      mask = np.zeros((len(batch), width), np.int32)
-      for i, (_, row) in enumerate(batch):
-        ids[i, width - len(row):], mask[i, width - len(row):] = row, 1
+      ids, mask = pack_rows([row for _, row in batch], pad_id=self.engine.pad_id, side="left")
       groups = np.array([self.groups.index(p.group) for p, _ in batch], np.int32)
       if self.mode == "generate":
         out = self.engine(ids, mask, self.max_new_tokens, sampling=self.sampling, seed=self.seed + index,

@@ -14,26 +14,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from valuejax.engine.generate import BATCH_BUCKETS, bucket
+from valuejax.engine.batching import bucket, pack_rows
+from valuejax.engine.generate import BATCH_BUCKETS
 from valuejax.errors import ValueJaxError
 from valuejax.intervene.batch import run_edits
 from valuejax.intervene.edits import Edit, edit_mask_for, identity_neurons
 
-_MIN_BUCKET = 16
 # Continuations are short (a few words), so in the cached path they pad to a multiple of this instead of
 # to the prompt buckets: their length is what every extra edit costs.
 _CONT_MULTIPLE = 8
 
 
 def bucket_length(n: int, buckets: Sequence[int] | None = None) -> int:
-  """The padded length for `n` tokens: the smallest bucket >= n (default: powers of two from 16)."""
-  if buckets:
-    for b in sorted(buckets):
-      if b >= n:
-        return int(b)
-    raise ValueJaxError(f"a sequence of {n} tokens is longer than the largest bucket {max(buckets)}",
-                        fix="add a larger bucket or shorten the prompt")
-  return max(_MIN_BUCKET, 1 << (max(n, 1) - 1).bit_length())
+  """The padded length for `n` tokens: the smallest bucket >= n (default: powers of two from 16); past the
+  largest an error, since a scored row cannot be cut. `valuejax.engine.bucket` with beyond="error"."""
+  return bucket(n, buckets, beyond="error")
 
 
 def encode(tokenizer: Any, text: str, add_special_tokens: bool) -> list[int]:
@@ -88,18 +83,6 @@ def _batches(lengths: Sequence[int], batch_size: int):
     yield order[start:start + batch_size]
 
 
-def _pack(rows: Sequence[Sequence[int]], batch_size: int, length: int) -> tuple[np.ndarray, np.ndarray]:
-  """Right-padded ids and attention mask [batch_size, length]; missing rows repeat the first row (their
-  outputs are dropped) so every call has the same batch shape and no row is all padding."""
-  ids = np.zeros((batch_size, length), np.int32)
-  attn = np.zeros((batch_size, length), bool)
-  for i in range(batch_size):
-    row = rows[i] if i < len(rows) else rows[0]
-    ids[i, :len(row)] = row
-    attn[i, :len(row)] = True
-  return ids, attn
-
-
 def _check_length(cfg, n: int, what: str) -> None:
   if n > cfg.max_position_embeddings:
     raise ValueJaxError(f"{what} has {n} tokens, more than the model's {cfg.max_position_embeddings} positions",
@@ -144,7 +127,8 @@ def continuation_logprobs(params: Any, cfg: Any, tokenizer: Any, prompts: Sequen
   for idx in _batches([len(r) for r in rows], batch_size):
     batch_rows = [rows[i] for i in idx]
     length = bucket_length(max(len(r) for r in batch_rows), buckets)
-    ids, attn = _pack(batch_rows, batch_size, length)
+    # Missing rows repeat the first (outputs dropped): one batch shape, and no row is all padding.
+    ids, attn = pack_rows(batch_rows, pad_id=0, length=length, batch=batch_size, fill="first")
     target = attn.copy()
     for j, i in enumerate(idx):
       target[j, :targets[i]] = False
@@ -257,7 +241,8 @@ def _score_whole_rows(params, cfg, p_rows, c_rows, edits, batch_size, buckets, c
     length = bucket_length(max(len(rows[i]) for i in idx), buckets)
     # A short last batch runs as the next batch bucket, not as batch_size rows: every row costs a full
     # forward per edit here.
-    ids, attn = _pack([rows[i] for i in idx], min(batch_size, bucket(len(idx), BATCH_BUCKETS)), length)
+    ids, attn = pack_rows([rows[i] for i in idx], pad_id=0, length=length,
+                          batch=min(batch_size, bucket(len(idx), BATCH_BUCKETS)), fill="first")
     target = attn.copy()
     for j, i in enumerate(idx):
       target[j, :len(p_rows[i])] = False
@@ -275,19 +260,12 @@ def _score_cached(params, cfg, p_rows, c_rows, edits, batch_size, buckets, chunk
     c_len = -(-(max(len(c_rows[i]) for i in idx) - 1) // _CONT_MULTIPLE) * _CONT_MULTIPLE
     # Prompts are left-padded so that every row's continuation starts in slot p_len; its positions go on
     # from the row's own prompt length. Missing rows repeat the first (their outputs are dropped).
-    ids = np.zeros((batch_size, p_len), np.int32)
-    attn = np.zeros((batch_size, p_len), bool)
-    cont = np.zeros((batch_size, c_len), np.int32)
-    targets = np.zeros((batch_size, c_len), np.int32)
-    cmask = np.zeros((batch_size, c_len), bool)
-    first = np.zeros(batch_size, np.int32)
-    n_prompt = np.zeros(batch_size, np.int32)
-    for j in range(batch_size):
-      i = idx[j] if j < len(idx) else idx[0]
-      p, c = p_rows[i], c_rows[i]
-      ids[j, p_len - len(p):], attn[j, p_len - len(p):] = p, True
-      first[j], n_prompt[j] = c[0], len(p)
-      cont[j, :len(c) - 1], targets[j, :len(c) - 1], cmask[j, :len(c) - 1] = c[:-1], c[1:], True
+    rows = list(idx) + [idx[0]] * (batch_size - len(idx))
+    ids, attn = pack_rows([p_rows[i] for i in rows], pad_id=0, length=p_len, side="left")
+    cont, cmask = pack_rows([c_rows[i][:-1] for i in rows], pad_id=0, length=c_len)
+    targets, _ = pack_rows([c_rows[i][1:] for i in rows], pad_id=0, length=c_len)
+    first = np.asarray([c_rows[i][0] for i in rows], np.int32)
+    n_prompt = np.asarray([len(p_rows[i]) for i in rows], np.int32)
     cache, lp_first = _prefill_prompts(params, cfg, ids, attn, first, c_len)
     total = lp_first[None]
     if c_len:  # else every continuation is one token, fully scored from the prompt
@@ -320,7 +298,8 @@ def next_token_logprobs(params: Any, cfg: Any, tokenizer: Any, prompts: Sequence
   for idx in _batches([len(r) for r in rows], batch_size):
     batch_rows = [rows[i] for i in idx]
     length = bucket_length(max(len(r) for r in batch_rows), buckets)
-    ids, attn = _pack(batch_rows, batch_size, length)
+    # Missing rows repeat the first (outputs dropped): one batch shape, and no row is all padding.
+    ids, attn = pack_rows(batch_rows, pad_id=0, length=length, batch=batch_size, fill="first")
     lp = _next_token_batch(params, cfg, ids, attn, neurons, scope, token_ids)
     out[idx] = np.asarray(lp)[:len(idx)]
   return out

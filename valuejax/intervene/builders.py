@@ -12,6 +12,7 @@ import numpy as np
 
 from valuejax.errors import ValueJaxError
 from valuejax.intervene.edits import Edit, MaskLike, as_mask, make_neuron_edit, values_from_indices
+from valuejax.locate.analysis import LayerSplit, layer_split as split_ids
 
 # ValueLocate's gate on the contrast: neurons barely above the 0.1 selection threshold get little push.
 _STEER_SHARPNESS = 10.0
@@ -110,48 +111,32 @@ def steering(target: SteerSet, opposite: SteerSet | MaskLike, gamma: float, *, m
               "generated", name or f"steer-{mode}-g{gamma:g}", meta)
 
 
-@dataclasses.dataclass(frozen=True)
-class LayerSplit:
-  """Which layers hold ValueExploration's "decision" neurons (first and last few) and "semantic" ones."""
-  decision: np.ndarray  # [L] bool
-  semantic: np.ndarray  # [L] bool
-
-
 def layer_split(num_layers: int, head: int | None = None, tail: int | None = None) -> LayerSplit:
-  """Decision layers = the first `head` and last `tail` layers, semantic = the rest, as [L] masks.
+  """Decision layers = the first `head` and last `tail` layers, semantic = the rest.
 
-  The rule is locate's (`valuejax.locate.layer_split`, one definition for locating and editing): the
-  paper's Llama-8B split (5 + 5 of 32) scaled to `num_layers`, rounded half up, at least one layer each side.
+  The rule and the type are locate's (`valuejax.locate.layer_split`, one definition for locating and
+  editing): the paper's Llama-8B split (5 + 5 of 32) scaled to `num_layers`, rounded half up, at least one
+  layer each side. Edits read it as [L] masks (`LayerSplit.mask`).
   """
-  from valuejax.locate.analysis import layer_split as split_ids
-  ids = split_ids(num_layers, first=head, last=tail)
-  return _as_split(ids, num_layers)
-
-
-def _as_split(split, num_layers: int) -> LayerSplit:
-  """Accepts our masks or locate's LayerSplit of layer ids."""
-  decision, semantic = (np.asarray(x) for x in (split.decision, split.semantic))
-  if decision.dtype == bool:
-    if decision.shape != (num_layers,) or semantic.shape != (num_layers,):
-      raise ValueJaxError(f"layer split masks have shapes {decision.shape}, {semantic.shape} for "
-                          f"{num_layers} layers")
-    return LayerSplit(decision, semantic)
-  out = [np.zeros(num_layers, bool) for _ in range(2)]
-  for mask, ids in zip(out, (decision, semantic)):
-    if ids.size and (ids.min() < 0 or ids.max() >= num_layers):
-      raise ValueJaxError(f"layer split names layers outside [0, {num_layers})")
-    mask[ids.astype(np.int64)] = True
-  return LayerSplit(*out)
+  return split_ids(num_layers, first=head, last=tail)
 
 
 def region_layers(region: str, split: LayerSplit) -> np.ndarray:
-  if region == "semantic":
-    return split.semantic
-  if region == "decision":
-    return split.decision
-  if region == "combined":
-    return split.semantic | split.decision
-  raise ValueJaxError(f"unknown layer region {region!r}", fix="use 'semantic', 'decision' or 'combined'")
+  """[L] bool: the layers of `region` ("semantic", "decision" or "combined")."""
+  return split.mask(region)
+
+
+def _split_for(split: LayerSplit | None, num_layers: int) -> LayerSplit:
+  """The default split for `num_layers`, or the caller's after checking that it is for that depth."""
+  if split is None:
+    return layer_split(num_layers)
+  if not isinstance(split, LayerSplit):
+    raise ValueJaxError(f"expected a LayerSplit, got {type(split).__name__}",
+                        fix="build it with valuejax.intervene.layer_split(num_layers, head=, tail=)")
+  if split.num_layers != num_layers:
+    raise ValueJaxError(f"the layer split is for {split.num_layers} layers but the neuron sets have {num_layers}",
+                        fix="build the split for the model the sets were located on")
+  return split
 
 
 def _exploration_scale(support: np.ndarray, conflict: np.ndarray, toward: str, factor: float) -> np.ndarray:
@@ -175,8 +160,7 @@ def value_exploration(support: MaskLike, conflict: MaskLike, *, toward: str = "s
   s, c = as_mask(support, shape), as_mask(conflict, shape)
   if s.shape != c.shape:
     raise ValueJaxError(f"support and conflict sets differ in shape: {s.shape} vs {c.shape}")
-  split = layer_split(s.shape[0]) if split is None else _as_split(split, s.shape[0])
-  layers = region_layers(region, split)
+  layers = region_layers(region, _split_for(split, s.shape[0]))
   scale = _exploration_scale(s, c, toward, factor)
   scale[~layers] = 1.0
   meta = {"kind": "value_exploration", "toward": toward, "region": region, "factor": float(factor),
@@ -192,8 +176,8 @@ def value_exploration_combined(semantic: tuple[MaskLike, MaskLike], decision: tu
   and the decision-setting sets in the decision layers, in one edit."""
   sem = value_exploration(*semantic, toward=toward, region="semantic", factor=factor, split=split, shape=shape)
   dec = value_exploration(*decision, toward=toward, region="decision", factor=factor, split=split, shape=shape)
-  split = layer_split(sem.shape[0]) if split is None else _as_split(split, sem.shape[0])
-  scale = np.where(split.semantic[:, None], np.asarray(sem.neurons.scale), np.asarray(dec.neurons.scale))
+  semantic_layers = _split_for(split, sem.shape[0]).semantic_mask
+  scale = np.where(semantic_layers[:, None], np.asarray(sem.neurons.scale), np.asarray(dec.neurons.scale))
   meta = {"kind": "value_exploration", "toward": toward, "region": "combined", "factor": float(factor),
           "n_scaled": int((scale == factor).sum()), "n_zeroed": int((scale == 0).sum()),
           "n_overlap": sem.metadata["n_overlap"] + dec.metadata["n_overlap"]}

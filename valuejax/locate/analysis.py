@@ -4,6 +4,7 @@ and the ValueExploration split of layers into "decision" (first and last) and "s
 
 from __future__ import annotations
 
+import dataclasses
 from typing import NamedTuple, Sequence
 
 import numpy as np
@@ -47,9 +48,50 @@ def overlap(ns: NeuronSet, other: NeuronSet | None = None) -> Overlap:
                  shared.reshape(len(ns.names), len(other.names)))
 
 
-class LayerSplit(NamedTuple):
-  decision: np.ndarray  # int64 layer ids, the first `first` and last `last` layers
+REGIONS = ("semantic", "decision", "combined")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class LayerSplit:
+  """ValueExploration's split of a model's layers, as layer ids; locating restricts neuron sets to a part by
+  id, editing reads the same split as [L] masks (`mask`), so both use one definition."""
+  decision: np.ndarray  # int64 layer ids, the first and last few layers
   semantic: np.ndarray  # int64 layer ids in between
+  num_layers: int
+
+  def __post_init__(self):
+    n = self.num_layers
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+      raise ValueJaxError(f"`num_layers` = {n!r} is not a positive int", "LayerSplit",
+                          "pass the model's number of decoder layers")
+    object.__setattr__(self, "num_layers", int(n))
+    for name in ("decision", "semantic"):
+      ids = np.asarray(getattr(self, name))
+      if ids.ndim != 1 or (ids.size and not np.issubdtype(ids.dtype, np.integer)):
+        raise ValueJaxError(f"`{name}` must be a list of layer ids, got {ids.dtype} {ids.shape}", "LayerSplit",
+                            "build it with layer_split(num_layers, ...)")
+      if ids.size and (ids.min() < 0 or ids.max() >= self.num_layers):
+        raise ValueJaxError(f"`{name}` names layers outside [0, {self.num_layers})", "LayerSplit",
+                            "build it with layer_split(num_layers, ...)")
+      object.__setattr__(self, name, ids.astype(np.int64))
+
+  def mask(self, region: str) -> np.ndarray:
+    """[L] bool: the layers of `region` ("semantic", "decision" or "combined", both)."""
+    if region not in REGIONS:
+      raise ValueJaxError(f"unknown layer region {region!r}", fix="use 'semantic', 'decision' or 'combined'")
+    out = np.zeros(self.num_layers, bool)
+    for part in ("semantic", "decision"):
+      if region in (part, "combined"):
+        out[getattr(self, part)] = True
+    return out
+
+  @property
+  def decision_mask(self) -> np.ndarray:
+    return self.mask("decision")
+
+  @property
+  def semantic_mask(self) -> np.ndarray:
+    return self.mask("semantic")
 
 
 def layer_split(num_layers: int, first: int | None = None, last: int | None = None) -> LayerSplit:
@@ -75,11 +117,11 @@ def layer_split(num_layers: int, first: int | None = None, last: int | None = No
                         "use fewer decision layers")
   layers = np.arange(num_layers, dtype=np.int64)
   decision = np.concatenate([layers[:first], layers[num_layers - last:]])
-  return LayerSplit(decision, layers[first:num_layers - last])
+  return LayerSplit(decision, layers[first:num_layers - last], int(num_layers))
 
 
 def split_by_layers(ns: NeuronSet, split: LayerSplit) -> dict[str, NeuronSet]:
   """`{"decision": ns restricted to decision layers, "semantic": ... to semantic layers}`."""
   return {part: NeuronSet({g: ns[g].restrict_layers(layers) for g in ns.names},
                           {**ns.provenance, "layers": part, "layer_ids": layers.tolist()})
-          for part, layers in split._asdict().items()}
+          for part, layers in (("decision", split.decision), ("semantic", split.semantic))}

@@ -4,7 +4,6 @@ value orientation more than random neurons do, a few answers before/after editin
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -13,51 +12,28 @@ import numpy as np
 from valuejax import io as vio
 from valuejax.report import plots
 from valuejax.evaluate.stats import holm
+from valuejax.workdir import layout
 from valuejax.report.verdict import CAUSAL, SUGGESTIVE, pooled_label, verdict
-
-# The workdir layout the launchers write (launch/record.py, locate.py, intervene.py).
-CONFIG = "config.json"
-TIMINGS = "timings.json"
-RECORD_SUMMARY = os.path.join("record", "summary.json")
-LOCATE_SUMMARY = os.path.join("locate", "summary.json")
-METRICS = os.path.join("intervene", "metrics.json")
-EXAMPLES = os.path.join("intervene", "examples.jsonl")
-REPORT = "report.md"
-POSITIVE_CONTROL = "positive_control"  # a sub-workdir (launch/workdir.py)
-
-
-def _read(root: str, rel: str) -> Any:
-  try:
-    with open(os.path.join(root, rel), encoding="utf-8") as f:
-      if rel.endswith(".jsonl"):
-        return [json.loads(line) for line in f if line.strip()]
-      return json.load(f)
-  except FileNotFoundError:
-    return None
-
 
 def write_report(workdir: str) -> str:
   """Writes <workdir>/report.md (and its figures under <workdir>/report/); returns the report's path."""
   root = os.path.abspath(workdir)
-  cfg = _read(root, CONFIG) or {}
+  cfg = layout.read(root, layout.CONFIG) or {}
   config = cfg.get("config", {})
-  metrics = _read(root, METRICS)
+  metrics = layout.read(root, layout.METRICS)
   parts = [f"# valuejax report: {config.get('method', '?')} on {config.get('model', '?')}", ""]
   parts += _headline(metrics)
   parts += _positive_control(root, config)
   parts += _what_ran(root, cfg)
-  parts += _neurons(root, _read(root, LOCATE_SUMMARY))
+  parts += _neurons(root, layout.read(root, layout.LOCATE_SUMMARY))
   parts += _grid(root, metrics)
   parts += _effects(root, metrics)
-  parts += _examples(_read(root, EXAMPLES))
-  parts += _timings(_read(root, TIMINGS) or {})
-  path = os.path.join(root, REPORT)
+  parts += _profiles(root, metrics)
+  parts += _examples(layout.read(root, layout.EXAMPLES))
+  parts += _timings(layout.read(root, layout.TIMINGS) or {})
+  path = os.path.join(root, layout.REPORT)
   vio.write_text(path, "\n".join(parts).rstrip() + "\n")
   return path
-
-
-def _effects_of(metrics: Any) -> list[dict[str, Any]]:
-  return [e for p in (metrics or {}).get("pairs", []) for e in p["effects"]]
 
 
 def _not_computable(metrics: Any) -> list[dict[str, Any]]:
@@ -67,7 +43,7 @@ def _not_computable(metrics: Any) -> list[dict[str, Any]]:
 
 
 def _headline(metrics: Any) -> list[str]:
-  effects = _effects_of(metrics)
+  effects = layout.effects_of(metrics)
   missing = [f"- {e['pair']}: **not computable** - {e.get('describe', '')}" for e in _not_computable(metrics)]
   if not effects:
     if missing:
@@ -169,22 +145,22 @@ def _positive_control(root: str, config: dict[str, Any]) -> list[str]:
   pipeline: without it a null result cannot be told from a pipeline that sees nothing."""
   if not config.get("positive_control"):
     return []
-  sub = os.path.join(root, POSITIVE_CONTROL)
-  metrics = _read(sub, METRICS)
+  sub = os.path.join(root, layout.POSITIVE_CONTROL)
+  metrics = layout.read(sub, layout.METRICS)
   lines = ["## Can this run see an effect?", ""]
-  effects = _effects_of(metrics)
+  effects = layout.effects_of(metrics)
   if not effects:
     return lines + [f"The positive control (`{config['positive_control']}`) has not run: nothing here says whether "
                     "this pipeline could have seen an effect.", ""]
-  sub_cfg = (_read(sub, CONFIG) or {}).get("config", {})
-  located = _read(sub, LOCATE_SUMMARY) or {}
+  sub_cfg = (layout.read(sub, layout.CONFIG) or {}).get("config", {})
+  located = layout.read(sub, layout.LOCATE_SUMMARY) or {}
   total = next((s["num_layers"] * s["num_neurons"] for s in located.values()), None)
   lines.append(f"Positive control: language neurons (LAPE) of the same model, `{sub_cfg.get('model', '?')}`, found "
                f"from teacher-forced statistics of {' and '.join(sub_cfg.get('data', {}).get('langs', []))} texts "
                "and deactivated (a = 0) where only the target language's set holds them. Effect = change in held-out "
                "loss (nats per token) of the target language minus that of the same texts in the other language; "
                "p = rank among random neuron sets with the same per-layer counts "
-               f"([full report]({POSITIVE_CONTROL}/{REPORT})).")
+               f"([full report]({layout.POSITIVE_CONTROL}/{layout.REPORT})).")
   lines.append("")
   ok = True
   for e in effects:
@@ -215,7 +191,7 @@ def _positive_control(root: str, config: dict[str, Any]) -> list[str]:
 def _what_ran(root: str, cfg: dict[str, Any]) -> list[str]:
   c = cfg.get("config", {})
   rec, data = c.get("record", {}), c.get("data", {})
-  summary = _read(root, RECORD_SUMMARY) or {}
+  summary = layout.read(root, layout.RECORD_SUMMARY) or {}
   lines = ["## What was run", "",
            f"- Method: {c.get('method')}; model: `{c.get('model')}`; seed {c.get('seed')}",
            f"- Data: `{data.get('framework')}` ({data.get('lang')}), {data.get('items_per_group') or 'all'} "
@@ -253,7 +229,7 @@ def _neurons(root: str, located: Any) -> list[str]:
   lines.append("|---:|" + "---:|" * len(names))
   for layer in range(num_layers):
     lines.append(f"| {layer} | " + " | ".join(str(counts[n][layer]) for n in names) + " |")
-  path = plots.plot_neurons_per_layer(counts, os.path.join(root, "report", "neurons_per_layer.png"))
+  path = plots.plot_neurons_per_layer(counts, os.path.join(root, layout.FIGURES, "neurons_per_layer.png"))
   lines += ["", f"![neurons per layer]({plots.relpath(path, root)})", ""]
   return lines
 
@@ -274,7 +250,7 @@ def _grid(root: str, metrics: Any) -> list[str]:
     p = "-" if g["p_value"] is None else f"{g['p_value']:.3g}"
     lines.append(f"| {g['size']} | {g['n_neurons']} | {g['gamma']:g} | {g['steer']} | {fmt(g)} | {band(g)} | {p} | "
                  f"{g['n_controls']} | {'primary' if g['primary'] else 'exploratory'} |")
-  path = plots.plot_grid(grid, os.path.join(root, "report", "grid.png"), metrics.get("metric", ""))
+  path = plots.plot_grid(grid, os.path.join(root, layout.FIGURES, "grid.png"), metrics.get("metric", ""))
   lines += ["", f"![effect against gamma]({plots.relpath(path, root)})", "", "Per pair (both modes pooled):", "",
             "| pair | size | gamma | steer | change [95% CI] | controls 5-95% | p | verdict |", "|---|---|---:|---|---|---|---:|---|"]
   for g in grid:
@@ -287,7 +263,7 @@ def _grid(root: str, metrics: Any) -> list[str]:
 
 
 def _effects(root: str, metrics: Any) -> list[str]:
-  effects = _effects_of(metrics)
+  effects = layout.effects_of(metrics)
   if not effects:
     return []
   lines = ["## Effect of each edit", "",
@@ -303,10 +279,28 @@ def _effects(root: str, metrics: Any) -> list[str]:
     lines.append(f"| {e['pair']} | {e['edit']} | {e.get('n_neurons', '')} | {base[e['pair']]:.3f} | "
                  f"{e['mean']:+.3g} [{e['ci_low']:+.3g}, {e['ci_high']:+.3g}] | {ctrl_s} | {p} | "
                  f"{verdict(e)[0]} |")
-  path = plots.plot_effects(effects, os.path.join(root, "report", "effects.png"), metrics.get("metric", ""))
+  path = plots.plot_effects(effects, os.path.join(root, layout.FIGURES, "effects.png"), metrics.get("metric", ""))
   lines += ["", f"![effects]({plots.relpath(path, root)})", "",
             "Per-item scores: `intervene/metrics.csv` (long format); one row per edit: `intervene/effects.csv`.",
             ""]
+  return lines
+
+
+def _profiles(root: str, metrics: Any) -> list[str]:
+  """A metric that reads a value profile (pvq) under each edit: the profiles as a figure per pair."""
+  lines = []
+  for p in (metrics or {}).get("pairs", []):
+    base = (p.get("detail") or {}).get("profile")
+    edited = [(e["edit"], e["detail"]["profile"]) for e in p["effects"] + p.get("not_computable", [])
+              if (e.get("detail") or {}).get("profile")]
+    if not base or not edited:
+      continue
+    if not lines:
+      lines = ["## Value profiles", "", "Centred PVQ scores per value (each value's mean answer minus the mean over "
+               "all portraits), unedited and under each located edit.", ""]
+    path = plots.plot_profiles(p["pair"], [("unedited", base), *edited],
+                               os.path.join(root, layout.FIGURES, f"profile_{p['pair']}.png"))
+    lines += [f"![{p['pair']} value profile]({plots.relpath(path, root)})", ""]
   return lines
 
 

@@ -48,6 +48,25 @@ def plot_effects(effects: Sequence[Mapping[str, Any]], path: str, metric: str) -
   return _save(fig, path)
 
 
+def plot_profiles(pair: str, profiles: Sequence[tuple[str, Mapping[str, float]]], path: str) -> str:
+  """A value profile (centred score per value) as grouped bars: the unedited model, then each edit."""
+  values = list(profiles[0][1])
+  width = 0.8 / len(profiles)
+  fig = Figure(figsize=(max(6.0, 0.9 * len(values)), 3.6))
+  ax = fig.add_subplot()
+  x = np.arange(len(values))
+  for k, (name, prof) in enumerate(profiles):
+    ax.bar(x - 0.4 + width * (k + 0.5), [prof[v] for v in values], width, label=name,
+           color="0.55" if k == 0 else None)
+  ax.axhline(0.0, color="k", lw=0.8)
+  ax.set_xticks(x, values, rotation=30, ha="right", fontsize=7)
+  ax.set_ylabel("centred score (1-6 scale)")
+  ax.set_title(f"{pair}: value profile before and after each edit", fontsize=9)
+  ax.legend(fontsize=6, ncol=2)
+  ax.grid(axis="y", alpha=0.3)
+  return _save(fig, path)
+
+
 def plot_neurons_per_layer(counts: Mapping[str, Sequence[int]], path: str) -> str:
   """One line per (set, group) of located neurons per layer."""
   fig = Figure(figsize=(8, 4))

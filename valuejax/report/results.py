@@ -14,6 +14,7 @@ from valuejax import io as vio
 from valuejax.errors import ValueJaxError
 from valuejax.report import markdown
 from valuejax.report.verdict import pooled_label, verdict
+from valuejax.workdir import layout
 
 
 def _primary_cell(metrics: dict[str, Any] | None) -> str:
@@ -30,8 +31,8 @@ def _primary_cell(metrics: dict[str, Any] | None) -> str:
 
 
 def _control_cell(root: str) -> str:
-  metrics = markdown._read(os.path.join(root, markdown.POSITIVE_CONTROL), markdown.METRICS)
-  effects = markdown._effects_of(metrics)
+  metrics = layout.read(os.path.join(root, layout.POSITIVE_CONTROL), layout.METRICS)
+  effects = layout.effects_of(metrics)
   if not effects:
     return "-"
   return "; ".join(f"{e['pair']}: {e['mean']:+.3g}, p = {e['p_value']:.3g} ({verdict(e)[0]})" for e in effects)
@@ -47,7 +48,7 @@ def _totals(timings: dict[str, Any]) -> tuple[float, float | None]:
 def _embedded(root: str, slug: str, out_dir: str) -> list[str]:
   """The run's report.md with headings one level down and its figures copied to `out_dir/slug/`."""
   text = open(markdown.write_report(root), encoding="utf-8").read()
-  figures = os.path.join(root, "report")
+  figures = os.path.join(root, layout.FIGURES)
   if os.path.isdir(figures):
     os.makedirs(os.path.join(out_dir, slug), exist_ok=True)
     for name in sorted(os.listdir(figures)):
@@ -62,7 +63,7 @@ def write_results(workdirs: Sequence[str], out: str, title: str, command: str) -
   """Writes the page `out` (markdown) for `workdirs`, each a finished run; returns its path."""
   if not workdirs:
     raise ValueJaxError("no workdirs given", "--workdirs", "name one or more finished run folders")
-  missing = [w for w in workdirs if not os.path.isfile(os.path.join(w, markdown.CONFIG))]
+  missing = [w for w in workdirs if not os.path.isfile(os.path.join(w, layout.CONFIG))]
   if missing:
     raise ValueJaxError(f"not a valuejax workdir (no config.json): {', '.join(missing)}", "--workdirs",
                         "pass folders written by python -m launch.run")
@@ -78,10 +79,10 @@ def write_results(workdirs: Sequence[str], out: str, title: str, command: str) -
   for w in workdirs:
     root = os.path.abspath(w)
     slug = os.path.basename(root.rstrip(os.sep))
-    cfg = markdown._read(root, markdown.CONFIG) or {}
+    cfg = layout.read(root, layout.CONFIG) or {}
     c = cfg.get("config", {})
-    seconds, rss = _totals(markdown._read(root, markdown.TIMINGS) or {})
-    metrics = markdown._read(root, markdown.METRICS)
+    seconds, rss = _totals(layout.read(root, layout.TIMINGS) or {})
+    metrics = layout.read(root, layout.METRICS)
     lines.append(f"| {slug} | `{c.get('model')}` | {c.get('method')} | {_primary_cell(metrics)} | "
                  f"{_control_cell(root)} | {seconds:.0f} | {'' if rss is None else f'{rss:.0f}'} |")
     sections += ["", f"## {slug}", "", f"Reproduce: `{cfg.get('command') or 'unknown'}` (code at git commit "

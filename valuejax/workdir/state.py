@@ -1,4 +1,4 @@
-"""The workdir: where each stage finds the previous stage's outputs and leaves its own, plus bookkeeping.
+"""The workdir's bookkeeping: which stages are done for which config, how long they took, what ran.
 
 A stage is done when `<stage>/done.json` holds the fingerprint of the config entries it depends on.
 """
@@ -17,10 +17,7 @@ from absl import logging
 import ml_collections as mlc
 
 from valuejax import io as vio
-
-STAGES = ("record", "locate", "intervene", "report")
-# The sub-workdir of a run's positive control (config.positive_control), read by the report.
-POSITIVE_CONTROL = "positive_control"
+from valuejax.workdir.layout import CONFIG, STAGES, TIMINGS, done_file
 
 # The config sections each stage's results depend on (cumulatively: locate also depends on record's).
 _SECTIONS = {"record": ("method", "model", "seed", "data", "record"), "locate": ("locate",),
@@ -66,14 +63,14 @@ class Workdir:
     if not self.writer:
       return
     d = json.loads(self.config.to_json_best_effort(sort_keys=True))
-    vio.write_json(self.path("config.json"), {"config": d, "git_commit": git_commit(), "command": command_line(),
+    vio.write_json(self.path(CONFIG), {"config": d, "git_commit": git_commit(), "command": command_line(),
                                               "fingerprints": {s: fingerprint(self.config, s)
                                                                for s in STAGES[:3]}})
 
   def done(self, stage: str) -> dict[str, Any] | None:
     """The stage's done.json if it was completed for this config, else None."""
     try:
-      with open(self.path(stage, "done.json"), encoding="utf-8") as f:
+      with open(self.path(done_file(stage)), encoding="utf-8") as f:
         d = json.load(f)
     except (FileNotFoundError, json.JSONDecodeError):
       return None
@@ -81,7 +78,7 @@ class Workdir:
 
   def mark_done(self, stage: str, seconds: float, **extra: Any) -> None:
     if self.writer:
-      vio.write_json(self.path(stage, "done.json"), {
+      vio.write_json(self.path(done_file(stage)), {
           "fingerprint": fingerprint(self.config, stage), "seconds": round(seconds, 3),
           "finished": _now(), **extra})
 
@@ -105,11 +102,11 @@ class Workdir:
     timings = self.timings()
     rss = {} if skipped else {"peak_rss_mib": peak_rss_mib()}
     timings[stage] = {"seconds": round(seconds, 3), "skipped": skipped, "at": _now(), **rss, **extra}
-    vio.write_json(self.path("timings.json"), timings)
+    vio.write_json(self.path(TIMINGS), timings)
 
   def timings(self) -> dict[str, Any]:
     try:
-      with open(self.path("timings.json"), encoding="utf-8") as f:
+      with open(self.path(TIMINGS), encoding="utf-8") as f:
         return json.load(f)
     except (FileNotFoundError, json.JSONDecodeError):
       return {}
@@ -129,7 +126,7 @@ class Timer:
 
 def git_commit() -> str | None:
   """The commit of the code that ran (with '+dirty' when the tree has changes), or None outside git."""
-  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   try:
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
                           timeout=10, check=True).stdout.strip()

@@ -1,0 +1,204 @@
+"""What a method is: which groups it records, how it contrasts them, which edits it plans and on which items.
+
+A `Method` owns its groups, its recording prompts, its units of analysis (opposing `Pair`s, or `Target`
+groups to deactivate), and the eval items it can offer a metric. Selection rules (`RULES`), edit kinds
+(`EDITS`) and metrics (`valuejax.metrics.METRICS`) are chosen by the config, each from its registry; the
+method wires them together in `plan`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+import ml_collections as mlc
+import numpy as np
+
+from valuejax import data as vdata
+from valuejax.errors import ValueJaxError
+from valuejax.registry import Registry
+
+METHODS = Registry("method", "method", builtin="valuejax.methods", instances=True)
+RULES = Registry("locator rule", "locate.rule", builtin="valuejax.methods")
+EDITS = Registry("edit kind", "intervene.kind", builtin="valuejax.methods")
+
+
+@dataclasses.dataclass(frozen=True)
+class Pair:
+  """Two groups contrasted against each other: ValueLocate's opposing aspects, or one value's
+  support / conflict prompts in ValueExploration."""
+  name: str
+  plus: str
+  minus: str
+  eval_key: str  # the taxonomy dimension (ValueLocate) or value (ValueExploration) of its eval items
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+  """One group whose neurons are deactivated; with `exclude`, only the neurons no excluded group holds."""
+  name: str
+  group: str
+  exclude: tuple[str, ...] = ()
+  set: str = "lape"  # the neuron set (locate/<set>.npz) holding the group
+
+
+@dataclasses.dataclass
+class Experiment:
+  """One located edit, the direction the method predicts it moves the metric, and its controls."""
+  pair: str
+  edit: Any  # valuejax.intervene.Edit
+  alternative: str  # "greater" or "less"
+  params: dict[str, Any]
+  controls: list[Any]
+
+
+@dataclasses.dataclass
+class UnitPlan:
+  """What the intervene stage does for one pair or target: its eval items, its edits (each with its
+  controls), and the open questions answered before and after editing in the report."""
+  name: str
+  items: list[Any]
+  experiments: list[Experiment]
+  example_prompts: list[vdata.Prompt] = dataclasses.field(default_factory=list)
+
+
+def set_name(pair: str, size: str | None) -> str:
+  """The neuron set of a pair, per size rule when the locate stage ran several (locate.sizes)."""
+  return pair if size is None else f"{pair}@{size}"
+
+
+class Method:
+  """The shared behaviour; a method module subclasses it and registers an instance in METHODS."""
+
+  name = ""
+  # Control seeds are control_seed + seed_stride * (unit index) + (experiment index).
+  seed_stride = 1000
+
+  # -- data and recording ---------------------------------------------------------------------------
+
+  def load_dataset(self, config: mlc.ConfigDict) -> vdata.Dataset:
+    return vdata.load_framework(config.data.framework)
+
+  def pairs(self, config: mlc.ConfigDict, dataset: vdata.Dataset) -> list[Pair] | None:
+    """The contrasted group pairs; None when the method contrasts all its groups at once."""
+    return None
+
+  def groups(self, config: mlc.ConfigDict, dataset: vdata.Dataset) -> list[str]:
+    """The recorded groups: `data.groups` when the config names them, else the method's own."""
+    if config.data.get("groups"):
+      return list(config.data.groups)
+    return [g for p in self.pairs(config, dataset) or () for g in (p.plus, p.minus)]
+
+  def recording_prompts(self, config: mlc.ConfigDict, dataset: vdata.Dataset, groups: list[str]
+                        ) -> list[vdata.Prompt]:
+    raise NotImplementedError(f"method {self.name!r} builds no recording prompts")
+
+  def chat(self, config: mlc.ConfigDict) -> bool:
+    """Whether recording prompts go through the chat template (only when the model answers them)."""
+    return bool(config.data.chat) and config.record.mode == "generate"
+
+  def record_prompts(self, config: mlc.ConfigDict, dataset: vdata.Dataset) -> tuple[list[str], list[vdata.Prompt]]:
+    """(groups, prompts) for the record stage, `data.items_per_group` per group."""
+    d = config.data
+    groups = self.groups(config, dataset)
+    by_group: dict[str, list[vdata.Prompt]] = {g: [] for g in groups}
+    for p in self.recording_prompts(config, dataset, groups):
+      if p.group in by_group and (not d.items_per_group or len(by_group[p.group]) < d.items_per_group):
+        by_group[p.group].append(p)
+    empty = [g for g, items in by_group.items() if not items]
+    if empty:
+      raise ValueJaxError(f"no recording prompts for group(s) {empty}", dataset.root,
+                          "check data.groups, data.lang and that the framework has items for them")
+    chat = self.chat(config)
+    return groups, [dataclasses.replace(p, chat=chat) for g in groups for p in by_group[g]]
+
+  # -- locating -------------------------------------------------------------------------------------
+
+  def locate(self, config: mlc.ConfigDict, dataset: vdata.Dataset, stats: Any) -> dict[str, Any]:
+    """{set name: NeuronSet} by the config's locator rule."""
+    prov = {"model": config.model, "data": config.data.framework, "record_mode": config.record.mode}
+    return RULES.get(config.locate.rule)(config, stats, self.pairs(config, dataset), prov)
+
+  # -- intervening ----------------------------------------------------------------------------------
+
+  def units(self, config: mlc.ConfigDict, dataset: vdata.Dataset, sets: dict[str, Any]) -> list[Pair | Target]:
+    """What is edited, one unit at a time: the pairs by default."""
+    return list(self.pairs(config, dataset) or ())
+
+  def plan(self, config: mlc.ConfigDict, dataset: vdata.Dataset, sets: dict[str, Any], metric: Any
+           ) -> list[UnitPlan]:
+    """Per unit: the metric's eval items, the edits of the config's edit kind and their controls."""
+    from valuejax.methods.design import with_controls
+    metric.check(config, self)
+    build = EDITS.get(config.intervene.kind)
+    out = []
+    for i, unit in enumerate(self.units(config, dataset, sets)):
+      exps = build(config, sets, unit, metric)
+      out.append(UnitPlan(unit.name, metric.items(config, dataset, self, unit),
+                          with_controls(config, exps, offset=self.seed_stride * i),
+                          self.example_prompts(config, dataset, unit, config.intervene.get("examples", 0))))
+    return out
+
+  def example_prompts(self, config: mlc.ConfigDict, dataset: vdata.Dataset, unit: Pair | Target, n: int
+                      ) -> list[vdata.Prompt]:
+    return []
+
+
+class ContrastMethod(Method):
+  """A method of opposing pairs whose eval items are choices between a value-aligned and a violating
+  action (ValueLocate's situations, ValueExploration's dilemmas)."""
+
+  aligned_label = "aligned"  # the option label (in choice prompts' meta) of the value-aligned action
+
+  def choice_sources(self, config: mlc.ConfigDict, dataset: vdata.Dataset, pair: Pair) -> list[Any]:
+    """The eval split's situations or dilemmas of one pair (before the eval_items cap)."""
+    raise NotImplementedError
+
+  def aligned(self, pair: Pair) -> str:
+    return self.aligned_label
+
+  def eval_sources(self, config: mlc.ConfigDict, dataset: vdata.Dataset, pair: Pair) -> list[Any]:
+    """The first `intervene.eval_items` sources written in data.lang; an empty list is an error."""
+    n, lang = config.intervene.eval_items, config.data.lang
+    sources = [x for x in self.choice_sources(config, dataset, pair) if _written_in(x, lang)]
+    sources = sources[:n] if n else sources
+    if not sources:
+      raise ValueJaxError(f"no '{config.intervene.eval_split}' items in language {lang!r} to evaluate "
+                          f"{pair.name}", dataset.root, "check intervene.eval_split and data.lang")
+    return sources
+
+  def choice_items(self, config: mlc.ConfigDict, dataset: vdata.Dataset, pair: Pair) -> list[Any]:
+    """The eval items as (question, aligned action, violating action)."""
+    from valuejax.evaluate import ForcedChoiceItem
+    lang, out = config.data.lang, []
+    for x in self.eval_sources(config, dataset, pair):
+      if isinstance(x, vdata.Situation):
+        out.append(ForcedChoiceItem(f"{x.situation} {x.question}", x.actions[pair.plus], x.actions[pair.minus], x.id))
+      else:
+        t = x.texts[lang]
+        out.append(ForcedChoiceItem(t.context, t.aligned, t.violating, x.id))
+    return out
+
+  def example_prompts(self, config: mlc.ConfigDict, dataset: vdata.Dataset, unit: Pair, n: int
+                      ) -> list[vdata.Prompt]:
+    """A few open questions of the pair's eval items, answered before and after editing in the report."""
+    return [vdata.Prompt(it.question, unit.name, it.item_id, chat=bool(config.data.chat))
+            for it in self.choice_items(config, dataset, unit)[:n]]
+
+
+def _written_in(x: Any, lang: str) -> bool:
+  return x.lang == lang if isinstance(x, vdata.Situation) else lang in x.texts
+
+
+def check_groups(groups: Sequence[str], known: Sequence[str], key: str, what: str) -> None:
+  unknown = [g for g in groups if g not in known]
+  if unknown:
+    raise ValueJaxError(f"unknown {what} {unknown}", f"--config.{key}", f"use ids from {', '.join(known)}")
+
+
+def exclusive_mask(ns: Any, group: str, exclude: Sequence[str]) -> np.ndarray:
+  """The group's neurons that no excluded group holds."""
+  mask = ns.mask(group)
+  if exclude:
+    mask = mask & ~np.any([ns.mask(g) for g in exclude], axis=0)
+  return mask

@@ -1,0 +1,152 @@
+"""The pre-declared design of an intervene run: the grid of steering settings, the controls of each edit,
+and the primary test, all fixed by the config before any score exists, and the arithmetic that reads the
+primary test and the grid back from the scores.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ml_collections as mlc
+import numpy as np
+
+from valuejax.errors import ValueJaxError
+from valuejax.methods.base import Experiment
+
+
+def grid_points(config: mlc.ConfigDict) -> list[dict[str, Any]]:
+  """The steering settings to evaluate: `intervene.grid` ("size=0.005,gamma=2,steer=p", ...), else every
+  gamma at the one located size and steer value."""
+  c = config.intervene
+  if not c.get("grid"):
+    return [{"gamma": float(g)} for g in c.gamma]
+  return [parse_point(p) for p in c.grid]
+
+
+def parse_point(spec: str) -> dict[str, Any]:
+  """"size=0.005,gamma=2,steer=p" -> {"size": "0.005", "gamma": 2.0, "steer": "p"}: one grid point."""
+  out: dict[str, Any] = {}
+  for part in spec.split(","):
+    key, sep, value = part.strip().partition("=")
+    if not sep or key not in ("size", "gamma", "steer") or key in out:
+      raise ValueJaxError(f"grid point {spec!r} is not 'size=S,gamma=G,steer=p|v95'", "--config.intervene.grid",
+                          "write each point as size=<fraction, count or paper>,gamma=<number>,steer=<p or v95>")
+    out[key] = value.strip()
+  missing = {"size", "gamma", "steer"} - set(out)
+  if missing:
+    raise ValueJaxError(f"grid point {spec!r} lacks {', '.join(sorted(missing))}", "--config.intervene.grid",
+                        "name size, gamma and steer in every point")
+  try:
+    out["gamma"] = float(out["gamma"])
+  except ValueError:
+    raise ValueJaxError(f"gamma in grid point {spec!r} is not a number", "--config.intervene.grid",
+                        "e.g. gamma=2") from None
+  if out["steer"] not in ("p", "v95"):
+    raise ValueJaxError(f"steer in grid point {spec!r} must be p or v95", "--config.intervene.grid", "steer=p")
+  return out
+
+
+def with_controls(config: mlc.ConfigDict, exps: list[Experiment], offset: int = 0) -> list[Experiment]:
+  """Random controls for every experiment, or only for the strongest gamma of each mode."""
+  from valuejax.intervene import control_edits
+  c = config.intervene
+  strongest = max(c.gamma) if "gamma" in c else None
+  for i, e in enumerate(exps):
+    at_all = c.get("controls_at", "all") == "all"
+    # Edits of the declared primary test get at least primary_controls (so that p can reach its floor).
+    n = max(c.n_controls, c.get("primary_controls", 0)) if primary_params(c, e.params) else c.n_controls
+    if n and (at_all or e.params.get("gamma", strongest) == strongest):
+      e.controls = control_edits(e.edit, n, seed=c.control_seed + offset + i)
+  return exps
+
+
+def declared_primary(config: mlc.ConfigDict) -> str:
+  """The primary test as the config fixes it before any score exists, in words (printed atop the report)."""
+  c = config.intervene
+  at = (f" at {c.primary_point}" if c.get("primary_point") else
+        f" at gamma {c.primary_gamma:g}" if c.get("primary_gamma") else "")
+  if c.primary_test == "pooled":
+    what = (f"one pooled test: the mean over the located edits{at} of each edit's mean change, counted + in its "
+            "predicted direction, against the same mean over control replicates")
+  else:
+    what = f"one test per located edit{at}, Holm-corrected across them"
+  n = max(c.n_controls, c.get("primary_controls", 0))
+  return (f"{what}; one-sided, alpha {c.alpha:g}; {n} random controls per edit with the located set's "
+          "per-layer counts; every other edit is exploratory")
+
+
+def primary_params(c: mlc.ConfigDict, params: dict[str, Any]) -> bool:
+  """Whether an edit with these parameters belongs to the declared primary family."""
+  if c.get("primary_point"):
+    return all(params.get(k) == v for k, v in parse_point(c.primary_point).items())
+  return not c.get("primary_gamma") or params.get("gamma") == c.primary_gamma
+
+
+def in_primary(c: mlc.ConfigDict, e: dict[str, Any]) -> bool:
+  return bool(e.get("control_effects")) and primary_params(c, e)
+
+
+def primary(config: mlc.ConfigDict, results: list[dict[str, Any]]) -> dict[str, Any] | None:
+  """The declared primary test over the located edits it names (None when the config declares none)."""
+  from valuejax.evaluate import holm, pooled_test
+  c = config.intervene
+  if not c.get("primary_test"):
+    return None
+  family = [(r, e) for r in results for e in r["effects"] if in_primary(c, e)]
+  out: dict[str, Any] = {"test": c.primary_test, "declared": declared_primary(config), "alpha": c.alpha,
+                         "edits": [f"{r['pair']}, {e['edit']}" for r, e in family]}
+  if not family:
+    return {**out, "result": None}
+  if c.primary_test == "pooled":
+    return {**out, "result": pooled_test(pooled_edits(family), alpha=c.alpha, n_boot=c.n_boot,
+                                         seed=config.seed).to_dict()}
+  adjusted = holm([e["p_value"] for _, e in family])
+  return {**out, "result": [{"edit": f"{r['pair']}, {e['edit']}", "mean": e["mean"], "ci_low": e["ci_low"],
+                             "ci_high": e["ci_high"], "p_value": e["p_value"], "adjusted_p": float(a),
+                             "significant": bool(a <= c.alpha and toward(e))}
+                            for (r, e), a in zip(family, adjusted)]}
+
+
+def grid_summary(config: mlc.ConfigDict, results: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+  """Per grid point: the pooled signed effect over every pair and mode (and per pair over its two modes),
+  with its CI, the 5-95% band of its control replicates and a p-value, exploratory except at the primary
+  point. None without a grid."""
+  from valuejax.evaluate import pooled_test
+  c = config.intervene
+  if not c.get("grid"):
+    return None
+  out = []
+  for point in grid_points(config):
+    at = [(r, e) for r in results for e in r["effects"]
+          if all(e.get(k) == v for k, v in point.items()) and e.get("control_scores")]
+    if not at:
+      continue
+    row: dict[str, Any] = {**point, "primary": primary_params(c, point), "pairs": {}}
+    groups = [("all", at)] + [(r["pair"], [(rr, e) for rr, e in at if rr["pair"] == r["pair"]]) for r in results]
+    for name, family in groups:
+      if not family:
+        continue
+      t = pooled_test(pooled_edits(family), alpha=c.alpha, n_boot=c.n_boot, seed=config.seed)
+      band = np.quantile(t.control_effects, [0.05, 0.95]).tolist() if t.control_effects else [None, None]
+      summary = {**t.to_dict(), "control_band": band, "n_neurons": int(np.mean([e["n_neurons"] for _, e in family]))}
+      summary.pop("control_effects")
+      if name == "all":
+        row.update(summary)
+      else:
+        row["pairs"][name] = summary
+    out.append(row)
+  return out
+
+
+def pooled_edits(family: list[tuple[dict[str, Any], dict[str, Any]]]) -> list[Any]:
+  """(pair result, effect) pairs as pooled_test's edits: per-item scores (null = NaN), the sign of the
+  predicted direction, the pair as the stratum of shared items."""
+  from valuejax.evaluate import PooledEdit
+  arr = lambda v: np.asarray([np.nan if x is None else x for x in v], np.float64)
+  return [PooledEdit(arr(r["baseline"]), arr(e["scores"]), np.stack([arr(x) for x in e["control_scores"]]),
+                     1.0 if e["expected"] == "greater" else -1.0, r["pair"]) for r, e in family]
+
+
+def toward(e: dict[str, Any]) -> bool:
+  """The effect itself lies in the predicted direction (a rank p can be small for a tiny effect)."""
+  return e["mean"] > 0 if e["expected"] == "greater" else e["mean"] < 0

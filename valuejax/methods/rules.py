@@ -1,0 +1,54 @@
+"""Locator rules (`locate.rule`): neuron sets from the recorded statistics.
+
+A rule is a function `(config, stats, pairs, provenance) -> {set name: NeuronSet}` registered in `RULES`;
+`pairs` is None when the method contrasts all its groups at once (LAPE).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ml_collections as mlc
+
+from valuejax.errors import ValueJaxError
+from valuejax.methods.base import RULES, Pair, set_name
+
+
+@RULES.register("valuelocate")
+def valuelocate(config: mlc.ConfigDict, stats: Any, pairs: list[Pair] | None, prov: dict[str, Any]) -> dict[str, Any]:
+  """ValueLocate's contrast of each opposing pair, one set per pair (and per size rule of locate.sizes)."""
+  from valuejax.locate import valuelocate_pair
+  c = config.locate
+  if pairs is None:
+    raise ValueJaxError("the valuelocate rule contrasts pairs of groups, and this method has none",
+                        "--config.locate.rule", "use locate.rule='vape'")
+  if c.steer_value == "v95" and stats.hist is None:
+    raise ValueJaxError("locate.steer_value = 'v95' needs activation histograms", "--config.record.hist",
+                        "set --config.record.hist=True (and rerun record) or use steer_value='p'")
+  # With histograms every set also stores v95, so one set serves both steer values (a study's grid).
+  sizes = list(c.get("sizes", ())) or [None]
+  return {set_name(p.name, size): valuelocate_pair(
+              stats.count, stats.tokens, stats.group_names, p.plus, p.minus, hist=stats.hist, threshold=c.threshold,
+              min_count=c.min_count, size=c.get("size", "paper") if size is None else size, provenance=prov)
+          for p in pairs for size in sizes}
+
+
+@RULES.register("vape")
+def vape(config: mlc.ConfigDict, stats: Any, pairs: list[Pair] | None, prov: dict[str, Any]) -> dict[str, Any]:
+  """Entropy of activation probability across groups: over all groups at once (LAPE, one set "lape"), or
+  per pair for each preset (ValueExploration's "<value>-semantic" and "<value>-decision")."""
+  from valuejax.locate import vape_preset
+  c = config.locate
+  totals = {"tokens": stats.tokens, "items": stats.items}
+  top_rate = c.get("top_rate") or None  # 0 = the preset's
+  if pairs is None:
+    return {"lape": vape_preset(c.presets[0], stats.count, totals, stats.group_names, top_rate=top_rate,
+                                denominator=c.denominator, provenance=prov)}
+  out = {}
+  for p in pairs:
+    idx = [stats.group(p.plus), stats.group(p.minus)]
+    for preset in c.presets:
+      out[f"{p.name}-{preset}"] = vape_preset(
+          preset, stats.count[idx], {k: v[idx] for k, v in totals.items()}, [p.plus, p.minus], top_rate=top_rate,
+          denominator=c.denominator, provenance={**prov, "value": p.name})
+  return out

@@ -1,0 +1,118 @@
+"""What the stages write into a workdir and read back from it: neuron sets, the record summary, the intervene
+stage's metrics.json (the schema the report reads), its CSVs and example answers."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from typing import Any
+
+import numpy as np
+
+from valuejax import io as vio
+from valuejax.workdir import layout
+from valuejax.workdir.state import Workdir
+
+
+def write_record(wd: Workdir, state: Any, generated: bool) -> None:
+  """The statistics the locators read (of generated tokens, or of every input token when teacher-forced),
+  the prompt statistics, the generated texts and a summary."""
+  if not wd.writer:
+    return
+  from valuejax.evaluate import GenerationRecord, write_records
+  stats = state.gen_stats if generated else state.prompt_stats
+  stats.save(wd.path(layout.RECORD_STATS))
+  state.prompt_stats.save(wd.path(layout.PROMPT_STATS))
+  records = [GenerationRecord(item_id, "", text, "baseline", 0, {"group": item_id.split("/", 1)[0]})
+             for item_id, text in sorted(state.texts.items())]
+  write_records(wd.path(layout.RECORD_TEXTS), records)
+  vio.write_json(wd.path(layout.RECORD_SUMMARY), {
+      "groups": list(stats.group_names), "tokens": stats.tokens.tolist(), "items": stats.items.tolist(),
+      "counted": "generated tokens" if generated else "every input token",
+      "batches": state.batches_done, "tokens_processed": state.tokens,
+      "engine_seconds": round(state.seconds, 3)})
+
+
+def write_sets(wd: Workdir, sets: dict[str, Any]) -> None:
+  """Each set as npz (what intervene reads) and JSON (for people), with a per-layer plot, and a summary."""
+  if not wd.writer:
+    return
+  from valuejax.locate import plot_counts_per_layer
+  summary = {}
+  for name, ns in sets.items():
+    ns.save_json(wd.path(layout.neuron_set(name, "json")))
+    ns.save_npz(wd.path(layout.neuron_set(name)))
+    plot = plot_counts_per_layer(ns, wd.path(layout.LOCATE), f"{name}_per_layer.png",
+                                 title=f"{name}: neurons per layer")
+    summary[name] = {"method": ns.provenance.get("method"), "num_layers": ns.num_layers,
+                     "num_neurons": ns.num_neurons, "plot": os.path.relpath(plot, wd.root),
+                     "groups": {g: {"count": len(ns[g]), "per_layer": ns.counts_per_layer(g).tolist(),
+                                    "mean_delta": _mean(ns[g].scores.get("delta"))}
+                                for g in ns.names}}
+  vio.write_json(wd.path(layout.LOCATE_SUMMARY), summary)
+
+
+def load_sets(wd: Workdir) -> dict[str, Any]:
+  """{name: NeuronSet} of the locate stage, from the npz files its summary lists."""
+  from valuejax.locate import NeuronSet
+  names = list(layout.read(wd.root, layout.LOCATE_SUMMARY) or {})
+  return {n: NeuronSet.load(wd.path(layout.neuron_set(n))) for n in names}
+
+
+def _mean(v: Any) -> float | None:
+  if v is None or not len(v):
+    return None
+  v = np.asarray(v)[np.isfinite(v)]
+  return float(v.mean()) if v.size else None
+
+
+def write_intervene(wd: Workdir, metrics: dict[str, Any], examples: list[Any]) -> None:
+  """metrics.json (`metrics["pairs"]`: per unit, as `valuejax.metrics.effects.evaluate` returns them), the
+  per-item scores in long format, one row per edit, and the example answers."""
+  if not wd.writer:
+    return
+  from valuejax.evaluate import write_records
+  results = metrics["pairs"]
+  vio.write_json(wd.path(layout.METRICS), metrics)
+  vio.write_text(wd.path(layout.METRICS_CSV), long_csv(results))
+  vio.write_text(wd.path(layout.EFFECTS_CSV), effects_csv(results))
+  write_records(wd.path(layout.EXAMPLES), examples)
+
+
+_PARAMS = ("mode", "gamma", "size", "steer", "region", "toward", "factor", "group")
+
+
+def _cell(s: float | None) -> str:
+  # An unparsed answer is an empty cell (pandas reads NaN), not the string "None".
+  return "" if s is None else repr(s)
+
+
+def long_csv(results: list[dict[str, Any]]) -> str:
+  """One row per (edit, item): pandas.read_csv gives a tidy frame to group and plot."""
+  buf = io.StringIO()
+  w = csv.writer(buf, lineterminator="\n")
+  w.writerow(["pair", "edit", "role", "control", *_PARAMS, "item_id", "score"])
+  for r in results:
+    for item, s in zip(r["item_ids"], r["baseline"]):
+      w.writerow([r["pair"], "baseline", "baseline", "", *[""] * len(_PARAMS), item, _cell(s)])
+    for e in r["effects"] + r.get("not_computable", []):
+      params = [e.get(k, "") for k in _PARAMS]
+      for item, s in zip(r["item_ids"], e["scores"]):
+        w.writerow([r["pair"], e["edit"], "located", "", *params, item, _cell(s)])
+      for k, scores in enumerate(e["control_scores"]):
+        for item, s in zip(r["item_ids"], scores):
+          w.writerow([r["pair"], e["edit"], "control", k, *params, item, _cell(s)])
+  return buf.getvalue()
+
+
+def effects_csv(results: list[dict[str, Any]]) -> str:
+  buf = io.StringIO()
+  cols = ["pair", "edit", *_PARAMS, "n_neurons", "computable", "n", "n_dropped", "mean", "ci_low", "ci_high",
+          "control_mean", "control_sd", "n_controls", "p_value", "alternative", "significant"]
+  w = csv.writer(buf, lineterminator="\n")
+  w.writerow(cols)
+  for r in results:
+    for e in r["effects"] + r.get("not_computable", []):
+      w.writerow(["" if e.get(k) is None else e.get(k) for k in cols])
+  return buf.getvalue()
