@@ -11,6 +11,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 from typing import Any, Iterator
 
 import numpy as np
@@ -46,16 +47,23 @@ class Model:
   source: str  # the folder the weights were read from (the cache folder for a GGUF file or an alias)
 
 
-def load_model(spec: str | os.PathLike, dtype: str = "float32", cache_dir: str | None = None) -> Model:
-  """Loads `spec`: an HF folder, a `.gguf` file, or one of `ALIASES`.
+def load_model(spec: str | os.PathLike, dtype: str = "float32", cache_dir: str | None = None,
+               revision: str | None = None) -> Model:
+  """Loads `spec`: an HF folder, a `.gguf` file, one of `ALIASES`, or a Hugging Face model id ("org/name",
+  or "org/name@revision").
 
   `dtype` ("float32" or "bfloat16") is the dtype of the returned params. GGUF files and aliases are
-  dequantized once into `cache_dir` (default `$VALUEJAX_CACHE`, else `~/.cache/valuejax`).
+  dequantized once into `cache_dir` (default `$VALUEJAX_CACHE`, else `~/.cache/valuejax`). A model id goes
+  through huggingface_hub's cache (`HF_HOME` / `HF_HUB_CACHE`), downloading only what is missing and never
+  with `HF_HUB_OFFLINE=1`.
   """
   np_dtype = _np_dtype(dtype)
   spec = os.fspath(spec)
   if spec in ALIASES:
     folder = _alias_folder(spec, cache_root(cache_dir))
+  elif not os.path.exists(spec) and _HUB_ID.fullmatch(spec) and not os.path.isdir(spec.split("/")[0]):
+    repo, _, at = spec.partition("@")
+    folder = hub_folder(repo, revision or at or None)
   elif os.path.isdir(spec):
     folder = spec
   elif os.path.isfile(spec):
@@ -69,11 +77,35 @@ def load_model(spec: str | os.PathLike, dtype: str = "float32", cache_dir: str |
   return _load_folder(folder, np_dtype)
 
 
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?")
+# What a model folder needs (weights in any of the accepted forms, config, tokenizer); nothing else is fetched.
+_HUB_FILES = ["config.json", "generation_config.json", "*.safetensors", "model.safetensors.index.json",
+              "flax_model.msgpack", "tokenizer*", "special_tokens_map.json", "vocab.json", "merges.txt",
+              "chat_template.*"]
+
+
+def hub_folder(repo_id: str, revision: str | None = None) -> str:
+  """The local snapshot folder of a Hugging Face model id, from the hub cache (downloaded when missing and
+  the network is allowed)."""
+  from huggingface_hub import constants, snapshot_download
+  cache = constants.HF_HUB_CACHE
+  try:
+    return snapshot_download(repo_id, revision=revision, allow_patterns=_HUB_FILES)
+  except Exception as e:  # noqa: BLE001 - offline, missing, private, or no network: one explanation
+    offline = constants.HF_HUB_OFFLINE
+    raise ValueJaxError(
+        f"model {repo_id!r}{f' at revision {revision!r}' if revision else ''} is not in the Hugging Face cache"
+        f"{' and HF_HUB_OFFLINE=1 forbids downloading it' if offline else ' and could not be downloaded'} "
+        f"({type(e).__name__})", where=cache,
+        fix="download it where there is a network (huggingface-cli download " + repo_id + ") into this cache, "
+            "set HF_HOME to the cache that holds it, or pass a local folder") from None
+
+
 def _accepted_forms() -> str:
   aliases = "; ".join(f"{k!r}: {v}" for k, v in ALIASES.items())
   return ("pass a Hugging Face model folder (config.json + model.safetensors, a sharded "
           "model.safetensors.index.json, flax_model.msgpack or pytorch_model.bin), a .gguf file, "
-          f"or an alias ({aliases})")
+          f"a Hugging Face model id (org/name[@revision]), or an alias ({aliases})")
 
 
 def _np_dtype(dtype: Any):
