@@ -38,7 +38,21 @@ def parse_arg(arg: str | None, **defaults: Any) -> types.SimpleNamespace:
       continue
     out[key] = _typed(key, raw.strip(), default)
   # A namespace, not a ConfigDict: argument names such as "items" would meet ConfigDict's methods.
-  return types.SimpleNamespace(**out)
+  ns = types.SimpleNamespace(**out)
+  ns._given = frozenset(k for k in out if k in _given_keys(arg))
+  return ns
+
+
+def _given_keys(arg: str | None) -> set[str]:
+  return {part.partition("=")[0].strip() for part in (arg or "").split(",") if part.strip()}
+
+
+def preset(arg: types.SimpleNamespace, **values: Any) -> None:
+  """A named variant's values (smoke, demo) for every argument the command line did not set itself:
+  `file.py:smoke,items=4` keeps items=4."""
+  for key, value in values.items():
+    if key not in getattr(arg, "_given", ()):
+      setattr(arg, key, value)
 
 
 def _typed(key: str, raw: str, default: Any) -> Any:

@@ -21,9 +21,9 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
                          tokens=32, top=0.0)
   if arg.demo:
     # Enough for an effect of several nats per token against controls near 0.1; p can reach 0.05.
-    arg.per_lang, arg.eval_items, arg.controls, arg.targets, arg.tokens = 20, 8, 19, "zh", 24
+    common.preset(arg, per_lang=20, eval_items=8, controls=19, targets="zh", tokens=24)
   if arg.smoke:
-    arg.per_lang, arg.eval_items, arg.controls, arg.tokens = 4, 3, 2, 16
+    common.preset(arg, per_lang=4, eval_items=3, controls=2, tokens=16)
   c = common.base_config("languages")
 
   c.data = mlc.ConfigDict()

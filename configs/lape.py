@@ -10,7 +10,7 @@ from configs import common
 def get_config(arg: str | None = None) -> mlc.ConfigDict:
   arg = common.parse_arg(arg, smoke=False, per_group=30, controls=19, eval_items=10)
   if arg.smoke:
-    arg.per_group, arg.controls, arg.eval_items = 3, 2, 2
+    common.preset(arg, per_group=3, controls=2, eval_items=2)
   c = common.base_config("lape")
 
   c.data = mlc.ConfigDict()

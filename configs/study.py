@@ -36,7 +36,7 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
   sizes = tuple(arg.sizes.split("+"))
   c = valuelocate.get_config("smoke" if arg.smoke else None)
   if arg.smoke:
-    arg.primary, arg.explore, arg.tokens = 3, 2, 6
+    common.preset(arg, primary=3, explore=2, tokens=6)
   c.positive_control = "" if arg.smoke else "languages.py:demo"
 
   c.data.items_per_group = 2 if arg.smoke else 0  # every description of each aspect

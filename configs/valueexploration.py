@@ -11,7 +11,7 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
   arg = common.parse_arg(arg, smoke=False, per_group=15, tokens=48, controls=19, eval_items=0, lang="en",
                          values="")
   if arg.smoke:
-    arg.per_group, arg.tokens, arg.controls, arg.eval_items = 2, 6, 2, 3
+    common.preset(arg, per_group=2, tokens=6, controls=2, eval_items=3)
     arg.values = arg.values or "harmony"
   c = common.base_config("valueexploration")
 

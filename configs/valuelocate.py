@@ -13,7 +13,7 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
   arg = common.parse_arg(arg, smoke=False, items=24, tokens=48, controls=19, eval_items=12,
                          sweep_gamma=False)
   if arg.smoke:
-    arg.items, arg.tokens, arg.controls, arg.eval_items = 2, 6, 2, 4
+    common.preset(arg, items=2, tokens=6, controls=2, eval_items=4)
   c = common.base_config("valuelocate")
 
   # LAPE language neurons on the same model, at a reduced size (about a minute): the report's "Can this run

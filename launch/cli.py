@@ -6,6 +6,7 @@ A bad flag, config key, config value or input file ends the program with one par
 from __future__ import annotations
 
 import ast
+import errno
 import difflib
 import functools
 import importlib.util
@@ -20,7 +21,7 @@ import ml_collections as mlc
 from ml_collections import config_flags
 
 from valuejax.errors import ValueJaxError
-from valuejax.validate import check_config, get_key  # noqa: F401 (the launchers' names)
+from valuejax.validate import check_config, check_data, get_key  # noqa: F401 (the launchers' names)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:  # config files import `configs.common` whatever the working directory
@@ -28,6 +29,10 @@ if REPO not in sys.path:  # config files import `configs.common` whatever the wo
 
 DEFAULT_CONFIG = os.path.join(REPO, "configs", "valuelocate.py")
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+# OS errors the user fixes (space, permissions, a file where a folder should be), told in one paragraph.
+_USER_OS_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR,
+                   errno.EISDIR, errno.EEXIST}
 
 FLAGS = flags.FLAGS
 
@@ -75,6 +80,7 @@ def _main(main: Callable[[mlc.ConfigDict], None], argv: list[str]) -> None:
   try:
     config = FLAGS.config
     check_config(config)
+    check_data(config)
     if FLAGS.multihost:
       import jax
       jax.distributed.initialize()
@@ -82,6 +88,16 @@ def _main(main: Callable[[mlc.ConfigDict], None], argv: list[str]) -> None:
     main(config)
   except ValueJaxError as e:
     usage_exit(str(e))
+  except KeyboardInterrupt:
+    sys.stderr.write("interrupted. Finished stages and the record stage's last checkpoint are kept: rerun the "
+                     "same command to resume.\n")
+    sys.exit(EXIT_INTERRUPTED)
+  except OSError as e:
+    if e.errno not in _USER_OS_ERRORS:
+      raise
+    where = f" ({e.filename})" if e.filename else ""
+    usage_exit(f"{e.strerror or e}{where}: the run stopped there. Free space or fix the permissions, then rerun "
+               "the same command to resume.")
   except (AttributeError, KeyError) as e:
     if not _from_config_dict(e):
       raise

@@ -36,20 +36,20 @@ def intervene(config: mlc.ConfigDict, wd: Workdir, force: bool = False, model=No
     generated: list[Any] = []
     results = evaluate(config, model, plan, metric, generated)
     examples = example_answers(config, model, plan) + generated
-    workdir.write_intervene(wd, {
+    outputs = workdir.write_intervene(wd, {
         "primary": methods.primary(config, results), "grid": methods.grid_summary(config, results),
         "method": config.method, "metric": config.intervene.metric, "metric_description": metric.description,
         "effect_of": metric.effect_of, "alpha": config.intervene.alpha, "n_controls": config.intervene.n_controls,
         "pairs": results}, examples)
-  wd.mark_done("intervene", t.seconds)
+  wd.mark_done("intervene", t.seconds, outputs)
   wd.add_timing("intervene", t.seconds, evaluations=sum(r["evaluations"] for r in results))
 
 
 def main(config: mlc.ConfigDict) -> None:
   wd = Workdir(cli.require_workdir(), config)
   runtime.setup(config)
-  wd.write_config()
-  intervene(config, wd, flags.FLAGS.force)
+  with wd.lock():
+    intervene(config, wd, flags.FLAGS.force)
 
 
 if __name__ == "__main__":

@@ -26,16 +26,16 @@ def locate(config: mlc.ConfigDict, wd: Workdir, force: bool = False) -> None:
                           "run the record stage first (python -m launch.record with the same flags)")
     method = methods.METHODS.get(config.method)
     sets = method.locate(config, method.load_dataset(config), NeuronStats.load(wd.path(layout.RECORD_STATS)))
-    workdir.write_sets(wd, sets)
-  wd.mark_done("locate", t.seconds)
+    outputs = workdir.write_sets(wd, sets)
+  wd.mark_done("locate", t.seconds, outputs)
   wd.add_timing("locate", t.seconds)
   logging.info("locate: %d neuron sets in %.1f s", len(sets), t.seconds)
 
 
 def main(config: mlc.ConfigDict) -> None:
   wd = Workdir(cli.require_workdir(), config)
-  wd.write_config()
-  locate(config, wd, flags.FLAGS.force)
+  with wd.lock():
+    locate(config, wd, flags.FLAGS.force)
 
 
 if __name__ == "__main__":

@@ -10,9 +10,9 @@ import time
 from absl import flags, logging
 import ml_collections as mlc
 
-from launch import checkpoint, cli, runtime
+from launch import cli, runtime
 from valuejax import methods, workdir
-from valuejax.workdir import Timer, Workdir, fingerprint, layout
+from valuejax.workdir import Timer, Workdir, checkpoint, fingerprint, layout
 
 
 def record(config: mlc.ConfigDict, wd: Workdir, force: bool = False, model=None) -> None:
@@ -21,8 +21,8 @@ def record(config: mlc.ConfigDict, wd: Workdir, force: bool = False, model=None)
   with Timer() as t:
     model = model or runtime.load_model(config)
     state, n_batches = _run(config, wd, force, model)
-    workdir.write_record(wd, state, generated=config.record.mode == "generate")
-  wd.mark_done("record", t.seconds, batches=n_batches, tokens=state.tokens)
+    outputs = workdir.write_record(wd, state, generated=config.record.mode == "generate")
+  wd.mark_done("record", t.seconds, outputs, batches=n_batches, tokens=state.tokens)
   wd.add_timing("record", t.seconds, tokens=state.tokens, engine_seconds=round(state.seconds, 3))
   logging.info("record: done in %.1f s, %d tokens (%.0f tokens/s in the engine)", t.seconds, state.tokens,
                state.tokens / max(state.seconds, 1e-9))
@@ -75,8 +75,8 @@ def _duration(seconds: float) -> str:
 def main(config: mlc.ConfigDict) -> None:
   wd = Workdir(cli.require_workdir(), config)
   runtime.setup(config)
-  wd.write_config()
-  record(config, wd, flags.FLAGS.force)
+  with wd.lock():
+    record(config, wd, flags.FLAGS.force)
 
 
 if __name__ == "__main__":

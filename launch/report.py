@@ -5,11 +5,14 @@
 
 from __future__ import annotations
 
+import os
+
 from absl import logging
 import ml_collections as mlc
 
 from launch import cli
-from valuejax.workdir import Timer, Workdir
+from valuejax.errors import ValueJaxError
+from valuejax.workdir import Timer, Workdir, layout
 
 
 def report(wd: Workdir) -> str | None:
@@ -24,7 +27,13 @@ def report(wd: Workdir) -> str | None:
 
 
 def main(config: mlc.ConfigDict) -> None:
-  path = report(Workdir(cli.require_workdir(), config))
+  root = cli.require_workdir()
+  if not os.path.isfile(os.path.join(root, layout.CONFIG)):
+    raise ValueJaxError("not a valuejax workdir (no config.json: no stage has finished there)", root,
+                        "pass the --workdir of a run (python -m launch.run ... --workdir=<it>)")
+  wd = Workdir(root, config)
+  with wd.lock():
+    path = report(wd)
   if path:
     print(f"report: {path}")
 

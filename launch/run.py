@@ -24,17 +24,20 @@ CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def run_pipeline(config: mlc.ConfigDict, workdir: str, force: bool = False, model=None) -> str | None:
   wd = Workdir(workdir, config)
   runtime.setup(config)
-  wd.write_config()
-  if model is None and (wd.done("record") is None or wd.done("intervene") is None or force):
-    model = runtime.load_model(config)
-  record(config, wd, force, model)
-  locate(config, wd, force)
-  intervene(config, wd, force, model)
-  if config.get("positive_control"):
-    # The positive control runs on the same model in a workdir of its own inside this one; a rerun finds it
-    # done (same fingerprints) and the report reads it back.
-    run_pipeline(positive_control_config(config), wd.path(layout.POSITIVE_CONTROL), force, model)
-  return report(wd)
+  # The positive control's config is checked (values and data) now, not after the main run.
+  pc = positive_control_config(config) if config.get("positive_control") else None
+  with wd.lock():
+    if model is None and (force or wd.done("record", verify=False) is None
+                          or wd.done("intervene", verify=False) is None):
+      model = runtime.load_model(config)
+    record(config, wd, force, model)
+    locate(config, wd, force)
+    intervene(config, wd, force, model)
+    if pc is not None:
+      # The positive control runs on the same model in a workdir of its own inside this one; a rerun finds it
+      # done (same fingerprints) and the report reads it back.
+      run_pipeline(pc, wd.path(layout.POSITIVE_CONTROL), force, model)
+    return report(wd)
 
 
 def positive_control_config(config: mlc.ConfigDict) -> mlc.ConfigDict:
@@ -51,6 +54,7 @@ def positive_control_config(config: mlc.ConfigDict) -> mlc.ConfigDict:
     if "dtype" in config:
       pc.dtype = config.dtype
   cli.check_config(pc)
+  cli.check_data(pc)
   return pc
 
 

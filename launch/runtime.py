@@ -43,6 +43,10 @@ def mesh(config: mlc.ConfigDict):
   import jax
   from valuejax.engine import sharding
   if jax.device_count() == 1:
+    if config.mesh.data not in (-1, 1) or config.mesh.model != 1:
+      from valuejax.errors import ValueJaxError
+      raise ValueJaxError(f"mesh data={config.mesh.data} x model={config.mesh.model} asks for more devices than "
+                          "the 1 this process has", "--config.mesh", "use mesh.data=-1 and mesh.model=1 here")
     return None
   data = None if config.mesh.data == -1 else config.mesh.data
   return sharding.make_mesh(data, config.mesh.model)
@@ -63,6 +67,11 @@ def load_model(config: mlc.ConfigDict):
   m = mesh(config)
   model = _load(config.model, config.get("dtype", "float32"),
                 (None if m is None else tuple(m.shape.items()), config.mesh.params))
+  if model.tokenizer is None:
+    from valuejax.errors import ValueJaxError
+    raise ValueJaxError("the model has no tokenizer files (tokenizer.json, tokenizer_config.json, ...), and every "
+                        "stage encodes text", model.source, "save the tokenizer beside the weights "
+                        "(tokenizer.save_pretrained(folder))")
   if m is not None:
     from valuejax.engine import sharding
     model.params = sharding.shard_params(model.params, m, config.mesh.params)

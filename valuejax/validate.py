@@ -7,6 +7,7 @@ Names of methods, locator rules, edit kinds and metrics are checked against thei
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import ml_collections as mlc
@@ -31,6 +32,20 @@ SUBSETS: dict[str, tuple[str, ...]] = {
 POSITIVE = ("record.batch_size", "record.max_new_tokens", "record.checkpoint_every",
             "record.keep_checkpoints", "intervene.batch_size")
 NON_NEGATIVE = ("intervene.n_controls", "data.items_per_group", "intervene.eval_items", "intervene.examples")
+# Numbers that must lie in a range: (low, high, low inclusive, high inclusive, what to write).
+RANGES = {
+    "locate.threshold": (0.0, 1.0, True, False, "a number in [0, 1): the least difference in activation probability"),
+    "locate.top_rate": (0.0, 1.0, True, False, "a share of neurons in [0, 1) (0 = the preset's)"),
+    "intervene.keep_prob": (0.0, 1.0, False, True, "a probability in (0, 1]"),
+    "intervene.alpha": (0.0, 1.0, False, False, "a significance level in (0, 1), e.g. 0.05"),
+    "intervene.factor": (0.0, float("inf"), True, False, "a finite number >= 0"),
+    "intervene.n_boot": (1, float("inf"), True, False, "a positive integer"),
+    "record.temperature": (0.0, float("inf"), True, False, "a finite number >= 0 (0 = greedy)"),
+    "record.top_p": (0.0, 1.0, False, True, "a probability in (0, 1]"),
+    "record.repetition_penalty": (0.0, float("inf"), False, False, "a finite positive number (1 = none)"),
+    "intervene.primary_controls": (0, float("inf"), True, False, "an integer >= 0"),
+    "locate.min_count": (0, float("inf"), True, False, "an integer >= 0"),
+}
 
 
 # Config entries that name one registered object.
@@ -67,9 +82,20 @@ def check_config(config: mlc.ConfigDict) -> None:
   for key in NON_NEGATIVE:
     if has_key(config, key) and not get_key(config, key) >= 0:
       _bad_value(key, get_key(config, key), "an integer >= 0")
+  for key, (low, high, low_in, high_in, what) in RANGES.items():
+    if has_key(config, key):
+      v = get_key(config, key)
+      ok = (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            and (v >= low if low_in else v > low) and (v <= high if high_in else v < high))
+      if not ok:
+        _bad_value(key, v, what)
+  if has_key(config, "mesh.data") and has_key(config, "mesh.model"):
+    data, model = get_key(config, "mesh.data"), get_key(config, "mesh.model")
+    if not (isinstance(model, int) and model >= 1 and isinstance(data, int) and (data == -1 or data >= 1)):
+      _bad_value("mesh", (data, model), "mesh.model >= 1 and mesh.data >= 1 or -1 (every device the model axis leaves)")
   if has_key(config, "intervene.gamma"):
     gamma = get_key(config, "intervene.gamma")
-    if not gamma or any(not isinstance(g, (int, float)) or g <= 0 for g in gamma):
+    if not gamma or any(not isinstance(g, (int, float)) or not math.isfinite(g) or g <= 0 for g in gamma):
       _bad_value("intervene.gamma", gamma, "a non-empty tuple of positive numbers, e.g. '(0.5, 2.0)'")
   if has_key(config, "intervene.primary_gamma") and get_key(config, "intervene.primary_gamma"):
     pg, gamma = get_key(config, "intervene.primary_gamma"), tuple(get_key(config, "intervene.gamma"))
@@ -118,3 +144,11 @@ def get_key(config: mlc.ConfigDict, key: str) -> Any:
   for part in key.split("."):
     node = node[part]
   return node
+
+
+def check_data(config: mlc.ConfigDict) -> None:
+  """The data the whole run needs, checked before any model loads (see `Method.preflight`)."""
+  from valuejax import methods, metrics
+  if not (has_key(config, "method") and has_key(config, "intervene.metric")):
+    return
+  methods.METHODS.get(config.method).preflight(config, metrics.METRICS.get(config.intervene.metric)())

@@ -516,6 +516,10 @@ def load_framework(folder: str | os.PathLike) -> Dataset:
   """A framework folder (taxonomy.json + item files) as a Dataset; a bare name means shipped data."""
   folder = Path(folder)
   if not folder.exists() and len(folder.parts) == 1:
+    shipped = sorted(p.name for p in shipped_data_dir().iterdir() if (p / "taxonomy.json").is_file())
+    if str(folder) not in shipped:
+      raise ValueJaxError(f"unknown framework {str(folder)!r}: not a shipped framework and no such folder",
+                          "data.framework", f"use one of {', '.join(shipped)}, or the path of a framework folder")
     folder = shipped_data_dir() / folder
   tax_path = folder / "taxonomy.json"
   if not tax_path.is_file():

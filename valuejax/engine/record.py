@@ -162,6 +162,8 @@ class Recorder:
         st = self.engine(ids, mask, groups, self.stats_spec, edit=self.edit)
         prompt_stats, gen_stats, texts = state.prompt_stats.add(st), None, state.texts
         new_tokens = int(mask.sum())
+      for what, st in (("prompt", prompt_stats), ("generated", gen_stats)):
+        _check_finite(st, what, index, len(batches), [p.id for p, _ in batch])
       dt = time.perf_counter() - t0
       # A new state object per batch: a checkpoint written by on_batch never sees a half-updated one.
       state = RecordState(prompt_stats, gen_stats, texts, index + 1, state.tokens + new_tokens, state.seconds + dt)
@@ -173,3 +175,17 @@ class Recorder:
     if bar is not None:
       bar.close()
     return state
+
+
+def _check_finite(stats: NeuronStats | None, what: str, index: int, n_batches: int, ids: list[str]) -> None:
+  """A NaN or inf activation would make every later sum meaningless: stop at the batch that produced it."""
+  if stats is None:
+    return
+  for name in ("s1", "s2"):
+    bad = ~np.isfinite(getattr(stats, name))
+    if bad.any():
+      g, layer, neuron = (int(x) for x in np.argwhere(bad)[0])
+      raise ValueJaxError(f"batch {index + 1} of {n_batches} (prompts {', '.join(ids[:3])}"
+                          f"{', ...' if len(ids) > 3 else ''}) gave a non-finite activation over {what} tokens: "
+                          f"group {stats.group_names[g]}, layer {layer}, neuron {neuron}",
+                          fix="check the model's weights and dtype (float16 overflows; use float32 or bfloat16)")

@@ -119,6 +119,17 @@ class Method:
     prov = {"model": config.model, "data": config.data.framework, "record_mode": config.record.mode}
     return RULES.get(config.locate.rule)(config, stats, self.pairs(config, dataset), prov)
 
+  def preflight(self, config: mlc.ConfigDict, metric: Any) -> None:
+    """Everything the run will need from the data, checked before any model loads: recording prompts for
+    every group, and eval items of every pair for the metric (an empty eval split fails now, not after
+    recording)."""
+    dataset = self.load_dataset(config)
+    self.record_prompts(config, dataset)
+    for pair in self.pairs(config, dataset) or ():
+      if not metric.items(config, dataset, self, pair):
+        raise ValueJaxError(f"no eval items for {pair.name}", dataset.root,
+                            "check intervene.eval_split, intervene.eval_items and data.lang")
+
   # -- intervening ----------------------------------------------------------------------------------
 
   def units(self, config: mlc.ConfigDict, dataset: vdata.Dataset, sets: dict[str, Any]) -> list[Pair | Target]:

@@ -51,6 +51,10 @@ class Languages(Method):
     items = language_items(config, dataset, "locate", config.data.items_per_group)
     return [vdata.Prompt(x.texts[g], g, x.item_id, "raw", g) for x in items for g in groups]
 
+  def preflight(self, config: mlc.ConfigDict, metric: Any) -> None:
+    super().preflight(config, metric)
+    self.language_items(config, self.load_dataset(config), None)  # the held-out texts exist
+
   def units(self, config: mlc.ConfigDict, dataset: vdata.Dataset, sets: dict[str, Any]) -> list[Target]:
     names = sets["lape"].names
     out = []

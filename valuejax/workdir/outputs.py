@@ -15,11 +15,12 @@ from valuejax.workdir import layout
 from valuejax.workdir.state import Workdir
 
 
-def write_record(wd: Workdir, state: Any, generated: bool) -> None:
+def write_record(wd: Workdir, state: Any, generated: bool) -> list[str]:
   """The statistics the locators read (of generated tokens, or of every input token when teacher-forced),
-  the prompt statistics, the generated texts and a summary."""
+  the prompt statistics, the generated texts and a summary; returns the files (relative paths)."""
+  out = [layout.RECORD_STATS, layout.PROMPT_STATS, layout.RECORD_TEXTS, layout.RECORD_SUMMARY]
   if not wd.writer:
-    return
+    return out
   from valuejax.evaluate import GenerationRecord, write_records
   stats = state.gen_stats if generated else state.prompt_stats
   stats.save(wd.path(layout.RECORD_STATS))
@@ -32,12 +33,15 @@ def write_record(wd: Workdir, state: Any, generated: bool) -> None:
       "counted": "generated tokens" if generated else "every input token",
       "batches": state.batches_done, "tokens_processed": state.tokens,
       "engine_seconds": round(state.seconds, 3)})
+  return out
 
 
-def write_sets(wd: Workdir, sets: dict[str, Any]) -> None:
-  """Each set as npz (what intervene reads) and JSON (for people), with a per-layer plot, and a summary."""
+def write_sets(wd: Workdir, sets: dict[str, Any]) -> list[str]:
+  """Each set as npz (what intervene reads) and JSON (for people), with a per-layer plot, and a summary;
+  returns the files (relative paths) whose content the intervene stage depends on."""
+  out = [layout.LOCATE_SUMMARY] + [layout.neuron_set(n, ext) for n in sets for ext in ("npz", "json")]
   if not wd.writer:
-    return
+    return out
   from valuejax.locate import plot_counts_per_layer
   summary = {}
   for name, ns in sets.items():
@@ -51,6 +55,7 @@ def write_sets(wd: Workdir, sets: dict[str, Any]) -> None:
                                     "mean_delta": _mean(ns[g].scores.get("delta"))}
                                 for g in ns.names}}
   vio.write_json(wd.path(layout.LOCATE_SUMMARY), summary)
+  return out
 
 
 def load_sets(wd: Workdir) -> dict[str, Any]:
@@ -67,17 +72,19 @@ def _mean(v: Any) -> float | None:
   return float(v.mean()) if v.size else None
 
 
-def write_intervene(wd: Workdir, metrics: dict[str, Any], examples: list[Any]) -> None:
+def write_intervene(wd: Workdir, metrics: dict[str, Any], examples: list[Any]) -> list[str]:
   """metrics.json (`metrics["pairs"]`: per unit, as `valuejax.metrics.effects.evaluate` returns them), the
-  per-item scores in long format, one row per edit, and the example answers."""
+  per-item scores in long format, one row per edit, and the example answers; returns the files."""
+  out = [layout.METRICS, layout.METRICS_CSV, layout.EFFECTS_CSV, layout.EXAMPLES]
   if not wd.writer:
-    return
+    return out
   from valuejax.evaluate import write_records
   results = metrics["pairs"]
   vio.write_json(wd.path(layout.METRICS), metrics)
   vio.write_text(wd.path(layout.METRICS_CSV), long_csv(results))
   vio.write_text(wd.path(layout.EFFECTS_CSV), effects_csv(results))
   write_records(wd.path(layout.EXAMPLES), examples)
+  return out
 
 
 _PARAMS = ("mode", "gamma", "size", "steer", "region", "toward", "factor", "group")

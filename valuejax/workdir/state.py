@@ -1,6 +1,9 @@
 """The workdir's bookkeeping: which stages are done for which config, how long they took, what ran.
 
-A stage is done when `<stage>/done.json` holds the fingerprint of the config entries it depends on.
+A stage is done when `<stage>/done.json` holds the fingerprint of the config entries it depends on and the
+files it wrote still have the content hashes it recorded: an edited, truncated or replaced output is an
+error that names the file, never silently reused. `config.json` is written when a stage succeeds, so a
+command that fails (a bad flag, a missing earlier stage) leaves the workdir's description as it was.
 """
 
 from __future__ import annotations
@@ -11,12 +14,13 @@ import json
 import os
 import subprocess
 import time
-from typing import Any
+from typing import Any, Sequence
 
 from absl import logging
 import ml_collections as mlc
 
 from valuejax import io as vio
+from valuejax.errors import ValueJaxError
 from valuejax.workdir.layout import CONFIG, STAGES, TIMINGS, done_file
 
 # The config sections each stage's results depend on (cumulatively: locate also depends on record's).
@@ -53,7 +57,17 @@ class Workdir:
     self.config = config
     self.writer = is_writer()
     if self.writer:
-      os.makedirs(self.root, exist_ok=True)
+      try:
+        os.makedirs(self.root, exist_ok=True)
+      except OSError as e:
+        raise ValueJaxError(f"cannot use the workdir: {e.strerror}", self.root,
+                            "give --workdir a folder you can write (not a file)") from None
+
+  def lock(self):
+    """`with wd.lock():` one run at a time in this workdir (process 0 holds it for every process)."""
+    import contextlib
+    from valuejax.workdir import lock
+    return lock.hold(self.root, command_line()) if self.writer else contextlib.nullcontext()
 
   def path(self, *parts: str) -> str:
     return os.path.join(self.root, *parts)
@@ -67,24 +81,52 @@ class Workdir:
                                               "fingerprints": {s: fingerprint(self.config, s)
                                                                for s in STAGES[:3]}})
 
-  def done(self, stage: str) -> dict[str, Any] | None:
-    """The stage's done.json if it was completed for this config, else None."""
+  def done(self, stage: str, verify: bool = True) -> dict[str, Any] | None:
+    """The stage's done.json if it was completed for this config, else None. With `verify`, every output it
+    recorded must still hash to the recorded digest; one that does not is an error naming the file."""
     try:
       with open(self.path(done_file(stage)), encoding="utf-8") as f:
         d = json.load(f)
     except (FileNotFoundError, json.JSONDecodeError):
       return None
-    return d if d.get("fingerprint") == fingerprint(self.config, stage) else None
+    if d.get("fingerprint") != fingerprint(self.config, stage):
+      return None
+    if "after" in d and d["after"] != self._outputs_of_previous(stage):
+      logging.info("%s: the previous stage's outputs changed since it ran; it runs again", stage)
+      return None
+    for rel, digest in (d.get("outputs") or {}).items() if verify else ():
+      path = self.path(rel)
+      if not os.path.isfile(path) or file_digest(path) != digest:
+        what = "is missing" if not os.path.isfile(path) else "differs from what it wrote (edited, truncated or replaced)"
+        raise ValueJaxError(f"an output of the {stage} stage {what}", path,
+                            f"rerun with --force to recompute the {stage} stage and the stages after it "
+                            "(python -m launch.run --force ...), or restore the file")
+    return d
 
-  def mark_done(self, stage: str, seconds: float, **extra: Any) -> None:
+  def mark_done(self, stage: str, seconds: float, outputs: Sequence[str] = (), **extra: Any) -> None:
+    """Records the stage as done for this config, with the content hash of each output (relative paths),
+    and describes the config that ran in config.json."""
     if self.writer:
+      digests = {rel: file_digest(self.path(rel)) for rel in outputs if os.path.isfile(self.path(rel))}
       vio.write_json(self.path(done_file(stage)), {
           "fingerprint": fingerprint(self.config, stage), "seconds": round(seconds, 3),
-          "finished": _now(), **extra})
+          "finished": _now(), "outputs": digests, "after": self._outputs_of_previous(stage), **extra})
+      self.write_config()
+
+  def _outputs_of_previous(self, stage: str) -> dict[str, str] | None:
+    """The recorded output digests of the stage before `stage` (what `stage` was computed from)."""
+    i = STAGES.index(stage)
+    if i == 0:
+      return None
+    try:
+      with open(self.path(done_file(STAGES[i - 1])), encoding="utf-8") as f:
+        return json.load(f).get("outputs")
+    except (FileNotFoundError, json.JSONDecodeError):
+      return None
 
   def should_skip(self, stage: str, force: bool) -> bool:
     """True (and says so in the log) when the stage's outputs exist for this config."""
-    done = self.done(stage)
+    done = self.done(stage, verify=not force)
     if done is None:
       return False
     if force:
@@ -110,6 +152,15 @@ class Workdir:
         return json.load(f)
     except (FileNotFoundError, json.JSONDecodeError):
       return {}
+
+
+def file_digest(path: str) -> str:
+  """sha256 of a file's bytes (read in 4 MiB blocks)."""
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 22), b""):
+      h.update(block)
+  return h.hexdigest()
 
 
 class Timer:

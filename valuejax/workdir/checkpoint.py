@@ -1,11 +1,14 @@
 """Statistics checkpoints with orbax: the record stage's whole state (sums, batches done, texts) at once.
 
 Orbax writes each step into a temporary folder and renames it when complete, so a run killed at any
-moment resumes from the last complete step, counting nothing twice.
+moment resumes from the last complete step, counting nothing twice. Each step also stores a sha256 of every
+array it holds: a step whose bytes changed on disk is never resumed (the newest intact one is, with a
+warning), and a sum that is not finite is never resumed either.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -14,6 +17,8 @@ from typing import Any
 from absl import logging
 import numpy as np
 import orbax.checkpoint as ocp
+
+from valuejax.errors import ValueJaxError
 
 # Arrays of these kinds go to orbax's array store; strings and Python values travel in the JSON item.
 _NUMERIC = "biuf"
@@ -37,30 +42,79 @@ class StatsCheckpointer:
     if step in self._manager.all_steps():
       return
     arrays, values = _split(state)
-    meta = {"fingerprint": self.fingerprint, "values": values}
+    meta = {"fingerprint": self.fingerprint, "values": values, "checksums": _checksums(arrays)}
     self._manager.save(step, args=ocp.args.Composite(arrays=ocp.args.StandardSave(arrays),
                                                      meta=ocp.args.JsonSave(meta)))
     self._manager.wait_until_finished()
 
   def restore_latest(self) -> tuple[int, dict[str, Any]] | None:
-    """(step, state) of the newest checkpoint written for this fingerprint, or None."""
-    step = self.latest_step()
-    if step is None:
+    """(step, state) of the newest intact checkpoint written for this fingerprint, or None."""
+    steps = sorted(self._manager.all_steps(), reverse=True)
+    if not steps:
       return None
-    restored = self._manager.restore(step, args=ocp.args.Composite(arrays=ocp.args.StandardRestore(),
-                                                                   meta=ocp.args.JsonRestore()))
-    meta = restored["meta"]
-    if meta.get("fingerprint") != self.fingerprint:
-      logging.warning("checkpoints in %s were written for another config; removing them and starting "
-                      "over", self.directory)
-      self._manager.close()
-      clear(self.directory)
-      self._manager = ocp.CheckpointManager(self.directory, options=self._options)
-      return None
-    return step, _merge(restored["arrays"], meta["values"])
-
+    bad = []
+    for step in steps:
+      try:
+        restored = self._manager.restore(step, args=ocp.args.Composite(arrays=ocp.args.StandardRestore(),
+                                                                       meta=ocp.args.JsonRestore()))
+      except Exception as e:  # noqa: BLE001 - whatever orbax raises on a damaged step, the step is unusable
+        bad.append((step, f"it cannot be read ({type(e).__name__})"))
+        continue
+      meta = restored["meta"]
+      if meta.get("fingerprint") != self.fingerprint:
+        logging.warning("checkpoints in %s were written for another config; removing them and starting "
+                        "over", self.directory)
+        self._manager.close()
+        clear(self.directory)
+        self._manager = ocp.CheckpointManager(self.directory, options=self._options)
+        return None
+      problem = _verify(restored["arrays"], meta.get("checksums"))
+      if problem:
+        bad.append((step, problem))
+        continue
+      for s, why in bad:
+        logging.warning("record checkpoint %s is damaged (%s); resuming from step %d instead", s, why, step)
+      return step, _merge(restored["arrays"], meta["values"])
+    raise ValueJaxError(f"every record checkpoint is damaged ({'; '.join(f'step {s}: {w}' for s, w in bad)})",
+                        self.directory, "rerun with --force to record from the start")
   def close(self) -> None:
     self._manager.close()
+
+
+def _flat_arrays(tree: dict[str, Any], prefix: str = "") -> dict[str, np.ndarray]:
+  out = {}
+  for k, v in tree.items():
+    if isinstance(v, dict):
+      out.update(_flat_arrays(v, f"{prefix}{k}/"))
+    else:
+      out[f"{prefix}{k}"] = np.asarray(v)
+  return out
+
+
+def _digest(a: np.ndarray) -> str:
+  return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
+
+
+def _checksums(arrays: dict[str, Any]) -> dict[str, Any]:
+  return {k: {"sha256": _digest(a), "shape": list(a.shape), "dtype": a.dtype.str}
+          for k, a in _flat_arrays(arrays).items()}
+
+
+def _verify(arrays: dict[str, Any], checksums: dict[str, Any] | None) -> str | None:
+  """Why restored arrays differ from what was saved (shape, dtype, bytes, a non-finite sum), or None."""
+  flat = _flat_arrays(arrays)
+  for k, a in flat.items():
+    if a.dtype.kind == "f" and not np.isfinite(a).all():
+      return f"array {k} holds non-finite values"
+  for k, want in (checksums or {}).items():
+    a = flat.get(k)
+    if a is None:
+      return f"array {k} is missing"
+    if list(a.shape) != want["shape"] or a.dtype.str != want["dtype"]:
+      return f"array {k} has shape {list(a.shape)} {a.dtype.str}, saved as {want['shape']} {want['dtype']}"
+    if _digest(a) != want["sha256"]:
+      return f"the bytes of array {k} differ from those saved"
+  return None
 
 
 def clear(directory: str) -> None:

@@ -1,0 +1,221 @@
+"""Nothing wrong without an error: a failed command leaves the workdir's description alone, one run holds a
+workdir at a time, an edited or truncated output is detected (never silently reused), a damaged checkpoint is
+never resumed, nonsense config values fail before anything runs, and a NaN activation stops the recording.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.test_launch import _launch, _ok, _smoke_args, tiny_model  # noqa: F401 (pytest fixture)
+from valuejax.errors import ValueJaxError
+
+
+@pytest.fixture(scope="module")
+def finished(tiny_model, tmp_path_factory):  # noqa: F811
+  """A finished smoke run (record, locate, intervene, report) to copy and damage."""
+  wd = str(tmp_path_factory.mktemp("finished") / "w")
+  _ok(_launch("launch.run", *_smoke_args(tiny_model, wd)))
+  return tiny_model, wd
+
+
+def _copy(finished, tmp_path) -> tuple[str, str]:
+  model, src = finished
+  wd = str(tmp_path / "w")
+  shutil.copytree(src, wd)
+  return model, wd
+
+
+def _refused(proc: subprocess.CompletedProcess, *needles: str) -> str:
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+  for n in needles:
+    assert n in proc.stderr, (n, proc.stderr[-3000:])
+  return proc.stderr
+
+
+def test_a_failed_command_leaves_config_json_as_it_was(finished, tmp_path):
+  model, wd = _copy(finished, tmp_path)
+  before = open(os.path.join(wd, "config.json"), "rb").read()
+  _refused(_launch("launch.locate", *_smoke_args(model, wd), "--config.record.max_new_tokens=40"),
+           "run the record stage first")
+  assert open(os.path.join(wd, "config.json"), "rb").read() == before
+
+
+def test_a_second_run_refuses_a_held_workdir_and_a_dead_holders_lock_is_taken_over(finished, tmp_path):
+  model, wd = _copy(finished, tmp_path)
+  holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+  lock = os.path.join(wd, ".lock")
+  try:
+    with open(lock, "w") as f:
+      json.dump({"pid": holder.pid, "host": socket.gethostname(), "command": "python -m launch.run (test)",
+                 "started": "now"}, f)
+    _refused(_launch("launch.run", *_smoke_args(model, wd)), "in use", str(holder.pid), socket.gethostname())
+  finally:
+    holder.kill()
+    holder.wait()
+  # The holder is gone: its lock is stale and taken over; the run finds every stage done.
+  again = _ok(_launch("launch.run", *_smoke_args(model, wd)))
+  assert "no longer running" in again.stderr and not os.path.exists(lock)
+
+
+def test_the_lock_is_reentrant_in_one_process_and_released():
+  from valuejax.workdir import lock
+  import tempfile
+  root = tempfile.mkdtemp()
+  with lock.hold(root, "a"):
+    assert json.load(open(os.path.join(root, ".lock")))["pid"] == os.getpid()
+    with lock.hold(root, "b"):  # a stage inside launch.run
+      pass
+    assert os.path.exists(os.path.join(root, ".lock"))
+  assert not os.path.exists(os.path.join(root, ".lock"))
+  with open(os.path.join(root, ".lock"), "w") as f:
+    json.dump({"pid": 1, "host": "another-machine", "started": "x"}, f)  # cannot be checked from here
+  with pytest.raises(ValueJaxError, match="another-machine"):
+    with lock.hold(root):
+      pass
+
+
+@pytest.mark.parametrize("damage", ["edit_set_json", "truncate_stats", "truncate_set_npz", "empty_summary"])
+def test_a_damaged_output_is_an_error_naming_it_and_force_recovers(finished, tmp_path, damage):
+  model, wd = _copy(finished, tmp_path)
+  sets = json.load(open(os.path.join(wd, "locate", "summary.json")))
+  name = next(iter(sets))
+  if damage == "edit_set_json":
+    path = os.path.join(wd, "locate", f"{name}.json")
+    d = json.load(open(path))
+    json.dump(d | {"edited": True}, open(path, "w"))
+  elif damage in ("truncate_stats", "truncate_set_npz"):
+    path = os.path.join(wd, "record", "stats.npz") if damage == "truncate_stats" else os.path.join(
+        wd, "locate", f"{name}.npz")
+    data = open(path, "rb").read()
+    open(path, "wb").write(data[:len(data) // 2])
+  else:
+    path = os.path.join(wd, "locate", "summary.json")
+    open(path, "w").close()
+  before = open(os.path.join(wd, "intervene", "metrics.json"), "rb").read()
+  _refused(_launch("launch.run", *_smoke_args(model, wd)), os.path.relpath(path, wd), "--force")
+  assert open(os.path.join(wd, "intervene", "metrics.json"), "rb").read() == before  # nothing rewritten
+  if damage != "truncate_stats":
+    _ok(_launch("launch.locate", *_smoke_args(model, wd), "--force"))  # the stage that wrote it, again
+    _ok(_launch("launch.run", *_smoke_args(model, wd)))
+
+
+def _state(seed: float) -> dict:
+  return {"stats": {"s1": np.full((2, 3), seed), "count": np.arange(6).reshape(2, 3)}, "texts": {"a": "x"},
+          "batches_done": int(seed)}
+
+
+def _damage_step(directory: str, step: int) -> None:
+  """Overwrite 16 bytes in the middle of the step's largest file (an array chunk)."""
+  files = [os.path.join(r, f) for r, _, fs in os.walk(os.path.join(directory, str(step))) for f in fs]
+  path = max(files, key=os.path.getsize)
+  size = os.path.getsize(path)
+  with open(path, "r+b") as f:
+    f.seek(size // 2)
+    f.write(bytes(range(200, 216)))
+
+
+def test_a_damaged_checkpoint_is_never_resumed(tmp_path):
+  from valuejax.workdir.checkpoint import StatsCheckpointer
+  d = str(tmp_path / "ckpt")
+  ck = StatsCheckpointer(d, keep=3, fingerprint="f")
+  ck.save(1, _state(1.0))
+  ck.save(2, _state(2.0))
+  ck.close()
+  _damage_step(d, 2)
+  ck = StatsCheckpointer(d, keep=3, fingerprint="f")
+  step, state = ck.restore_latest()
+  assert step == 1 and state["stats"]["s1"][0, 0] == 1.0  # the newest intact step
+  _damage_step(d, 1)
+  with pytest.raises(ValueJaxError, match="(?s)every record checkpoint is damaged.*--force"):
+    StatsCheckpointer(d, keep=3, fingerprint="f").restore_latest()
+
+
+def test_a_checkpoint_with_a_non_finite_sum_is_never_resumed(tmp_path):
+  from valuejax.workdir.checkpoint import StatsCheckpointer
+  d = str(tmp_path / "ckpt")
+  ck = StatsCheckpointer(d, keep=3, fingerprint="f")
+  bad = _state(1.0)
+  bad["stats"]["s1"][1, 2] = np.nan
+  ck.save(1, bad)
+  with pytest.raises(ValueJaxError, match="non-finite"):
+    ck.restore_latest()
+
+
+def test_a_nan_activation_stops_recording_at_its_batch():
+  from valuejax.engine.record import _check_finite
+  from valuejax.engine.stats import NeuronStats
+  st = NeuronStats.zeros(("up", "down"), 3, 4)
+  _check_finite(st, "prompt", 0, 5, ["up/a"])
+  st.s2[1, 2, 3] = np.inf
+  with pytest.raises(ValueJaxError, match="batch 4 of 5.*group down, layer 2, neuron 3"):
+    _check_finite(st, "generated", 3, 5, ["down/b"])
+
+
+@pytest.mark.parametrize("flag,needle", [
+    ("--config.locate.threshold=-1", "locate.threshold"),
+    ("--config.intervene.gamma=(1e400,)", "intervene.gamma"),
+    ("--config.intervene.keep_prob=0", "intervene.keep_prob"),
+    ("--config.mesh.data=3", "mesh"),
+    ("--config.intervene.eval_split=holdout", "no 'holdout' items"),
+    ("--config.data.lang=fr", "'fr'"),
+    ("--config.intervene.metric=text_likelihood", "held-out texts"),
+    ("--config.data.framework=schwarz", "unknown framework 'schwarz'"),
+    ("--config.method=probe", "unknown method 'probe'"),
+    ("--config.intervene.alpha=1.5", "intervene.alpha"),
+    ("--config.record.top_p=0", "record.top_p"),
+])
+def test_nonsense_fails_before_anything_runs(tiny_model, tmp_path, flag, needle):  # noqa: F811
+  wd = str(tmp_path / "w")
+  _refused(_launch("launch.run", *_smoke_args(tiny_model, wd), flag), needle)
+  assert not os.path.exists(os.path.join(wd, "record"))  # nothing recorded, nothing half written
+
+
+def test_report_on_a_mistyped_workdir_creates_nothing(tmp_path):
+  wd = str(tmp_path / "no_such_run")
+  _refused(_launch("launch.report", f"--workdir={wd}"), "not a valuejax workdir")
+  assert not os.path.exists(wd)
+
+
+def test_a_variant_keeps_the_arguments_given_beside_it():
+  from configs import languages, valuelocate
+  assert valuelocate.get_config("smoke,items=4").data.items_per_group == 4
+  assert valuelocate.get_config("smoke").data.items_per_group == 2
+  assert languages.get_config("demo,controls=39").intervene.n_controls == 39
+
+
+def test_a_model_folder_without_a_tokenizer_is_named(tiny_model, tmp_path):  # noqa: F811
+  folder = str(tmp_path / "no_tokenizer")
+  shutil.copytree(tiny_model, folder, ignore=shutil.ignore_patterns("tokenizer*", "special_tokens*", "vocab*",
+                                                                    "merges*", "chat_template*"))
+  _refused(_launch("launch.run", *_smoke_args(folder, str(tmp_path / "w"))), "no tokenizer files", folder)
+
+
+def test_ctrl_c_prints_one_line_and_the_same_command_resumes(tiny_model, tmp_path):  # noqa: F811
+  import signal
+  from tests.test_launch import REPO
+  wd = str(tmp_path / "w")
+  args = [*_smoke_args(tiny_model, wd, "configs/valuelocate.py:smoke,items=12,tokens=24"),
+          "--config.record.batch_size=2", "--config.record.checkpoint_every=1"]
+  proc = subprocess.Popen([sys.executable, "-m", "launch.run", *args], cwd=REPO, stderr=subprocess.PIPE, text=True,
+                          env=dict(os.environ, PYTHONUNBUFFERED="1"))
+  seen = []
+  for line in proc.stderr:
+    seen.append(line)
+    if "record: batch 2/" in line:
+      proc.send_signal(signal.SIGINT)
+      break
+  rest = proc.communicate(timeout=300)[1]
+  err = "".join(seen) + rest
+  assert proc.returncode == 130 and "interrupted" in rest and "Traceback" not in err, err[-3000:]
+  again = _ok(_launch("launch.run", *args))
+  assert "resuming from the checkpoint" in again.stderr
