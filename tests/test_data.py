@@ -357,7 +357,26 @@ def test_cvoice_eval_workbook_and_release_folder(tmp_path, cvoice_tax):
 def test_cvoice_workbook_errors(tmp_path, cvoice_tax, name, sheets, reader, pattern):
   path = _workbook(tmp_path / name, sheets)
   with pytest.raises(ValueJaxError, match=pattern):
-    reader(path, cvoice_tax)
+    reader(path, cvoice_tax, strict=True)
+
+
+def test_the_released_workbooks_load_as_released(tmp_path, cvoice_tax):
+  """Empty required cells (skipped, one warning per sheet with the row numbers), an extra unnamed empty
+  column, an extra named column: as in the authors' files."""
+  from valuejax.data import SkippedRowsWarning
+  _workbook(tmp_path / "test-zh-200.xlsx", {
+      "诚信": [["Type", "Context", "Action1", "Action2", None],
+               ["诚信 vs 失信", "你答应帮同事代班，却临时想去看演唱会。", "按约定代班。", "临时爽约。", None],
+               ["诚信 vs 失信", "考试时同桌想抄你的答案。", None, "让他抄。", None],
+               ["诚信 vs 失信", "你捡到一个钱包。", "交给失主。", "", None]]})
+  _workbook(tmp_path / "justice-final.xlsx", {"S": [
+      ["冲突类型", "判决困境", "决策困境", "选择A", "选择B"],
+      ["公正 vs 偏袒", "额外的列", "分配加班费时，组长想多给关系好的人。", "按工时分配。", "多给关系好的人。"]]})
+  with pytest.warns(SkippedRowsWarning, match=r"test-zh-200\.xlsx\[诚信\]: skipped 2 row\(s\).*rows 3, 4"):
+    data = read_cvoice_release(tmp_path, cvoice_tax)
+  assert sorted(d.id for d in data.dilemmas) == ["cvoice-final-justice-0002", "cvoice-test-integrity-0002"]
+  with pytest.raises(ValueJaxError, match=r"\[诚信\]:row 3: empty text in column 'Action1'"):
+    read_cvoice_release(tmp_path, cvoice_tax, strict=True)
 
 
 def test_cvoice_not_a_workbook(tmp_path, cvoice_tax):

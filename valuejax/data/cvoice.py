@@ -1,12 +1,17 @@
 """Reader for the released C-voice workbooks (Chinese only), producing the same Dilemma items as JSONL.
 
 Activation: `<value>-final.xlsx` (冲突类型 决策困境 选择A 选择B); evaluation: `test-zh-200.xlsx` (sheet per value).
+
+The released workbooks are read as released: a row with an empty required cell is skipped (one warning per
+sheet counts them and lists their row numbers), extra columns are ignored, and near-duplicates in the
+authors' files are reported, not blamed on the reader. `strict=True` refuses such rows instead.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -47,8 +52,13 @@ def _cell(v: Any) -> str:
   return str(v).strip()
 
 
-def _rows(ws, where: str, columns: Sequence[str]) -> Iterator[tuple[int, dict[str, str]]]:
-  """(row number, {column: text}) per non-empty row, after checking the header has the columns."""
+class SkippedRowsWarning(UserWarning):
+  """Rows of a released workbook skipped because a required cell is empty."""
+
+
+def _rows(ws, where: str, columns: Sequence[str], strict: bool = False) -> Iterator[tuple[int, dict[str, str]]]:
+  """(row number, {column: text}) per non-empty row, after checking the header has the columns. A row with
+  an empty required cell is an error with `strict`, else skipped and reported once per sheet."""
   rows = ws.iter_rows(values_only=True)
   header = next(rows, None)
   names = [_cell(c) for c in (header or ())]
@@ -58,16 +68,23 @@ def _rows(ws, where: str, columns: Sequence[str]) -> Iterator[tuple[int, dict[st
         f"wrong columns: missing {missing}; the header row has {[n for n in names if n]}",
         f"{where}:row 1", f"the first row must name the columns {list(columns)}")
   index = {c: names.index(c) for c in columns}
+  skipped: list[int] = []
   for n, row in enumerate(rows, 2):
     row = tuple(row or ())
     cells = {c: _cell(row[i]) if i < len(row) else "" for c, i in index.items()}
     if not any(cells.values()):
       continue
-    for c, text in cells.items():
-      if not text:
-        raise ValueJaxError(f"empty text in column '{c}'", f"{where}:row {n}",
-                            "fill the cell or delete the row")
+    empty = [c for c, text in cells.items() if not text]
+    if empty and strict:
+      raise ValueJaxError(f"empty text in column '{empty[0]}'", f"{where}:row {n}",
+                          "fill the cell or delete the row (or read with strict=False to skip such rows)")
+    if empty:
+      skipped.append(n)
+      continue
     yield n, cells
+  if skipped:
+    warnings.warn(f"{where}: skipped {len(skipped)} row(s) with an empty required cell (rows "
+                  f"{', '.join(map(str, skipped))}); the other rows are read", SkippedRowsWarning, stacklevel=3)
 
 
 def _split_conflict(text: str, where: str, required: bool) -> tuple[str, str] | None:
@@ -112,7 +129,8 @@ def _dilemma(tax: Taxonomy, value: str, ident: str, split: str, conflict: str, c
                  FrozenMap({"zh": DilemmaText(context, aligned, violating)}), conflict)
 
 
-def read_cvoice_activation(path: str | os.PathLike, taxonomy: Taxonomy | None = None) -> tuple[Dilemma, ...]:
+def read_cvoice_activation(path: str | os.PathLike, taxonomy: Taxonomy | None = None, strict: bool = False
+                           ) -> tuple[Dilemma, ...]:
   """One `<value>-final.xlsx`: every row a 'locate' dilemma; 选择A is the value-aligned choice."""
   path = Path(path)
   if not path.name.endswith(ACTIVATION_SUFFIX):
@@ -124,24 +142,25 @@ def read_cvoice_activation(path: str | os.PathLike, taxonomy: Taxonomy | None = 
     out, wheres = [], []
     for ws in wb.worksheets:
       where = str(path) if len(wb.worksheets) == 1 else f"{path}[{ws.title}]"
-      for n, c in _rows(ws, where, ACTIVATION_COLUMNS):
+      for n, c in _rows(ws, where, ACTIVATION_COLUMNS, strict):
         suffix = f"{n:04d}" if len(wb.worksheets) == 1 else f"{ws.title}-{n:04d}"
         out.append(_dilemma(tax, value, f"cvoice-final-{value}-{suffix}", "locate", c["冲突类型"],
                             c["决策困境"], c["选择A"], c["选择B"], f"{where}:row {n}", True))
         wheres.append(f"{where}:row {n}")
   finally:
     wb.close()
-  return _checked(out, wheres)
+  return _checked(out, wheres, strict)
 
 
-def _checked(out: list[Dilemma], wheres: list[str]) -> tuple[Dilemma, ...]:
+def _checked(out: list[Dilemma], wheres: list[str], strict: bool) -> tuple[Dilemma, ...]:
   """Unique ids (an error names both rows) and near-duplicate texts (a warning) across one workbook's rows."""
   _check_ids([(d.id, w) for d, w in zip(out, wheres)], {})
-  _warn_near_duplicates(out, wheres, "dilemmas")
+  _warn_near_duplicates(out, wheres, "dilemmas", released=not strict)
   return tuple(out)
 
 
-def read_cvoice_eval(path: str | os.PathLike, taxonomy: Taxonomy | None = None) -> tuple[Dilemma, ...]:
+def read_cvoice_eval(path: str | os.PathLike, taxonomy: Taxonomy | None = None, strict: bool = False
+                     ) -> tuple[Dilemma, ...]:
   """`test-zh-200.xlsx`: one sheet per value, every row an 'eval' dilemma; Action1 is value-aligned."""
   path = Path(path)
   tax = _cvoice_taxonomy(taxonomy)
@@ -151,17 +170,19 @@ def read_cvoice_eval(path: str | os.PathLike, taxonomy: Taxonomy | None = None) 
     for ws in wb.worksheets:
       where = f"{path}[{ws.title}]"
       value = _resolve(tax, ws.title, where, "sheet name")
-      for n, c in _rows(ws, where, EVAL_COLUMNS):
+      for n, c in _rows(ws, where, EVAL_COLUMNS, strict):
         out.append(_dilemma(tax, value, f"cvoice-test-{value}-{n:04d}", "eval", c["Type"], c["Context"],
                             c["Action1"], c["Action2"], f"{where}:row {n}", False))
         wheres.append(f"{where}:row {n}")
   finally:
     wb.close()
-  return _checked(out, wheres)
+  return _checked(out, wheres, strict)
 
 
-def read_cvoice_release(folder: str | os.PathLike, taxonomy: Taxonomy | None = None) -> Dataset:
-  """A folder of released workbooks (every `*-final.xlsx`, plus `test-zh-200.xlsx` if present)."""
+def read_cvoice_release(folder: str | os.PathLike, taxonomy: Taxonomy | None = None, strict: bool = False
+                        ) -> Dataset:
+  """A folder of released workbooks (every `*-final.xlsx`, plus `test-zh-200.xlsx` if present), read as
+  released (see the module's docstring); `strict=True` refuses rows with an empty required cell."""
   folder = Path(folder)
   tax = _cvoice_taxonomy(taxonomy)
   finals = sorted(folder.glob(f"*{ACTIVATION_SUFFIX}"))
@@ -170,9 +191,9 @@ def read_cvoice_release(folder: str | os.PathLike, taxonomy: Taxonomy | None = N
     raise ValueJaxError(f"no '*{ACTIVATION_SUFFIX}' or '{EVAL_WORKBOOK}' workbooks", str(folder))
   dilemmas: list[Dilemma] = []
   for p in finals:
-    dilemmas.extend(read_cvoice_activation(p, tax))
+    dilemmas.extend(read_cvoice_activation(p, tax, strict))
   if test.is_file():
-    dilemmas.extend(read_cvoice_eval(test, tax))
+    dilemmas.extend(read_cvoice_eval(test, tax, strict))
   # The authors' files cannot be fixed here, so an overlap between their splits only warns.
   _check_split_leak(dilemmas, [d.id for d in dilemmas], lambda d: [d.zh.context], "context", strict=False)
   return Dataset(tax, str(folder), dilemmas=tuple(dilemmas))

@@ -465,7 +465,9 @@ def _texts_of(item: Any) -> list[tuple[str, str]]:
   return [("text", item.text)]
 
 
-def _warn_near_duplicates(items: Sequence[Any], wheres: Sequence[str], kind: str) -> None:
+def _warn_near_duplicates(items: Sequence[Any], wheres: Sequence[str], kind: str, released: bool = False) -> None:
+  """Warns of each near-duplicate pair; in `released` data (files nobody here can edit) it says what was
+  found and that both are kept, rather than asking for a rewrite."""
   fields = sorted({name for it in items for name, _ in _texts_of(it)})
   for name in fields:
     idx = [(k, text) for k, it in enumerate(items) for fname, text in _texts_of(it) if fname == name]
@@ -473,7 +475,8 @@ def _warn_near_duplicates(items: Sequence[Any], wheres: Sequence[str], kind: str
       i, j = idx[a][0], idx[b][0]
       warnings.warn(
           f"{wheres[j]}: near-duplicate {name} of {wheres[i]} (token overlap {s:.2f}): "
-          f"'{items[i].id}' and '{items[j].id}'; rewrite one so they differ",
+          f"'{items[i].id}' and '{items[j].id}'; "
+          + ("both are in the released files and both are kept" if released else "rewrite one so they differ"),
           NearDuplicateWarning, stacklevel=3)
 
 
