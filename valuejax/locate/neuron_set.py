@@ -8,7 +8,8 @@ import dataclasses
 import io as _io
 import json
 import math
-from typing import Any, Callable, Iterable, Mapping
+import os
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -357,6 +358,36 @@ class NeuronSet:
       raise ValueJaxError(f"not a readable neuron-set file ({e})", where,
                           "write it with NeuronSet.save_json / save_npz") from None
     return cls.from_json_dict(d, where)
+
+  @classmethod
+  def from_lape_masks(cls, path: str, group_names: Sequence[str], num_neurons: int, **provenance: Any
+                      ) -> "NeuronSet":
+    """The LAPE / ValueExploration mask layout (`activation_mask`, `value_neuron_*`): a `torch.save`d list
+    over groups of per-layer 1-D index tensors, read without torch. The file names neither the groups nor
+    the layer width, so both are given."""
+    from valuejax.models.checkpoint_io import read_torch_object
+    obj = read_torch_object(path)
+    if not isinstance(obj, (list, tuple)) or len(obj) != len(group_names):
+      got = f"a list of {len(obj)}" if isinstance(obj, (list, tuple)) else type(obj).__name__
+      raise ValueJaxError(f"expected a list over {len(group_names)} groups ({', '.join(group_names)}), found {got}",
+                          path, "give the group names in the order the masks were saved")
+    groups = {}
+    for name, per_layer in zip(group_names, obj):
+      if not isinstance(per_layer, (list, tuple)) or not all(isinstance(x, np.ndarray) for x in per_layer):
+        raise ValueJaxError(f"group {name!r} is not a list of per-layer index tensors", path)
+      idx = [np.asarray(x).reshape(-1).astype(np.int64) for x in per_layer]
+      bad = [(layer, int(x.max())) for layer, x in enumerate(idx) if x.size and (x.min() < 0 or x.max() >= num_neurons)]
+      if bad:
+        raise ValueJaxError(f"group {name!r}, layer {bad[0][0]}: neuron index {bad[0][1]} is outside [0, {num_neurons})",
+                            path, "pass the model's intermediate size as num_neurons")
+      groups[name] = GroupNeurons.from_per_layer(idx, num_neurons)
+    return cls(groups, {"method": "lape_masks", "source": os.path.abspath(path), **provenance})
+
+  def to_lape_masks(self, path: str) -> None:
+    """This set in the LAPE mask layout: `torch.load(path)` gives a list over groups (in `names` order) of
+    per-layer int64 index tensors. Written without torch."""
+    from valuejax.models.checkpoint_io import write_torch_object
+    write_torch_object(path, [[np.asarray(x, np.int64) for x in self.indices(g)] for g in self.names])
 
   @classmethod
   def from_json_dict(cls, d: Mapping[str, Any], where: str = "NeuronSet") -> "NeuronSet":

@@ -232,6 +232,107 @@ class _TorchUnpickler(pickle.Unpickler):
     return self.storages[key]
 
 
+def read_torch_object(path: str) -> Any:
+  """Whatever a torch zip file (`torch.save`) holds, tensors as numpy arrays, read with a restricted
+  unpickler (tensors, lists, tuples, dicts; nothing that runs code)."""
+  if not zipfile.is_zipfile(path):
+    raise ValueJaxError("not a torch zip file (torch >= 1.6 torch.save)", where=path)
+  with zipfile.ZipFile(path) as archive:
+    pickles = [n for n in archive.namelist() if n.endswith("/data.pkl")]
+    if len(pickles) != 1:
+      raise ValueJaxError("not a torch file (no single data.pkl inside)", where=path)
+    prefix = pickles[0][:-len("/data.pkl")]
+    order = f"{prefix}/byteorder"
+    big = order in archive.namelist() and archive.read(order).strip() == b"big"
+    with archive.open(pickles[0]) as f:
+      try:
+        return _TorchUnpickler(f, archive, prefix, big, path).load()
+      except (pickle.UnpicklingError, EOFError, KeyError, TypeError) as e:
+        raise ValueJaxError(f"cannot unpickle the file ({type(e).__name__}: {e})", where=path) from None
+
+
+class _Global:
+  """A global of torch named by module and name, written into a pickle without importing torch."""
+
+  def __init__(self, module: str, name: str):
+    self.module, self.name = module, name
+
+  def __call__(self, *args: Any) -> Any:  # pickle wants a reduce function to be callable; this one is torch's
+    raise TypeError(f"{self.module}.{self.name} is torch's, not callable here")
+
+
+_REBUILD = _Global("torch._utils", "_rebuild_tensor_v2")
+_STORAGE_OF = {np.dtype(np.int64): _Global("torch", "LongStorage"), np.dtype(np.int32): _Global("torch", "IntStorage"),
+               np.dtype(np.float32): _Global("torch", "FloatStorage"), np.dtype(np.bool_): _Global("torch", "BoolStorage")}
+
+
+class _Tensor:
+  def __init__(self, array: np.ndarray, key: str):
+    self.array, self.key = np.ascontiguousarray(array), key
+
+  def __reduce__(self):
+    a = self.array
+    stride = tuple(s // a.itemsize for s in a.strides) if a.size else tuple(0 for _ in a.shape)
+    return _REBUILD, (_Storage(self), 0, a.shape, stride, False, collections.OrderedDict())
+
+
+class _Storage:
+  def __init__(self, tensor: _Tensor):
+    self.tensor = tensor
+
+
+class _TorchPickler(pickle._Pickler):  # the pure-Python pickler: save_global can be taught torch's names
+  def persistent_id(self, obj):
+    if isinstance(obj, _Storage):
+      a = obj.tensor.array
+      return ("storage", _STORAGE_OF[a.dtype], obj.tensor.key, "cpu", a.size)
+    return None
+
+  def save_global(self, obj, name=None):
+    if isinstance(obj, _Global):
+      self.write(pickle.GLOBAL + f"{obj.module}\n{obj.name}\n".encode("ascii"))
+      self.memoize(obj)
+      return
+    super().save_global(obj, name)
+
+  dispatch = dict(pickle._Pickler.dispatch)
+  dispatch[_Global] = save_global
+
+
+def write_torch_object(path: str, obj: Any) -> None:
+  """`obj` (nested lists / tuples / dicts of numpy arrays of int64, int32, float32 or bool) as a torch zip
+  file that `torch.load` reads back as tensors, written without torch, atomically."""
+  from valuejax.io import write_bytes
+  import io as _io
+  tensors: list[_Tensor] = []
+
+  def wrap(x: Any) -> Any:
+    if isinstance(x, np.ndarray):
+      if x.dtype not in _STORAGE_OF:
+        raise ValueJaxError(f"cannot write a {x.dtype} array as a torch tensor", where=path,
+                            fix=f"use one of {', '.join(str(d) for d in _STORAGE_OF)}")
+      tensors.append(_Tensor(x, str(len(tensors))))
+      return tensors[-1]
+    if isinstance(x, (list, tuple)):
+      return type(x)(wrap(v) for v in x)
+    if isinstance(x, dict):
+      return {k: wrap(v) for k, v in x.items()}
+    return x
+
+  wrapped = wrap(obj)
+  buf = _io.BytesIO()
+  _TorchPickler(buf, protocol=2).dump(wrapped)
+  name = os.path.splitext(os.path.basename(path))[0] or "archive"
+  out = _io.BytesIO()
+  with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as z:
+    z.writestr(f"{name}/data.pkl", buf.getvalue())
+    z.writestr(f"{name}/byteorder", "little")
+    for t in tensors:
+      z.writestr(f"{name}/data/{t.key}", t.array.astype(t.array.dtype.newbyteorder("<"), copy=False).tobytes())
+    z.writestr(f"{name}/version", "3\n")
+  write_bytes(path, out.getvalue())
+
+
 def read_torch_bin(path: str) -> dict[str, np.ndarray]:
   """A torch zip checkpoint (torch >= 1.6 `torch.save`) read with a restricted unpickler."""
   if not zipfile.is_zipfile(path):
