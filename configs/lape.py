@@ -26,7 +26,8 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
   c.record.batch_size = 32
 
   c.locate = mlc.ConfigDict()
-  c.locate.rule = "vape"
+  c.locate.rule = "vape"  # or "masks": the neuron sets of locate.masks instead of locating them
+  c.locate.masks = ""  # a LAPE mask file (torch.save'd list over the recorded groups of per-layer indices)
   c.locate.presets = ("lape",)  # (filter 0.95, top 0.01, bar 0.95)
   c.locate.denominator = "tokens"
 

@@ -53,3 +53,25 @@ def test_mask_files_that_do_not_fit_are_named(tmp_path):
   torch.save({"weights": torch.nn.Linear(2, 2)}, path)  # a module: code, not data
   with pytest.raises(ValueJaxError, match="not just tensors"):
     NeuronSet.from_lape_masks(path, ["zh"], num_neurons=6)
+
+
+def test_a_mask_file_runs_through_the_launchers_as_the_neuron_set(tmp_path):
+  """The authors' masks evaluated with our edits, size-matched controls and metric: locate.rule = masks."""
+  import json
+  import os
+  from tests.test_launch import _launch, _ok
+  from tests import tiny_models
+  model = tiny_models.save_word_level_llama(str(tmp_path / "m"), tiny_models.tiny_tokenizer(), 96)
+  rng = np.random.default_rng(1)
+  groups = ["openness_to_change", "conservation", "self_enhancement", "self_transcendence"]
+  masks = [[torch.tensor(np.sort(rng.choice(48, size=k, replace=False))) for k in (2, 1, 3)] for _ in groups]
+  path = str(tmp_path / "activation_mask")
+  torch.save(masks, path)
+  wd = str(tmp_path / "w")
+  _ok(_launch("launch.run", "--config=configs/lape.py:smoke", f"--workdir={wd}", f"--config.model={model}",
+              "--config.locate.rule=masks", f"--config.locate.masks={path}"))
+  summary = json.load(open(os.path.join(wd, "locate", "summary.json")))
+  assert [summary["lape"]["groups"][g]["per_layer"] for g in groups] == [[2, 1, 3]] * 4
+  metrics = json.load(open(os.path.join(wd, "intervene", "metrics.json")))
+  effects = [e for p in metrics["pairs"] for e in p["effects"]]
+  assert len(effects) == 4 and all(e["n_neurons"] == 6 and e["n_controls"] == 2 for e in effects)

@@ -114,6 +114,11 @@ def check_config(config: mlc.ConfigDict) -> None:
     if has_key(config, "intervene.primary_point") and get_key(config, "intervene.primary_point"):
       if parse_point(get_key(config, "intervene.primary_point")) not in points:
         _bad_value("intervene.primary_point", get_key(config, "intervene.primary_point"), "one of intervene.grid")
+  if has_key(config, "locate.rule") and get_key(config, "locate.rule") == "masks":
+    import os
+    path = get_key(config, "locate.masks") if has_key(config, "locate.masks") else ""
+    if not path or not os.path.isfile(path):
+      _bad_value("locate.masks", path, "the path of a LAPE mask file (locate.rule = 'masks')")
   if has_key(config, "locate.size"):
     # The locator's own resolver decides, so the launcher accepts exactly what locating accepts (numeric
     # strings from the command line included) and a bad size fails before recording, not after.

@@ -52,3 +52,18 @@ def vape(config: mlc.ConfigDict, stats: Any, pairs: list[Pair] | None, prov: dic
           preset, stats.count[idx], {k: v[idx] for k, v in totals.items()}, [p.plus, p.minus], top_rate=top_rate,
           denominator=c.denominator, provenance={**prov, "value": p.name})
   return out
+
+
+@RULES.register("masks")
+def masks(config: mlc.ConfigDict, stats: Any, pairs: list[Pair] | None, prov: dict[str, Any]) -> dict[str, Any]:
+  """Neurons given, not located: a LAPE mask file (`locate.masks`, e.g. the authors' `activation_mask`) over
+  the recorded groups in their order, evaluated with the run's edits, controls and metric."""
+  from valuejax.locate import NeuronSet
+  path = config.locate.get("masks", "")
+  if not path:
+    raise ValueJaxError("locate.rule = 'masks' needs the mask file", "--config.locate.masks",
+                        "set --config.locate.masks=<path of a torch.save'd list of per-layer index tensors>")
+  if pairs is not None:
+    raise ValueJaxError("a LAPE mask file holds one set over all groups; this method contrasts pairs",
+                        "--config.locate.rule", "use masks with the lape or languages method")
+  return {"lape": NeuronSet.from_lape_masks(path, list(stats.group_names), stats.count.shape[-1], **prov)}
