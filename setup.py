@@ -8,6 +8,9 @@ from setuptools import find_packages, setup
 # The shipped datasets live in data/ beside the package; installs put them in <prefix>/share/valuejax/data,
 # where valuejax.data.shipped_data_dir() finds them.
 DATA_DIRS = ("data", "data/schwartz", "data/cvoice", "data/templates")
+# The launchers and configs travel the same way, so that the `valuejax` command runs them after a plain
+# `pip install` (valuejax.command finds them in <prefix>/share/valuejax; a checkout uses its own).
+CODE_DIRS = ("launch", "configs")
 
 setup(
     name="valuejax",
@@ -17,7 +20,9 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["valuejax", "valuejax.*"]),
     data_files=[(os.path.join("share", "valuejax", d), sorted(f for f in glob.glob(os.path.join(d, "*"))
-                                                             if os.path.isfile(f))) for d in DATA_DIRS],
+                                                             if os.path.isfile(f))) for d in DATA_DIRS]
+    + [(os.path.join("share", "valuejax", d), sorted(glob.glob(os.path.join(d, "*.py")))) for d in CODE_DIRS],
+    entry_points={"console_scripts": ["valuejax = valuejax.command:main"]},
     install_requires=[
         "jax>=0.7",
         "flax>=0.10",

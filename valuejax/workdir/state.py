@@ -200,6 +200,8 @@ def command_line() -> str:
   """The command that ran, as `python -m launch.<stage> ...`, so that a results page can print it."""
   import shlex
   import sys
+  if os.environ.get("VALUEJAX_COMMAND"):  # set by the `valuejax <command>` entry point
+    return os.environ["VALUEJAX_COMMAND"]
   script = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
   head = f"python -m launch.{script[:-3]}" if script.endswith(".py") else "python " + script
   return " ".join([head, *map(shlex.quote, sys.argv[1:])]).strip()
