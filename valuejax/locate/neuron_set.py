@@ -383,6 +383,16 @@ class NeuronSet:
       groups[name] = GroupNeurons.from_per_layer(idx, num_neurons)
     return cls(groups, {"method": "lape_masks", "source": os.path.abspath(path), **provenance})
 
+  def to_dataframe(self):
+    """One row per (group, neuron): layer, index and every score column (pandas, an optional extra)."""
+    from valuejax.io import pandas
+    frames = []
+    for name, g in self.groups.items():
+      cols = {"group": [name] * len(g), "layer": g.layer, "neuron": g.index}
+      cols.update({k: np.asarray(v) for k, v in g.scores.items()})
+      frames.append(pandas().DataFrame(cols))
+    return pandas().concat(frames, ignore_index=True)
+
   def to_lape_masks(self, path: str) -> None:
     """This set in the LAPE mask layout: `torch.load(path)` gives a list over groups (in `names` order) of
     per-layer int64 index tensors. Written without torch."""

@@ -4,8 +4,8 @@ through it and the report reads through it; no other module names a workdir file
 
 from valuejax.workdir import layout
 from valuejax.workdir.layout import effects_of, read
-from valuejax.workdir.outputs import load_sets, write_intervene, write_record, write_sets
+from valuejax.workdir.outputs import RunResults, load_sets, write_intervene, write_record, write_sets
 from valuejax.workdir.state import Timer, Workdir, command_line, fingerprint, git_commit, is_writer, peak_rss_mib
 
-__all__ = ["Timer", "Workdir", "command_line", "effects_of", "fingerprint", "git_commit", "is_writer", "layout",
+__all__ = ["RunResults", "Timer", "Workdir", "command_line", "effects_of", "fingerprint", "git_commit", "is_writer", "layout",
            "load_sets", "peak_rss_mib", "read", "write_intervene", "write_record", "write_sets"]

@@ -123,3 +123,26 @@ def effects_csv(results: list[dict[str, Any]]) -> str:
     for e in r["effects"] + r.get("not_computable", []):
       w.writerow(["" if e.get(k) is None else e.get(k) for k in cols])
   return buf.getvalue()
+
+
+class RunResults:
+  """A finished run's intervene results (metrics.json), as tables: `to_dataframe("effects")` one row per
+  located edit, `to_dataframe("scores")` one row per (edit or control, item) (pandas, an optional extra)."""
+
+  def __init__(self, root: str):
+    self.root = os.path.abspath(root)
+    self.metrics = layout.read(self.root, layout.METRICS)
+    if not self.metrics:
+      from valuejax.errors import ValueJaxError
+      raise ValueJaxError("no intervene results here", self.root, "run the intervene stage first")
+
+  def to_dataframe(self, kind: str = "effects"):
+    from valuejax.io import pandas
+    pd = pandas()
+    results = self.metrics["pairs"]
+    if kind == "effects":
+      return pd.read_csv(io.StringIO(effects_csv(results)))
+    if kind == "scores":
+      return pd.read_csv(io.StringIO(long_csv(results)))
+    from valuejax.errors import ValueJaxError
+    raise ValueJaxError(f"unknown table {kind!r}", "RunResults.to_dataframe", "use 'effects' or 'scores'")
