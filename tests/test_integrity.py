@@ -219,3 +219,14 @@ def test_ctrl_c_prints_one_line_and_the_same_command_resumes(tiny_model, tmp_pat
   assert proc.returncode == 130 and "interrupted" in rest and "Traceback" not in err, err[-3000:]
   again = _ok(_launch("launch.run", *args))
   assert "resuming from the checkpoint" in again.stderr
+
+
+def test_a_config_json_of_other_weights_is_named(tmp_path):
+  import valuejax
+  from tests import tiny_models
+  folder = tiny_models.save_word_level_llama(str(tmp_path / "m"), tiny_models.tiny_tokenizer(), 96)
+  cfg = json.load(open(os.path.join(folder, "config.json")))
+  json.dump(cfg | {"intermediate_size": 64}, open(os.path.join(folder, "config.json"), "w"))
+  with pytest.raises(ValueJaxError, match=r"(?s)weight layers/gate/kernel has shape \(3, 32, 48\), but config.json "
+                                          r"implies \(3, 32, 64\).*config.json that belongs"):
+    valuejax.load_model(folder)

@@ -11,7 +11,7 @@ Norm scales keep Hugging Face's meaning (Gemma's are offsets: the forward multip
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -73,7 +73,43 @@ class _Reader:
 
 
 def params_from_hf(state: Mapping[str, np.ndarray], cfg: ModelConfig, dtype=np.float32) -> dict:
-  """Converts a Hugging Face state dict to the stacked valuejax layout (numpy arrays)."""
+  """Converts a Hugging Face state dict to the stacked valuejax layout (numpy arrays); every weight's
+  shape is checked against the config, so a config.json of another model fails here, by name."""
+  params = _params_from_hf(state, cfg, dtype)
+  check_shapes(params, cfg)
+  return params
+
+
+def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+  """The shape the config implies for each weight of the stacked layout ("layers/gate/kernel": [L, H, F])."""
+  L, H, F, V = cfg.num_layers, cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size
+  q, kv = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
+  out = {"embed": (V, H), "layers/gate/kernel": (L, H, F), "layers/down/kernel": (L, F, H),
+         "layers/q/kernel": (L, H, q), "layers/o/kernel": (L, q, H)}
+  if cfg.gated_mlp:
+    out["layers/up/kernel"] = (L, H, F)
+  if cfg.model_type != "gpt2":
+    out.update({"layers/k/kernel": (L, H, kv), "layers/v/kernel": (L, H, kv)})
+  if not cfg.tie_embeddings:
+    out["lm_head"] = (H, V)
+  return out
+
+
+def check_shapes(params: Mapping[str, Any], cfg: ModelConfig) -> None:
+  for path, want in expected_shapes(cfg).items():
+    node: Any = params
+    for part in path.split("/"):
+      node = node.get(part) if isinstance(node, Mapping) else None
+    if node is None:
+      continue
+    if tuple(node.shape) != want:
+      raise ValueJaxError(f"weight {path} has shape {tuple(node.shape)}, but config.json implies {want} "
+                          f"(num_layers {cfg.num_layers}, hidden {cfg.hidden_size}, intermediate "
+                          f"{cfg.intermediate_size}, vocab {cfg.vocab_size})",
+                          fix="use the config.json that belongs to these weights")
+
+
+def _params_from_hf(state: Mapping[str, np.ndarray], cfg: ModelConfig, dtype=np.float32) -> dict:
   state = _strip_prefix(state)
   r = _Reader(state, dtype)
   if cfg.model_type == "gpt2":
