@@ -230,3 +230,13 @@ def test_a_config_json_of_other_weights_is_named(tmp_path):
   with pytest.raises(ValueJaxError, match=r"(?s)weight layers/gate/kernel has shape \(3, 32, 48\), but config.json "
                                           r"implies \(3, 32, 64\).*config.json that belongs"):
     valuejax.load_model(folder)
+
+
+def test_a_gguf_with_a_garbage_body_is_named_and_leaves_no_lock(tmp_path):
+  import valuejax
+  path = str(tmp_path / "broken.gguf")
+  open(path, "wb").write(b"GGUF" + bytes([3, 0, 0, 0]) + np.random.default_rng(0).bytes(2000))
+  cache = str(tmp_path / "cache")
+  with pytest.raises(ValueJaxError, match="(?s)broken.gguf: the GGUF file does not parse.*download it again"):
+    valuejax.load_model(path, cache_dir=cache)
+  assert os.listdir(cache) == []  # no half-converted entry, no .lock

@@ -230,6 +230,9 @@ def _conversion_lock(entry: str) -> Iterator[None]:
     try:
       yield
     finally:
+      if not _entry_complete(entry):  # a failed conversion leaves nothing behind, its lock file included
+        with contextlib.suppress(FileNotFoundError):
+          os.remove(entry + ".lock")
       fcntl.flock(f, fcntl.LOCK_UN)
 
 
@@ -274,7 +277,13 @@ def gguf_cache_folder(gguf_path: str, root: str) -> str:
   with _conversion_lock(entry):
     if not _entry_complete(entry):
       with atomic_dir(entry) as tmp:
-        convert_gguf(source["path"], tmp, source)
+        try:
+          convert_gguf(source["path"], tmp, source)
+        except ValueJaxError:
+          raise
+        except (IndexError, KeyError, ValueError, TypeError, EOFError, OverflowError, MemoryError) as e:
+          raise ValueJaxError(f"the GGUF file does not parse ({type(e).__name__}: {e})", where=gguf_path,
+                              fix="download it again (it may be truncated or damaged)") from None
   return entry
 
 
