@@ -164,6 +164,7 @@ def test_a_nan_activation_stops_recording_at_its_batch():
 @pytest.mark.parametrize("flag,needle", [
     ("--config.locate.threshold=-1", "locate.threshold"),
     ("--config.intervene.gamma=(1e400,)", "intervene.gamma"),
+    ("--config.intervene.gamma=(nan,)", "intervene.gamma = (nan,) (not read as numbers)"),
     ("--config.intervene.keep_prob=0", "intervene.keep_prob"),
     ("--config.mesh.data=3", "mesh"),
     ("--config.intervene.eval_split=holdout", "no 'holdout' items"),

@@ -131,7 +131,12 @@ def check_config(config: mlc.ConfigDict) -> None:
 
 
 def _bad_value(key: str, value: Any, expected: str) -> None:
-  raise ValueJaxError(f"config entry {key} = {value!r} is not valid; it must be {expected}", f"--config.{key}",
+  if isinstance(value, tuple) and len(value) == 1 and isinstance(value[0], str) and value[0][:1] in "([":
+    value = value[0]  # a tuple the command line could not parse arrives as its one raw string: show that text
+    shown = f"{value} (not read as numbers)"
+  else:
+    shown = repr(value)
+  raise ValueJaxError(f"config entry {key} = {shown} is not valid; it must be {expected}", f"--config.{key}",
                       f"set --config.{key}=<value> or change the config file")
 
 
