@@ -174,11 +174,33 @@ def test_a_nan_activation_stops_recording_at_its_batch():
     ("--config.method=probe", "unknown method 'probe'"),
     ("--config.intervene.alpha=1.5", "intervene.alpha"),
     ("--config.record.top_p=0", "record.top_p"),
+    ("--config.record.batch_size=0", "record.batch_size"),
+    ("--config.intervene.n_controls=-1", "intervene.n_controls"),
+    ("--wrokdir=x", "Did you mean --workdir?"),
+    ("--config.intervene.gama=2", "Did you mean 'intervene.gamma'?"),
+    ("--config=configs/nope.py", "configs/nope.py"),
+    ("--config=configs/valuelocate.py:smoke,itmes=3", "unknown config argument 'itmes'"),
+    ("--config.locate.size=abc", "locate.size"),
+    ("--config.model=/nonexistent/model", "/nonexistent/model"),
+    ("--config.intervene.kind=steerin", "unknown edit kind 'steerin'"),
+    ("--config.locate.rule=masks", "locate.masks"),
+    ("--config.intervene.primary_gamma=3", "intervene.primary_gamma"),
+    ("--config.locate.pairs=('openness_to_change:self_enhancement',)", "are not the two aspects of one dimension"),
+    ("--config.model=lab/no-such-model", "'lab/no-such-model' is not in the Hugging Face cache"),
 ])
-def test_nonsense_fails_before_anything_runs(tiny_model, tmp_path, flag, needle):  # noqa: F811
+def test_nonsense_fails_before_anything_runs(tiny_model, tmp_path, flag, needle, monkeypatch):  # noqa: F811
   wd = str(tmp_path / "w")
-  _refused(_launch("launch.run", *_smoke_args(tiny_model, wd), flag), needle)
+  monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+  monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+  args = [a for a in _smoke_args(tiny_model, wd) if not (flag.startswith("--config=") and a.startswith("--config="))]
+  _refused(_launch("launch.run", *args, flag), needle)
   assert not os.path.exists(os.path.join(wd, "record"))  # nothing recorded, nothing half written
+
+
+def test_a_workdir_path_that_is_a_file_is_named(tiny_model, tmp_path):  # noqa: F811
+  path = str(tmp_path / "a_file")
+  open(path, "w").write("x")
+  _refused(_launch("launch.run", *_smoke_args(tiny_model, path)), "cannot use the workdir", path)
 
 
 def test_report_on_a_mistyped_workdir_creates_nothing(tmp_path):
