@@ -263,3 +263,17 @@ def test_a_gguf_with_a_garbage_body_is_named_and_leaves_no_lock(tmp_path):
   with pytest.raises(ValueJaxError, match="(?s)broken.gguf: the GGUF file does not parse.*download it again"):
     valuejax.load_model(path, cache_dir=cache)
   assert os.listdir(cache) == []  # no half-converted entry, no .lock
+
+
+def test_ctrl_c_during_a_checkpoint_write_waits_for_the_step():
+  import signal
+  import time
+  from valuejax.workdir.checkpoint import _sigint_deferred
+  done = []
+  with pytest.raises(KeyboardInterrupt):
+    with _sigint_deferred():
+      os.kill(os.getpid(), signal.SIGINT)
+      time.sleep(0.1)
+      done.append("written")  # the step completes before the interrupt is raised
+  assert done == ["written"]
+  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -8,10 +8,13 @@ warning), and a sum that is not finite is never resumed either.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
+import signal
+import threading
 from typing import Any
 
 from absl import logging
@@ -43,9 +46,12 @@ class StatsCheckpointer:
       return
     arrays, values = _split(state)
     meta = {"fingerprint": self.fingerprint, "values": values, "checksums": _checksums(arrays)}
-    self._manager.save(step, args=ocp.args.Composite(arrays=ocp.args.StandardSave(arrays),
-                                                     meta=ocp.args.JsonSave(meta)))
-    self._manager.wait_until_finished()
+    # Ctrl-C waits until the step is written: an interrupt inside orbax's writer would surface as its error
+    # log, not as one clean line (a kill -9 still can land here; the step is then never published).
+    with _sigint_deferred():
+      self._manager.save(step, args=ocp.args.Composite(arrays=ocp.args.StandardSave(arrays),
+                                                       meta=ocp.args.JsonSave(meta)))
+      self._manager.wait_until_finished()
 
   def restore_latest(self) -> tuple[int, dict[str, Any]] | None:
     """(step, state) of the newest intact checkpoint written for this fingerprint, or None."""
@@ -115,6 +121,22 @@ def _verify(arrays: dict[str, Any], checksums: dict[str, Any] | None) -> str | N
     if _digest(a) != want["sha256"]:
       return f"the bytes of array {k} differ from those saved"
   return None
+
+
+@contextlib.contextmanager
+def _sigint_deferred():
+  """A Ctrl-C pressed meanwhile is held and raised after the block (main thread only: signal handlers)."""
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+  held: list[int] = []
+  previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+  try:
+    yield
+  finally:
+    signal.signal(signal.SIGINT, previous)
+    if held:
+      raise KeyboardInterrupt
 
 
 def clear(directory: str) -> None:
