@@ -232,15 +232,18 @@ class _TorchUnpickler(pickle.Unpickler):
     return self.storages[key]
 
 
-def read_torch_object(path: str) -> Any:
+def read_torch_object(path: str, what: str = "file") -> Any:
   """Whatever a torch zip file (`torch.save`) holds, tensors as numpy arrays, read with a restricted
   unpickler (tensors, lists, tuples, dicts; nothing that runs code)."""
   if not zipfile.is_zipfile(path):
+    if what == "checkpoint":
+      raise ValueJaxError("legacy (pre-zip) torch checkpoint format", where=path,
+                          fix="convert it to safetensors (model.safetensors) with torch, then load the folder")
     raise ValueJaxError("not a torch zip file (torch >= 1.6 torch.save)", where=path)
   with zipfile.ZipFile(path) as archive:
     pickles = [n for n in archive.namelist() if n.endswith("/data.pkl")]
     if len(pickles) != 1:
-      raise ValueJaxError("not a torch file (no single data.pkl inside)", where=path)
+      raise ValueJaxError(f"not a torch {what} (no single data.pkl inside)", where=path)
     prefix = pickles[0][:-len("/data.pkl")]
     order = f"{prefix}/byteorder"
     big = order in archive.namelist() and archive.read(order).strip() == b"big"
@@ -248,7 +251,7 @@ def read_torch_object(path: str) -> Any:
       try:
         return _TorchUnpickler(f, archive, prefix, big, path).load()
       except (pickle.UnpicklingError, EOFError, KeyError, TypeError) as e:
-        raise ValueJaxError(f"cannot unpickle the file ({type(e).__name__}: {e})", where=path) from None
+        raise ValueJaxError(f"cannot unpickle the {what} ({type(e).__name__}: {e})", where=path) from None
 
 
 class _Global:
@@ -335,21 +338,7 @@ def write_torch_object(path: str, obj: Any) -> None:
 
 def read_torch_bin(path: str) -> dict[str, np.ndarray]:
   """A torch zip checkpoint (torch >= 1.6 `torch.save`) read with a restricted unpickler."""
-  if not zipfile.is_zipfile(path):
-    raise ValueJaxError("legacy (pre-zip) torch checkpoint format", where=path,
-                        fix="convert it to safetensors (model.safetensors) with torch, then load the folder")
-  with zipfile.ZipFile(path) as archive:
-    pickles = [n for n in archive.namelist() if n.endswith("/data.pkl")]
-    if len(pickles) != 1:
-      raise ValueJaxError("not a torch checkpoint (no single data.pkl inside)", where=path)
-    prefix = pickles[0][:-len("/data.pkl")]
-    order = f"{prefix}/byteorder"
-    big = order in archive.namelist() and archive.read(order).strip() == b"big"
-    with archive.open(pickles[0]) as f:
-      try:
-        state = _TorchUnpickler(f, archive, prefix, big, path).load()
-      except (pickle.UnpicklingError, EOFError, KeyError, TypeError) as e:
-        raise ValueJaxError(f"cannot unpickle the checkpoint ({type(e).__name__}: {e})", where=path) from None
+  state = read_torch_object(path, "checkpoint")
   if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
     state = state["state_dict"]
   if not isinstance(state, dict) or not all(isinstance(v, np.ndarray) for v in state.values()):
