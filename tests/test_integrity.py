@@ -229,8 +229,11 @@ def test_ctrl_c_prints_one_line_and_the_same_command_resumes(tiny_model, tmp_pat
   wd = str(tmp_path / "w")
   args = [*_smoke_args(tiny_model, wd, "configs/valuelocate.py:smoke,items=12,tokens=24"),
           "--config.record.batch_size=2", "--config.record.checkpoint_every=1"]
+  # SIG_DFL in the child, so Python installs its Ctrl-C handler even when this test runs as a background job
+  # (which inherits an ignored SIGINT).
   proc = subprocess.Popen([sys.executable, "-m", "launch.run", *args], cwd=REPO, stderr=subprocess.PIPE, text=True,
-                          env=dict(os.environ, PYTHONUNBUFFERED="1"))
+                          env=dict(os.environ, PYTHONUNBUFFERED="1"),
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
   seen = []
   for line in proc.stderr:
     seen.append(line)
@@ -270,10 +273,15 @@ def test_ctrl_c_during_a_checkpoint_write_waits_for_the_step():
   import time
   from valuejax.workdir.checkpoint import _sigint_deferred
   done = []
-  with pytest.raises(KeyboardInterrupt):
-    with _sigint_deferred():
-      os.kill(os.getpid(), signal.SIGINT)
-      time.sleep(0.1)
-      done.append("written")  # the step completes before the interrupt is raised
-  assert done == ["written"]
-  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+  # A test run started as a background job inherits an ignored SIGINT: give this process Python's handler.
+  previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+  try:
+    with pytest.raises(KeyboardInterrupt):
+      with _sigint_deferred():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.1)
+        done.append("written")  # the step completes before the interrupt is raised
+    assert done == ["written"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+  finally:
+    signal.signal(signal.SIGINT, previous)

@@ -126,8 +126,8 @@ def _verify(arrays: dict[str, Any], checksums: dict[str, Any] | None) -> str | N
 @contextlib.contextmanager
 def _sigint_deferred():
   """A Ctrl-C pressed meanwhile is held and raised after the block (main thread only: signal handlers)."""
-  if threading.current_thread() is not threading.main_thread():
-    yield
+  if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    yield  # not the main thread, or interrupts are ignored here (a background job): nothing to hold
     return
   held: list[int] = []
   previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
