@@ -285,3 +285,16 @@ def test_ctrl_c_during_a_checkpoint_write_waits_for_the_step():
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
   finally:
     signal.signal(signal.SIGINT, previous)
+
+
+def test_a_neuron_set_with_an_index_out_of_range_names_its_file(tmp_path):
+  from valuejax.locate.neuron_set import GroupNeurons, NeuronSet
+  mask = np.zeros((2, 5), bool)
+  mask[1, 3] = True
+  path = str(tmp_path / "s.json")
+  NeuronSet({"a": GroupNeurons.from_mask(mask)}).save_json(path)
+  d = json.load(open(path))
+  d["groups"]["a"]["indices"][1] = [7]  # past the 5 neurons of a layer
+  json.dump(d, open(path, "w"))
+  with pytest.raises(ValueJaxError, match=r"s\.json: `index` has values outside \[0, 5\)"):
+    NeuronSet.load(path)

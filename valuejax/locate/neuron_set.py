@@ -352,12 +352,17 @@ class NeuronSet:
         return cls._load_npz(path)
       with open(path, encoding="utf-8") as f:
         d = json.load(f)
+      return cls.from_json_dict(d, where)
     except FileNotFoundError:
       raise ValueJaxError("no such file", where, "check the path of the neuron set") from None
+    except ValueJaxError as e:
+      if e.where == where:
+        raise
+      # A check deep inside (an index out of range, a bad shape) names the file it was reading.
+      raise ValueJaxError(e.what + (f" ({e.where})" if e.where else ""), where, e.fix) from None
     except (json.JSONDecodeError, ValueError, KeyError) as e:
       raise ValueJaxError(f"not a readable neuron-set file ({e})", where,
                           "write it with NeuronSet.save_json / save_npz") from None
-    return cls.from_json_dict(d, where)
 
   @classmethod
   def from_lape_masks(cls, path: str, group_names: Sequence[str], num_neurons: int, **provenance: Any
