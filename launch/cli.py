@@ -59,9 +59,11 @@ def usage_exit(message: str) -> None:
   sys.exit(EXIT_USAGE)
 
 
-def run(main: Callable[[mlc.ConfigDict], None], extra_flags: tuple[str, ...] = ()) -> None:
-  """`app.run(main)` behind the error boundary; `main` receives the checked config."""
-  app.run(functools.partial(_main, main), flags_parser=functools.partial(parse_flags, extra=extra_flags))
+def run(main: Callable[[mlc.ConfigDict], None], extra_flags: tuple[str, ...] = (), preflight: bool = True) -> None:
+  """`app.run(main)` behind the error boundary; `main` receives the checked config. With `preflight`, the data
+  the config's run needs is checked too (launchers that only read a finished workdir pass False)."""
+  app.run(functools.partial(_main, main, preflight),
+          flags_parser=functools.partial(parse_flags, extra=extra_flags))
 
 
 def parse_flags(argv: list[str], extra: tuple[str, ...] = ()) -> list[str]:
@@ -73,14 +75,15 @@ def parse_flags(argv: list[str], extra: tuple[str, ...] = ()) -> list[str]:
     usage_exit(explain_flag_error(argv, e, extra))
 
 
-def _main(main: Callable[[mlc.ConfigDict], None], argv: list[str]) -> None:
+def _main(main: Callable[[mlc.ConfigDict], None], preflight: bool, argv: list[str]) -> None:
   if len(argv) > 1:
     usage_exit(f"unexpected argument(s) {' '.join(argv[1:])!r}: every input is a flag, e.g. "
                "--config=configs/valuelocate.py --workdir=runs/valuelocate")
   try:
     config = FLAGS.config
     check_config(config)
-    check_data(config)
+    if preflight:
+      check_data(config)
     if FLAGS.multihost:
       import jax
       jax.distributed.initialize()

@@ -39,4 +39,4 @@ def main(config: mlc.ConfigDict) -> None:
 
 
 if __name__ == "__main__":
-  cli.run(main)
+  cli.run(main, preflight=False)

@@ -54,4 +54,5 @@ def main(_: mlc.ConfigDict) -> None:
 
 
 if __name__ == "__main__":
-  cli.run(main, extra_flags=("--pair", "--gamma", "--prompt", "--max_new_tokens", "--controls"))
+  cli.run(main, extra_flags=("--pair", "--gamma", "--prompt", "--max_new_tokens", "--controls"),
+          preflight=False)

@@ -33,8 +33,6 @@ class SpecialIds:
 def special_ids(tokenizer: Any, cfg: Any) -> SpecialIds:
   """Pad, eos and bos ids of a model: the tokenizer's pad id, else the config's, else 0; eos is the union of
   the config's eos ids and the tokenizer's. `tokenizer` may be None (config only)."""
-  # record imports the engine, which imports this module: import at call time, not at load.
-  from valuejax.engine.record import prompt_bos
   tok_pad = getattr(tokenizer, "pad_token_id", None)
   pad = tok_pad if tok_pad is not None else (cfg.pad_token_id or 0)
   eos = {int(e) for e in cfg.eos_token_ids}
@@ -42,6 +40,12 @@ def special_ids(tokenizer: Any, cfg: Any) -> SpecialIds:
   if tok_eos is not None:
     eos.add(int(tok_eos))
   return SpecialIds(int(pad), tuple(sorted(eos)), prompt_bos(cfg))
+
+
+def prompt_bos(cfg: Any) -> int | None:
+  """The token put first on a prompt that has no chat template: <bos> for Gemma (which produces garbage
+  without it), else none."""
+  return cfg.bos_token_id if cfg.model_type.startswith("gemma") else None
 
 
 def bucket(n: int, buckets: Sequence[int] | None = None, *, beyond: str = "multiple") -> int:

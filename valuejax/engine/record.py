@@ -13,9 +13,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from valuejax.engine.batching import pack_rows, special_ids
-from valuejax.engine.generate import Generator, Sampling, StatsSpec, TeacherForcer
 from valuejax.data.templates import Prompt
+from valuejax.engine.batching import pack_rows, prompt_bos, special_ids  # noqa: F401 (prompt_bos: record's name)
+from valuejax.engine.generate import Generator, Sampling, StatsSpec, TeacherForcer
 from valuejax.engine.stats import NeuronStats
 from valuejax.errors import ValueJaxError
 
@@ -66,11 +66,6 @@ def encode_prompt(tokenizer, prompt: Prompt, bos_token_id: int | None = None) ->
   if bos_token_id is not None and (not ids or ids[0] != bos_token_id):
     ids = [bos_token_id] + ids
   return ids
-
-
-def prompt_bos(cfg) -> int | None:
-  """The token `encode_prompt` puts first when a prompt has no chat template: <bos> for Gemma, else none."""
-  return cfg.bos_token_id if cfg.model_type.startswith("gemma") else None
 
 
 class Recorder:

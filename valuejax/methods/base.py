@@ -159,14 +159,13 @@ class ContrastMethod(Method):
   """A method of opposing pairs whose eval items are choices between a value-aligned and a violating
   action (ValueLocate's situations, ValueExploration's dilemmas)."""
 
-  aligned_label = "aligned"  # the option label (in choice prompts' meta) of the value-aligned action
-
   def choice_sources(self, config: mlc.ConfigDict, dataset: vdata.Dataset, pair: Pair) -> list[Any]:
     """The eval split's situations or dilemmas of one pair (before the eval_items cap)."""
     raise NotImplementedError
 
   def aligned(self, pair: Pair) -> str:
-    return self.aligned_label
+    """The option label (in choice prompts' meta) of the value-aligned action: a dilemma's own "aligned"."""
+    return "aligned"
 
   def eval_sources(self, config: mlc.ConfigDict, dataset: vdata.Dataset, pair: Pair) -> list[Any]:
     """The first `intervene.eval_items` sources written in data.lang; an empty list is an error."""

@@ -56,6 +56,9 @@ class Workdir:
     self.root = os.path.abspath(root)
     self.config = config
     self.writer = is_writer()
+    # sha256 per (file, mtime, size): a file read by several checks in one process (stats.npz by record's skip
+    # and locate's prerequisite) is hashed once.
+    self._digests: dict[tuple[str, int, int], str] = {}
     if self.writer:
       try:
         os.makedirs(self.root, exist_ok=True)
@@ -95,10 +98,10 @@ class Workdir:
       logging.info("%s: the previous stage's outputs changed since it ran; it runs again", stage)
       return None
     for rel, digest in (d.get("outputs") or {}).items() if verify else ():
-      path = self.path(rel)
-      if not os.path.isfile(path) or file_digest(path) != digest:
-        what = "is missing" if not os.path.isfile(path) else "differs from what it wrote (edited, truncated or replaced)"
-        raise ValueJaxError(f"an output of the {stage} stage {what}", path,
+      found = self.digest(rel)
+      if found != digest:
+        what = "is missing" if found is None else "differs from what it wrote (edited, truncated or replaced)"
+        raise ValueJaxError(f"an output of the {stage} stage {what}", self.path(rel),
                             f"rerun with --force to recompute the {stage} stage and the stages after it "
                             "(python -m launch.run --force ...), or restore the file")
     return d
@@ -107,11 +110,25 @@ class Workdir:
     """Records the stage as done for this config, with the content hash of each output (relative paths),
     and describes the config that ran in config.json."""
     if self.writer:
-      digests = {rel: file_digest(self.path(rel)) for rel in outputs if os.path.isfile(self.path(rel))}
+      digests = {rel: d for rel in outputs if (d := self.digest(rel)) is not None}
       vio.write_json(self.path(done_file(stage)), {
           "fingerprint": fingerprint(self.config, stage), "seconds": round(seconds, 3),
           "finished": _now(), "outputs": digests, "after": self._outputs_of_previous(stage), **extra})
       self.write_config()
+
+  def digest(self, rel: str) -> str | None:
+    """sha256 of a workdir file (None when it is not there), computed once per version of the file."""
+    path = self.path(rel)
+    try:
+      st = os.stat(path)
+    except FileNotFoundError:
+      return None
+    if not os.path.isfile(path):
+      return None
+    key = (rel, st.st_mtime_ns, st.st_size)
+    if key not in self._digests:
+      self._digests[key] = file_digest(path)
+    return self._digests[key]
 
   def _outputs_of_previous(self, stage: str) -> dict[str, str] | None:
     """The recorded output digests of the stage before `stage` (what `stage` was computed from)."""
