@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import glob
 import os
+import shutil
 import site
 import subprocess
 import sys
@@ -21,8 +22,15 @@ def _run(cmd: list[str], cwd: str, env: dict | None = None, timeout: float = 600
 
 
 def test_a_wheel_installs_a_valuejax_command_that_runs_from_anywhere(tmp_path):
+  # Built from a copy of what setup.py packages: building in the checkout would leave a build/ folder there,
+  # whose stale files a later build packages.
+  src = str(tmp_path / "src")
+  skip = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+  for part in ("valuejax", "launch", "configs", "data"):
+    shutil.copytree(os.path.join(REPO, part), os.path.join(src, part), ignore=skip)
+  shutil.copy(os.path.join(REPO, "setup.py"), src)
   dist = str(tmp_path / "dist")
-  _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", dist, REPO], REPO)
+  _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", dist, src], src)
   (wheel,) = glob.glob(os.path.join(dist, "valuejax-*.whl"))
   venv = str(tmp_path / "venv")
   _run([sys.executable, "-m", "venv", venv], str(tmp_path))

@@ -229,11 +229,12 @@ def test_ctrl_c_prints_one_line_and_the_same_command_resumes(tiny_model, tmp_pat
   wd = str(tmp_path / "w")
   args = [*_smoke_args(tiny_model, wd, "configs/valuelocate.py:smoke,items=12,tokens=24"),
           "--config.record.batch_size=2", "--config.record.checkpoint_every=1"]
-  # SIG_DFL in the child, so Python installs its Ctrl-C handler even when this test runs as a background job
-  # (which inherits an ignored SIGINT).
-  proc = subprocess.Popen([sys.executable, "-m", "launch.run", *args], cwd=REPO, stderr=subprocess.PIPE, text=True,
-                          env=dict(os.environ, PYTHONUNBUFFERED="1"),
-                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+  # The run gets Python's Ctrl-C handler even when this test runs as a background job, which inherits an
+  # ignored SIGINT (set in the child's Python, not by a preexec_fn, which would fork this JAX process).
+  start = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+           "sys.argv[0] = 'launch'; runpy.run_module('launch.run', run_name='__main__', alter_sys=True)")
+  proc = subprocess.Popen([sys.executable, "-c", start, *args], cwd=REPO, stderr=subprocess.PIPE, text=True,
+                          env=dict(os.environ, PYTHONUNBUFFERED="1"))
   seen = []
   for line in proc.stderr:
     seen.append(line)
