@@ -76,6 +76,9 @@ def base_config(method: str) -> mlc.ConfigDict:
   c = mlc.ConfigDict()
   c.method = method
   c.model = "smollm2-135m-instruct"  # a registered name, a Hugging Face folder or a .gguf file
+  # The one layout the weights are held in: "stacked" (layers on axis 0; one compiled layer body), "decode"
+  # (unrolled, fused, transposed: faster decoding on a CPU) or "auto" (decode on CPU, stacked elsewhere).
+  c.layout = "auto"
   c.seed = 0
   c.log_compiles = True  # log every XLA compilation of 0.5 s or more and how long it took
   # A run of a method with a known, replicating effect on the same model (`file.py[:arg]` in configs/), so
@@ -87,12 +90,17 @@ def base_config(method: str) -> mlc.ConfigDict:
   c.mesh.data = -1
   c.mesh.model = 1
   c.mesh.params = "replicated"  # or "fsdp": weights split over the model axis
+  # (regex, spec) pairs replacing the mode's rules (valuejax.engine.sharding.FSDP_RULES), e.g.
+  # (("^layers/(q|k|v|gate|up)/kernel$", (None, None, "model")), ...): the first match wins.
+  c.mesh.rules = ()
 
   c.record = mlc.ConfigDict()
   c.record.mode = "generate"  # or "teacher_forced" (every input token, nothing generated)
   c.record.batch_size = 16
   c.record.max_new_tokens = 48
-  c.record.hist = False  # 301-bin activation histograms (needed for NPTI's v95)
+  c.record.hist = False  # activation histograms (needed for NPTI's v95)
+  # "full": 301 bins of 0.01 (as NPTI); "compact": 32 bins, about 1/9 of the memory (see engine/histogram.py)
+  c.record.hist_bins = "full"
   c.record.repetition_penalty = 1.1
   c.record.temperature = 0.0
   c.record.top_p = 1.0

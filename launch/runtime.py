@@ -53,20 +53,24 @@ def mesh(config: mlc.ConfigDict):
 
 
 @functools.lru_cache(maxsize=2)
-def _load(spec: str, dtype: str, mesh_key: tuple):
+def _load(spec: str, dtype: str, layout: str, mesh_key: tuple):
   import valuejax
   start = time.perf_counter()
   model = valuejax.load_model(spec, dtype=dtype)
-  logging.info("loaded %s (%d layers x %d neurons) from %s in %.1f s", spec, model.config.num_layers,
-               model.config.intermediate_size, model.source, time.perf_counter() - start)
+  # One copy of the weights, in the layout every stage then uses (the old arrays are freed as converted).
+  # Sharded runs keep whole matrices: the mesh spreads them over devices, not row blocks over cores.
+  model.relayout(layout, parts=None if mesh_key[0] is None else 1)
+  logging.info("loaded %s (%d layers x %d neurons, %s layout) from %s in %.1f s", spec, model.config.num_layers,
+               model.config.intermediate_size, model.layout, model.source, time.perf_counter() - start)
   return model
 
 
 def load_model(config: mlc.ConfigDict):
   """The config's model with params placed on the mesh (loaded once per process)."""
   m = mesh(config)
-  model = _load(config.model, config.get("dtype", "float32"),
-                (None if m is None else tuple(m.shape.items()), config.mesh.params))
+  rules = tuple((r[0], tuple(r[1])) for r in config.mesh.get("rules", ()))
+  model = _load(config.model, config.get("dtype", "float32"), config.get("layout", "auto"),
+                (None if m is None else tuple(m.shape.items()), config.mesh.params, rules))
   if model.tokenizer is None:
     from valuejax.errors import ValueJaxError
     raise ValueJaxError("the model has no tokenizer files (tokenizer.json, tokenizer_config.json, ...), and every "
@@ -74,5 +78,5 @@ def load_model(config: mlc.ConfigDict):
                         "(tokenizer.save_pretrained(folder))")
   if m is not None:
     from valuejax.engine import sharding
-    model.params = sharding.shard_params(model.params, m, config.mesh.params)
+    model.params = sharding.shard_params(model.params, m, config.mesh.params, rules or None)
   return model

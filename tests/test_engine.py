@@ -12,7 +12,7 @@ from valuejax.engine.generate import Generator, Sampling, StatsSpec, TeacherForc
 from valuejax.engine.stats import HIST_BINS, NeuronStats
 from valuejax.errors import ValueJaxError
 from valuejax.models.edit import NeuronEdit
-from valuejax.models.forward import forward
+from valuejax.models.forward import forward, unstack_layers
 
 
 def _prompts(seed=0):
@@ -269,8 +269,8 @@ def test_unrolled_and_scanned_layers_agree():
       scale=jnp.asarray(scale), keep_prob=jnp.float32(0.9))
   kw = dict(sampling=Sampling(repetition_penalty=1.1), group_ids=groups, stats=StatsSpec(2), edit=edit,
             edit_scope="all")
-  a = Generator(params, cfg, pad_id=0, eos_ids=(2,), unroll=True, parts=3)(ids, mask, 8, **kw)
-  b = Generator(params, cfg, pad_id=0, eos_ids=(2,), unroll=False)(ids, mask, 8, **kw)
+  a = Generator(unstack_layers(params, 3), cfg, pad_id=0, eos_ids=(2,))(ids, mask, 8, **kw)
+  b = Generator(params, cfg, pad_id=0, eos_ids=(2,))(ids, mask, 8, **kw)
   np.testing.assert_array_equal(a.tokens, b.tokens)
   terms = tiny_models.forward_terms(cfg) + a.tokens.size  # the decoder, then sums over the tokens
   for x, y in zip(_stats_tuple(a), _stats_tuple(b)):
@@ -326,14 +326,14 @@ def test_shared_prefix_generation_equals_brute_force(arch):
   ids, mask = tiny_models.shared_prefix_batch()
   groups = np.array([0, 1, 0, 2], np.int32)
   kw = dict(sampling=Sampling(repetition_penalty=1.1), group_ids=groups, stats=StatsSpec(3, hist=True))
-  gen = Generator(params, cfg, pad_id=0, eos_ids=(2,), parts=3, segments=4)
+  gen = Generator(unstack_layers(params, 3), cfg, pad_id=0, eos_ids=(2,), segments=4)
   assert len(gen.params["layers"][0]["down"]["kernel_t"]) == 3
   out = gen(ids, mask, 9, **kw)
   assert [k[2] for k in gen._compiled] == [16]  # the shared 19 tokens, rounded down to 16
-  unshared = Generator(params, cfg, pad_id=0, eos_ids=(2,), share_prefix=False, parts=1, segments=1)(
+  unshared = Generator(unstack_layers(params, 1), cfg, pad_id=0, eos_ids=(2,), share_prefix=False, segments=1)(
       ids, mask, 9, **kw)
   np.testing.assert_array_equal(out.tokens, unshared.tokens)
-  scanned = Generator(params, cfg, pad_id=0, eos_ids=(2,), unroll=False, segments=2)(ids, mask, 9, **kw)  # stacked
+  scanned = Generator(params, cfg, pad_id=0, eos_ids=(2,), segments=2)(ids, mask, 9, **kw)  # stacked
   np.testing.assert_array_equal(out.tokens, scanned.tokens)
   np.testing.assert_allclose(np.asarray(out.gen_stats.s1), np.asarray(scanned.gen_stats.s1), rtol=1e-5, atol=1e-4)
   ref = _brute_force(params, cfg, ids, mask, out, groups, 3)

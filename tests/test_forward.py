@@ -161,7 +161,7 @@ def test_forward_is_jittable_and_bfloat16_runs():
 def test_unstacked_layers_give_the_same_forward(arch, parts):
   """Unrolled layers with fused q/k/v (biases of gpt2 and qwen2 included) and gate/up (gated MLPs; gpt2's
   one projection stays as it is), in row blocks."""
-  from valuejax.models.forward import unstack_layers
+  from valuejax.models.forward import stack_layers, unstack_layers
   _, cfg, params = tiny_models.valuejax_model(arch)
   ids, mask = tiny_models.padded_batch()
   ref, ref_act = forward(params, cfg, jnp.asarray(ids), jnp.asarray(mask), capture="act")
@@ -174,16 +174,45 @@ def test_unstacked_layers_give_the_same_forward(arch, parts):
   blocks = layer[mlp]["kernel_t"]
   if parts == 1:
     assert not isinstance(blocks, tuple) and "unembed_t" not in unstacked
-  else:  # row blocks of uneven size, the unembedding's too (tied or not)
+  else:  # row blocks of uneven size, the unembedding's too: a tied embedding is itself cut, never copied
     assert len(blocks) == 3
     assert sum(b.shape[0] for b in blocks) == cfg.intermediate_size * (2 if cfg.gated_mlp else 1)
-    assert len(unstacked["unembed_t"]) == 3 and "lm_head" not in unstacked
+    assert "lm_head" not in unstacked
+    assert len(unstacked["embed" if cfg.tie_embeddings else "unembed_t"]) == 3
+    assert ("unembed_t" in unstacked) != cfg.tie_embeddings
   out, act = forward(unstacked, cfg, jnp.asarray(ids), jnp.asarray(mask), capture="act")
   # The same arithmetic in other summation orders (fused and blocked matmuls): float32 rounding only.
   terms = tiny_models.forward_terms(cfg)
   np.testing.assert_allclose(np.asarray(out), np.asarray(ref), rtol=0, atol=tiny_models.reorder_atol(ref, terms))
   np.testing.assert_allclose(np.asarray(act), np.asarray(ref_act), rtol=0,
                              atol=tiny_models.reorder_atol(ref_act, terms))
+  # And back: the stacked layout bit for bit (slices, transposes and concatenations only).
+  back = stack_layers(unstacked, cfg)
+  assert jax.tree.structure(back) == jax.tree.structure(params)
+  for a, b in zip(jax.tree.leaves(back), jax.tree.leaves(params)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_relayout_with_donation_holds_one_copy():
+  """Converting in place deletes each stacked array once copied out: the live bytes stay about one copy."""
+  from valuejax.models.forward import layout_of, relayout
+  _, cfg, params = tiny_models.valuejax_model("llama")
+  params = jax.tree.map(jnp.array, params)  # arrays of this test's own
+  size = sum(x.nbytes for x in jax.tree.leaves(params))
+  decode = relayout(params, cfg, "decode", parts=2, donate=True)
+  kept = {id(x) for x in jax.tree.leaves(decode)}
+  assert layout_of(decode) == "decode"
+  assert all(x.is_deleted() or id(x) in kept for x in jax.tree.leaves(params))  # norms are shared, not copied
+  assert sum(x.nbytes for x in jax.tree.leaves(decode)) == size
+  stacked = relayout(decode, cfg, "stacked", donate=True)
+  kept = {id(x) for x in jax.tree.leaves(stacked)}
+  assert layout_of(stacked) == "stacked"
+  assert all(x.is_deleted() or id(x) in kept for x in jax.tree.leaves(decode))
+  assert sum(x.nbytes for x in jax.tree.leaves(stacked)) == size
+  ids, mask = tiny_models.padded_batch()
+  _, _, ref = tiny_models.valuejax_model("llama")
+  np.testing.assert_array_equal(np.asarray(forward(stacked, cfg, jnp.asarray(ids), jnp.asarray(mask))[0]),
+                                np.asarray(forward(ref, cfg, jnp.asarray(ids), jnp.asarray(mask))[0]))
 
 
 def test_default_parts_follow_the_usable_cores(monkeypatch):

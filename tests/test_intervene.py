@@ -449,12 +449,16 @@ def test_folded_params_match_the_activation_path(tiny):
   s, c = rng.random(shape) < 0.15, rng.random(shape) < 0.15
   run = _fwd()
   real = np.asarray(mask)
+  from valuejax.models.forward import unstack_layers
+  decode = unstack_layers(params, parts=2)  # both layouts fold: down's rows, or its kernel_t's columns
   for edit in (vi.deactivate(s), vi.value_exploration(s, c, toward="conflict"),
                vi.value_exploration(s, c, region="semantic", split=vi.layer_split(cfg.num_layers, 1, 1))):
     via_acts, _ = run(params, cfg, ids, mask, None, edit.neurons, edit.mask_for(mask))
     folded, _ = run(vi.fold_edit(params, edit), cfg, ids, mask, None, None, None)
     # Padding is edited by the folded weights only; causal attention keeps it out of real positions.
     np.testing.assert_allclose(np.asarray(folded)[real], np.asarray(via_acts)[real], rtol=1e-5, atol=1e-5)
+    folded_decode, _ = run(vi.fold_edit(decode, edit), cfg, ids, mask, None, None, None)
+    np.testing.assert_allclose(np.asarray(folded_decode)[real], np.asarray(via_acts)[real], rtol=1e-5, atol=1e-5)
     plain, _ = run(params, cfg, ids, mask, None, None, None)
     assert np.abs(np.asarray(plain)[real] - np.asarray(folded)[real]).max() > 1e-3  # the edit did something
 

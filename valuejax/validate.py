@@ -22,6 +22,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "intervene.controls_at": ("strongest", "all"),
     "intervene.primary_test": ("pooled", "each", ""),
     "mesh.params": ("replicated", "fsdp"),
+    "layout": ("auto", "stacked", "decode"),
+    "record.hist_bins": ("full", "compact"),
 }
 SUBSETS: dict[str, tuple[str, ...]] = {
     "intervene.modes": ("enhance", "reverse"),
@@ -93,6 +95,9 @@ def check_config(config: mlc.ConfigDict) -> None:
     data, model = get_key(config, "mesh.data"), get_key(config, "mesh.model")
     if not (isinstance(model, int) and model >= 1 and isinstance(data, int) and (data == -1 or data >= 1)):
       _bad_value("mesh", (data, model), "mesh.model >= 1 and mesh.data >= 1 or -1 (every device the model axis leaves)")
+  if has_key(config, "mesh.rules") and get_key(config, "mesh.rules"):
+    from valuejax.engine.sharding import rules_for
+    rules_for(get_key(config, "mesh.params"), get_key(config, "mesh.rules"))  # raises, naming the rule
   if has_key(config, "intervene.gamma"):
     gamma = get_key(config, "intervene.gamma")
     if not gamma or any(not isinstance(g, (int, float)) or not math.isfinite(g) or g <= 0 for g in gamma):

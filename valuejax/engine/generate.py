@@ -18,12 +18,13 @@ import numpy as np
 
 from valuejax.engine import sharding as shd
 from valuejax.engine.batching import bucket, pack_rows, special_ids
+from valuejax.engine.histogram import hist_edges
 from valuejax.engine.stats import DeviceStats, device_stats, make_reducer
 from valuejax.errors import ValueJaxError
 from valuejax.models.config import ModelConfig
 from valuejax.models.edit import NeuronEdit
-from valuejax.models.forward import (KVCache, forward, forward_cached, positions_from_mask, rope_tables,
-                                     unstack_layers)
+from valuejax.models.forward import (KVCache, default_layout, forward, forward_cached, layout_of, params_dtype,
+                                     positions_from_mask, rope_tables)
 
 log = logging.getLogger("valuejax")
 
@@ -58,10 +59,41 @@ class Sampling:
 
 @dataclasses.dataclass(frozen=True)
 class StatsSpec:
-  """What to reduce: over `num_groups` groups, of the "act" or "hidden" hook point, with a histogram or not."""
+  """What to reduce: over `num_groups` groups, of the "act" or "hidden" hook point, with a histogram or not
+  (of `hist_bins` kind, "full" or "compact": see engine/histogram.py)."""
   num_groups: int
   hist: bool = False
   target: str = "act"
+  hist_bins: str = "full"
+
+  def reducer(self, onehot, weight):
+    return make_reducer(onehot, weight, hist=self.hist, target=self.target, hist_bins=self.hist_bins)
+
+  def zeros(self, cfg: ModelConfig, sharding=None) -> dict:
+    """Zero sums in the layer scan's [L, G, F] order (split over neurons as `sharding` says)."""
+    shape = (cfg.num_layers, self.num_groups, cfg.intermediate_size)
+    out = {"count": jnp.zeros(shape, jnp.int32), "s1": jnp.zeros(shape, jnp.float32),
+           "s2": jnp.zeros(shape, jnp.float32)}
+    if self.hist:
+      out["hist"] = jnp.zeros(shape + (hist_edges(self.hist_bins).size + 1,), jnp.int32)
+    return out if sharding is None else jax.lax.with_sharding_constraint(out, sharding)
+
+
+def stats_shardings(mesh, spec: StatsSpec | None, num_neurons: int):
+  """(DeviceStats of shardings, the in-loop [L, G, F] sums' shardings): per-neuron arrays split over the
+  `model` axis (as FSDP splits the weights), so that no device holds a whole [G, L, F] array, let alone a
+  whole histogram; token counts replicated. Neurons are split only when the axis divides them."""
+  if mesh is None or spec is None:
+    return None, None
+  from jax.sharding import NamedSharding, PartitionSpec as P
+  axis = "model" if num_neurons % mesh.shape["model"] == 0 else None
+  neurons = NamedSharding(mesh, P(None, None, axis))
+  hist = NamedSharding(mesh, P(None, None, axis, None)) if spec.hist else None
+  rep = shd.replicated(mesh)
+  loop = {"count": neurons, "s1": neurons, "s2": neurons}
+  if spec.hist:
+    loop["hist"] = hist
+  return DeviceStats(rep, rep, neurons, neurons, neurons, hist), loop
 
 
 class GenerateOutput(NamedTuple):
@@ -132,7 +164,7 @@ def _step_edit(edit: NeuronEdit | None, step) -> NeuronEdit | None:
 
 def _generate_core(params, input_ids, attention_mask, group_ids, prefix_ids, key, edit, *, cfg: ModelConfig,
                    max_new: int, sampling: Sampling, eos_ids: tuple[int, ...], pad_id: int,
-                   stats: StatsSpec | None, edit_scope: str, segments: int, out_sharding):
+                   stats: StatsSpec | None, edit_scope: str, segments: int, out_sharding, loop_sharding=None):
   """input_ids [B, P + S]: the shared prefix (prefix_ids [P], possibly empty) in slots [0, P) of every real
   row, then each row's remaining prompt tokens left-padded to S (see _layout)."""
   b, p = input_ids.shape
@@ -154,7 +186,7 @@ def _generate_core(params, input_ids, attention_mask, group_ids, prefix_ids, key
   onehot = (jax.nn.one_hot(group_ids, stats.num_groups, dtype=jnp.float32) if stats else None)
 
   def reducer(onehot, weight):
-    return None if stats is None else make_reducer(onehot, weight, hist=stats.hist, target=stats.target)
+    return None if stats is None else stats.reducer(onehot, weight)
 
   prompt_edit = _step_edit(edit if edit_scope in ("prompt", "all") else None, 0)
   if n_prefix:
@@ -162,10 +194,10 @@ def _generate_core(params, input_ids, attention_mask, group_ids, prefix_ids, key
     one = jnp.ones((1, n_prefix), jnp.float32)
     _, prefix_sums, prefix = forward_cached(
         params, cfg, prefix_ids[None], positions_from_mask(one), KVCache.zeros(cfg, 1, n_prefix, per_layer=per_layer,
-                                                                              dtype=params["embed"].dtype),
+                                                                              dtype=params_dtype(params)),
         jnp.int32(0), one.astype(bool), capture=reducer(jnp.ones((1, 1), jnp.float32), one),
         edit=prompt_edit, edit_mask=one.astype(bool), logits="none", prefill=True)
-    cache = KVCache.zeros(cfg, b, p - n_prefix + first, params["embed"].dtype, per_layer=per_layer)
+    cache = KVCache.zeros(cfg, b, p - n_prefix + first, params_dtype(params), per_layer=per_layer)
     rest = slice(n_prefix, None)
     logits, sums, cache = forward_cached(
         params, cfg, input_ids[:, rest], positions[:, rest], cache, jnp.int32(n_prefix), kv_valid,
@@ -177,7 +209,7 @@ def _generate_core(params, input_ids, attention_mask, group_ids, prefix_ids, key
               for name, s in sums.items()}
   else:
     prefix = None
-    cache = KVCache.zeros(cfg, b, p + first, params["embed"].dtype, per_layer=per_layer)
+    cache = KVCache.zeros(cfg, b, p + first, params_dtype(params), per_layer=per_layer)
     logits, sums, cache = forward_cached(
         params, cfg, input_ids, positions, cache, jnp.int32(0), kv_valid,
         capture=reducer(onehot, mask.astype(jnp.float32)), edit=prompt_edit, edit_mask=mask, prefill=True)
@@ -194,14 +226,8 @@ def _generate_core(params, input_ids, attention_mask, group_ids, prefix_ids, key
   presence = presence.at[jnp.arange(b), first].set(True)
   decode_edit = edit if edit_scope in ("generated", "all") else None
 
-  zero_stats = None
-  if stats:
-    shape = (cfg.num_layers, stats.num_groups, cfg.intermediate_size)  # the scan's [L, G, F] order
-    zero_stats = {"count": jnp.zeros(shape, jnp.int32), "s1": jnp.zeros(shape, jnp.float32),
-                  "s2": jnp.zeros(shape, jnp.float32)}
-    if stats.hist:
-      zero_stats["hist"] = jnp.zeros(shape + (301,), jnp.int32)
-  dtype = params["embed"].dtype
+  zero_stats = stats.zeros(cfg, loop_sharding) if stats else None
+  dtype = params_dtype(params)
   next_rope = lambda pos: rope_tables(cfg, (pos + 1)[:, None], dtype)  # the tables of the next step's token
   s = dict(k=jnp.int32(0), kv_valid=kv_valid, out=out, presence=presence, finished=~row_real,
            counted=jnp.zeros((b,), jnp.int32), sums=zero_stats, pos=positions[:, -1],
@@ -228,7 +254,7 @@ def _generate_core(params, input_ids, attention_mask, group_ids, prefix_ids, key
     presence = s["presence"].at[jnp.arange(b), nxt].max(~keep_old)
     return dict(k=k + 1, cache=cache, kv_valid=kv_valid, out=out, presence=presence, finished=finished,
                 counted=s["counted"] + live.astype(jnp.int32), pos=pos, rope=next_rope(pos),
-                sums=None if stats is None else jax.tree.map(jnp.add, s["sums"], sums))
+                sums=None if stats is None else _constrain(jax.tree.map(jnp.add, s["sums"], sums), loop_sharding))
 
   for start, stop in steps:
     s["cache"] = cache if start == 0 else KVCache.zeros(cfg, b, stop - start, dtype, per_layer=per_layer)
@@ -249,6 +275,10 @@ def _generate_core(params, input_ids, attention_mask, group_ids, prefix_ids, key
   if out_sharding is not None:
     result = jax.lax.with_sharding_constraint(result, out_sharding)
   return result
+
+
+def _constrain(x, sharding):
+  return x if sharding is None else jax.lax.with_sharding_constraint(x, sharding)
 
 
 def _shared_prefix(rows: Sequence[np.ndarray], multiple: int) -> int:
@@ -344,23 +374,25 @@ class Generator:
   """Compiles and runs generation for one model; caches one executable per (batch, prompt, new) bucket."""
 
   def __init__(self, params, cfg: ModelConfig, *, mesh=None, prompt_buckets: Sequence[int] = PROMPT_BUCKETS,
-               pad_id: int | None = None, eos_ids: Sequence[int] | None = None, unroll: bool = True,
-               share_prefix: bool = True, parts: int | None = None, segments: int | None = None,
+               pad_id: int | None = None, eos_ids: Sequence[int] | None = None,
+               share_prefix: bool = True, segments: int | None = None,
                batch_buckets: Sequence[int] | None = BATCH_BUCKETS):
-    """share_prefix: run a prefix that every prompt of a batch shares once (see PREFIX_MULTIPLE). Results
+    """params: either layout (see `valuejax.models.forward.LAYOUTS`), used as given: the Generator holds
+    no copy of the weights. The decode layout (`Model.relayout("decode")`, or `load_model(...,
+    layout="decode")`) decodes faster on a CPU; the stacked one compiles one layer body.
+    share_prefix: run a prefix that every prompt of a batch shares once (see PREFIX_MULTIPLE). Results
     are the same up to float rounding; not used when an edit with keep_prob < 1 reaches the prompt (its
     random draws would then be shared by the rows).
-    parts: row blocks that each weight matrix is cut into, each its own matmul (faster on a CPU; default
-    `default_parts()`: one per CPU core, at most 4; one on accelerators). Results are the same up to float
-    rounding.
     segments: the decode loop runs as this many loops in a row, each with a cache of its own steps' slots,
     so that a step's attention reads the slots written so far, not those of the whole run (default
     `default_segments(max_new_tokens)`). More segments read less and compile longer (each is compiled);
     results are the same up to float rounding.
     batch_buckets: a batch of n rows runs as the smallest bucket >= n (beyond the largest: a multiple of
     it), the rest empty rows; None runs every batch as it is (one compile per batch size)."""
-    # Decoding reads every weight once per token; unrolled layers read them in place (see unstack_layers).
-    self.params = unstack_layers(params, parts) if unroll else params
+    self.params = params
+    if layout_of(params) != default_layout():
+      log.info("decoding from the %s layout; on this backend the %s layout is faster "
+               "(model.relayout(%r))", layout_of(params), default_layout(), default_layout())
     self.share_prefix = share_prefix
     if segments is not None and segments < 1:
       raise ValueJaxError(f"segments must be at least 1, got {segments}")
@@ -392,9 +424,12 @@ class Generator:
     if self.mesh is not None:
       args[1:4] = shd.shard_batch(self.mesh, ids, mask, groups)
     segments = self.segments or default_segments(max_new_tokens)
+    stats_out, loop = stats_shardings(self.mesh, stats, self.cfg.intermediate_size)
+    rep = None if self.mesh is None else shd.replicated(self.mesh)
     static = dict(cfg=self.cfg, max_new=int(max_new_tokens), sampling=sampling, eos_ids=self.eos_ids,
                   pad_id=self.pad_id, stats=stats, edit_scope=edit_scope, segments=segments,
-                  out_sharding=None if self.mesh is None else shd.replicated(self.mesh))
+                  out_sharding=None if self.mesh is None else (rep, rep, rep, stats_out, stats_out),
+                  loop_sharding=loop)
     cache_key = (b, p, len(prefix), int(max_new_tokens), sampling, stats, edit_scope, _edit_signature(edit),
                  segments)
     what = (f"generate for batch {b}, prompt {p}" + (f" ({len(prefix)} shared)" if len(prefix) else "")
@@ -411,10 +446,10 @@ def generate(params, cfg: ModelConfig, input_ids, attention_mask=None, max_new_t
 
   kwargs: sampling (Sampling), seed, group_ids [B] with stats (StatsSpec), edit (NeuronEdit),
   edit_scope ("prompt" | "generated" | "all"), and Generator's mesh / pad_id / eos_ids / prompt_buckets /
-  batch_buckets / share_prefix / parts / segments.
+  batch_buckets / share_prefix / segments.
   """
   ctor = {k: kwargs.pop(k) for k in ("mesh", "pad_id", "eos_ids", "prompt_buckets", "batch_buckets", "share_prefix",
-                                     "parts", "segments") if k in kwargs}
+                                     "segments") if k in kwargs}
   return _generator(params, cfg, **ctor)(input_ids, attention_mask, max_new_tokens, **kwargs)
 
 
@@ -432,9 +467,8 @@ def _teacher_forced_core(params, input_ids, attention_mask, group_ids, edit, *, 
                          out_sharding):
   onehot = jax.nn.one_hot(group_ids, stats.num_groups, dtype=jnp.float32)
   weight = attention_mask.astype(jnp.float32)
-  _, sums = forward(params, cfg, input_ids, attention_mask, capture=make_reducer(onehot, weight, hist=stats.hist,
-                                                                                 target=stats.target),
-                    edit=edit, logits="none")
+  _, sums = forward(params, cfg, input_ids, attention_mask, capture=stats.reducer(onehot, weight), edit=edit,
+                    logits="none")
   result = device_stats(sums, onehot, weight)
   if out_sharding is not None:
     result = jax.lax.with_sharding_constraint(result, out_sharding)
@@ -459,7 +493,7 @@ class TeacherForcer:
     args = [self.params, ids, mask, groups, edit]
     if self.mesh is not None:
       args[1:4] = shd.shard_batch(self.mesh, ids, mask, groups)
-    static = dict(cfg=self.cfg, stats=stats, out_sharding=None if self.mesh is None else shd.replicated(self.mesh))
+    static = dict(cfg=self.cfg, stats=stats, out_sharding=stats_shardings(self.mesh, stats, self.cfg.intermediate_size)[0])
     key = (*ids.shape, stats, _edit_signature(edit))
     what = f"teacher-forced statistics for batch {ids.shape[0]}, length {ids.shape[1]}"
     compiled = _compiled(self._compiled, key, _teacher_forced_core, static, args, what)

@@ -72,7 +72,8 @@ class Recorder:
   """Accumulates statistics of generated (or teacher-forced) tokens for named groups of prompts."""
 
   def __init__(self, model, *, groups: Sequence[str], batch_size: int = 16, max_new_tokens: int = 64,
-               mode: str = "generate", hist: bool = False, target: str = "act", repetition_penalty: float = 1.1,
+               mode: str = "generate", hist: bool = False, hist_bins: str = "full", target: str = "act",
+               repetition_penalty: float = 1.1,
                temperature: float = 0.0, top_p: float = 1.0, seed: int = 0, mesh=None,
                max_prompt_tokens: int = 2048, edit=None, edit_scope: str = "generated", params=None):
     if mode not in ("generate", "teacher_forced"):
@@ -83,7 +84,7 @@ class Recorder:
     if len(set(self.groups)) != len(self.groups):
       raise ValueJaxError(f"group names repeat: {self.groups}")
     self.batch_size, self.max_new_tokens, self.mode = batch_size, max_new_tokens, mode
-    self.stats_spec = StatsSpec(len(self.groups), hist=hist, target=target)
+    self.stats_spec = StatsSpec(len(self.groups), hist=hist, target=target, hist_bins=hist_bins)
     self.sampling = Sampling(temperature, top_p, repetition_penalty)
     self.seed, self.max_prompt_tokens = seed, max_prompt_tokens
     self.edit, self.edit_scope = edit, edit_scope
@@ -124,7 +125,8 @@ class Recorder:
 
   def new_state(self) -> RecordState:
     cfg = self.model.config
-    zeros = lambda: NeuronStats.zeros(self.groups, cfg.num_layers, cfg.intermediate_size, self.stats_spec.hist)
+    spec = self.stats_spec
+    zeros = lambda: NeuronStats.zeros(self.groups, cfg.num_layers, cfg.intermediate_size, spec.hist, spec.hist_bins)
     return RecordState(zeros(), zeros() if self.mode == "generate" else None, {})
 
   def run(self, prompts: Sequence[Prompt], state: RecordState | None = None,

@@ -14,18 +14,31 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from valuejax.engine.histogram import HIST_BINS, HIST_WIDTH
+from valuejax.engine.histogram import HIST_BINS, HIST_EDGES, HIST_WIDTH, hist_edges, hist_kind
 from valuejax.errors import ValueJaxError
 
 
-def hist_bin(a: jax.Array) -> jax.Array:
-  """Bin index of each activation (see HIST_BINS)."""
-  k = jnp.ceil(a.astype(jnp.float32) / HIST_WIDTH)
-  return jnp.clip(k, 0, HIST_BINS - 1).astype(jnp.int32)
+def hist_bin(a: jax.Array, kind: str = "full") -> jax.Array:
+  """Bin index of each activation in a histogram of `kind` (see engine/histogram.py)."""
+  if kind == "full":  # uniform bins: a division, exactly as NPTI bins
+    k = jnp.ceil(a.astype(jnp.float32) / HIST_WIDTH)
+    return jnp.clip(k, 0, HIST_BINS - 1).astype(jnp.int32)
+  # Bin i holds edges[i-1] < a <= edges[i]: the number of edges below a.
+  return jnp.searchsorted(jnp.asarray(hist_edges(kind), jnp.float32), a.astype(jnp.float32),
+                          side="left").astype(jnp.int32)
+
+
+def host_array(x) -> np.ndarray:
+  """A device array on the host. Statistics may be split over the `model` axis across hosts: such an array
+  is gathered here, when the host reads it, and nowhere before."""
+  if isinstance(x, jax.Array) and not x.is_fully_addressable and not x.sharding.is_fully_replicated:
+    from jax.experimental import multihost_utils
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+  return np.asarray(x)
 
 
 class DeviceStats(NamedTuple):
-  """One batch's sums, on device. count/s1/s2: [G, L, F]; tokens/items: [G]; hist: [G, L, F, 301]."""
+  """One batch's sums, on device. count/s1/s2: [G, L, F]; tokens/items: [G]; hist: [G, L, F, bins]."""
   tokens: jax.Array
   items: jax.Array
   count: jax.Array
@@ -34,11 +47,12 @@ class DeviceStats(NamedTuple):
   hist: jax.Array | None
 
 
-def make_reducer(onehot: jax.Array, weight: jax.Array, *, hist: bool, target: str = "act"):
+def make_reducer(onehot: jax.Array, weight: jax.Array, *, hist: bool, target: str = "act", hist_bins: str = "full"):
   """A `capture` function for `forward` that reduces each layer's activations to [G, F] sums.
 
   onehot [B, G] maps rows to groups (all-zero rows are ignored); weight [B, T] is 1 for the tokens that
   count. `target` is "act" (a = act(gate(x)), the papers' hook point) or "hidden" (the input of down).
+  `hist_bins`: the histogram's kind, "full" or "compact" (see engine/histogram.py).
   """
   gw = jnp.einsum("bg,bt->gbt", onehot, weight)  # [G, B, T]
 
@@ -50,22 +64,23 @@ def make_reducer(onehot: jax.Array, weight: jax.Array, *, hist: bool, target: st
         "s2": jnp.einsum("gbt,btf->gf", gw, x * x),
     }
     if hist:
-      out["hist"] = _histogram(x, onehot, weight)
+      out["hist"] = _histogram(x, onehot, weight, hist_bins)
     return out
 
   return reduce
 
 
-def _histogram(x: jax.Array, onehot: jax.Array, weight: jax.Array) -> jax.Array:
-  """[G, F, 301] token counts per bin, by scatter-add (no [.., 301] one-hot is materialised)."""
+def _histogram(x: jax.Array, onehot: jax.Array, weight: jax.Array, kind: str = "full") -> jax.Array:
+  """[G, F, bins] token counts per bin, by scatter-add (no [.., bins] one-hot is materialised)."""
   b, t, f = x.shape
   g = onehot.shape[1]
+  bins = hist_edges(kind).size + 1
   group = jnp.argmax(onehot, axis=1)  # rows with no group carry weight 0 below
   w = (weight * onehot.sum(1)[:, None]).astype(jnp.int32)  # [B, T]
-  idx = (group[:, None, None] * f + jnp.arange(f)[None, None, :]) * HIST_BINS + hist_bin(x)
-  flat = jnp.zeros(g * f * HIST_BINS, jnp.int32).at[idx.reshape(-1)].add(
+  idx = (group[:, None, None] * f + jnp.arange(f)[None, None, :]) * bins + hist_bin(x, kind)
+  flat = jnp.zeros(g * f * bins, jnp.int32).at[idx.reshape(-1)].add(
       jnp.broadcast_to(w[..., None], (b, t, f)).reshape(-1))
-  return flat.reshape(g, f, HIST_BINS)
+  return flat.reshape(g, f, bins)
 
 
 def device_stats(layer_sums: dict, onehot: jax.Array, weight: jax.Array) -> DeviceStats:
@@ -86,28 +101,42 @@ class NeuronStats:
   count: np.ndarray  # [G, L, F] int64
   s1: np.ndarray  # [G, L, F] float64
   s2: np.ndarray  # [G, L, F] float64
-  hist: np.ndarray | None = None  # [G, L, F, 301] int64
+  hist: np.ndarray | None = None  # [G, L, F, bins] int64
+  hist_edges: np.ndarray | None = None  # [bins - 1] the bin edges (see engine/histogram.py); with `hist`
+
+  def __post_init__(self):
+    if self.hist is not None and self.hist_edges is None:
+      self.hist_edges = HIST_EDGES
+    if self.hist is not None and self.hist.shape[-1] != np.size(self.hist_edges) + 1:
+      raise ValueJaxError(f"a histogram of {self.hist.shape[-1]} bins does not match its "
+                          f"{np.size(self.hist_edges)} edges")
 
   @classmethod
-  def zeros(cls, group_names: Sequence[str], num_layers: int, num_neurons: int, hist: bool = False):
+  def zeros(cls, group_names: Sequence[str], num_layers: int, num_neurons: int, hist: bool = False,
+            hist_bins: str = "full"):
     g, shape = len(group_names), (len(group_names), num_layers, num_neurons)
+    edges = hist_edges(hist_bins) if hist else None
     return cls(tuple(group_names), np.zeros(g, np.int64), np.zeros(g, np.int64), np.zeros(shape, np.int64),
                np.zeros(shape, np.float64), np.zeros(shape, np.float64),
-               np.zeros(shape + (HIST_BINS,), np.int64) if hist else None)
+               np.zeros(shape + (edges.size + 1,), np.int64) if hist else None, edges)
 
   def add(self, other: "NeuronStats | DeviceStats") -> "NeuronStats":
     """Returns the sum (self is unchanged). Accepts another NeuronStats or one batch's DeviceStats."""
     if isinstance(other, NeuronStats) and other.group_names != self.group_names:
       raise ValueJaxError(f"cannot add statistics of groups {other.group_names} to {self.group_names}")
-    get = lambda x, dt: None if x is None else np.asarray(x).astype(dt)
+    get = lambda x, dt: None if x is None else host_array(x).astype(dt)
     hist = None
     if self.hist is not None:
       if other.hist is None:
         raise ValueJaxError("cannot add statistics without a histogram to ones with a histogram")
+      if isinstance(other, NeuronStats) and hist_kind(other.hist_edges) != hist_kind(self.hist_edges):
+        raise ValueJaxError(f"cannot add a {hist_kind(other.hist_edges)} histogram to a "
+                            f"{hist_kind(self.hist_edges)} one")
       hist = self.hist + get(other.hist, np.int64)
     return NeuronStats(self.group_names, self.tokens + get(other.tokens, np.int64),
                        self.items + get(other.items, np.int64), self.count + get(other.count, np.int64),
-                       self.s1 + get(other.s1, np.float64), self.s2 + get(other.s2, np.float64), hist)
+                       self.s1 + get(other.s1, np.float64), self.s2 + get(other.s2, np.float64), hist,
+                       self.hist_edges)
 
   @property
   def p(self) -> np.ndarray:
@@ -141,7 +170,7 @@ class NeuronStats:
     out = {"group_names": np.array(self.group_names, dtype=np.str_), "tokens": self.tokens,
            "items": self.items, "count": self.count, "s1": self.s1, "s2": self.s2}
     if self.hist is not None:
-      out["hist"] = self.hist
+      out["hist"], out["hist_edges"] = self.hist, np.asarray(self.hist_edges, np.float64)
     return out
 
   @classmethod
@@ -150,7 +179,8 @@ class NeuronStats:
     return cls(tuple(str(x) for x in np.asarray(d["group_names"]).tolist()), np.asarray(d["tokens"], np.int64),
                np.asarray(d["items"], np.int64), np.asarray(d["count"], np.int64),
                np.asarray(d["s1"], np.float64), np.asarray(d["s2"], np.float64),
-               None if hist is None else np.asarray(hist, np.int64))
+               None if hist is None else np.asarray(hist, np.int64),
+               None if hist is None else np.asarray(d.get("hist_edges", HIST_EDGES), np.float64))
 
   def save(self, path: str) -> None:
     from valuejax import io

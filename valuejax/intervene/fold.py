@@ -4,6 +4,7 @@ so zeroing and scaling edits run through the plain forward pass at no extra cost
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -35,7 +36,8 @@ def is_foldable(edit: Edit) -> bool:
 def fold_edit(params: dict, edit: Edit) -> dict:
   """Params whose plain forward equals the forward with `edit` on the activation path.
 
-  Row j of `down.kernel` [L, F, D] is scaled by scale[l, j]; this is exact for gated MLPs (down(a * s * up))
+  Row j of `down.kernel` [L, F, D] (column j of each layer's `kernel_t` in the decode layout) is scaled by
+  scale[l, j]; this is exact for gated MLPs (down(a * s * up))
   and non-gated ones (down(a * s)), and leaves the down bias alone, as the activation path does. Captured
   activations are of course the unedited ones. Raises ValueJaxError for edits that need the activation path.
   """
@@ -43,12 +45,20 @@ def fold_edit(params: dict, edit: Edit) -> dict:
   if reasons:
     raise ValueJaxError(f"edit {edit.name!r} cannot be folded into the parameters: " + "; ".join(reasons),
                         fix="pass it to forward(edit=...) on the activation path instead")
-  down = params["layers"]["down"]["kernel"]
   scale = jnp.asarray(edit.neurons.scale, jnp.float32)
-  if tuple(scale.shape) != tuple(down.shape[:2]):
+  layers = params["layers"]
+  stacked = not isinstance(layers, (list, tuple))
+  shape = (tuple(layers["down"]["kernel"].shape[:2]) if stacked else
+           (len(layers), jax.tree.leaves(layers[0]["down"]["kernel_t"])[0].shape[1]))
+  if tuple(scale.shape) != shape:
     raise ValueJaxError(f"edit {edit.name!r} has shape {tuple(scale.shape)} but the model's MLPs are "
-                        f"{tuple(down.shape[:2])} (num_layers, num_neurons)",
-                        fix="build the edit for this model")
-  folded = (jnp.asarray(down, jnp.float32) * scale[..., None]).astype(down.dtype)
-  layers = {**params["layers"], "down": {**params["layers"]["down"], "kernel": folded}}
-  return {**params, "layers": layers}
+                        f"{shape} (num_layers, num_neurons)", fix="build the edit for this model")
+  rescale = lambda w, s: (jnp.asarray(w, jnp.float32) * s).astype(w.dtype)
+  if stacked:  # down.kernel [L, F, D]: row j of layer l times scale[l, j]
+    down = layers["down"]
+    return {**params, "layers": {**layers, "down": {**down, "kernel": rescale(down["kernel"], scale[..., None])}}}
+  # The decode layout: down.kernel_t [D, F] per layer (maybe in row blocks over D): column j times scale[l, j].
+  return {**params, "layers": [
+      {**layer, "down": {**layer["down"], "kernel_t": jax.tree.map(lambda w, s=scale[i]: rescale(w, s),
+                                                                   layer["down"]["kernel_t"])}}
+      for i, layer in enumerate(layers)]}

@@ -122,7 +122,8 @@ def valuelocate(p_plus, p_minus, threshold: float = 0.1, min_count: int = 2000, 
   """ValueLocate neurons of an opposing pair from activation probabilities `[L, F]`.
 
   Returns a NeuronSet with two groups named `group_names` ("+" first). `hist_plus` / `hist_minus`
-  `[L, F, B]` add the `v95` score of the respective group (see `hist_quantile`).
+  `[L, F, B]` add the `v95` score of the respective group (see `hist_quantile`), binned by `hist_edges`
+  (the "full" layout by default; the statistics' own `hist_edges` for a "compact" one).
 
   Rule (METHOD.md section 4). `delta = p+ - p-` over `[L, F]`. The "+" group keeps the
   `max(min(min_count, L*F), #{delta >= threshold})` neurons with the largest delta; the "-" group does the
@@ -138,6 +139,7 @@ def valuelocate(p_plus, p_minus, threshold: float = 0.1, min_count: int = 2000, 
   `hist_quantile`).
   """
   where = "valuelocate"
+  hist_edges = HIST_EDGES if hist_edges is None else hist_edges
   p_plus = checks.non_negative(checks.as_array(p_plus, "p_plus", 2, where), "p_plus", where)
   p_minus = checks.non_negative(checks.as_array(p_minus, "p_minus", 2, where), "p_minus", where)
   if p_plus.shape != p_minus.shape:

@@ -28,7 +28,8 @@ def valuelocate(config: mlc.ConfigDict, stats: Any, pairs: list[Pair] | None, pr
   # With histograms every set also stores v95, so one set serves both steer values (a study's grid).
   sizes = list(c.get("sizes", ())) or [None]
   return {set_name(p.name, size): valuelocate_pair(
-              stats.count, stats.tokens, stats.group_names, p.plus, p.minus, hist=stats.hist, threshold=c.threshold,
+              stats.count, stats.tokens, stats.group_names, p.plus, p.minus, hist=stats.hist,
+              hist_edges=stats.hist_edges, threshold=c.threshold,
               min_count=c.min_count, size=c.get("size", "paper") if size is None else size, provenance=prov)
           for p in pairs for size in sizes}
 

@@ -85,7 +85,15 @@ def _fuse(layer: dict, names: tuple[str, ...], fused: str) -> None:
   layer[fused] = out
 
 
-def unstack_layers(params: dict, parts: int | None = None) -> dict:
+LAYOUTS = ("stacked", "decode")
+
+
+def layout_of(params: dict) -> str:
+  """"decode" for params made by `unstack_layers` (a list of layers), else "stacked"."""
+  return "decode" if isinstance(params["layers"], (list, tuple)) else "stacked"
+
+
+def unstack_layers(params: dict, parts: int | None = None, *, donate: bool = False) -> dict:
   """Params in the layout of fast decoding: `layers` is a list of per-layer dicts (`forward` then unrolls
   the layers), the q, k and v projections are one matrix (`qkv`), as are gate and up (`gate_up`), and dense
   kernels are stored transposed and cut into row blocks.
@@ -100,26 +108,133 @@ def unstack_layers(params: dict, parts: int | None = None) -> dict:
   replacing `lm_head`): on a CPU the blocks run on different cores. Fusing q/k/v and gate/up halves the
   number of matmuls per layer and balances the blocks (the small k and v products otherwise ran one after
   another on one core): SmolLM2 decoding 132 -> 147 tok/s at batch 8, 271 -> 292 tok/s at batch 32.
-  The stacked form stays the canonical layout (checkpoints, sharding rules, edits); unstacked arrays take
-  memory of their own.
+
+  The result is a second copy of the weights. With `donate=True` each stacked array is deleted as soon as
+  its layers are copied out, so the conversion never holds much more than one copy, and `params` must not
+  be used afterwards (see `Model.relayout`, which replaces the model's params this way). A tied embedding
+  is shared, not deleted.
   """
   layers = params["layers"]
   if isinstance(layers, (list, tuple)):
     return params
   parts = default_parts() if parts is None else int(parts)
-  n = jax.tree.leaves(layers)[0].shape[0]
+  flat, tree = jax.tree.flatten(layers)
+  n = flat[0].shape[0]
+  per_layer = [[] for _ in range(n)]  # per layer, its leaves in `flat` order
+  for j, a in enumerate(flat):
+    for i in range(n):
+      per_layer[i].append(a[i])
+    if donate:
+      flat[j] = None
+      a.delete()
+  del flat
 
-  def one(i):
-    layer = jax.tree.map(lambda a: a[i], layers)
+  def one(leaves):
+    layer = jax.tree.unflatten(tree, leaves)
     _fuse(layer, ("q", "k", "v"), "qkv")
     _fuse(layer, ("gate", "up"), "gate_up")
     return {name: ({**{k: v for k, v in p.items() if k != "kernel"}, "kernel_t": _row_blocks(p["kernel"].T, parts)}
                    if isinstance(p, dict) and "kernel" in p else p) for name, p in layer.items()}
 
-  out = {**params, "layers": [one(i) for i in range(n)]}
+  out_layers = []
+  for i in range(n):
+    out_layers.append(one(per_layer[i]))
+    per_layer[i] = None
+  out = {**params, "layers": out_layers}
   if parts > 1:
-    out["unembed_t"] = _row_blocks(out.pop("lm_head").T if "lm_head" in out else out["embed"], parts)
+    # Untied: the head as `unembed_t` blocks, replacing lm_head. Tied: the embedding itself is cut into
+    # row blocks, which both the lookup and the unembedding read (never a second copy of a [V, d] matrix).
+    key = "lm_head" if "lm_head" in params else "embed"
+    head = out.pop(key)
+    out["unembed_t" if key == "lm_head" else "embed"] = _row_blocks(head.T if key == "lm_head" else head, parts)
+    if donate:
+      head.delete()
   return out
+
+
+def _kernel(p: dict) -> jax.Array:
+  """A dense layer's [in, out] kernel, from either layout."""
+  if "kernel" in p:
+    return p["kernel"]
+  return _rows(p["kernel_t"]).T
+
+
+def stack_layers(params: dict, cfg: ModelConfig, *, donate: bool = False) -> dict:
+  """The inverse of `unstack_layers`: the canonical stacked layout (see `valuejax.models.convert`).
+  `donate`: as in `unstack_layers`."""
+  layers = params["layers"]
+  if not isinstance(layers, (list, tuple)):
+    return params
+  nh, nkv, hd, f = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.intermediate_size
+  splits = {"qkv": (("q", nh * hd), ("k", nkv * hd), ("v", nkv * hd)), "gate_up": (("gate", f), ("up", f))}
+
+  def one(layer):
+    out = {}
+    for name, p in layer.items():
+      if not (isinstance(p, dict) and ("kernel_t" in p or "kernel" in p)):
+        out[name] = p
+        continue
+      kernel = _kernel(p)
+      if name not in splits:
+        out[name] = {**{k: v for k, v in p.items() if k not in ("kernel", "kernel_t")}, "kernel": kernel}
+        continue
+      start = 0
+      for part, size in splits[name]:
+        piece = {"kernel": kernel[:, start:start + size]}
+        if "bias" in p:
+          piece["bias"] = p["bias"][start:start + size]
+        out[part] = piece
+        start += size
+    return out
+
+  unrolled, passed = [], []  # per layer; the arrays it passes through as they are (norms)
+  for i in range(len(layers)):
+    unrolled.append(one(layers[i]))
+    if donate:
+      kept = {id(a) for a in jax.tree.leaves(unrolled[-1])}
+      for a in jax.tree.leaves(layers[i]):
+        (passed.append(a) if id(a) in kept else a.delete())
+  stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *unrolled)
+  del unrolled
+  for a in passed:
+    a.delete()
+  out = {k: v for k, v in params.items() if k not in ("layers", "unembed_t")}
+  out["layers"] = stacked
+  for key, whole in (("unembed_t", lambda w: _kernel({"kernel_t": w})), ("embed", _rows)):
+    if isinstance(params.get(key), (tuple, list)) or key == "unembed_t" and key in params:
+      out["lm_head" if key == "unembed_t" else key] = whole(params[key])
+      if donate:
+        for a in jax.tree.leaves(params[key]):
+          a.delete()
+  return out
+
+
+def _rows(w) -> jax.Array:
+  """A matrix kept as row blocks (see `_row_blocks`), whole."""
+  return jnp.concatenate(list(w), axis=0) if isinstance(w, (tuple, list)) else w
+
+
+def params_dtype(params: dict):
+  """The dtype of the weights (of the embedding, in either layout)."""
+  return jax.tree.leaves(params["embed"])[0].dtype
+
+
+def relayout(params: dict, cfg: ModelConfig, layout: str, parts: int | None = None, *,
+             donate: bool = False) -> dict:
+  """`params` in `layout` ("stacked" or "decode", see LAYOUTS); unchanged when already in it."""
+  if layout not in LAYOUTS:
+    raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+  if layout == layout_of(params):
+    return params
+  if layout == "decode":
+    return unstack_layers(params, parts, donate=donate)
+  return stack_layers(params, cfg, donate=donate)
+
+
+def default_layout() -> str:
+  """"decode" on the CPU backend, where unrolled layers decode and score faster (see `unstack_layers`);
+  "stacked" on accelerators, where one compiled layer body keeps compiles short."""
+  return "decode" if jax.default_backend() == "cpu" else "stacked"
 
 
 def positions_from_mask(attention_mask: jax.Array) -> jax.Array:
@@ -229,7 +344,7 @@ def target_logprobs(params: dict, cfg: ModelConfig, hidden: jax.Array, targets: 
 
 def unembed(params: dict, cfg: ModelConfig, x: jax.Array) -> jax.Array:
   x = _norm(x, params["final_norm"], cfg)
-  if "unembed_t" in params or cfg.tie_embeddings:  # unembed_t: see unstack_layers
+  if "unembed_t" in params or cfg.tie_embeddings:  # unembed_t and an embedding in blocks: see unstack_layers
     out = _matmul_t(x, params["unembed_t"] if "unembed_t" in params else params["embed"])
   else:
     out = x @ params["lm_head"]
@@ -246,12 +361,26 @@ def _last_index(mask: jax.Array) -> jax.Array:
 
 
 def embed(params: dict, cfg: ModelConfig, input_ids: jax.Array, positions: jax.Array) -> jax.Array:
-  x = params["embed"][input_ids]
+  x = _lookup(params["embed"], input_ids)
   if cfg.embed_scale:
     x = x * jnp.asarray(cfg.hidden_size ** 0.5, dtype=x.dtype)
   if cfg.learned_positions:
     x = x + params["pos_embed"][positions]
   return x
+
+
+def _lookup(table, ids: jax.Array) -> jax.Array:
+  """table[ids] for a [V, d] table, or one kept as row blocks (each block gathers the ids it holds)."""
+  if not isinstance(table, (tuple, list)):
+    return table[ids]
+  out, start = None, 0
+  for block in table:
+    n = block.shape[0]
+    local = ids - start
+    rows = jnp.where(((local >= 0) & (local < n))[..., None], block[jnp.clip(local, 0, n - 1)], 0)
+    out = rows if out is None else out + rows
+    start += n
+  return out
 
 
 def _decode(params, cfg: ModelConfig, input_ids, positions, *, q_slots, kv_valid, cache, cache_index,

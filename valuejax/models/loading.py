@@ -39,16 +39,33 @@ ALIASES = {
 
 @dataclasses.dataclass
 class Model:
-  """A loaded model. `params` follows the layout in `valuejax.models.convert` (layers stacked on axis 0)."""
+  """A loaded model. `params` is in one of two layouts (`layout`): "stacked", the canonical one of
+  `valuejax.models.convert` (layers stacked on axis 0), or "decode" (see `valuejax.models.forward.
+  unstack_layers`). Every consumer (forward, generation, scoring, folding, sharding) accepts both; the model
+  holds exactly one copy of its weights."""
   config: ModelConfig
   params: dict
   tokenizer: Any  # a transformers tokenizer; None for a folder that ships no tokenizer files
   hf_config: dict
   source: str  # the folder the weights were read from (the cache folder for a GGUF file or an alias)
 
+  @property
+  def layout(self) -> str:
+    from valuejax.models.forward import layout_of
+    return layout_of(self.params)
+
+  def relayout(self, layout: str = "auto", parts: int | None = None) -> "Model":
+    """Converts `params` to `layout` ("stacked", "decode", or "auto": see `forward.default_layout`) in
+    place, deleting each old array once it is copied out, so the conversion never needs a second copy of
+    the model. Arrays taken from `params` before the call are invalid after it. Returns the model."""
+    from valuejax.models.forward import default_layout, relayout
+    layout = default_layout() if layout == "auto" else layout
+    self.params = relayout(self.params, self.config, layout, parts, donate=True)
+    return self
+
 
 def load_model(spec: str | os.PathLike, dtype: str = "float32", cache_dir: str | None = None,
-               revision: str | None = None) -> Model:
+               revision: str | None = None, layout: str = "stacked") -> Model:
   """Loads `spec`: an HF folder, a `.gguf` file, one of `ALIASES`, or a Hugging Face model id ("org/name",
   or "org/name@revision").
 
@@ -56,6 +73,7 @@ def load_model(spec: str | os.PathLike, dtype: str = "float32", cache_dir: str |
   dequantized once into `cache_dir` (default `$VALUEJAX_CACHE`, else `~/.cache/valuejax`). A model id goes
   through huggingface_hub's cache (`HF_HOME` / `HF_HUB_CACHE`), downloading only what is missing and never
   with `HF_HUB_OFFLINE=1`.
+  `layout`: "stacked" (canonical), "decode" (faster decoding on a CPU) or "auto" (see `Model.relayout`).
   """
   np_dtype = _np_dtype(dtype)
   spec = os.fspath(spec)
@@ -74,7 +92,8 @@ def load_model(spec: str | os.PathLike, dtype: str = "float32", cache_dir: str |
     raise ValueJaxError("path does not exist", where=spec, fix=_accepted_forms())
   else:
     raise ValueJaxError(f"{spec!r} is neither an existing path nor a known model alias", fix=_accepted_forms())
-  return _load_folder(folder, np_dtype)
+  model = _load_folder(folder, np_dtype)
+  return model if layout == "stacked" else model.relayout(layout)
 
 
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?")
