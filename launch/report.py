@@ -1,4 +1,4 @@
-"""Report stage: report.md from whatever the workdir holds (always rewritten; it takes a moment).
+"""Report stage: report.md from whatever the workdir holds (rendered each time; written when it changed).
 
 `python -m launch.report --workdir=runs/valuelocate` after any stage.
 """
@@ -16,13 +16,14 @@ from valuejax.workdir import Timer, Workdir, layout
 
 
 def report(wd: Workdir) -> str | None:
+  # The report's own time is logged, not kept in timings.json: report.md shows timings.json, so a time
+  # recorded there would change report.md on every reread (and rereading a finished run writes nothing).
   if not wd.writer:
     return None
   from valuejax.report import write_report
   with Timer() as t:
     path = write_report(wd.root)
-  wd.add_timing("report", t.seconds)
-  logging.info("report: wrote %s in %.1f s", path, t.seconds)
+  logging.info("report: %s in %.1f s", path, t.seconds)
   return path
 
 

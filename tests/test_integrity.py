@@ -299,3 +299,100 @@ def test_a_neuron_set_with_an_index_out_of_range_names_its_file(tmp_path):
   json.dump(d, open(path, "w"))
   with pytest.raises(ValueJaxError, match=r"s\.json: `index` has values outside \[0, 5\)"):
     NeuronSet.load(path)
+
+
+# -- read-only media, a full disk and kill -9 inside a checkpoint write -------------------------------------
+
+def _python_then(prelude: str, module: str, *args: str) -> list[str]:
+  """The command that runs `prelude` (Python code) and then `python -m module args` in the same process."""
+  run = (f"\nimport runpy, sys\nsys.argv[0] = {module!r}\n"
+         f"runpy.run_module({module!r}, run_name='__main__', alter_sys=True)\n")
+  return [sys.executable, "-c", prelude + run, *args]
+
+
+def _run_python_then(prelude: str, module: str, *args: str) -> subprocess.CompletedProcess:
+  from tests.test_launch import REPO
+  return subprocess.run(_python_then(prelude, module, *args), cwd=REPO, capture_output=True, text=True,
+                        timeout=600, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+
+
+# Read-only media for a process whose permissions are not checked (root): every write under ROOT fails with
+# EROFS, as the kernel's would (an audit hook runs before each open for writing, rename, remove, mkdir ...).
+_READ_ONLY_MEDIA = '''
+import errno, os, sys
+ROOT = {root!r}
+_WRITE = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+_CHANGES = {{"os.rename", "os.remove", "os.rmdir", "os.mkdir", "os.chmod", "os.chown", "os.utime", "os.truncate",
+            "os.link", "os.symlink", "shutil.rmtree", "shutil.copyfile", "shutil.move"}}
+
+def _inside(p):
+  if not isinstance(p, (str, bytes, os.PathLike)):
+    return False
+  p = os.path.abspath(os.fsdecode(p))
+  return p == ROOT or p.startswith(ROOT + os.sep)
+
+def _read_only_media(event, args):
+  if event == "open":
+    hit = isinstance(args[2], int) and args[2] & _WRITE and _inside(args[0])
+  elif event in _CHANGES:
+    hit = any(_inside(a) for a in args[:2])
+  else:
+    return
+  if hit:
+    raise OSError(errno.EROFS, os.strerror(errno.EROFS), os.fsdecode(args[0]))
+
+sys.addaudithook(_read_only_media)
+'''
+
+
+def _snapshot(root: str) -> dict[str, tuple]:
+  """Every file and folder under `root`: its modification time and, for a file, its bytes' digest."""
+  import hashlib
+  out = {}
+  for r, dirs, files in os.walk(root):
+    for name in dirs + files:
+      p = os.path.join(r, name)
+      digest = hashlib.sha256(open(p, "rb").read()).hexdigest() if name in files else None
+      out[os.path.relpath(p, root)] = (os.stat(p).st_mtime_ns, digest)
+  return out
+
+
+def _chmod_tree(root: str, writable: bool) -> None:
+  import stat
+  for r, dirs, files in os.walk(root):
+    for p in [r] + [os.path.join(r, f) for f in files]:
+      mode = os.stat(p).st_mode
+      os.chmod(p, mode | stat.S_IWUSR if writable else mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+
+
+def test_rereading_a_finished_run_on_read_only_media_writes_nothing(finished, tmp_path):
+  model, wd = _copy(finished, tmp_path)
+  before = _snapshot(wd)
+  # chmod -R a-w is read-only media for a user; root writes through permissions, so there every write under
+  # the workdir fails as on a read-only mount instead.
+  as_root = os.geteuid() == 0
+  prelude = _READ_ONLY_MEDIA.format(root=os.path.abspath(wd)) if as_root else ""
+  if not as_root:
+    _chmod_tree(wd, writable=False)
+  try:
+    for module, args in (("launch.run", _smoke_args(model, wd)), ("launch.report", [f"--workdir={wd}"])):
+      proc = _ok(_run_python_then(prelude, module, *args))
+      assert "Traceback" not in proc.stderr and "cannot be written: reading it without a lock" in proc.stderr
+      assert f"report: {os.path.join(wd, 'report.md')}" in proc.stdout
+    # A stage that would have to run says so before it computes anything.
+    _refused(_run_python_then(prelude, "launch.run", *_smoke_args(model, wd), "--config.intervene.n_controls=1"),
+             "the intervene stage has to run", "the workdir cannot be written", "writable")
+    after = _snapshot(wd)
+  finally:
+    if not as_root:
+      _chmod_tree(wd, writable=True)
+  assert after == before  # not one file written, replaced or touched
+
+
+def test_rereading_a_finished_run_writes_nothing_when_it_can(finished, tmp_path):
+  model, wd = _copy(finished, tmp_path)
+  before = _snapshot(wd)
+  rerun = _ok(_launch("launch.run", *_smoke_args(model, wd)))
+  assert all(f"{stage}: skipped" in rerun.stderr for stage in ("record", "locate", "intervene"))
+  _ok(_launch("launch.report", f"--workdir={wd}"))
+  assert _snapshot(wd) == before  # timings.json, config.json, report.md and the figures as they were

@@ -1,4 +1,6 @@
-"""Atomic file output: a reader never sees a half-written file, a crash leaves the old file or none."""
+"""Atomic file output: a reader never sees a half-written file, a crash leaves the old file or none. A file that
+already holds the bytes is left as it is, so rewriting an unchanged output writes nothing (a finished run
+reread from read-only media)."""
 
 import contextlib
 import json
@@ -26,8 +28,21 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+  if _holds(path, data):
+    return
   with atomic_path(path) as tmp, open(tmp, "wb") as f:
     f.write(data)
+
+
+def _holds(path: str | os.PathLike, data: bytes) -> bool:
+  """Whether the file at `path` already holds exactly `data`."""
+  try:
+    if not os.path.isfile(path) or os.path.getsize(path) != len(data):
+      return False
+    with open(path, "rb") as f:
+      return f.read() == data
+  except OSError:
+    return False
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

@@ -8,13 +8,14 @@ command that fails (a bad flag, a missing earlier stage) leaves the workdir's de
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import json
 import os
 import subprocess
 import time
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from absl import logging
 import ml_collections as mlc
@@ -56,6 +57,7 @@ class Workdir:
     self.root = os.path.abspath(root)
     self.config = config
     self.writer = is_writer()
+    self.read_only = False  # set while `lock()` finds the workdir unwritable
     # sha256 per (file, mtime, size): a file read by several checks in one process (stats.npz by record's skip
     # and locate's prerequisite) is hashed once.
     self._digests: dict[tuple[str, int, int], str] = {}
@@ -66,11 +68,21 @@ class Workdir:
         raise ValueJaxError(f"cannot use the workdir: {e.strerror}", self.root,
                             "give --workdir a folder you can write (not a file)") from None
 
-  def lock(self):
-    """`with wd.lock():` one run at a time in this workdir (process 0 holds it for every process)."""
-    import contextlib
+  @contextlib.contextmanager
+  def lock(self) -> Iterator[None]:
+    """`with wd.lock():` one run at a time in this workdir (process 0 holds it for every process). A workdir
+    that cannot be written (read-only media) is read without a lock, and a stage that would have to run in
+    it is an error (`should_skip`), so that rereading a finished run works and writes nothing."""
+    if not self.writer:
+      yield
+      return
     from valuejax.workdir import lock
-    return lock.hold(self.root, command_line()) if self.writer else contextlib.nullcontext()
+    with lock.hold(self.root, command_line()) as held:
+      before, self.read_only = self.read_only, self.read_only or not held
+      try:
+        yield
+      finally:
+        self.read_only = before
 
   def path(self, *parts: str) -> str:
     return os.path.join(self.root, *parts)
@@ -144,23 +156,38 @@ class Workdir:
   def should_skip(self, stage: str, force: bool) -> bool:
     """True (and says so in the log) when the stage's outputs exist for this config."""
     done = self.done(stage, verify=not force)
-    if done is None:
-      return False
-    if force:
+    if done is not None and not force:
+      logging.info("%s: skipped, outputs for this config exist in %s (finished %s, took %.1f s); --force "
+                   "reruns it", stage, self.path(stage), done.get("finished"), done.get("seconds", 0.0))
+      self._keep_timing(stage, done)
+      return True
+    if self.read_only:
+      why = "--force asks for it" if done is not None else "its outputs for this config are not there"
+      raise ValueJaxError(f"the {stage} stage has to run ({why}), but the workdir cannot be written", self.root,
+                          "make the workdir writable, or copy it to a writable place and pass that --workdir")
+    if done is not None:
       logging.info("%s: outputs exist for this config, rerunning because of --force", stage)
-      return False
-    logging.info("%s: skipped, outputs for this config exist in %s (finished %s, took %.1f s); --force "
-                 "reruns it", stage, self.path(stage), done.get("finished"), done.get("seconds", 0.0))
-    self.add_timing(stage, done.get("seconds", 0.0), skipped=True)
-    return True
+    return False
 
-  def add_timing(self, stage: str, seconds: float, skipped: bool = False, **extra: Any) -> None:
-    """timings.json: how long each stage took (a skipped stage keeps the time of the run that made it)."""
+  def _keep_timing(self, stage: str, done: dict[str, Any]) -> None:
+    """A skipped stage keeps the timing of the run that made its outputs; one is written only when it is
+    missing (or belongs to another run), so that rereading a finished run writes nothing."""
+    if not self.writer:
+      return
+    seconds = round(done.get("seconds", 0.0), 3)
+    timings = self.timings()
+    if isinstance(timings.get(stage), dict) and timings[stage].get("seconds") == seconds:
+      return
+    timings[stage] = {"seconds": seconds, "skipped": True, "at": done.get("finished")}
+    vio.write_json(self.path(TIMINGS), timings)
+
+  def add_timing(self, stage: str, seconds: float, **extra: Any) -> None:
+    """timings.json: how long a stage that ran took (a skipped stage keeps the time of the run that made it)."""
     if not self.writer:
       return
     timings = self.timings()
-    rss = {} if skipped else {"peak_rss_mib": peak_rss_mib()}
-    timings[stage] = {"seconds": round(seconds, 3), "skipped": skipped, "at": _now(), **rss, **extra}
+    timings[stage] = {"seconds": round(seconds, 3), "skipped": False, "at": _now(),
+                      "peak_rss_mib": peak_rss_mib(), **extra}
     vio.write_json(self.path(TIMINGS), timings)
 
   def timings(self) -> dict[str, Any]:
