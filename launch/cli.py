@@ -54,9 +54,18 @@ flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() first (
 
 def usage_exit(message: str) -> None:
   """Prints `message` as the one thing the user needs to read, and exits 2."""
+  _close_progress_bars()
   sys.stderr.write(f"error: {message.strip()}\n")
   sys.stderr.flush()
   sys.exit(EXIT_USAGE)
+
+
+def _close_progress_bars() -> None:
+  """Ends an open progress bar's line, so that the message starts a line of its own."""
+  if "tqdm" in sys.modules:
+    from tqdm import tqdm
+    for bar in list(getattr(tqdm, "_instances", ())):
+      bar.close()
 
 
 def run(main: Callable[[mlc.ConfigDict], None], extra_flags: tuple[str, ...] = (), preflight: bool = True) -> None:
@@ -92,6 +101,7 @@ def _main(main: Callable[[mlc.ConfigDict], None], preflight: bool, argv: list[st
   except ValueJaxError as e:
     usage_exit(str(e))
   except KeyboardInterrupt:
+    _close_progress_bars()
     sys.stderr.write("interrupted. Finished stages and the record stage's last checkpoint are kept: rerun the "
                      "same command to resume.\n")
     sys.exit(EXIT_INTERRUPTED)

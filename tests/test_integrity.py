@@ -396,3 +396,128 @@ def test_rereading_a_finished_run_writes_nothing_when_it_can(finished, tmp_path)
   assert all(f"{stage}: skipped" in rerun.stderr for stage in ("record", "locate", "intervene"))
   _ok(_launch("launch.report", f"--workdir={wd}"))
   assert _snapshot(wd) == before  # timings.json, config.json, report.md and the figures as they were
+
+
+# Inside orbax's write of an array of checkpoint step STEP, once the step's temporary folder exists and before
+# the step is committed: "pause" writes the array, leaves a marker file and waits to be killed; "enospc" fails
+# as tensorstore does when the disk is full (before writing, so that no write of it is left in flight).
+_INSIDE_CHECKPOINT_WRITE = '''
+import os, time
+from orbax.checkpoint._src.serialization import type_handlers
+STEP, ACTION, MARKER = {step!r}, {action!r}, {marker!r}
+_write = type_handlers.NumpyHandler._open_and_write
+
+async def _open_and_write(self, value, tspec, ts_context):
+  path = tspec["kvstore"]["base"]["path"]
+  step_tmp = path[:path.find(".orbax-checkpoint-tmp") + len(".orbax-checkpoint-tmp")]
+  if os.path.basename(step_tmp) != "%d.orbax-checkpoint-tmp" % STEP:
+    return await _write(self, value, tspec, ts_context)
+  if not os.path.isdir(step_tmp):
+    raise AssertionError("the step's temporary folder does not exist yet: " + step_tmp)
+  if ACTION == "pause":
+    await _write(self, value, tspec, ts_context)
+    open(MARKER, "w").close()
+    time.sleep(600)
+  raise ValueError('RESOURCE_EXHAUSTED: Error writing "s1" in OCDBT database at local file "%s": Failed to '
+                   "write 968258 bytes to file 14: No space left on device [os_error_code='28']" % path)
+
+type_handlers.NumpyHandler._open_and_write = _open_and_write
+'''
+
+
+def _record_args(model: str) -> list[str]:
+  # 8 prompts in 4 batches, a checkpoint after each.
+  return ["--config=configs/valuelocate.py:smoke", f"--config.model={model}", "--config.record.batch_size=2",
+          "--config.record.checkpoint_every=1"]
+
+
+@pytest.fixture(scope="module")
+def whole_record(tiny_model, tmp_path_factory):  # noqa: F811
+  """The statistics of an uninterrupted record stage, to compare a resumed one with."""
+  wd = str(tmp_path_factory.mktemp("whole") / "w")
+  _ok(_launch("launch.record", *_record_args(tiny_model), f"--workdir={wd}"))
+  return tiny_model, wd
+
+
+def _same_record(a: str, b: str) -> None:
+  from tests.test_launch import _arrays
+  for name in ("stats.npz", "prompt_stats.npz"):
+    x, y = _arrays(os.path.join(a, "record", name)), _arrays(os.path.join(b, "record", name))
+    assert x.keys() == y.keys()
+    for k in x:
+      assert x[k].dtype == y[k].dtype and np.array_equal(x[k], y[k]), (name, k)
+  assert open(os.path.join(a, "record", "texts.jsonl")).read() == open(os.path.join(b, "record", "texts.jsonl")).read()
+
+
+def _checkpoint_folder(wd: str) -> tuple[list[int], list[str]]:
+  """(complete steps, unfinished temporary folders) of the record checkpoints."""
+  names = os.listdir(os.path.join(wd, "record", "checkpoints"))
+  return sorted(int(n) for n in names if n.isdigit()), [n for n in names if "orbax-checkpoint-tmp" in n]
+
+
+def test_a_full_disk_while_a_checkpoint_is_written_is_one_paragraph_and_the_run_resumes(whole_record, tmp_path):
+  import re
+  model, whole = whole_record
+  wd = str(tmp_path / "w")
+  full = _INSIDE_CHECKPOINT_WRITE.format(step=3, action="enospc", marker="")
+  err = _refused(_run_python_then(full, "launch.record", *_record_args(model), f"--workdir={wd}"),
+                 "cannot write the record checkpoint after batch 3: No space left on device",
+                 os.path.join(wd, "record", "checkpoints"), "free space", "rerun the same command",
+                 "resumes after batch 2")
+  assert not re.search(r"^E\d{4} ", err, re.M), err[-3000:]  # no error log (orbax logs one per thread)
+  assert _checkpoint_folder(wd) == ([1, 2], [])  # the unfinished step's temporary folder is gone
+  assert not os.path.exists(os.path.join(wd, "record", "done.json")) and not os.path.exists(
+      os.path.join(wd, ".lock"))
+  resumed = _ok(_launch("launch.record", *_record_args(model), f"--workdir={wd}"))
+  assert "record: resuming from the checkpoint after batch 2 of 4" in resumed.stderr
+  _same_record(whole, wd)
+
+
+def test_a_full_disk_in_a_checkpoint_write_leaves_the_last_complete_step(tmp_path, monkeypatch):
+  import errno
+  from orbax.checkpoint._src.serialization import type_handlers
+  from valuejax.workdir.checkpoint import StatsCheckpointer
+  unfinished = []
+
+  async def full(self, value, tspec, ts_context):  # a Python-level write failing, as a full disk fails it
+    path = tspec["kvstore"]["base"]["path"]
+    step_tmp = path[:path.find(".orbax-checkpoint-tmp") + len(".orbax-checkpoint-tmp")]
+    unfinished.append((os.path.basename(step_tmp), os.path.isdir(step_tmp)))
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+
+  d = str(tmp_path / "ckpt")
+  ck = StatsCheckpointer(d, keep=3, fingerprint="f")
+  ck.save(1, _state(1.0))
+  monkeypatch.setattr(type_handlers.NumpyHandler, "_open_and_write", full)
+  with pytest.raises(ValueJaxError, match="(?s)after batch 2: No space left on device.*resumes after batch 1"):
+    ck.save(2, _state(2.0))
+  monkeypatch.undo()
+  assert unfinished[0] == ("2.orbax-checkpoint-tmp", True)  # the failure came with step 2's folder written
+  assert sorted(os.listdir(d)) == ["1"]  # and the folder is gone
+  assert StatsCheckpointer(d, keep=3, fingerprint="f").restore_latest()[0] == 1
+
+
+def test_kill_9_inside_a_checkpoint_write_resumes_bit_identical(whole_record, tmp_path):
+  import signal
+  import time
+  from tests.test_launch import REPO
+  model, whole = whole_record
+  wd, marker = str(tmp_path / "w"), str(tmp_path / "inside_the_write")
+  pause = _INSIDE_CHECKPOINT_WRITE.format(step=3, action="pause", marker=marker)
+  proc = subprocess.Popen(_python_then(pause, "launch.record", *_record_args(model), f"--workdir={wd}"), cwd=REPO,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  try:
+    deadline = time.time() + 300
+    while not os.path.exists(marker) and proc.poll() is None and time.time() < deadline:
+      time.sleep(0.02)
+    assert os.path.exists(marker), f"the run never reached the write of step 3 (exit {proc.poll()})"
+  finally:
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+  steps, unfinished = _checkpoint_folder(wd)
+  assert steps == [1, 2] and [n[:2] for n in unfinished] == ["3."]  # killed inside the write of step 3
+  resumed = _ok(_launch("launch.record", *_record_args(model), f"--workdir={wd}"))
+  assert "no longer running; taking it over" in resumed.stderr  # the killed run's lock
+  assert "record: resuming from the checkpoint after batch 2 of 4" in resumed.stderr
+  _same_record(whole, wd)
+  assert _checkpoint_folder(wd)[1] == []

@@ -3,15 +3,19 @@
 Orbax writes each step into a temporary folder and renames it when complete, so a run killed at any
 moment resumes from the last complete step, counting nothing twice. Each step also stores a sha256 of every
 array it holds: a step whose bytes changed on disk is never resumed (the newest intact one is, with a
-warning), and a sum that is not finite is never resumed either.
+warning), and a sum that is not finite is never resumed either. A step that cannot be written (a full disk)
+leaves no temporary folder behind, and a full disk or a permission error is one paragraph for the user.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
+import logging as pylogging
 import os
+import re
 import shutil
 import signal
 import threading
@@ -26,6 +30,10 @@ from valuejax.errors import ValueJaxError
 # Arrays of these kinds go to orbax's array store; strings and Python values travel in the JSON item.
 _NUMERIC = "biuf"
 _ARRAY = "__ndarray__"
+# Orbax writes a step into `<step>.orbax-checkpoint-tmp...` and renames it when the step is complete.
+_TMP_SUFFIX = ".orbax-checkpoint-tmp"
+# Write failures the user fixes (space, quota, permissions, read-only media): one paragraph, not a traceback.
+USER_OS_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM})
 
 
 class StatsCheckpointer:
@@ -48,10 +56,30 @@ class StatsCheckpointer:
     meta = {"fingerprint": self.fingerprint, "values": values, "checksums": _checksums(arrays)}
     # Ctrl-C waits until the step is written: an interrupt inside orbax's writer would surface as its error
     # log, not as one clean line (a kill -9 still can land here; the step is then never published).
-    with _sigint_deferred():
-      self._manager.save(step, args=ocp.args.Composite(arrays=ocp.args.StandardSave(arrays),
-                                                       meta=ocp.args.JsonSave(meta)))
-      self._manager.wait_until_finished()
+    try:
+      with _sigint_deferred(), _quiet_orbax_errors():
+        self._manager.save(step, args=ocp.args.Composite(arrays=ocp.args.StandardSave(arrays),
+                                                         meta=ocp.args.JsonSave(meta)))
+        self._manager.wait_until_finished()
+    except Exception as e:
+      # The step was never published; its temporary folder goes too, so the folder holds only complete steps.
+      self._remove_unfinished()
+      code = _os_error_code(e)
+      if code not in USER_OS_ERRORS:
+        raise
+      last = max((s for s in self._manager.all_steps() if s < step), default=None)
+      resume = (f"it resumes after batch {last}, the last complete checkpoint" if last is not None
+                else "it starts from the first batch (no checkpoint was complete)")
+      raise ValueJaxError(f"cannot write the record checkpoint after batch {step}: {os.strerror(code)}",
+                          self.directory, f"free space (or fix the permissions), then rerun the same command: "
+                          f"{resume}") from None
+
+  def _remove_unfinished(self) -> None:
+    """Deletes the temporary folders of steps orbax never completed (`<step>.orbax-checkpoint-tmp*`)."""
+    with contextlib.suppress(OSError):
+      for name in os.listdir(self.directory):
+        if _TMP_SUFFIX in name:
+          shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
 
   def restore_latest(self) -> tuple[int, dict[str, Any]] | None:
     """(step, state) of the newest intact checkpoint written for this fingerprint, or None."""
@@ -121,6 +149,38 @@ def _verify(arrays: dict[str, Any], checksums: dict[str, Any] | None) -> str | N
     if _digest(a) != want["sha256"]:
       return f"the bytes of array {k} differ from those saved"
   return None
+
+
+def _os_error_code(e: BaseException) -> int | None:
+  """The errno behind a failed write: an OSError's, or the one tensorstore names in its message
+  ("... No space left on device [os_error_code='28']"), looked for along the exception's causes."""
+  seen = set()
+  while e is not None and id(e) not in seen:
+    seen.add(id(e))
+    if isinstance(e, OSError) and e.errno:
+      return e.errno
+    found = re.search(r"os_error_code='?(\d+)", str(e))
+    if found:
+      return int(found.group(1))
+    e = e.__cause__ or e.__context__
+  return None
+
+
+class _DropOrbaxErrors(pylogging.Filter):
+  def filter(self, record: pylogging.LogRecord) -> bool:
+    return not (record.levelno >= pylogging.ERROR and "orbax" in record.pathname)
+
+
+@contextlib.contextmanager
+def _quiet_orbax_errors():
+  """Orbax logs a failed write from each of its threads, traceback included, and then raises it: the raised
+  error is what the user is told (in one paragraph for a full disk), so the logged copies are dropped."""
+  logger, drop = pylogging.getLogger("absl"), _DropOrbaxErrors()
+  logger.addFilter(drop)
+  try:
+    yield
+  finally:
+    logger.removeFilter(drop)
 
 
 @contextlib.contextmanager
