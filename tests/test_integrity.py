@@ -521,3 +521,36 @@ def test_kill_9_inside_a_checkpoint_write_resumes_bit_identical(whole_record, tm
   assert "record: resuming from the checkpoint after batch 2 of 4" in resumed.stderr
   _same_record(whole, wd)
   assert _checkpoint_folder(wd)[1] == []
+
+
+def test_an_overlong_text_in_an_item_file_names_its_line_before_the_model_loads(tiny_model, tmp_path):  # noqa: F811
+  from tests.test_launch import REPO
+  folder = str(tmp_path / "framework")
+  shutil.copytree(os.path.join(REPO, "data", "schwartz"), folder)
+  path = os.path.join(folder, "value_descriptions.jsonl")
+  lines = open(path, encoding="utf-8").read().splitlines()
+  item = json.loads(lines[2])
+  lines[2] = json.dumps(item | {"text": "I would rather work out my own answer. " * 130_000})  # about 5 MB
+  open(path, "w", encoding="utf-8").write("\n".join(lines) + "\n")
+  wd = str(tmp_path / "w")
+  err = _refused(_launch("launch.run", *_smoke_args(tiny_model, wd), f"--config.data.framework={folder}"),
+                 f"{path}:3: field 'text' is 5,070,000 characters long", "shorten it")
+  assert "max_prompt_tokens" not in err and "loaded" not in err  # before any model loads
+  assert not os.path.exists(os.path.join(wd, "record"))
+
+
+def test_a_prompt_over_the_token_limit_names_the_item_and_the_data_key(tiny_model, tmp_path):  # noqa: F811
+  from tests.test_launch import REPO
+  folder = str(tmp_path / "framework")
+  shutil.copytree(os.path.join(REPO, "data", "schwartz"), folder)
+  path = os.path.join(folder, "value_descriptions.jsonl")
+  lines = open(path, encoding="utf-8").read().splitlines()
+  item = json.loads(lines[0])  # recorded by the smoke config
+  lines[0] = json.dumps(item | {"text": "I would rather work out my own answer " * 300})  # 2,400 words
+  open(path, "w", encoding="utf-8").write("\n".join(lines) + "\n")
+  wd = str(tmp_path / "w")
+  err = _refused(_launch("launch.record", *_smoke_args(tiny_model, wd), f"--config.data.framework={folder}"),
+                 f"data.framework = '{folder}'", f"item '{item['id']}+", "at most 2048 tokens",
+                 "shorten that item's text", "set data.framework")
+  assert "max_prompt_tokens" not in err
+  assert not os.path.exists(os.path.join(wd, "record", "done.json"))

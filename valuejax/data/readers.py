@@ -29,6 +29,8 @@ DEFAULT_FILES: dict[str, tuple[str, ...]] = {
     "dilemmas": ("dilemmas.jsonl",),
 }
 NEAR_DUPLICATE_JACCARD = 0.9
+# A text field longer than this is a broken file (lines run together), not an item: no model here reads it.
+MAX_TEXT_CHARS = 100_000
 
 
 class NearDuplicateWarning(UserWarning):
@@ -125,6 +127,9 @@ class _Fields:
       raise self.fail(f"field '{name}' must be a string, got {type(v).__name__}")
     if not v.strip():
       raise self.fail(f"field '{name}' is empty text", f"write the {name} or remove the item")
+    if len(v) > MAX_TEXT_CHARS:
+      raise self.fail(f"field '{name}' is {len(v):,} characters long; a text may have at most {MAX_TEXT_CHARS:,}",
+                      "shorten it, or check that the line does not hold several items run together")
     return v.strip()
 
   def ident(self, key: str = "id", optional: bool = False) -> str | None:
