@@ -22,6 +22,7 @@ SUBCOMMANDS = {
     "sweep": "every run of a config's sweep (--list prints them)",
     "results": "a results page from several workdirs",
     "steer": "one pair's neurons steered, answers side by side",
+    "plan": "bytes per device of a run from a model's config.json, and whether it fits",
 }
 
 
