@@ -4,8 +4,8 @@
  --dtype=bfloat16 --batch=64 --prompt_tokens=256 --new_tokens=48 --groups=24 --device_gib=16`
 prints weights, KV cache, activations, statistics and histogram per device, their total, and whether the run
 fits. Flags left out take the value of the run config (`--config`, default configs/valuelocate.py, with
-`--config.<key>=...` overrides): mesh, params, rules, dtype, layout, record mode, batch size, answer length
-and histogram. See valuejax/plan.py for what each number counts.
+`--config.<key>=...` overrides): mesh, params, rules, dtype, layout, record mode, batch size, answer length,
+histogram and the number of groups its method records. See valuejax/plan.py for what each number counts.
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ from valuejax.errors import ValueJaxError
 flags.DEFINE_string("model", None, "A model's config.json, or the folder that holds it (no weights are read). "
                     "Default: the config's model, when it is such a folder.")
 flags.DEFINE_integer("devices", None, "Devices in all, for a mesh whose data axis is -1 (every device the "
-                     "model axis leaves).")
-flags.DEFINE_integer("mesh_data", None, "Size of the data axis (default: the config's mesh.data).")
+                     "model axis leaves); without it such an axis is planned as 1, every row on each device.")
+flags.DEFINE_integer("mesh_data", None, "Size of the data axis (default: the config's mesh.data; -1: see "
+                     "--devices).")
 flags.DEFINE_integer("mesh_model", None, "Size of the model axis (default: the config's mesh.model).")
 flags.DEFINE_enum("params", None, ["replicated", "fsdp"], "Weights replicated or split over the model axis "
                   "(default: the config's mesh.params).")
@@ -35,8 +36,8 @@ flags.DEFINE_enum("mode", None, ["generate", "teacher_forced"], "Record mode (de
 flags.DEFINE_integer("batch", None, "Rows per batch over all devices (default: the config's record.batch_size).")
 flags.DEFINE_integer("prompt_tokens", 256, "Tokens of the longest prompt of a batch.")
 flags.DEFINE_integer("new_tokens", None, "Answer length (default: the config's record.max_new_tokens).")
-flags.DEFINE_integer("groups", 24, "Groups recorded (e.g. 24: ValueExploration's 12 values, support and "
-                     "conflict).")
+flags.DEFINE_integer("groups", None, "Groups recorded (default: those of the config's method and data, e.g. "
+                     "4 for valuelocate, 24 for valueexploration).")
 flags.DEFINE_bool("hist", None, "Record activation histograms (default: the config's record.hist).")
 flags.DEFINE_enum("hist_bins", None, ["full", "compact"], "Histogram kind: full (301 bins) or compact (32) "
                   "(default: the config's record.hist_bins).")
@@ -80,12 +81,23 @@ def _data_axis(config: mlc.ConfigDict, model: int) -> int:
   if data != -1:
     return data
   if FLAGS.devices is None:
-    raise ValueJaxError("mesh data axis -1 (every device the model axis leaves) needs the device count",
-                        "--mesh_data", "pass --mesh_data=<size> or --devices=<devices in all>")
+    return 1  # every row on each device: the most any data axis size can ask of one device
   if FLAGS.devices < 1 or FLAGS.devices % model:
     raise ValueJaxError(f"the model axis {model} does not divide {FLAGS.devices} devices", "--devices",
                         "choose a model axis size that divides the device count")
   return FLAGS.devices // model
+
+
+def _groups(config: mlc.ConfigDict) -> int:
+  if FLAGS.groups is not None:
+    return FLAGS.groups
+  from valuejax import methods
+  try:
+    method = methods.METHODS.get(config.method)
+    return len(method.groups(config, method.load_dataset(config)))
+  except ValueJaxError as e:
+    raise ValueJaxError(f"cannot count the groups of the config's method {config.get('method')!r}: {e.what}",
+                        e.where, "pass --groups=<number of recorded groups>") from None
 
 
 def main(config: mlc.ConfigDict) -> None:
@@ -98,7 +110,7 @@ def main(config: mlc.ConfigDict) -> None:
       params=_or("params", config, "mesh.params", "replicated"), rules=rules or None,
       layout=_or("layout", config, "layout", "auto"), mode=_or("mode", config, "record.mode", "generate"),
       batch=_or("batch", config, "record.batch_size", 16), prompt_tokens=FLAGS.prompt_tokens,
-      new_tokens=_or("new_tokens", config, "record.max_new_tokens", 48), groups=FLAGS.groups,
+      new_tokens=_or("new_tokens", config, "record.max_new_tokens", 48), groups=_groups(config),
       hist=bool(_or("hist", config, "record.hist", False)),
       hist_bins=_or("hist_bins", config, "record.hist_bins", "full"), device_gib=FLAGS.device_gib,
       headroom=FLAGS.headroom)

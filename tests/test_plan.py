@@ -211,6 +211,10 @@ def test_launcher_prints_the_table_and_the_verdict():
                       "--config.record.batch_size=64")
   assert from_config.returncode == 0, from_config.stderr
   assert "4 x 16 (data x model)" in from_config.stdout and "64 rows (16 per device)" in from_config.stdout
+  assert "groups     4," in from_config.stdout  # valuelocate's four higher-order values
+  exploration = _plan(model, "--config=" + os.path.join(REPO, "configs", "valueexploration.py"), "--devices=8",
+                      "--mesh_model=8", "--params=fsdp")
+  assert "groups     24," in exploration.stdout and "1 x 8 (data x model)" in exploration.stdout, exploration.stderr
 
 
 @pytest.mark.parametrize("args,needle", [
@@ -218,7 +222,7 @@ def test_launcher_prints_the_table_and_the_verdict():
     (["--model=" + os.path.join(REPO, "README.md")], "invalid JSON"),
     ([], "--model"),
     (["--model=" + os.path.join(FIXTURES, "Qwen2-7B"), "--dtype=float16"], "float16"),
-    (["--model=" + os.path.join(FIXTURES, "Qwen2-7B"), "--mesh_data=-1"], "--devices"),
+    (["--model=" + os.path.join(FIXTURES, "Qwen2-7B"), "--devices=7", "--mesh_model=2"], "does not divide"),
     (["--model=" + os.path.join(FIXTURES, "Qwen2-7B"), "--mesh_data=1", "--mesh_model=5", "--params=fsdp"],
      "does not split"),
 ])

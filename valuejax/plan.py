@@ -246,7 +246,7 @@ class MemoryPlan:
 
   def table(self) -> str:
     """The plan as a plain-text table, with its inputs and the verdict."""
-    mesh = f"{self.data} x {self.model} (data x model), {self.devices} devices"
+    mesh = f"{self.data} x {self.model} (data x model), {self.devices} device{'s' if self.devices > 1 else ''}"
     lines = [f"model      {self.model_type}, {self.params_total / 1e9:.2f} B parameters, {self.dtype} weights "
              f"{self.weights_total / 1e9:.1f} GB ({self.weights_total / GIB:.1f} GiB) in all",
              f"mesh       {mesh}; params {self.param_mode}, {self.layout} layout",
