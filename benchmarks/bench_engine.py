@@ -103,6 +103,8 @@ def main(argv=None) -> int:
   ap.add_argument("--tf-len", type=int, default=128)
   ap.add_argument("--repeats", type=int, default=3)
   ap.add_argument("--dtype", default="float32")
+  ap.add_argument("--layout", default="auto", help="the weights' one layout: auto (as the launchers), stacked, "
+                  "decode")
   ap.add_argument("--threads", type=int, default=os.cpu_count())
   ap.add_argument("--rss-prompts", type=int, default=32, help="prompts of the first of three memory rounds")
   ap.add_argument("--skip-peer", action="store_true")
@@ -122,7 +124,7 @@ def main(argv=None) -> int:
   torch.set_num_threads(args.threads)
   accel = jax.default_backend() != "cpu"
   device = "cuda" if accel and torch.cuda.is_available() else "cpu"
-  model = valuejax.load_model(args.model, dtype=args.dtype)
+  model = valuejax.load_model(args.model, dtype=args.dtype, layout=args.layout)
   cfg, tok = model.config, model.tokenizer
   tdtype = getattr(torch, args.dtype)
   hf = transformers.AutoModelForCausalLM.from_pretrained(model.source, dtype=tdtype).eval().to(device)
@@ -130,8 +132,8 @@ def main(argv=None) -> int:
   sampling = Sampling(repetition_penalty=1.1)
   results = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, jax {jax.__version__} on "
                         f"{jax.devices()[0].device_kind}, torch {torch.__version__} on {device}",
-             "model": args.model, "dtype": args.dtype, "rows": []}
-  print(results["machine"], flush=True)
+             "model": args.model, "dtype": args.dtype, "layout": model.layout, "rows": []}
+  print(results["machine"], f"({model.layout} layout)", flush=True)
 
   def row(name, peer, ours, floor=None, note=""):
     r = {"case": name, "peer_tok_s": peer, "valuejax_tok_s": ours, "ratio": ours / peer if peer else None,

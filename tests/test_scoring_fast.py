@@ -73,6 +73,11 @@ def test_many_edits_equal_one_at_a_time(tiny):
   other = ve.continuation_logprobs_many(params, cfg, tok, PROMPTS, CONTS, edits, batch_size=8, chunk=8,
                                         buckets=(12, 24))
   np.testing.assert_allclose(np.stack([g.sum_logprob for g in other]), want, rtol=0, atol=ATOL)
+  # The decode layout (what a CPU run holds) scores the same: both the cached and the whole-row paths.
+  from valuejax.models.forward import unstack_layers
+  decode = ve.continuation_logprobs_many(unstack_layers(params, 2), cfg, tok, PROMPTS, CONTS, edits, batch_size=4,
+                                         chunk=3)
+  np.testing.assert_allclose(np.stack([g.sum_logprob for g in decode]), want, rtol=0, atol=ATOL)
 
 
 def test_one_token_continuations_need_no_continuation_pass(tiny):

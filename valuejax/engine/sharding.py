@@ -44,7 +44,7 @@ def make_mesh(data: int | None = None, model: int = 1, devices: Sequence[jax.Dev
 # fused, kernels transposed to [out, in] as `kernel_t`, possibly cut into row blocks).
 REPLICATED_RULES = ((r".*", ()),)
 FSDP_RULES = (
-    (r"^embed$", ("model", None)),
+    (r"^embed(/\d+)?$", ("model", None)),
     (r"^lm_head$", (None, "model")),
     (r"^unembed_t(/\d+)?$", ("model", None)),
     (r"^layers/(q|k|v|gate|up)/kernel$", (None, None, "model")),
@@ -53,10 +53,10 @@ FSDP_RULES = (
     (r"^layers/\d+/(qkv|gate_up|q|k|v|gate|up)/kernel_t(/\d+)?$", ("model", None)),
     (r"^layers/\d+/(qkv|gate_up|q|k|v|gate|up)/bias$", ("model",)),
     (r"^layers/\d+/(o|down)/kernel_t(/\d+)?$", (None, "model")),
-    # Small weights every device keeps whole: norms, output biases, learned positions.
+    # Small weights every device keeps whole: norms and output biases.
     (r"(^|/)(\w*norm)/(scale|bias)$", ()),
     (r"^layers/(\d+/)?(o|down)/bias$", ()),
-    (r"^pos_embed$", ()),
+    (r"^pos_embed$", (None, "model")),
 )
 PARAM_MODES = {"replicated": REPLICATED_RULES, "fsdp": FSDP_RULES}
 # A weight no rule matches is replicated when smaller than this, and an error otherwise: a large weight

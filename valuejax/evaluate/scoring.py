@@ -160,9 +160,9 @@ def _prefill_prompts(params, cfg, ids, attn, first, n_cont):
   """Left-padded prompts into a float32 cache with `n_cont` free slots after them (float32 holds any
   compute dtype exactly, so cached keys equal recomputed ones). Also returns log p(first continuation
   token): it is read off the last prompt position, which no edit of the generated tokens reaches."""
-  from valuejax.models.forward import KVCache, forward_cached, positions_from_mask
+  from valuejax.models.forward import KVCache, forward_cached, layout_of, positions_from_mask
   b, t = ids.shape
-  cache = KVCache.zeros(cfg, b, t + n_cont, jnp.float32)
+  cache = KVCache.zeros(cfg, b, t + n_cont, jnp.float32, per_layer=layout_of(params) == "decode")
   last, _, cache = forward_cached(params, cfg, ids, positions_from_mask(attn), cache, jnp.zeros((), jnp.int32),
                                   attn, logits="last", prefill=True)
   last = last.astype(jnp.float32)
@@ -174,9 +174,10 @@ def _continuation_under_edit(params, cfg, batch, neurons, edit_mask):
   function). The new keys go into this edit's copy of the cache; the prompts' entries are only read."""
   from valuejax.models.forward import KVCache, forward_cached
   ids = batch["input_ids"]
-  start = jnp.asarray(batch["cache_v"].shape[3] - ids.shape[1], jnp.int32)  # values: [L, KV, B, S, hd]
-  hidden, _, _ = forward_cached(params, cfg, ids, batch["positions"], KVCache(batch["cache_k"], batch["cache_v"]),
-                                start, batch["kv_valid"], edit=neurons, edit_mask=edit_mask, logits="hidden")
+  cache = KVCache(batch["cache_k"], batch["cache_v"])  # stacked or per layer, as the params' layout
+  start = jnp.asarray(cache.slots - ids.shape[1], jnp.int32)
+  hidden, _, _ = forward_cached(params, cfg, ids, batch["positions"], cache, start, batch["kv_valid"], edit=neurons,
+                                edit_mask=edit_mask, logits="hidden")
   return _sum_target_logprobs(params, cfg, hidden, batch["targets"], batch["attention_mask"])
 
 
