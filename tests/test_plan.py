@@ -5,12 +5,12 @@ paragraph."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -38,7 +38,8 @@ def _device0_bytes(arrays) -> int:
 @pytest.mark.parametrize("name", sorted(KNOWN_PARAMS))
 def test_public_configs_parse_and_count_their_parameters(name):
   cfg = vp.read_model_config(os.path.join(FIXTURES, name))
-  assert cfg == ModelConfig.from_hf(__import__("json").load(open(os.path.join(FIXTURES, name, "config.json"))))
+  with open(os.path.join(FIXTURES, name, "config.json"), encoding="utf-8") as f:
+    assert cfg == ModelConfig.from_hf(json.load(f))
   n = vp.param_count(cfg)
   assert abs(n / KNOWN_PARAMS[name] - 1) < 0.01, (name, n)
   plan = vp.memory_plan(cfg, dtype="bfloat16")

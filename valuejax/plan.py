@@ -3,7 +3,7 @@
 `memory_plan(cfg, data=4, model=16, dtype="bfloat16", params="fsdp", ...)` needs no weights and no devices
 of the model's size: the weights are abstract (`jax.ShapeDtypeStruct`s) placed by the same sharding rules
 the run uses (`valuejax.engine.sharding.param_specs`), and everything else is arithmetic on the shapes the
-engine allocates. A plan for a 70B model computes in seconds on a laptop. `python -m launch.plan` (or
+engine allocates. A plan for a 70B model computes in about a second on a CPU. `python -m launch.plan` (or
 `valuejax plan`) prints it.
 
 What is exact and what is estimated:
@@ -29,7 +29,7 @@ import dataclasses
 import json
 import math
 import os
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
