@@ -79,6 +79,8 @@ def base_config(method: str) -> mlc.ConfigDict:
   # The one layout the weights are held in: "stacked" (layers on axis 0; one compiled layer body), "decode"
   # (unrolled, fused, transposed: faster decoding on a CPU) or "auto" (decode on CPU, stacked elsewhere).
   c.layout = "auto"
+  # The weights' dtype: "float32", or "bfloat16" (statistics, norms and softmax stay float32).
+  c.dtype = "float32"
   c.seed = 0
   c.log_compiles = True  # log every XLA compilation of 0.5 s or more and how long it took
   # A run of a method with a known, replicating effect on the same model (`file.py[:arg]` in configs/), so

@@ -51,8 +51,9 @@ def positive_control_config(config: mlc.ConfigDict) -> mlc.ConfigDict:
   with pc.unlocked():
     pc.model, pc.log_compiles = config.model, config.log_compiles
     pc.mesh = config.mesh
-    if "dtype" in config:
-      pc.dtype = config.dtype
+    for key in ("dtype", "layout"):  # the same model in memory: one copy, one layout
+      if key in config:
+        pc[key] = config[key]
   cli.check_config(pc)
   cli.check_data(pc)
   return pc

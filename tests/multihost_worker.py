@@ -37,6 +37,18 @@ def main():
   arrays.update({"shared_tokens": res.tokens, "shared_count": np.asarray(res.gen_stats.count),
                  "shared_pcount": np.asarray(res.prompt_stats.count), "shared_ps1": np.asarray(res.prompt_stats.s1),
                  "shared_prefix": np.asarray([k[2] for k in gen._compiled])})
+  # The model axis across both hosts (mesh 1 x 8, weights FSDP over 8 devices of two processes): both hosts
+  # feed the one data shard the same rows, and the statistics, split over neurons across the hosts, are
+  # gathered only when the host reads them.
+  from valuejax.engine.stats import NeuronStats
+  wide = shd.make_mesh(1, 8)
+  ids, mask = tiny_models.padded_batch(lengths=(7, 11, 4, 9, 3, 10, 6, 8), total=11, left=(True,) * 8, seed=3)
+  gen = Generator(shd.shard_params(params, wide, "fsdp"), cfg, mesh=wide, pad_id=0, eos_ids=(2,))
+  res = gen(ids, mask, 6, group_ids=groups, stats=StatsSpec(3, hist=True, hist_bins="compact"))
+  assert not res.gen_stats.count.is_fully_addressable
+  host = NeuronStats.zeros(("a", "b", "c"), cfg.num_layers, cfg.intermediate_size, hist=True,
+                           hist_bins="compact").add(res.gen_stats)
+  arrays.update({"wide_tokens": res.tokens, "wide_count": host.count, "wide_s1": host.s1, "wide_hist": host.hist})
   np.savez(out, **arrays)
 
 

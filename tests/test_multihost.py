@@ -32,6 +32,14 @@ def test_two_hosts_equal_one(tmp_path):
   ids, mask = tiny_models.padded_batch(lengths=(7, 11, 4, 9, 3, 10, 6, 8), total=11, left=(True,) * 8, seed=3)
   groups = np.array([0, 1, 2, 0, 1, 2, 0, 1], np.int32)
   ref = Generator(params, cfg, pad_id=0, eos_ids=(2,))(ids, mask, 6, group_ids=groups, stats=StatsSpec(3))
+  wide = Generator(params, cfg, pad_id=0, eos_ids=(2,))(ids, mask, 6, group_ids=groups,
+                                                          stats=StatsSpec(3, hist=True, hist_bins="compact"))
+  for i in (0, 1):  # a model axis across the two hosts (mesh 1 x 8): the tokens and statistics of one device
+    got = np.load(tmp_path / f"{i}.npz")
+    np.testing.assert_array_equal(got["wide_tokens"], wide.tokens)
+    np.testing.assert_array_equal(got["wide_count"], np.asarray(wide.gen_stats.count))
+    np.testing.assert_allclose(got["wide_s1"], np.asarray(wide.gen_stats.s1), rtol=1e-5, atol=1e-4)
+    np.testing.assert_array_equal(got["wide_hist"].sum(-1), np.asarray(wide.gen_stats.hist).sum(-1))
   for i in (0, 1):  # both hosts see the full, replicated result
     got = np.load(tmp_path / f"{i}.npz")
     np.testing.assert_array_equal(got["tokens"], ref.tokens)

@@ -292,9 +292,9 @@ def activation_bytes(cfg: ModelConfig, dtype: str, rows: int, tokens: int, slots
                and their softmax [rows, H, T, S] float32, and the probabilities in the weights' dtype.
     mlp        [rows, T, F]: gate and up outputs, the activation and its product with up (weights' dtype),
                the float32 copy the statistics reduce and one float32 product (x > 0, x * x).
-    histogram  two int32 [rows, T, F] (bin indices, token weights) and, where the neurons are split, a
-               whole [G, F, bins] int32 scatter buffer: XLA does not split the histogram's scatter-add over
-               the model axis (measured on the CPU mesh), so these are counted whole on every device.
+    histogram  two int32 [rows, T, F] (bin indices, token weights) and a [G, F, bins] int32 scatter
+               buffer, all split over the neurons: each device bins its own rows and neurons (shard_map in
+               `engine/stats.py`; XLA would not partition the scatter-add itself).
     logits     the last token's [rows, V] float32 logits, twice (the logits and the next-token selection)
                and the [rows, V] bool presence mask of the repetition penalty.
   Head, neuron and vocabulary axes are divided by `heads_split`, `neurons_split` and `vocab_split`: the ways
@@ -315,7 +315,7 @@ def activation_bytes(cfg: ModelConfig, dtype: str, rows: int, tokens: int, slots
          "logits": (b * V * (2 * 4) // vocab_split + b * V) if logits else 0}
   if hist:
     bins = hist_edges(hist_bins).size + 1
-    out["histogram"] = b * t * F * 2 * 4 + (groups * F * bins * 4 if neurons_split > 1 else 0)
+    out["histogram"] = (b * t * F * 2 * 4 + groups * F * bins * 4) // neurons_split
   return out
 
 

@@ -23,6 +23,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "intervene.primary_test": ("pooled", "each", ""),
     "mesh.params": ("replicated", "fsdp"),
     "layout": ("auto", "stacked", "decode"),
+    "dtype": ("float32", "bfloat16"),
     "record.hist_bins": ("full", "compact"),
 }
 SUBSETS: dict[str, tuple[str, ...]] = {

@@ -66,8 +66,9 @@ class StatsSpec:
   target: str = "act"
   hist_bins: str = "full"
 
-  def reducer(self, onehot, weight):
-    return make_reducer(onehot, weight, hist=self.hist, target=self.target, hist_bins=self.hist_bins)
+  def reducer(self, onehot, weight, mesh=None, batch_axis: str | None = "data"):
+    return make_reducer(onehot, weight, hist=self.hist, target=self.target, hist_bins=self.hist_bins, mesh=mesh,
+                        batch_axis=batch_axis)
 
   def zeros(self, cfg: ModelConfig, sharding=None) -> dict:
     """Zero sums in the layer scan's [L, G, F] order (split over neurons as `sharding` says)."""
@@ -164,7 +165,8 @@ def _step_edit(edit: NeuronEdit | None, step) -> NeuronEdit | None:
 
 def _generate_core(params, input_ids, attention_mask, group_ids, prefix_ids, key, edit, *, cfg: ModelConfig,
                    max_new: int, sampling: Sampling, eos_ids: tuple[int, ...], pad_id: int,
-                   stats: StatsSpec | None, edit_scope: str, segments: int, out_sharding, loop_sharding=None):
+                   stats: StatsSpec | None, edit_scope: str, segments: int, out_sharding, loop_sharding=None,
+                   mesh=None):
   """input_ids [B, P + S]: the shared prefix (prefix_ids [P], possibly empty) in slots [0, P) of every real
   row, then each row's remaining prompt tokens left-padded to S (see _layout)."""
   b, p = input_ids.shape
@@ -185,8 +187,8 @@ def _generate_core(params, input_ids, attention_mask, group_ids, prefix_ids, key
   positions = positions_from_mask(attention_mask)
   onehot = (jax.nn.one_hot(group_ids, stats.num_groups, dtype=jnp.float32) if stats else None)
 
-  def reducer(onehot, weight):
-    return None if stats is None else stats.reducer(onehot, weight)
+  def reducer(onehot, weight, batch_axis="data"):
+    return None if stats is None else stats.reducer(onehot, weight, mesh, batch_axis)
 
   prompt_edit = _step_edit(edit if edit_scope in ("prompt", "all") else None, 0)
   if n_prefix:
@@ -195,7 +197,7 @@ def _generate_core(params, input_ids, attention_mask, group_ids, prefix_ids, key
     _, prefix_sums, prefix = forward_cached(
         params, cfg, prefix_ids[None], positions_from_mask(one), KVCache.zeros(cfg, 1, n_prefix, per_layer=per_layer,
                                                                               dtype=params_dtype(params)),
-        jnp.int32(0), one.astype(bool), capture=reducer(jnp.ones((1, 1), jnp.float32), one),
+        jnp.int32(0), one.astype(bool), capture=reducer(jnp.ones((1, 1), jnp.float32), one, batch_axis=None),
         edit=prompt_edit, edit_mask=one.astype(bool), logits="none", prefill=True)
     cache = KVCache.zeros(cfg, b, p - n_prefix + first, params_dtype(params), per_layer=per_layer)
     rest = slice(n_prefix, None)
@@ -429,7 +431,7 @@ class Generator:
     static = dict(cfg=self.cfg, max_new=int(max_new_tokens), sampling=sampling, eos_ids=self.eos_ids,
                   pad_id=self.pad_id, stats=stats, edit_scope=edit_scope, segments=segments,
                   out_sharding=None if self.mesh is None else (rep, rep, rep, stats_out, stats_out),
-                  loop_sharding=loop)
+                  loop_sharding=loop, mesh=self.mesh)
     cache_key = (b, p, len(prefix), int(max_new_tokens), sampling, stats, edit_scope, _edit_signature(edit),
                  segments)
     what = (f"generate for batch {b}, prompt {p}" + (f" ({len(prefix)} shared)" if len(prefix) else "")
@@ -464,10 +466,10 @@ def _generator(params, cfg, **ctor) -> Generator:
 
 
 def _teacher_forced_core(params, input_ids, attention_mask, group_ids, edit, *, cfg: ModelConfig, stats: StatsSpec,
-                         out_sharding):
+                         out_sharding, mesh=None):
   onehot = jax.nn.one_hot(group_ids, stats.num_groups, dtype=jnp.float32)
   weight = attention_mask.astype(jnp.float32)
-  _, sums = forward(params, cfg, input_ids, attention_mask, capture=stats.reducer(onehot, weight), edit=edit,
+  _, sums = forward(params, cfg, input_ids, attention_mask, capture=stats.reducer(onehot, weight, mesh), edit=edit,
                     logits="none")
   result = device_stats(sums, onehot, weight)
   if out_sharding is not None:
@@ -493,7 +495,8 @@ class TeacherForcer:
     args = [self.params, ids, mask, groups, edit]
     if self.mesh is not None:
       args[1:4] = shd.shard_batch(self.mesh, ids, mask, groups)
-    static = dict(cfg=self.cfg, stats=stats, out_sharding=stats_shardings(self.mesh, stats, self.cfg.intermediate_size)[0])
+    static = dict(cfg=self.cfg, stats=stats, out_sharding=stats_shardings(self.mesh, stats, self.cfg.intermediate_size)[0],
+                  mesh=self.mesh)
     key = (*ids.shape, stats, _edit_signature(edit))
     what = f"teacher-forced statistics for batch {ids.shape[0]}, length {ids.shape[1]}"
     compiled = _compiled(self._compiled, key, _teacher_forced_core, static, args, what)

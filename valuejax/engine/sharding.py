@@ -150,23 +150,18 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 
 def shard_batch(mesh: Mesh, *arrays: np.ndarray) -> tuple[jax.Array, ...]:
-  """Places a global batch, split over the `data` axis; each host contributes only its own rows.
+  """Places a global batch, split over the `data` axis, replicated over `model`.
 
-  Every host computes the same global batch (the data order is deterministic), then hands
-  `jax.make_array_from_process_local_data` its contiguous block of rows: devices are numbered host by
-  host, so host p feeds rows [p * B / P, (p + 1) * B / P). With one process that is the whole batch.
+  Every host computes the same global batch (the data order is deterministic); each device takes the rows
+  of its data shard from it (`jax.make_array_from_callback`). So a host feeds exactly the shards its
+  devices hold, whatever the mesh: with a model axis wider than one host (a 70B model split 16 ways over
+  4-chip TPU hosts), several hosts hold the same data shard and feed it the same rows.
   """
-  procs, me = jax.process_count(), jax.process_index()
   out = []
   for a in arrays:
     a = np.asarray(a)
-    if procs > 1:
-      if a.shape[0] % procs:
-        raise ValueJaxError(f"a batch of {a.shape[0]} rows does not split over {procs} hosts",
-                            fix="use a batch size that is a multiple of the number of data-parallel devices")
-      per = a.shape[0] // procs
-      a = a[me * per:(me + 1) * per]
-    out.append(jax.make_array_from_process_local_data(batch_sharding(mesh, a.ndim), a))
+    sharding = batch_sharding(mesh, a.ndim)
+    out.append(jax.make_array_from_callback(a.shape, sharding, lambda index, a=a: a[index]))
   return tuple(out)
 
 

@@ -47,12 +47,15 @@ class DeviceStats(NamedTuple):
   hist: jax.Array | None
 
 
-def make_reducer(onehot: jax.Array, weight: jax.Array, *, hist: bool, target: str = "act", hist_bins: str = "full"):
+def make_reducer(onehot: jax.Array, weight: jax.Array, *, hist: bool, target: str = "act", hist_bins: str = "full",
+                 mesh=None, batch_axis: str | None = "data"):
   """A `capture` function for `forward` that reduces each layer's activations to [G, F] sums.
 
   onehot [B, G] maps rows to groups (all-zero rows are ignored); weight [B, T] is 1 for the tokens that
   count. `target` is "act" (a = act(gate(x)), the papers' hook point) or "hidden" (the input of down).
-  `hist_bins`: the histogram's kind, "full" or "compact" (see engine/histogram.py).
+  `hist_bins`: the histogram's kind, "full" or "compact" (see engine/histogram.py). On a `mesh`, the
+  histogram is built per device over its own neurons (and rows, when the batch is split over `batch_axis`;
+  None for a batch every data shard holds whole), see `_histogram`.
   """
   gw = jnp.einsum("bg,bt->gbt", onehot, weight)  # [G, B, T]
 
@@ -64,13 +67,35 @@ def make_reducer(onehot: jax.Array, weight: jax.Array, *, hist: bool, target: st
         "s2": jnp.einsum("gbt,btf->gf", gw, x * x),
     }
     if hist:
-      out["hist"] = _histogram(x, onehot, weight, hist_bins)
+      out["hist"] = _histogram(x, onehot, weight, hist_bins, mesh, batch_axis)
     return out
 
   return reduce
 
 
-def _histogram(x: jax.Array, onehot: jax.Array, weight: jax.Array, kind: str = "full") -> jax.Array:
+def _histogram(x: jax.Array, onehot: jax.Array, weight: jax.Array, kind: str = "full", mesh=None,
+               batch_axis: str | None = "data") -> jax.Array:
+  """[G, F, bins] token counts per bin.
+
+  XLA does not partition a scatter-add: left to itself, every device would hold a whole [G, F, bins]
+  buffer and [B, T, F] bin indices. On a mesh each device therefore bins its own rows and neurons
+  (shard_map) and the data shards' counts are summed, so a device holds 1/model of the histogram.
+  """
+  if mesh is None or mesh.size == 1:
+    return _local_histogram(x, onehot, weight, kind)
+  from jax.sharding import PartitionSpec as P
+  model = "model" if x.shape[-1] % mesh.shape["model"] == 0 else None
+  rows = batch_axis if batch_axis and x.shape[0] % mesh.shape[batch_axis] == 0 else None
+
+  def local(x, onehot, weight):
+    h = _local_histogram(x, onehot, weight, kind)
+    return jax.lax.psum(h, rows) if rows else h
+
+  return jax.shard_map(local, mesh=mesh, in_specs=(P(rows, None, model), P(rows, None), P(rows, None)),
+                       out_specs=P(None, model, None), check_vma=False)(x, onehot, weight)
+
+
+def _local_histogram(x: jax.Array, onehot: jax.Array, weight: jax.Array, kind: str = "full") -> jax.Array:
   """[G, F, bins] token counts per bin, by scatter-add (no [.., bins] one-hot is materialised)."""
   b, t, f = x.shape
   g = onehot.shape[1]
