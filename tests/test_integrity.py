@@ -554,3 +554,20 @@ def test_a_prompt_over_the_token_limit_names_the_item_and_the_data_key(tiny_mode
                  "shorten that item's text", "set data.framework")
   assert "max_prompt_tokens" not in err
   assert not os.path.exists(os.path.join(wd, "record", "done.json"))
+
+
+def test_entries_added_to_the_config_at_their_old_values_keep_finished_runs_valid():
+  """A config key added later (dtype, record.hist_bins) at the value runs had before it existed hashes as if
+  absent, so a finished run is not recomputed; any other value (bfloat16 weights) reruns record."""
+  from configs import common
+  from valuejax.workdir.state import fingerprint
+  c = common.base_config("valuelocate")
+  old = common.base_config("valuelocate")
+  with old.unlocked():
+    del old["dtype"]
+    del old.record["hist_bins"]
+  assert fingerprint(c, "record") == fingerprint(old, "record")
+  c.dtype = "bfloat16"
+  assert fingerprint(c, "record") != fingerprint(old, "record")
+  c.dtype, c.record.hist_bins = "float32", "compact"
+  assert fingerprint(c, "record") != fingerprint(old, "record")

@@ -25,10 +25,13 @@ from valuejax.errors import ValueJaxError
 from valuejax.workdir.layout import CONFIG, STAGES, TIMINGS, done_file
 
 # The config sections each stage's results depend on (cumulatively: locate also depends on record's).
-_SECTIONS = {"record": ("method", "model", "seed", "data", "record"), "locate": ("locate",),
+_SECTIONS = {"record": ("method", "model", "dtype", "seed", "data", "record"), "locate": ("locate",),
              "intervene": ("intervene",), "report": ()}
 # Entries that change how a stage runs but never what it computes.
 _NO_EFFECT = ("record.checkpoint_every", "record.keep_checkpoints")
+# Entries added after workdirs already existed: at these values they hash as if absent, so a finished run
+# is not recomputed because its config predates them.
+_ADDED = {"dtype": "float32", "record.hist_bins": "full"}
 
 
 def is_writer() -> bool:
@@ -43,10 +46,16 @@ def fingerprint(config: mlc.ConfigDict, stage: str) -> str:
   for key in _NO_EFFECT:
     section, _, leaf = key.partition(".")
     d.get(section, {}).pop(leaf, None)
+  for key, value in _ADDED.items():
+    section, _, leaf = key.rpartition(".")
+    holder = d.get(section, {}) if section else d
+    if isinstance(holder, dict) and holder.get(leaf) == value:
+      holder.pop(leaf)
   picked = {}
   for s in STAGES[:STAGES.index(stage) + 1]:
     for section in _SECTIONS[s]:
-      picked[section] = d.get(section)
+      if section in d or section not in _ADDED:  # an added entry at its old value is not there at all
+        picked[section] = d.get(section)
   return hashlib.sha256(json.dumps(picked, sort_keys=True).encode()).hexdigest()[:16]
 
 
