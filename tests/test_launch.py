@@ -99,6 +99,25 @@ def test_stages_alone_then_run_skips_them(tiny_model, tmp_path):
   assert "intervene: skipped" not in changed.stderr
 
 
+def test_a_pod_shaped_config_runs_end_to_end(tiny_model, tmp_path):
+  """What a 70B run on a pod sets, on 8 CPU devices: bfloat16 weights, the stacked layout split FSDP over a
+  4 x 2 mesh, compact histograms and the v95 steer value; statistics stay float32 and finite."""
+  from valuejax.engine.histogram import COMPACT_EDGES
+  wd = str(tmp_path / "w")
+  proc = _ok(_launch("launch.run", *_smoke_args(tiny_model, wd), "--config.dtype=bfloat16", "--config.layout=stacked",
+                     "--config.mesh.data=4", "--config.mesh.model=2", "--config.mesh.params=fsdp",
+                     "--config.record.hist=True", "--config.record.hist_bins=compact",
+                     "--config.locate.steer_value=v95"))
+  assert "stacked layout" in proc.stderr
+  stats = _arrays(os.path.join(wd, "record", "stats.npz"))
+  assert stats["hist"].shape[-1] == 32 and np.array_equal(stats["hist_edges"], COMPACT_EDGES)
+  assert np.isfinite(stats["s1"]).all() and stats["s1"].dtype == np.float64
+  np.testing.assert_array_equal(stats["hist"].sum(-1), np.broadcast_to(stats["tokens"][:, None, None],
+                                                                       stats["hist"].shape[:3]))
+  sets = json.load(open(os.path.join(wd, "locate", "summary.json")))
+  assert sets and os.path.isfile(os.path.join(wd, "report.md"))
+
+
 @pytest.mark.parametrize("config", ["configs/lape.py:smoke", "configs/valueexploration.py:smoke"])
 def test_other_methods_run(tiny_model, tmp_path, config):
   wd = str(tmp_path / "w")
