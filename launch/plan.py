@@ -54,15 +54,11 @@ _EXTRA = ("--model", "--devices", "--mesh_data", "--mesh_model", "--params", "--
 
 def _or(flag: str, config: mlc.ConfigDict, key: str, default=None):
   """The flag's value if given, else the config's `key` (dotted), else `default`."""
+  from valuejax.validate import get_key, has_key
   value = FLAGS[flag].value
   if value is not None:
     return value
-  node = config
-  for part in key.split("."):
-    if not isinstance(node, mlc.ConfigDict) or part not in node:
-      return default
-    node = node[part]
-  return node
+  return get_key(config, key) if has_key(config, key) else default
 
 
 def _model_path(config: mlc.ConfigDict) -> str:
