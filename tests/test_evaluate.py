@@ -5,6 +5,7 @@ the opt-in judge against loopback stubs, and teacher-forced scoring on tiny rand
 import dataclasses
 import http.server
 import json
+import os
 import socket
 import threading
 
@@ -460,3 +461,48 @@ def test_primary_family_is_the_declared_edits_and_holm_runs_over_it_alone():
   assert pooled["n_edits"] == 2 and pooled["n_controls"] == 3 and pooled["mean"] == pytest.approx(0.15)
   config.intervene.primary_test = ""
   assert primary(config, results) is None
+
+
+def test_primary_pairs_narrow_the_declared_family_and_its_controls():
+  """intervene.primary_pairs, fixed before any score: only those units' edits form the primary family and get
+  the primary controls; the other units' edits are exploratory, with intervene.n_controls each."""
+  import ml_collections as mlc
+  from valuejax.intervene import deactivate
+  from valuejax.methods import declared_primary, primary
+  from valuejax.methods.base import Experiment
+  from valuejax.methods.design import with_controls
+
+  def effect(pair, p, mean):
+    return {"pair": pair, "edit": "e", "p_value": p, "mean": mean, "ci_low": mean - 0.1, "ci_high": mean + 0.1,
+            "expected": "greater", "scores": [0.6, 0.7], "control_scores": [[0.5, 0.5]] * 3,
+            "control_effects": [0.0] * 3}
+
+  results = [{"pair": name, "baseline": [0.5, 0.5], "effects": [effect(name, p, m)]}
+             for name, p, m in (("harmony", 0.01, 0.2), ("justice", 0.02, 0.1), ("freedom", 0.5, -0.3))]
+  config = mlc.ConfigDict({"seed": 0, "intervene": {
+      "primary_test": "each", "alpha": 0.05, "n_boot": 200, "n_controls": 2, "primary_controls": 5,
+      "primary_pairs": ("harmony", "justice"), "control_seed": 0, "controls_at": "all"}})
+  out = primary(config, results)
+  assert out["edits"] == ["harmony, e", "justice, e"]
+  assert "of harmony, justice" in declared_primary(config)
+  mask = np.zeros((2, 8), bool)
+  mask[0, :2] = True
+  exps = [Experiment(name, deactivate(mask), "less", {}, []) for name in ("harmony", "freedom")]
+  with_controls(config, exps)
+  assert [len(e.controls) for e in exps] == [5, 2]
+
+
+def test_primary_pairs_must_name_units_of_the_run_before_anything_loads():
+  import importlib.util
+  from valuejax import methods, metrics
+  spec = importlib.util.spec_from_file_location("ve", os.path.join(os.path.dirname(__file__), "..", "configs",
+                                                                   "valueexploration.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config("smoke")
+  config.intervene.primary_pairs = ("harmony", "nonsense")
+  method, metric = methods.METHODS.get(config.method), metrics.METRICS.get(config.intervene.metric)()
+  with pytest.raises(ValueJaxError, match="primary_pairs names nonsense"):
+    method.preflight(config, metric)
+  config.intervene.primary_pairs = ("harmony",)
+  method.preflight(config, metric)

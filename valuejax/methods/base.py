@@ -125,10 +125,16 @@ class Method:
     recording)."""
     dataset = self.load_dataset(config)
     self.record_prompts(config, dataset)
-    for pair in self.pairs(config, dataset) or ():
+    pairs = list(self.pairs(config, dataset) or ())
+    for pair in pairs:
       if not metric.items(config, dataset, self, pair):
         raise ValueJaxError(f"no eval items for {pair.name}", dataset.root,
                             "check intervene.eval_split, intervene.eval_items and data.lang")
+    declared = tuple(config.intervene.get("primary_pairs", ()) or ())
+    unknown = sorted(set(declared) - {p.name for p in pairs})
+    if pairs and unknown:
+      raise ValueJaxError(f"intervene.primary_pairs names {', '.join(unknown)}, which this run does not edit",
+                          "--config.intervene.primary_pairs", f"use names of: {', '.join(p.name for p in pairs)}")
 
   # -- intervening ----------------------------------------------------------------------------------
 

@@ -54,7 +54,7 @@ def with_controls(config: mlc.ConfigDict, exps: list[Experiment], offset: int = 
   for i, e in enumerate(exps):
     at_all = c.get("controls_at", "all") == "all"
     # Edits of the declared primary test get at least primary_controls (so that p can reach its floor).
-    n = max(c.n_controls, c.get("primary_controls", 0)) if primary_params(c, e.params) else c.n_controls
+    n = max(c.n_controls, c.get("primary_controls", 0)) if primary_params(c, e.params, e.pair) else c.n_controls
     if n and (at_all or e.params.get("gamma", strongest) == strongest):
       e.controls = control_edits(e.edit, n, seed=c.control_seed + offset + i)
   return exps
@@ -65,6 +65,8 @@ def declared_primary(config: mlc.ConfigDict) -> str:
   c = config.intervene
   at = (f" at {c.primary_point}" if c.get("primary_point") else
         f" at gamma {c.primary_gamma:g}" if c.get("primary_gamma") else "")
+  if c.get("primary_pairs"):
+    at += f" of {', '.join(c.primary_pairs)}"
   if c.primary_test == "pooled":
     what = (f"one pooled test: the mean over the located edits{at} of each edit's mean change, counted + in its "
             "predicted direction, against the same mean over control replicates")
@@ -75,15 +77,19 @@ def declared_primary(config: mlc.ConfigDict) -> str:
           "per-layer counts; every other edit is exploratory")
 
 
-def primary_params(c: mlc.ConfigDict, params: dict[str, Any]) -> bool:
-  """Whether an edit with these parameters belongs to the declared primary family."""
+def primary_params(c: mlc.ConfigDict, params: dict[str, Any], pair: str | None = None) -> bool:
+  """Whether an edit with these parameters (of this pair or target, when given) belongs to the declared
+  primary family. `intervene.primary_pairs` (a tuple of pair names; () = all) narrows the family to those
+  units, declared before any score, e.g. where controls for every unit do not fit the budget."""
+  if c.get("primary_pairs") and pair is not None and pair not in tuple(c.primary_pairs):
+    return False
   if c.get("primary_point"):
     return all(params.get(k) == v for k, v in parse_point(c.primary_point).items())
   return not c.get("primary_gamma") or params.get("gamma") == c.primary_gamma
 
 
 def in_primary(c: mlc.ConfigDict, e: dict[str, Any]) -> bool:
-  return bool(e.get("control_effects")) and primary_params(c, e)
+  return bool(e.get("control_effects")) and primary_params(c, e, e.get("pair"))
 
 
 def primary(config: mlc.ConfigDict, results: list[dict[str, Any]]) -> dict[str, Any] | None:
