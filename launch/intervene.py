@@ -32,7 +32,7 @@ def intervene(config: mlc.ConfigDict, wd: Workdir, force: bool = False, model=No
     metric = metrics.METRICS.get(config.intervene.metric)()
     dataset = method.load_dataset(config)
     plan = method.plan(config, dataset, workdir.load_sets(wd), metric)
-    model = model or runtime.load_model(config)
+    model = runtime.load_model(config, "intervene", model)
     generated: list[Any] = []
     results = evaluate(config, model, plan, metric, generated)
     examples = example_answers(config, model, plan) + generated

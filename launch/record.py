@@ -20,7 +20,7 @@ def record(config: mlc.ConfigDict, wd: Workdir, force: bool = False, model=None)
   if wd.should_skip("record", force):
     return
   with Timer() as t:
-    model = model or runtime.load_model(config)
+    model = runtime.load_model(config, "record", model)
     state, n_batches = _run(config, wd, force, model)
     outputs = workdir.write_record(wd, state, generated=config.record.mode == "generate")
   wd.mark_done("record", t.seconds, outputs, batches=n_batches, tokens=state.tokens)

@@ -44,7 +44,7 @@ def main(_: mlc.ConfigDict) -> None:
     raise ValueJaxError(f"set {name!r} has groups {ns.names}, not one opposing pair", "--pair",
                         "steer a ValueLocate pair")
   runtime.setup(config)
-  model = runtime.load_model(config)
+  model = runtime.load_model(config, "steer")
   results = steer_answers(model, ns, *ns.names, FLAGS.prompt, gamma=FLAGS.gamma,
                           steer_value=config.locate.get("steer_value", "p"),
                           keep_prob=config.intervene.get("keep_prob", 0.9), controls=FLAGS.controls,

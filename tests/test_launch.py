@@ -108,7 +108,7 @@ def test_a_pod_shaped_config_runs_end_to_end(tiny_model, tmp_path):
                      "--config.mesh.data=4", "--config.mesh.model=2", "--config.mesh.params=fsdp",
                      "--config.record.hist=True", "--config.record.hist_bins=compact",
                      "--config.locate.steer_value=v95"))
-  assert "stacked layout" in proc.stderr
+  assert "record: weights in the stacked layout" in proc.stderr
   stats = _arrays(os.path.join(wd, "record", "stats.npz"))
   assert stats["hist"].shape[-1] == 32 and np.array_equal(stats["hist_edges"], COMPACT_EDGES)
   assert np.isfinite(stats["s1"]).all() and stats["s1"].dtype == np.float64
@@ -239,3 +239,12 @@ def test_config_arguments_are_typed():
   assert arg.smoke is True and arg.items == 8 and arg.name == "x"
   with pytest.raises(ValueJaxError, match="items='eight' is not of type int"):
     common.parse_arg("items=eight", items=24)
+
+
+def test_each_stage_holds_the_weights_in_its_layout(tiny_model, tmp_path):
+  """layout=auto on a CPU: record generates from the decode layout, intervene scores over stacked layers; the
+  one copy of the weights is converted between them."""
+  wd = str(tmp_path / "w")
+  proc = _ok(_launch("launch.run", *_smoke_args(tiny_model, wd)))
+  assert "record: weights in the decode layout" in proc.stderr
+  assert "intervene: weights in the stacked layout (converted in" in proc.stderr
