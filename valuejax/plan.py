@@ -26,9 +26,7 @@ What is exact and what is estimated:
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import os
 from typing import Sequence
 
 import numpy as np
@@ -38,51 +36,25 @@ from valuejax.models.config import ModelConfig
 
 GIB = 1 << 30
 MIB = 1 << 20
-DTYPES = ("float32", "bfloat16")
 MODES = ("generate", "teacher_forced")
 # Kept free of the plan: XLA's own workspace, compiled programs, allocator fragmentation and the small
 # arrays the plan leaves out (token ids, masks, RoPE tables).
 DEFAULT_HEADROOM = 0.10
 
 
+def _np_dtype(dtype: str) -> np.dtype:
+  from valuejax.models.loading import _np_dtype as load_dtype
+  return np.dtype(load_dtype(dtype))  # the loader's: an unsupported dtype is its error
+
+
 def _itemsize(dtype: str) -> int:
-  if dtype not in DTYPES:
-    raise ValueJaxError(f"dtype {dtype!r} is not supported", "dtype", f"use one of {', '.join(DTYPES)}")
-  return 4 if dtype == "float32" else 2
-
-
-def _np_dtype(dtype: str):
-  _itemsize(dtype)
-  if dtype == "bfloat16":
-    import ml_dtypes
-    return np.dtype(ml_dtypes.bfloat16)
-  return np.dtype(np.float32)
+  return _np_dtype(dtype).itemsize
 
 
 def read_model_config(path: str) -> ModelConfig:
   """The ModelConfig of a `config.json` file, or of a model folder holding one (no weights are read)."""
-  file = os.path.join(path, "config.json") if os.path.isdir(path) else path
-  if not os.path.isfile(file):
-    raise ValueJaxError("no such file" if not os.path.isdir(path) else "folder has no config.json", path,
-                        "pass a model's config.json, or the folder that holds it")
-  try:
-    with open(file, encoding="utf-8") as f:
-      hf = json.load(f)
-  except json.JSONDecodeError as e:
-    raise ValueJaxError(f"invalid JSON: {e.msg}", f"{file}:{e.lineno}:{e.colno}",
-                        "pass a model's config.json") from None
-  except UnicodeDecodeError:
-    raise ValueJaxError("not a text file", file, "pass a model's config.json") from None
-  if not isinstance(hf, dict):
-    raise ValueJaxError("config.json does not hold a JSON object", file, "pass a model's config.json")
-  try:
-    return ModelConfig.from_hf(hf)
-  except ValueJaxError as e:
-    raise ValueJaxError(e.what, file + (f" ({e.where})" if e.where else ""), e.fix) from None
-  except (KeyError, TypeError) as e:
-    what = f"no field {e.args[0]!r}" if isinstance(e, KeyError) else f"a field of the wrong type ({e})"
-    raise ValueJaxError(f"config.json has {what} (model_type {hf.get('model_type')!r})", file,
-                        "pass the config.json a model was saved with (save_pretrained)") from None
+  from valuejax.models.loading import model_config, read_hf_config
+  return model_config(read_hf_config(path), path)
 
 
 def abstract_params(cfg: ModelConfig, dtype: str = "float32") -> dict:

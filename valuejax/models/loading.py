@@ -140,28 +140,34 @@ def _np_dtype(dtype: Any):
 # --- HF folders ----------------------------------------------------------------------------------------
 
 
-def read_hf_config(folder: str) -> dict:
-  path = os.path.join(folder, "config.json")
-  if not os.path.isfile(path):
-    raise ValueJaxError("folder has no config.json", where=folder, fix=_accepted_forms())
+def read_hf_config(path: str) -> dict:
+  """The fields of a model's `config.json`: the file itself, or the folder that holds it."""
+  file = os.path.join(path, "config.json") if os.path.isdir(path) else path
+  if not os.path.isfile(file):
+    raise ValueJaxError("folder has no config.json" if os.path.isdir(path) else "no such file", where=path,
+                        fix=_accepted_forms())
   try:
-    with open(path, encoding="utf-8") as f:
+    with open(file, encoding="utf-8") as f:
       hf = json.load(f)
   except json.JSONDecodeError as e:
-    raise ValueJaxError(f"invalid JSON: {e.msg}", where=f"{path}:{e.lineno}:{e.colno}",
+    raise ValueJaxError(f"invalid JSON: {e.msg}", where=f"{file}:{e.lineno}:{e.colno}",
                         fix="repair config.json or re-save the model with save_pretrained") from None
+  except UnicodeDecodeError:
+    raise ValueJaxError("not a text file", where=file, fix="pass a model's config.json") from None
   if not isinstance(hf, dict):
-    raise ValueJaxError("config.json does not hold a JSON object", where=path)
+    raise ValueJaxError("config.json does not hold a JSON object", where=file)
   return hf
 
 
-def _model_config(hf: dict, path: str) -> ModelConfig:
+def model_config(hf: dict, path: str) -> ModelConfig:
+  """The ModelConfig of config.json fields `hf` read from `path` (named in the errors)."""
   try:
     return ModelConfig.from_hf(hf)
   except ValueJaxError as e:
     raise ValueJaxError(e.what, where=f"{path}" + (f" ({e.where})" if e.where else ""), fix=e.fix) from None
-  except KeyError as e:
-    raise ValueJaxError(f"config.json has no field {e.args[0]!r} (model_type {hf.get('model_type')!r})",
+  except (KeyError, TypeError) as e:
+    what = f"no field {e.args[0]!r}" if isinstance(e, KeyError) else f"a field of the wrong type ({e})"
+    raise ValueJaxError(f"config.json has {what} (model_type {hf.get('model_type')!r})",
                         where=path, fix="re-save the model with save_pretrained") from None
 
 
@@ -171,7 +177,7 @@ def _load_folder(folder: str, np_dtype) -> Model:
   from valuejax.models.convert import params_from_hf
   folder = os.path.abspath(folder)
   hf = read_hf_config(folder)
-  cfg = _model_config(hf, os.path.join(folder, "config.json"))
+  cfg = model_config(hf, os.path.join(folder, "config.json"))
   # the tokenizer's imports and parsing overlap with the weight copies, which release the GIL
   with concurrent.futures.ThreadPoolExecutor(1) as pool:
     tokenizer = pool.submit(load_tokenizer, folder)
