@@ -39,8 +39,7 @@ def _run(config: mlc.ConfigDict, wd: Workdir, force: bool, model):
                       repetition_penalty=r.repetition_penalty,
                       temperature=r.temperature, top_p=r.top_p, seed=config.seed,
                       mesh=runtime.mesh(config))
-  _check_prompt_lengths(config, recorder, prompts)
-  n_batches = len(recorder.batches(prompts))
+  n_batches = len(_batches(config, recorder, prompts))
   logging.info("record: %d prompts in %d groups (%s), %d batches of %d, mode %s", len(prompts), len(groups),
                ", ".join(groups), n_batches, r.batch_size, r.mode)
   ckpt_dir = wd.path(layout.RECORD_CHECKPOINTS)
@@ -70,21 +69,21 @@ def _run(config: mlc.ConfigDict, wd: Workdir, force: bool, model):
   return state, n_batches
 
 
-def _check_prompt_lengths(config: mlc.ConfigDict, recorder, prompts) -> None:
-  """A prompt longer than the recorder takes is named by its item and by the config entry that chose the data
-  (the engine's own error names a parameter of its Python API, which no config sets)."""
-  from valuejax.engine.record import encode_prompt
-  limit = recorder.max_prompt_tokens
-  for p in prompts:
-    n = len(encode_prompt(recorder.model.tokenizer, p, recorder.bos))
-    if n > limit:
-      data = ", ".join(f"data.{k} = {config.data[k]!r}" for k in ("framework", "cvoice_activation")
-                       if config.data.get(k))
-      raise ValueJaxError(
-          f"the recording prompt of item '{p.item_id}' (group '{p.group}', template '{p.template}') is {n} "
-          f"tokens long; the record stage takes prompts of at most {limit} tokens", data or "the run's data",
-          f"shorten that item's text in the data files (or remove the item), or set data.framework to data "
-          "whose items are shorter; the limit is not a config entry")
+def _batches(config: mlc.ConfigDict, recorder, prompts):
+  """The recorder's batches; a prompt longer than it takes is named by its item and by the config entry that
+  chose the data (the engine's own error names a parameter of its Python API, which no config sets)."""
+  from valuejax.engine.record import PromptTooLong
+  try:
+    return recorder.batches(prompts)
+  except PromptTooLong as e:
+    p = e.prompt
+    data = ", ".join(f"data.{k} = {config.data[k]!r}" for k in ("framework", "cvoice_activation")
+                     if config.data.get(k))
+    raise ValueJaxError(
+        f"the recording prompt of item '{p.item_id}' (group '{p.group}', template '{p.template}') is {e.tokens} "
+        f"tokens long; the record stage takes prompts of at most {e.limit} tokens", data or "the run's data",
+        f"shorten that item's text in the data files (or remove the item), or set data.framework to data "
+        "whose items are shorter; the limit is not a config entry") from None
 
 
 def _duration(seconds: float) -> str:

@@ -68,6 +68,16 @@ def encode_prompt(tokenizer, prompt: Prompt, bos_token_id: int | None = None) ->
   return ids
 
 
+class PromptTooLong(ValueJaxError):
+  """A prompt over the Recorder's `max_prompt_tokens`; carries the prompt, its length and the limit, so a
+  caller can say which of its own settings chose it."""
+
+  def __init__(self, prompt: Prompt, tokens: int, limit: int):
+    super().__init__(f"prompt {prompt.id!r} has {tokens} tokens, more than max_prompt_tokens {limit}",
+                     fix="shorten it or raise max_prompt_tokens")
+    self.prompt, self.tokens, self.limit = prompt, tokens, limit
+
+
 class Recorder:
   """Accumulates statistics of generated (or teacher-forced) tokens for named groups of prompts."""
 
@@ -107,8 +117,7 @@ class Recorder:
                             fix=f"groups: {', '.join(self.groups)}")
       ids = encode_prompt(self.model.tokenizer, p, self.bos)
       if len(ids) > self.max_prompt_tokens:
-        raise ValueJaxError(f"prompt {p.id!r} has {len(ids)} tokens, more than max_prompt_tokens "
-                            f"{self.max_prompt_tokens}", fix="shorten it or raise max_prompt_tokens")
+        raise PromptTooLong(p, len(ids), self.max_prompt_tokens)
       out.append(ids)
     return out
 
