@@ -77,8 +77,8 @@ def base_config(method: str) -> mlc.ConfigDict:
   c.method = method
   c.model = "smollm2-135m-instruct"  # a registered name, a Hugging Face folder or a .gguf file
   # The one layout the weights are held in: "stacked" (layers on axis 0; one compiled layer body), "decode"
-  # (unrolled, fused, transposed: faster decoding on a CPU) or "auto" (on a CPU decode while generating and
-  # stacked while scoring, converted in place between stages; stacked on accelerators).
+  # (unrolled, fused, transposed: faster decoding on a CPU) or "auto" (on a CPU decode for stages that
+  # generate and stacked for stages that score, converted in place between stages; stacked on accelerators).
   c.layout = "auto"
   # The weights' dtype: "float32", or "bfloat16" (statistics, norms and softmax stay float32).
   c.dtype = "float32"

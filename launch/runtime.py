@@ -62,8 +62,13 @@ def _load(spec: str, dtype: str):
   return model
 
 
-# What each stage mostly does: generate (record, steer) or score many edits at once (intervene).
-GENERATING = ("record", "steer")
+def _generates(config: mlc.ConfigDict, stage: str) -> bool:
+  """Whether the stage's work is mostly generation: record and steer, and intervene with a metric that
+  generates its answers (choice_protocol); otherwise it scores many edits at once."""
+  if stage == "intervene":
+    from valuejax import metrics
+    return metrics.METRICS.get(config.intervene.metric).generates
+  return stage in ("record", "steer")
 
 
 def stage_layout(config: mlc.ConfigDict, stage: str) -> str:
@@ -76,7 +81,7 @@ def stage_layout(config: mlc.ConfigDict, stage: str) -> str:
   layout = config.get("layout", "auto")
   if layout != "auto":
     return layout
-  return "decode" if jax.default_backend() == "cpu" and stage in GENERATING else "stacked"
+  return "decode" if jax.default_backend() == "cpu" and _generates(config, stage) else "stacked"
 
 
 def load_model(config: mlc.ConfigDict, stage: str = "record", model=None):

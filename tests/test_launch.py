@@ -248,3 +248,17 @@ def test_each_stage_holds_the_weights_in_its_layout(tiny_model, tmp_path):
   proc = _ok(_launch("launch.run", *_smoke_args(tiny_model, wd)))
   assert "record: weights in the decode layout" in proc.stderr
   assert "intervene: weights in the stacked layout (converted in" in proc.stderr
+
+
+def test_auto_layout_follows_what_the_stage_does():
+  """On a CPU: decode for generating (record, steer, an intervene stage whose metric generates), stacked for
+  scoring; an explicit layout wins."""
+  from configs import common
+  from launch.runtime import stage_layout
+  c = common.base_config("valuelocate")
+  c.intervene.metric = "forced_choice"
+  assert [stage_layout(c, s) for s in ("record", "intervene", "steer")] == ["decode", "stacked", "decode"]
+  c.intervene.metric = "choice_protocol"
+  assert stage_layout(c, "intervene") == "decode"
+  c.layout = "stacked"
+  assert stage_layout(c, "record") == "stacked"

@@ -23,8 +23,8 @@ from valuejax.engine.stats import DeviceStats, device_stats, make_reducer
 from valuejax.errors import ValueJaxError
 from valuejax.models.config import ModelConfig
 from valuejax.models.edit import NeuronEdit
-from valuejax.models.forward import (KVCache, default_layout, forward, forward_cached, layout_of, params_dtype,
-                                     positions_from_mask, rope_tables)
+from valuejax.models.forward import (KVCache, forward, forward_cached, params_dtype, positions_from_mask,
+                                     rope_tables)
 
 log = logging.getLogger("valuejax")
 
@@ -392,9 +392,6 @@ class Generator:
     batch_buckets: a batch of n rows runs as the smallest bucket >= n (beyond the largest: a multiple of
     it), the rest empty rows; None runs every batch as it is (one compile per batch size)."""
     self.params = params
-    if layout_of(params) != default_layout():
-      log.info("decoding from the %s layout; on this backend the %s layout is faster "
-               "(model.relayout(%r))", layout_of(params), default_layout(), default_layout())
     self.share_prefix = share_prefix
     if segments is not None and segments < 1:
       raise ValueJaxError(f"segments must be at least 1, got {segments}")

@@ -38,6 +38,7 @@ class Metric:
   description = ""
   effect_of = "value orientation"  # what the metric measures, in the words of the report's headline
   worse = "less"  # the direction a model that got worse at the unit's items moves the metric
+  generates = False  # whether scoring generates answers (then the intervene stage decodes, see launch/runtime.py)
 
   def check(self, config: mlc.ConfigDict, method: Any) -> None:
     """Raises when the method cannot give this metric items (before any model runs)."""

@@ -24,6 +24,7 @@ class ProtocolItem:
 @METRICS.register("choice_protocol")
 class ChoiceProtocol(Metric):
   name = "choice_protocol"
+  generates = True
   description = ("support (0-1) for the value-aligned option stated in a generated 'Option A: x% Option B: y%' "
                  "verdict (ValueExploration's protocol); effects over items parsed before and after")
 
