@@ -8,7 +8,7 @@ is 1,204 bytes per neuron and group, about 66 GB for Llama-3-70B's 80 x 28,672 n
 "compact": 32 bins, for a v95 estimate at about 1/9 of the memory. Bin 0 holds a <= 0, then 30 bins with
 geometric edges from 0.02 to 6.0 (each about 22% wider than the one before it) and an overflow bin above
 6.0. A quantile interpolated inside a bin is off by at most the bin's width, 22% of its value, and by much
-less where a bin holds many tokens (see tests/test_engine.py for the measured agreement with "full").
+less where a bin holds many tokens (tests/test_scale.py holds it to the "full" histogram's v95).
 """
 
 import numpy as np

@@ -104,15 +104,16 @@ def unstack_layers(params: dict, parts: int | None = None, *, donate: bool = Fal
   transposed, [out, in] as `kernel_t`: a few rows times such a matrix streams each output's weights
   contiguously, which XLA's CPU matmul runs 10-20% faster at 8-32 rows (and no slower at thousands).
   With parts > 1 (default: `default_parts()`), `kernel_t` is a tuple of row blocks, each its own matmul,
-  and the unembedding matrix likewise (`unembed_t`, [V, d] in blocks, a copy of the tied embedding or
-  replacing `lm_head`): on a CPU the blocks run on different cores. Fusing q/k/v and gate/up halves the
+  and the unembedding matrix likewise (`unembed_t`, [V, d] in blocks replacing `lm_head`; a tied embedding
+  is itself cut into blocks, which the lookup and the unembedding both read): on a CPU the blocks run on
+  different cores. Fusing q/k/v and gate/up halves the
   number of matmuls per layer and balances the blocks (the small k and v products otherwise ran one after
   another on one core): SmolLM2 decoding 132 -> 147 tok/s at batch 8, 271 -> 292 tok/s at batch 32.
 
   The result is a second copy of the weights. With `donate=True` each stacked array is deleted as soon as
   its layers are copied out, so the conversion never holds much more than one copy, and `params` must not
-  be used afterwards (see `Model.relayout`, which replaces the model's params this way). A tied embedding
-  is shared, not deleted.
+  be used afterwards (see `Model.relayout`, which replaces the model's params this way). Leaves the layout
+  keeps as they are (norms; the embedding with parts = 1) are shared, not deleted.
   """
   layers = params["layers"]
   if isinstance(layers, (list, tuple)):
@@ -200,12 +201,16 @@ def stack_layers(params: dict, cfg: ModelConfig, *, donate: bool = False) -> dic
     a.delete()
   out = {k: v for k, v in params.items() if k not in ("layers", "unembed_t")}
   out["layers"] = stacked
-  for key, whole in (("unembed_t", lambda w: _kernel({"kernel_t": w})), ("embed", _rows)):
-    if isinstance(params.get(key), (tuple, list)) or key == "unembed_t" and key in params:
-      out["lm_head" if key == "unembed_t" else key] = whole(params[key])
-      if donate:
-        for a in jax.tree.leaves(params[key]):
-          a.delete()
+  replaced = []
+  if "unembed_t" in params:  # the untied head, [V, d] (in blocks): lm_head [d, V] again
+    out["lm_head"] = _kernel({"kernel_t": params["unembed_t"]})
+    replaced.append(params["unembed_t"])
+  if isinstance(params["embed"], (tuple, list)):  # a tied embedding in blocks: whole again
+    out["embed"] = _rows(params["embed"])
+    replaced.append(params["embed"])
+  if donate:
+    for a in jax.tree.leaves(replaced):
+      a.delete()
   return out
 
 
@@ -232,8 +237,9 @@ def relayout(params: dict, cfg: ModelConfig, layout: str, parts: int | None = No
 
 
 def default_layout() -> str:
-  """"decode" on the CPU backend, where unrolled layers decode and score faster (see `unstack_layers`);
-  "stacked" on accelerators, where one compiled layer body keeps compiles short."""
+  """The layout to generate from: "decode" on the CPU backend, where unrolled layers decode faster (see
+  `unstack_layers`); "stacked" on accelerators, where one compiled layer body keeps compiles short. (Scoring
+  many vmapped edits is faster over stacked layers even on a CPU: see launch/runtime.py's stage_layout.)"""
   return "decode" if jax.default_backend() == "cpu" else "stacked"
 
 
