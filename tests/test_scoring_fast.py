@@ -91,18 +91,14 @@ def test_one_token_continuations_need_no_continuation_pass(tiny):
   np.testing.assert_array_equal(got[2].sum_logprob, got[0].sum_logprob)
 
 
-def test_stochastic_edits(tiny):
-  """keep_prob < 1: whole-row edits draw exactly as one at a time; cached ones draw over the continuation
-  block, so they are checked for reproducibility and independence from the rest of the stack."""
+@pytest.mark.parametrize("scope", ["generated", "all"])
+def test_stochastic_edits(tiny, scope):
+  """keep_prob < 1: each pass draws over its own block (prompt, continuation) rather than one whole row, so
+  the draws are checked for reproducibility and independence from the rest of the stack."""
   cfg, params, tok = tiny
   shape, plus, minus = _sets(cfg)
-  sto = vi.steering(plus, minus, 2.0, keep_prob=0.9, seed=5, name="stochastic")
-  sure = vi.steering(plus, minus, 2.0, keep_prob=1.0, seed=5, name="sure")
-  sto_all = dataclasses.replace(sto, scope="all")
-  want_all = ve.continuation_logprobs(params, cfg, tok, PROMPTS, CONTS, sto_all, batch_size=4).sum_logprob
-  got_all = ve.continuation_logprobs_many(params, cfg, tok, PROMPTS, CONTS, [None, sto_all], batch_size=4)
-  np.testing.assert_allclose(got_all[1].sum_logprob, want_all, rtol=0, atol=ATOL)
-
+  sto = dataclasses.replace(vi.steering(plus, minus, 2.0, keep_prob=0.9, seed=5, name="stochastic"), scope=scope)
+  sure = dataclasses.replace(vi.steering(plus, minus, 2.0, keep_prob=1.0, seed=5, name="sure"), scope=scope)
   run = lambda edits, chunk: ve.continuation_logprobs_many(params, cfg, tok, PROMPTS, CONTS, edits,
                                                            batch_size=4, chunk=chunk)
   a = run([sto], 1)[0].sum_logprob
@@ -157,3 +153,15 @@ def test_errors(tiny):
     ve.continuation_logprobs_many(params, cfg, tok, ["w1"], [""], [None])
   with pytest.raises(ValueJaxError, match="different shapes"):
     ve.continuation_logprobs_many(params, cfg, tok, PROMPTS, CONTS, [None, vi.baseline((2, 3))])
+
+
+def test_one_prompt_for_many_rows(tiny):
+  """Rows that share a prompt (a forced choice's two options, a language's texts after one prefix) run the
+  prompt once per edit, also when its rows fill more than one batch."""
+  cfg, params, tok = tiny
+  edits = _deterministic_edits(cfg)
+  prompts = ["w1 w2 w3"] * 5 + ["w10 w11", "w10 w11"]
+  conts = CONTS[:5] + [" w70 w71", " w72"]
+  want = _one_by_one(cfg, params, tok, edits, prompts=prompts, conts=conts)
+  got = ve.continuation_logprobs_many(params, cfg, tok, prompts, conts, edits, batch_size=4, chunk=4)
+  np.testing.assert_allclose(np.stack([g.sum_logprob for g in got]), want, rtol=0, atol=ATOL)

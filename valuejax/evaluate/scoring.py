@@ -147,38 +147,60 @@ def _sum_target_logprobs(params, cfg, hidden, targets, mask):
   return jnp.where(mask, tok, 0.0).sum(1)
 
 
-def _whole_rows_under_edit(params, cfg, batch, neurons, edit_mask):
-  """One edit over prompt + continuation rows (run_edits' per-edit function), as _continuation_batch."""
-  from valuejax.models.forward import forward
-  ids = batch["input_ids"]
-  hidden, _ = forward(params, cfg, ids, batch["attention_mask"], edit=neurons, edit_mask=edit_mask, logits="hidden")
-  return _sum_target_logprobs(params, cfg, hidden[:, :-1], ids[:, 1:], batch["is_generated"][:, 1:])
-
-
-@functools.partial(jax.jit, static_argnums=(1, 5))
-def _prefill_prompts(params, cfg, ids, attn, first, n_cont):
-  """Left-padded prompts into a float32 cache with `n_cont` free slots after them (float32 holds any
-  compute dtype exactly, so cached keys equal recomputed ones). Also returns log p(first continuation
-  token): it is read off the last prompt position, which no edit of the generated tokens reaches."""
+def _prompt_cache(params, cfg, ids, attn, neurons=None, edit_mask=None):
+  """Left-padded prompts [P, t] into a float32 cache of exactly their t slots (float32 holds any compute
+  dtype exactly, so cached keys equal recomputed ones), and the logits after each prompt's last token [P, V]."""
   from valuejax.models.forward import KVCache, forward_cached, layout_of, positions_from_mask
   b, t = ids.shape
-  cache = KVCache.zeros(cfg, b, t + n_cont, jnp.float32, per_layer=layout_of(params) == "decode")
+  cache = KVCache.zeros(cfg, b, t, jnp.float32, per_layer=layout_of(params) == "decode")
   last, _, cache = forward_cached(params, cfg, ids, positions_from_mask(attn), cache, jnp.zeros((), jnp.int32),
-                                  attn, logits="last", prefill=True)
-  last = last.astype(jnp.float32)
+                                  attn, edit=neurons, edit_mask=edit_mask, logits="last", prefill=True)
+  return cache, last.astype(jnp.float32)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _prefill_prompts(params, cfg, ids, attn, first):
+  """The prompts' cache, shared by every edit that leaves the prompt alone, and log p(first continuation
+  token): it is read off the last prompt position, which no such edit reaches."""
+  cache, last = _prompt_cache(params, cfg, ids, attn)
   return cache, jnp.take_along_axis(last, first[:, None], -1)[:, 0] - jax.nn.logsumexp(last, -1)
 
 
-def _continuation_under_edit(params, cfg, batch, neurons, edit_mask):
-  """One edit over the continuation tokens only, on top of the prompts' cache (run_edits' per-edit
-  function). The new keys go into this edit's copy of the cache; the prompts' entries are only read."""
-  from valuejax.models.forward import KVCache, forward_cached
+def _continuations(params, cfg, prompts, batch, neurons, edit_mask):
+  """Continuation rows on top of their prompts' cache `prompts` (one cache row per continuation row),
+  which is only read: the new keys go into a cache of the continuation's own slots, so no edit copies the
+  prompts' cache. Returns the summed log p of each row's targets [R]."""
+  from valuejax.models.forward import KVCache, forward_cached, layout_of
   ids = batch["input_ids"]
-  cache = KVCache(batch["cache_k"], batch["cache_v"])  # stacked or per layer, as the params' layout
-  start = jnp.asarray(cache.slots - ids.shape[1], jnp.int32)
-  hidden, _, _ = forward_cached(params, cfg, ids, batch["positions"], cache, start, batch["kv_valid"], edit=neurons,
-                                edit_mask=edit_mask, logits="hidden")
+  r, c = ids.shape
+  own = KVCache.zeros(cfg, r, c, jnp.float32, per_layer=layout_of(params) == "decode")
+  hidden, _, _ = forward_cached(params, cfg, ids, batch["positions"], own, jnp.asarray(prompts.slots, jnp.int32),
+                                batch["kv_valid"], edit=neurons, edit_mask=edit_mask, logits="hidden", prefill=True,
+                                past=(prompts,))
   return _sum_target_logprobs(params, cfg, hidden, batch["targets"], batch["attention_mask"])
+
+
+def _continuation_under_edit(params, cfg, batch, neurons, edit_mask):
+  """One edit over the continuation tokens only, on top of the prompts' unedited cache (run_edits'
+  per-edit function)."""
+  from valuejax.models.forward import KVCache
+  return _continuations(params, cfg, KVCache(batch["cache_k"], batch["cache_v"]), batch, neurons, edit_mask)
+
+
+def _rows_under_edit(params, cfg, batch, neurons, edit_mask):
+  """One edit over its own pass of the prompts and then the continuations on top of it (run_edits' per-edit
+  function, for edits that reach the prompt): each distinct prompt runs once per edit, however many
+  continuations follow it. Returns log p of each continuation row [R]."""
+  rp, first = batch["row_prompt"], batch["first"]
+  # The prompt pass draws its keep mask (keep_prob < 1) from a key of its own, not the continuation's.
+  key = jax.random.key_data(jax.random.fold_in(jax.random.wrap_key_data(neurons.key), 1))
+  cache, last = _prompt_cache(params, cfg, batch["prompt_ids"], batch["prompt_mask"], neurons._replace(key=key),
+                              batch["prompt_edit_mask"])
+  total = last[rp, first] - jax.nn.logsumexp(last, -1)[rp]
+  if batch["input_ids"].shape[1]:  # else every continuation is one token, scored from the prompt
+    rows = jax.tree.map(lambda x: jnp.take(x, rp, axis=-3), cache)  # [.., KV, B, ..]: B is axis -3
+    total = total + _continuations(params, cfg, rows, batch, neurons, edit_mask)
+  return total
 
 
 def _leaves_prompt_alone(edit: Edit) -> bool:
@@ -198,14 +220,15 @@ def continuation_logprobs_many(params: Any, cfg: Any, tokenizer: Any, prompts: S
   Edits that leave the prompt alone (scope "generated", and identity edits such as the baseline) share the
   prompts: those run once into a key/value cache, and each edit runs only the continuation tokens on top
   of it, so an extra edit costs its continuation, not the prompt again. Edits of scope "all" or "prompt"
-  run whole rows. Both paths vmap the edits `chunk` at a time (valuejax.intervene.run_edits), so one
-  compiled function serves any number of edits. `buckets` pad the prompts (whole rows for edits that
-  reach the prompt); continuations pad to a multiple of 8 tokens.
+  run each distinct prompt once per edit (the two options of a forced choice share it) and the
+  continuations on top of that edit's cache. Either way the output layer runs on the scored tokens only.
+  Both paths vmap the edits `chunk` at a time (valuejax.intervene.run_edits), so one compiled function
+  serves any number of edits. `buckets` pad the prompts; continuations pad to a multiple of 8 tokens.
 
   Deterministic edits give continuation_logprobs' numbers up to float rounding. An edit with keep_prob < 1
-  draws its keep mask over the shape of the pass it runs in, which in the cached path is the continuation
-  block rather than the whole padded row: the draws are other ones from the same distribution, seeded and
-  reproducible in both paths (in neither is a draw tied to an item: the row layout follows the batching).
+  draws its keep mask over the shape of each pass it runs in (the prompt block, the continuation block)
+  rather than over one whole padded row: the draws are other ones from the same distribution, seeded and
+  reproducible (in neither path is a draw tied to an item: the row layout follows the batching).
   """
   edits = list(edits)
   if not edits:
@@ -229,28 +252,23 @@ def continuation_logprobs_many(params: Any, cfg: Any, tokenizer: Any, prompts: S
     groups.setdefault("cached" if _leaves_prompt_alone(e) else e.scope, []).append(k)
   for key, members in groups.items():
     stacked = Edit.stack([resolved[k] for k in members])
-    run = _score_cached if key == "cached" else _score_whole_rows
+    run = _score_cached if key == "cached" else _score_edited_prompts
     sums[members] = run(params, cfg, p_rows, c_rows, stacked, batch_size, buckets, chunk)
   counts = np.asarray([len(c) for c in c_rows], np.int64)
   return [ContinuationScores(row, counts.copy()) for row in sums]
 
 
-def _score_whole_rows(params, cfg, p_rows, c_rows, edits, batch_size, buckets, chunk) -> np.ndarray:
-  rows = [p + c for p, c in zip(p_rows, c_rows)]
-  out = np.zeros((len(edits), len(rows)), np.float64)
-  for idx in _batches([len(r) for r in rows], batch_size):
-    length = bucket_length(max(len(rows[i]) for i in idx), buckets)
-    # A short last batch runs as the next batch bucket, not as batch_size rows: every row costs a full
-    # forward per edit here.
-    ids, attn = pack_rows([rows[i] for i in idx], pad_id=0, length=length,
-                          batch=min(batch_size, bucket(len(idx), BATCH_BUCKETS)), fill="first")
-    target = attn.copy()
-    for j, i in enumerate(idx):
-      target[j, :len(p_rows[i])] = False
-    s = run_edits(_whole_rows_under_edit, params, cfg,
-                  {"input_ids": ids, "attention_mask": attn, "is_generated": target}, edits, chunk=chunk)
-    out[:, idx] = np.asarray(s)[:, :len(idx)]
-  return out
+def _continuation_block(p_rows, c_rows, rows, n_prompt_slots, prompt_mask):
+  """The continuation rows `rows` laid out after their prompts' `n_prompt_slots` slots: inputs (each
+  continuation but its last token), targets (all but its first), positions that go on from each row's own
+  prompt length, and the valid slots of prompt + continuation. `prompt_mask` [len(rows), slots]."""
+  c_len = -(-(max(len(c_rows[i]) for i in rows) - 1) // _CONT_MULTIPLE) * _CONT_MULTIPLE
+  cont, cmask = pack_rows([c_rows[i][:-1] for i in rows], pad_id=0, length=c_len)
+  targets, _ = pack_rows([c_rows[i][1:] for i in rows], pad_id=0, length=c_len)
+  n_prompt = np.asarray([len(p_rows[i]) for i in rows], np.int32)
+  return {"input_ids": cont, "attention_mask": cmask, "is_generated": cmask, "targets": targets,
+          "positions": n_prompt[:, None] + np.arange(c_len, dtype=np.int32)[None],
+          "kv_valid": np.concatenate([prompt_mask, cmask], 1)}
 
 
 def _score_cached(params, cfg, p_rows, c_rows, edits, batch_size, buckets, chunk) -> np.ndarray:
@@ -258,24 +276,44 @@ def _score_cached(params, cfg, p_rows, c_rows, edits, batch_size, buckets, chunk
   # Grouped by continuation length: that is the part every edit pays for.
   for idx in _batches([len(c) for c in c_rows], batch_size):
     p_len = bucket_length(max(len(p_rows[i]) for i in idx), buckets)
-    c_len = -(-(max(len(c_rows[i]) for i in idx) - 1) // _CONT_MULTIPLE) * _CONT_MULTIPLE
-    # Prompts are left-padded so that every row's continuation starts in slot p_len; its positions go on
-    # from the row's own prompt length. Missing rows repeat the first (their outputs are dropped).
-    rows = list(idx) + [idx[0]] * (batch_size - len(idx))
+    # Prompts are left-padded so that every row's continuation starts in slot p_len. A short batch runs as
+    # the next batch bucket; its missing rows repeat the first (their outputs are dropped).
+    rows = list(idx) + [idx[0]] * (bucket(len(idx), BATCH_BUCKETS) - len(idx))
     ids, attn = pack_rows([p_rows[i] for i in rows], pad_id=0, length=p_len, side="left")
-    cont, cmask = pack_rows([c_rows[i][:-1] for i in rows], pad_id=0, length=c_len)
-    targets, _ = pack_rows([c_rows[i][1:] for i in rows], pad_id=0, length=c_len)
     first = np.asarray([c_rows[i][0] for i in rows], np.int32)
-    n_prompt = np.asarray([len(p_rows[i]) for i in rows], np.int32)
-    cache, lp_first = _prefill_prompts(params, cfg, ids, attn, first, c_len)
+    cache, lp_first = _prefill_prompts(params, cfg, ids, attn, first)
     total = lp_first[None]
-    if c_len:  # else every continuation is one token, fully scored from the prompt
-      batch = {"input_ids": cont, "attention_mask": cmask, "is_generated": cmask, "targets": targets,
-               "positions": n_prompt[:, None] + np.arange(c_len, dtype=np.int32)[None],
-               "kv_valid": np.concatenate([attn, cmask], 1), "cache_k": cache.k, "cache_v": cache.v}
-      rest = run_edits(_continuation_under_edit, params, cfg, batch, edits, chunk=chunk)
-      total = total + rest
-    out[:, idx] = np.broadcast_to(np.asarray(total, np.float64), (len(edits), batch_size))[:, :len(idx)]
+    batch = _continuation_block(p_rows, c_rows, rows, p_len, attn)
+    if batch["input_ids"].shape[1]:  # else every continuation is one token, fully scored from the prompt
+      batch.update(cache_k=cache.k, cache_v=cache.v)
+      total = total + run_edits(_continuation_under_edit, params, cfg, batch, edits, chunk=chunk)
+    out[:, idx] = np.broadcast_to(np.asarray(total, np.float64), (len(edits), len(rows)))[:, :len(idx)]
+  return out
+
+
+def _score_edited_prompts(params, cfg, p_rows, c_rows, edits, batch_size, buckets, chunk) -> np.ndarray:
+  out = np.zeros((len(edits), len(p_rows)), np.float64)
+  keys = [tuple(p) for p in p_rows]
+  # Rows in order of prompt length, rows of one prompt together, then by continuation length; batches of
+  # at most batch_size continuation rows, each with the distinct prompts its rows follow.
+  order = sorted(range(len(p_rows)), key=lambda i: (len(p_rows[i]), keys[i], len(c_rows[i])))
+  for start in range(0, len(order), batch_size):
+    idx = order[start:start + batch_size]
+    distinct = list(dict.fromkeys(keys[i] for i in idx))
+    slot = {k: j for j, k in enumerate(distinct)}
+    p_len = bucket_length(max(len(k) for k in distinct), buckets)
+    # Short batches run as the next batch bucket: every row costs a forward per edit here. Missing prompts
+    # and rows repeat the first (their outputs are dropped).
+    ids, attn = pack_rows(distinct, pad_id=0, length=p_len, batch=bucket(len(distinct), BATCH_BUCKETS),
+                          side="left", fill="first")
+    rows = list(idx) + [idx[0]] * (bucket(len(idx), BATCH_BUCKETS) - len(idx))
+    rp = np.asarray([slot[keys[i]] for i in rows], np.int32)
+    batch = _continuation_block(p_rows, c_rows, rows, p_len, attn[rp])
+    batch.update(prompt_ids=ids, prompt_mask=attn, row_prompt=rp,
+                 prompt_edit_mask=edit_mask_for(edits.scope, attn, np.zeros_like(attn)),
+                 first=np.asarray([c_rows[i][0] for i in rows], np.int32))
+    s = run_edits(_rows_under_edit, params, cfg, batch, edits, chunk=chunk)
+    out[:, idx] = np.asarray(s)[:, :len(idx)]
   return out
 
 
