@@ -44,7 +44,9 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
   arg = common.parse_arg(arg, smoke=False, primary=99, explore=0, tokens=128, lang="en")
   if arg.smoke:
     common.preset(arg, primary=3, explore=2, tokens=6)
-  base = f"smoke,lang={arg.lang},values={'+'.join(PRIMARY_VALUES)}" if arg.smoke else f"lang={arg.lang}"
+  # smoke: the primary values and one exploratory value.
+  smoke_values = PRIMARY_VALUES + tuple(v for v in VALUES if v not in PRIMARY_VALUES)[:1]
+  base = f"smoke,lang={arg.lang},values={'+'.join(smoke_values)}" if arg.smoke else f"lang={arg.lang}"
   c = valueexploration.get_config(base)
   c.positive_control = "" if arg.smoke else "languages.py:demo"
 

@@ -56,3 +56,25 @@ def test_a_grid_point_of_an_unlocated_size_is_refused(tiny_model, tmp_path):  # 
   proc = _launch("launch.run", "--config=configs/study.py:smoke", f"--workdir={tmp_path}",
                  f"--config.model={tiny_model}", "--config.locate.sizes=('0.01',)")
   assert proc.returncode == 2 and "not located: 0.001" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_valueexploration_study_declares_its_primary_values(tiny_model, tmp_path):  # noqa: F811
+  """configs/study_ve.py: the seeded primary values' two directions get the primary controls and form the
+  pooled primary test; the other value's edits are exploratory with their own (fewer) controls."""
+  from configs import study_ve
+  assert study_ve.PRIMARY_VALUES == tuple(sorted(__import__("random").Random(study_ve.PRIMARY_SEED)
+                                                 .sample(study_ve.VALUES, 2)))
+  wd = str(tmp_path / "ve")
+  _ok(_launch("launch.run", "--config=configs/study_ve.py:smoke", f"--workdir={wd}", f"--config.model={tiny_model}"))
+  with open(os.path.join(wd, "intervene", "metrics.json"), encoding="utf-8") as f:
+    metrics = json.load(f)
+  by_pair = {p["pair"]: p["effects"] for p in metrics["pairs"]}
+  other = [v for v in by_pair if v not in study_ve.PRIMARY_VALUES]
+  assert sorted(by_pair) == sorted(study_ve.PRIMARY_VALUES + tuple(other)) and len(other) == 1
+  for v in study_ve.PRIMARY_VALUES:
+    assert len(by_pair[v]) == 2 and all(len(e["control_effects"]) == 3 for e in by_pair[v])
+  assert all(len(e["control_effects"]) == 2 for e in by_pair[other[0]])
+  pt = metrics["primary"]
+  assert pt["test"] == "pooled" and len(pt["edits"]) == 4 and pt["result"]["n_controls"] == 3
+  assert all(e.split(",")[0] in study_ve.PRIMARY_VALUES for e in pt["edits"])
+  assert f"of {', '.join(study_ve.PRIMARY_VALUES)}" in pt["declared"]
