@@ -14,6 +14,7 @@ import ml_collections as mlc
 
 
 _COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+_CACHE_SAVED_EVENT = "/jax/compilation_cache/compile_time_saved_sec"
 _listening = False
 
 
@@ -21,12 +22,45 @@ def _log_compile(event: str, seconds: float, **kw) -> None:
   # Sub-second compiles are jax's own small helpers (casts, slices); they would drown the few that matter.
   if event == _COMPILE_EVENT and seconds >= 0.5:
     logging.info("compiled %s in %.1f s", kw.get("fun_name", "a function"), seconds)
+  elif event == _CACHE_SAVED_EVENT and seconds >= 0.5:
+    logging.info("read a compiled program back from the compilation cache (%.1f s of compiling saved)", seconds)
+
+
+def compilation_cache_dir() -> str | None:
+  """Where compiled programs persist between runs: `$VALUEJAX_COMPILATION_CACHE` ("off" turns the cache
+  off), else jax's own `JAX_COMPILATION_CACHE_DIR` when set, else `<model cache>/xla/<machine>` (the model
+  cache is `$VALUEJAX_CACHE` or ~/.cache/valuejax). The machine part keeps programs compiled for one CPU's
+  instruction set away from another's, e.g. on a shared home directory."""
+  import hashlib
+  import os
+  import platform
+  import jax
+  chosen = os.environ.get("VALUEJAX_COMPILATION_CACHE", "")
+  if chosen.lower() == "off":
+    return None
+  if chosen:
+    return os.path.expanduser(chosen)
+  if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+    return os.environ["JAX_COMPILATION_CACHE_DIR"]
+  flags = ""
+  try:
+    with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+      flags = next((line for line in f if line.startswith(("flags", "Features"))), "")
+  except OSError:
+    pass
+  tag = hashlib.sha1(f"{platform.machine()} {flags} {jax.__version__}".encode()).hexdigest()[:12]
+  root = os.environ.get("VALUEJAX_CACHE") or os.path.join("~", ".cache", "valuejax")
+  return os.path.join(os.path.expanduser(root), "xla", f"{platform.machine()}-{tag}")
 
 
 def setup(config: mlc.ConfigDict) -> None:
-  """Logs each XLA compilation that takes 0.5 s or more, with its duration (one line each)."""
+  """Logs each XLA compilation that takes 0.5 s or more, with its duration (one line each), and keeps
+  compiled programs on disk (see compilation_cache_dir): a second run of the same shapes skips compiling."""
   import jax
   global _listening
+  cache = compilation_cache_dir()
+  if cache and jax.config.jax_compilation_cache_dir != cache:
+    jax.config.update("jax_compilation_cache_dir", cache)
   if config.log_compiles and not _listening:
     jax.monitoring.register_event_duration_secs_listener(_log_compile)
     _listening = True
@@ -34,8 +68,8 @@ def setup(config: mlc.ConfigDict) -> None:
   # Orbax narrates every save step at INFO; its warnings and errors still come through.
   logging.get_absl_handler().addFilter(
       lambda r: r.levelno >= pylogging.WARNING or "orbax" not in r.pathname)
-  logging.info("jax %s on %d %s device(s), %d process(es)", jax.__version__, jax.device_count(),
-               jax.devices()[0].platform, jax.process_count())
+  logging.info("jax %s on %d %s device(s), %d process(es); compilation cache: %s", jax.__version__,
+               jax.device_count(), jax.devices()[0].platform, jax.process_count(), cache or "off")
 
 
 def mesh(config: mlc.ConfigDict):

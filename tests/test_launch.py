@@ -262,3 +262,23 @@ def test_auto_layout_follows_what_the_stage_does():
   assert stage_layout(c, "intervene") == "decode"
   c.layout = "stacked"
   assert stage_layout(c, "record") == "stacked"
+
+
+def test_a_second_run_reads_its_programs_from_the_compilation_cache(tiny_model, tmp_path):
+  """Compiled programs persist in the compilation cache: the same run again compiles nothing it compiled
+  before, and VALUEJAX_COMPILATION_CACHE=off keeps nothing."""
+  cache = tmp_path / "xla"
+  env = dict(os.environ, PYTHONUNBUFFERED="1", VALUEJAX_COMPILATION_CACHE=str(cache),
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.3")
+  run = lambda wd, **extra: subprocess.run(
+      [sys.executable, "-m", "launch.record", *_smoke_args(tiny_model, str(tmp_path / wd))], cwd=REPO,
+      env={**env, **extra}, capture_output=True, text=True, timeout=600)
+  first = _ok(run("a"))
+  assert f"compilation cache: {cache}" in first.stderr
+  compiled = first.stderr.count("] compiled jit(")
+  assert compiled and any(cache.iterdir())
+  second = _ok(run("b"))
+  assert second.stderr.count("] compiled jit(") < compiled
+  assert "read a compiled program back from the compilation cache" in second.stderr
+  off = _ok(run("c", VALUEJAX_COMPILATION_CACHE="off"))
+  assert "compilation cache: off" in off.stderr and off.stderr.count("] compiled jit(") >= compiled
