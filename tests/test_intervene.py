@@ -370,8 +370,14 @@ def test_run_edits_traces_once_for_any_count_and_matches_one_by_one():
   TRACES.clear()
   out3 = vi.run_edits(_edited_acts, params, L, batch, base, chunk=4)
   out5 = vi.run_edits(_edited_acts, params, L, batch, edits5, chunk=4)
-  assert len(TRACES) == 1, "3 and 5 edits must share one trace"
-  assert out3.shape == (3, L, 2, 5) and out5.shape == (5, L, 2, 5)
+  out9 = vi.run_edits(_edited_acts, params, L, batch, edits5 + base + [located], chunk=4)
+  assert len(TRACES) == 1, "3, 5 and 9 edits must share one trace"
+  assert out3.shape == (3, L, 2, 5) and out5.shape == (5, L, 2, 5) and out9.shape == (9, L, 2, 5)
+  np.testing.assert_array_equal(out9[:5], out5)
+  # Fewer edits than a chunk run as the next power of two: one edit pads nothing (one trace more).
+  out1 = vi.run_edits(_edited_acts, params, L, batch, base[:1], chunk=4)
+  assert len(TRACES) == 2 and out1.shape == (1, L, 2, 5)
+  np.testing.assert_array_equal(out1, out3[:1])
   one_edit = jax.jit(_edited_acts, static_argnums=1)
   for i, e in enumerate(edits5):
     one = one_edit(params, L, batch, e.neurons, e.mask_for(batch["attention_mask"]))

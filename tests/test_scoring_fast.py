@@ -136,7 +136,7 @@ def test_one_trace_for_any_number_of_edits(tiny):
   from valuejax.intervene.batch import _compiled
   cfg, params, tok = tiny
   edits = _deterministic_edits(cfg)[:6]  # all leave the prompt alone
-  ve.continuation_logprobs_many(params, cfg, tok, PROMPTS, CONTS, edits[:2], batch_size=8, chunk=4)
+  ve.continuation_logprobs_many(params, cfg, tok, PROMPTS, CONTS, edits[:3], batch_size=8, chunk=4)
   f = _compiled(scoring._continuation_under_edit)
   traced = f._cache_size()
   ve.continuation_logprobs_many(params, cfg, tok, PROMPTS, CONTS, edits, batch_size=8, chunk=4)

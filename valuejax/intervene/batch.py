@@ -1,5 +1,5 @@
-"""Many edits, one compiled function: edits are vmapped in fixed-size chunks, so the located set, its
-reverse, any number of random controls and the baseline all run through a single trace.
+"""Many edits, few compiled functions: edits are vmapped in fixed-size chunks, so the located set, its
+reverse, any number of random controls and the baseline run through one trace per chunk size.
 """
 
 from __future__ import annotations
@@ -31,8 +31,10 @@ def run_edits(fn: EditFn, params: Any, cfg: Any, batch: Mapping[str, jax.Array],
 
   `batch` holds "input_ids" [B, T] and optionally "attention_mask" and "is_generated" [B, T]; the edit mask
   for the batch's scope is built from them and passed to `fn`. Edits are vmapped `chunk` at a time and the
-  last chunk is padded with identity edits, so the shapes `fn` sees never depend on the number of edits:
-  one trace per (fn, cfg, shapes) for 1, 3 or 50 edits. `chunk` bounds memory (chunk x one forward).
+  last chunk is padded with identity edits, so the shapes `fn` sees barely depend on the number of edits:
+  fewer edits than `chunk` run as the next power of two (3 edits as 4, not as 8 with 5 of them wasted), so
+  (fn, cfg, shapes) trace at most once per power of two up to `chunk`, whether 9 or 50 edits run. `chunk`
+  bounds memory (chunk x one forward).
   """
   if not isinstance(edits, EditBatch):
     edits = Edit.stack(edits)
@@ -43,6 +45,7 @@ def run_edits(fn: EditFn, params: Any, cfg: Any, batch: Mapping[str, jax.Array],
   edit_mask = edit_mask_for(edits.scope, batch.get("attention_mask"), batch.get("is_generated"),
                             shape=tuple(batch["input_ids"].shape))
   n = len(edits)
+  chunk = min(chunk, 1 << (n - 1).bit_length())  # the smallest power of two >= n, at most chunk
   padded = edits.pad_to(-(-n // chunk) * chunk)
   f = _compiled(fn)
   outs = []
