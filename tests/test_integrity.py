@@ -571,3 +571,23 @@ def test_entries_added_to_the_config_at_their_old_values_keep_finished_runs_vali
   assert fingerprint(c, "record") != fingerprint(old, "record")
   c.dtype, c.record.hist_bins = "float32", "compact"
   assert fingerprint(c, "record") != fingerprint(old, "record")
+
+
+def test_the_recorded_commit_is_the_one_the_process_started_with(monkeypatch):
+  """config.json names the code that ran: a commit made in the checkout while a long run goes on (its later
+  stages rewrite config.json) is not recorded as that run's code."""
+  import subprocess as sp
+  from valuejax.workdir import state
+  heads = iter(["a" * 40, "b" * 40])
+
+  def fake_run(cmd, **kw):
+    out = next(heads) if cmd[:2] == ["git", "rev-parse"] else ""
+    return sp.CompletedProcess(cmd, 0, stdout=out + "\n", stderr="")
+
+  state.git_commit.cache_clear()
+  monkeypatch.setattr(state.subprocess, "run", fake_run)
+  try:
+    assert state.git_commit() == "a" * 40
+    assert state.git_commit() == "a" * 40  # HEAD moved to b..., the run's code did not
+  finally:
+    state.git_commit.cache_clear()

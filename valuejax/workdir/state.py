@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import hashlib
 import json
 import os
@@ -228,8 +229,11 @@ class Timer:
     self.seconds = time.perf_counter() - self.start
 
 
+@functools.lru_cache(maxsize=1)
 def git_commit() -> str | None:
-  """The commit of the code that ran (with '+dirty' when the tree has changes), or None outside git."""
+  """The commit of the code that ran (with '+dirty' when the tree has changes), or None outside git: read
+  once per process, at its first stage, so that commits made while a long run goes on are not recorded as
+  the code that ran it."""
   repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   try:
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
