@@ -5,6 +5,7 @@ Tiny random HF models are built with torch here; torch is the reference only, ne
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -440,10 +441,20 @@ def test_gguf_cache_is_reused_and_invalidated(llama_gguf, tmp_path, monkeypatch)
   second = load_model(str(path), cache_dir=str(cache))
   assert len(calls) == 1  # nothing re-dequantized
   np.testing.assert_array_equal(np.asarray(first.params["lm_head"]), np.asarray(second.params["lm_head"]))
-  # a changed source file is a new cache entry
+  # The same file elsewhere (a new virtual environment's copy of a package), or touched, is the same entry.
+  moved = tmp_path / "elsewhere" / os.path.basename(path)
+  moved.parent.mkdir()
+  shutil.copyfile(path, moved)
   st = os.stat(path)
   os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
-  third = load_model(str(path), cache_dir=str(cache))
+  for p in (moved, path):
+    assert load_model(str(p), cache_dir=str(cache)).source == entry
+  assert len(calls) == 1
+  # A changed file (one byte of the last tensor's data) is a new cache entry.
+  data = bytearray(moved.read_bytes())
+  data[-1] ^= 0x01
+  moved.write_bytes(bytes(data))
+  third = load_model(str(moved), cache_dir=str(cache))
   assert len(calls) == 2 and third.source != first.source
 
 
@@ -481,7 +492,7 @@ def test_failed_conversion_leaves_no_entry(llama_gguf, tmp_path, monkeypatch):
   monkeypatch.setattr(loading, "write_json", broken)
   with pytest.raises(RuntimeError):
     load_model(str(path), cache_dir=str(cache))
-  assert [p for p in os.listdir(cache) if not p.endswith(".lock")] == []
+  assert [p for p in os.listdir(cache) if not p.endswith(".lock") and p != loading._DIGESTS] == []  # no conversion left
 
 
 def _tiny_gemma3():
@@ -699,7 +710,7 @@ def test_gguf_with_undequantizable_type_fails_before_any_work(tmp_path, monkeypa
   assert str(path) in msg and "'blk.0.attn_v.weight'" in msg and "Q8_1" in msg, msg
   assert "attn_q" not in msg and "re-quantize" in msg and "safetensors" in msg, msg
   assert dequantized == []  # the type check comes before the first (earlier, supported) tensor
-  assert [p for p in os.listdir(cache) if not p.endswith(".lock")] == []
+  assert [p for p in os.listdir(cache) if not p.endswith(".lock") and p != loading._DIGESTS] == []  # no conversion left
 
 
 def test_bad_dtype(tmp_path):

@@ -281,21 +281,49 @@ def cache_entry(root: str, stem: str, source: dict) -> str:
   return os.path.join(root, f"{stem}-{key}")
 
 
-def _gguf_source(gguf_path: str) -> dict:
+_DIGESTS = "gguf_digests.json"  # under the cache root: {"path|size|mtime_ns": sha256 of the file}
+
+
+def _gguf_source(gguf_path: str, root: str) -> dict:
+  """The file's identity: its content (sha256) and size. The digest is kept per (path, size, mtime), so a
+  file is read through once; the same file at another path (a new virtual environment's copy of a
+  package) finds the same cache entry instead of a new conversion of its own."""
   real = os.path.realpath(gguf_path)
   st = os.stat(real)
-  return {"path": real, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+  memo_path = os.path.join(root, _DIGESTS)
+  stamp = f"{real}|{st.st_size}|{st.st_mtime_ns}"
+  try:
+    with open(memo_path, encoding="utf-8") as f:
+      memo = json.load(f)
+  except (OSError, ValueError):
+    memo = {}
+  digest = memo.get(stamp) if isinstance(memo, dict) else None
+  if not digest:
+    h = hashlib.sha256()
+    with open(real, "rb") as f:
+      for block in iter(lambda: f.read(1 << 22), b""):
+        h.update(block)
+    digest = h.hexdigest()
+    memo = {**(memo if isinstance(memo, dict) else {}), stamp: digest}
+    try:
+      os.makedirs(root, exist_ok=True)
+      write_json(memo_path, memo)
+    except OSError:
+      pass  # a read-only cache still works; the file is hashed again next time
+  return {"path": real, "size": st.st_size, "sha256": digest}
 
 
 def gguf_cache_entry(gguf_path: str, root: str) -> str:
-  """Where the conversion of this version of `gguf_path` lives (or will live) under `root`."""
-  source = _gguf_source(gguf_path)
-  return cache_entry(root, os.path.splitext(os.path.basename(source["path"]))[0], source)
+  """Where the conversion of this version of `gguf_path` lives (or will live) under `root`: one entry per
+  file content, wherever the file lies."""
+  source = _gguf_source(gguf_path, root)
+  key = {k: source[k] for k in ("size", "sha256")}
+  return cache_entry(root, os.path.splitext(os.path.basename(source["path"]))[0], key)
 
 
 def gguf_cache_folder(gguf_path: str, root: str) -> str:
   """The cache folder of a GGUF file, converted now if no finished entry exists for this file version."""
-  source = _gguf_source(gguf_path)
+  source = _gguf_source(gguf_path, root)
   entry = gguf_cache_entry(gguf_path, root)
   if _entry_complete(entry):
     return entry
