@@ -284,48 +284,63 @@ def cache_entry(root: str, stem: str, source: dict) -> str:
 _DIGESTS = "gguf_digests.json"  # under the cache root: {"path|size|mtime_ns": sha256 of the file}
 
 
-def _gguf_source(gguf_path: str, root: str) -> dict:
-  """The file's identity: its content (sha256) and size. The digest is kept per (path, size, mtime), so a
-  file is read through once; the same file at another path (a new virtual environment's copy of a
-  package) finds the same cache entry instead of a new conversion of its own."""
-  real = os.path.realpath(gguf_path)
+def _stamp(real: str) -> str:
   st = os.stat(real)
-  memo_path = os.path.join(root, _DIGESTS)
-  stamp = f"{real}|{st.st_size}|{st.st_mtime_ns}"
+  return f"{real}|{st.st_size}|{st.st_mtime_ns}"
+
+
+def _digests(root: str) -> dict:
   try:
-    with open(memo_path, encoding="utf-8") as f:
+    with open(os.path.join(root, _DIGESTS), encoding="utf-8") as f:
       memo = json.load(f)
   except (OSError, ValueError):
-    memo = {}
-  digest = memo.get(stamp) if isinstance(memo, dict) else None
+    return {}
+  return memo if isinstance(memo, dict) else {}
+
+
+def _gguf_source(gguf_path: str, root: str) -> dict:
+  """The file's identity: its content (sha256) and size. Once a conversion exists the digest is kept per
+  (path, size, mtime) (see _remember), so a file is read through once; the same file at another path (a new
+  virtual environment's copy of a package) finds the same cache entry instead of a conversion of its own."""
+  real = os.path.realpath(gguf_path)
+  digest = _digests(root).get(_stamp(real))
   if not digest:
     h = hashlib.sha256()
     with open(real, "rb") as f:
       for block in iter(lambda: f.read(1 << 22), b""):
         h.update(block)
     digest = h.hexdigest()
-    memo = {**(memo if isinstance(memo, dict) else {}), stamp: digest}
+  return {"path": real, "size": os.path.getsize(real), "sha256": digest}
+
+
+def _remember(root: str, source: dict) -> None:
+  """Keeps the digest of a file whose conversion exists (a failed load leaves nothing in the cache)."""
+  stamp = _stamp(source["path"])
+  memo = _digests(root)
+  if memo.get(stamp) != source["sha256"]:
     try:
-      os.makedirs(root, exist_ok=True)
-      write_json(memo_path, memo)
+      write_json(os.path.join(root, _DIGESTS), {**memo, stamp: source["sha256"]})
     except OSError:
       pass  # a read-only cache still works; the file is hashed again next time
-  return {"path": real, "size": st.st_size, "sha256": digest}
+
+
+def _gguf_entry(root: str, source: dict) -> str:
+  key = {k: source[k] for k in ("size", "sha256")}
+  return cache_entry(root, os.path.splitext(os.path.basename(source["path"]))[0], key)
 
 
 def gguf_cache_entry(gguf_path: str, root: str) -> str:
   """Where the conversion of this version of `gguf_path` lives (or will live) under `root`: one entry per
   file content, wherever the file lies."""
-  source = _gguf_source(gguf_path, root)
-  key = {k: source[k] for k in ("size", "sha256")}
-  return cache_entry(root, os.path.splitext(os.path.basename(source["path"]))[0], key)
+  return _gguf_entry(root, _gguf_source(gguf_path, root))
 
 
 def gguf_cache_folder(gguf_path: str, root: str) -> str:
   """The cache folder of a GGUF file, converted now if no finished entry exists for this file version."""
   source = _gguf_source(gguf_path, root)
-  entry = gguf_cache_entry(gguf_path, root)
+  entry = _gguf_entry(root, source)
   if _entry_complete(entry):
+    _remember(root, source)
     return entry
   with _conversion_lock(entry):
     if not _entry_complete(entry):
@@ -337,6 +352,7 @@ def gguf_cache_folder(gguf_path: str, root: str) -> str:
         except (IndexError, KeyError, ValueError, TypeError, EOFError, OverflowError, MemoryError) as e:
           raise ValueJaxError(f"the GGUF file does not parse ({type(e).__name__}: {e})", where=gguf_path,
                               fix="download it again (it may be truncated or damaged)") from None
+  _remember(root, source)
   return entry
 
 
