@@ -222,8 +222,8 @@ def continuation_logprobs_many(params: Any, cfg: Any, tokenizer: Any, prompts: S
   of it, so an extra edit costs its continuation, not the prompt again. Edits of scope "all" or "prompt"
   run each distinct prompt once per edit (the two options of a forced choice share it) and the
   continuations on top of that edit's cache. Either way the output layer runs on the scored tokens only.
-  Both paths vmap the edits `chunk` at a time (valuejax.intervene.run_edits), so one compiled function
-  serves any number of edits. `buckets` pad the prompts; continuations pad to a multiple of 8 tokens.
+  Both paths vmap the edits `chunk` at a time (valuejax.intervene.run_edits), so a few compiled functions
+  (one per power of two up to `chunk`) serve any number of edits. `buckets` pad the prompts; continuations pad to a multiple of 8 tokens.
 
   Deterministic edits give continuation_logprobs' numbers up to float rounding. An edit with keep_prob < 1
   draws its keep mask over the shape of each pass it runs in (the prompt block, the continuation block)
