@@ -284,11 +284,6 @@ def cache_entry(root: str, stem: str, source: dict) -> str:
 _DIGESTS = "gguf_digests.json"  # under the cache root: {"path|size|mtime_ns": sha256 of the file}
 
 
-def _stamp(real: str) -> str:
-  st = os.stat(real)
-  return f"{real}|{st.st_size}|{st.st_mtime_ns}"
-
-
 def _digests(root: str) -> dict:
   try:
     with open(os.path.join(root, _DIGESTS), encoding="utf-8") as f:
@@ -298,30 +293,32 @@ def _digests(root: str) -> dict:
   return memo if isinstance(memo, dict) else {}
 
 
-def _gguf_source(gguf_path: str, root: str) -> dict:
-  """The file's identity: its content (sha256) and size. Once a conversion exists the digest is kept per
-  (path, size, mtime) (see _remember), so a file is read through once; the same file at another path (a new
-  virtual environment's copy of a package) finds the same cache entry instead of a conversion of its own."""
+def _gguf_source(gguf_path: str, root: str) -> tuple[dict, str | None]:
+  """The file's identity, its content (sha256) and size, and the stamp under which to remember its digest
+  (None when the memo already holds it). Once a conversion exists the digest is kept per (path, size, mtime)
+  (see _remember), so a file is read through once; the same file at another path (a new virtual environment's
+  copy of a package) finds the same cache entry instead of a conversion of its own."""
   real = os.path.realpath(gguf_path)
-  digest = _digests(root).get(_stamp(real))
-  if not digest:
-    h = hashlib.sha256()
-    with open(real, "rb") as f:
-      for block in iter(lambda: f.read(1 << 22), b""):
-        h.update(block)
-    digest = h.hexdigest()
-  return {"path": real, "size": os.path.getsize(real), "sha256": digest}
+  st = os.stat(real)
+  stamp = f"{real}|{st.st_size}|{st.st_mtime_ns}"
+  digest = _digests(root).get(stamp)
+  if digest:
+    return {"path": real, "size": st.st_size, "sha256": digest}, None
+  h = hashlib.sha256()
+  with open(real, "rb") as f:
+    for block in iter(lambda: f.read(1 << 22), b""):
+      h.update(block)
+  return {"path": real, "size": st.st_size, "sha256": h.hexdigest()}, stamp
 
 
-def _remember(root: str, source: dict) -> None:
+def _remember(root: str, source: dict, stamp: str | None) -> None:
   """Keeps the digest of a file whose conversion exists (a failed load leaves nothing in the cache)."""
-  stamp = _stamp(source["path"])
-  memo = _digests(root)
-  if memo.get(stamp) != source["sha256"]:
-    try:
-      write_json(os.path.join(root, _DIGESTS), {**memo, stamp: source["sha256"]})
-    except OSError:
-      pass  # a read-only cache still works; the file is hashed again next time
+  if stamp is None:
+    return  # the memo holds it already
+  try:
+    write_json(os.path.join(root, _DIGESTS), {**_digests(root), stamp: source["sha256"]})
+  except OSError:
+    pass  # a read-only cache still works; the file is hashed again next time
 
 
 def _gguf_entry(root: str, source: dict) -> str:
@@ -332,15 +329,15 @@ def _gguf_entry(root: str, source: dict) -> str:
 def gguf_cache_entry(gguf_path: str, root: str) -> str:
   """Where the conversion of this version of `gguf_path` lives (or will live) under `root`: one entry per
   file content, wherever the file lies."""
-  return _gguf_entry(root, _gguf_source(gguf_path, root))
+  return _gguf_entry(root, _gguf_source(gguf_path, root)[0])
 
 
 def gguf_cache_folder(gguf_path: str, root: str) -> str:
   """The cache folder of a GGUF file, converted now if no finished entry exists for this file version."""
-  source = _gguf_source(gguf_path, root)
+  source, stamp = _gguf_source(gguf_path, root)
   entry = _gguf_entry(root, source)
   if _entry_complete(entry):
-    _remember(root, source)
+    _remember(root, source, stamp)
     return entry
   with _conversion_lock(entry):
     if not _entry_complete(entry):
@@ -352,7 +349,7 @@ def gguf_cache_folder(gguf_path: str, root: str) -> str:
         except (IndexError, KeyError, ValueError, TypeError, EOFError, OverflowError, MemoryError) as e:
           raise ValueJaxError(f"the GGUF file does not parse ({type(e).__name__}: {e})", where=gguf_path,
                               fix="download it again (it may be truncated or damaged)") from None
-  _remember(root, source)
+  _remember(root, source, stamp)
   return entry
 
 
