@@ -27,3 +27,19 @@ def test_engine_benchmark_reports_every_row(tmp_path):
   gen = res["rows"][0]
   assert gen["floor_tok_s"] > 0 and gen["ceiling_tok_s"] > 0 and gen["prompt_pass_s"] > 0
   assert [n for n, _ in res["rss_mib"]] == [2, 4, 8] and res["peak_rss_mib"] > 0
+
+
+def test_scoring_benchmark_times_both_sides_on_the_same_scores(tmp_path):
+  path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "bench_scoring.py"
+  spec = importlib.util.spec_from_file_location("bench_scoring", path)
+  bench = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(bench)
+  out = tmp_path / "scoring.json"
+  assert bench.main(["--items", "2", "--edits", "3", "--repeats", "1", "--batch", "4", "--json", str(out)]) == 0
+  res = json.loads(out.read_text())
+  assert res["items"] == 2 and res["edits"] == 3 and res["scope"] == "all"
+  assert res["peer_s_per_edit"] > 0 and res["valuejax_s_per_edit"] > 0
+  assert res["ratio"] == pytest.approx(res["peer_s_per_edit"] / res["valuejax_s_per_edit"])
+  # the hooks and valuejax score the same edits: P(aligned) = sigmoid(difference of two means of float32
+  # log-probabilities), each good to ~1e-5, and the sigmoid's slope is at most 1/4
+  assert res["max_abs_diff"] < 1e-4
