@@ -573,21 +573,25 @@ def test_entries_added_to_the_config_at_their_old_values_keep_finished_runs_vali
   assert fingerprint(c, "record") != fingerprint(old, "record")
 
 
-def test_the_recorded_commit_is_the_one_the_process_started_with(monkeypatch):
-  """config.json names the code that ran: a commit made in the checkout while a long run goes on (its later
-  stages rewrite config.json) is not recorded as that run's code."""
+def test_the_recorded_commit_is_the_one_the_process_started_with(monkeypatch, tmp_path):
+  """config.json names the code that ran: a commit made in the checkout while a long run's first stage goes
+  on (config.json is first written when that stage ends) is not recorded as that run's code."""
   import subprocess as sp
+
+  import ml_collections
   from valuejax.workdir import state
-  heads = iter(["a" * 40, "b" * 40])
+  head = ["a" * 40]
 
   def fake_run(cmd, **kw):
-    out = next(heads) if cmd[:2] == ["git", "rev-parse"] else ""
+    out = head[0] if cmd[:2] == ["git", "rev-parse"] else ""
     return sp.CompletedProcess(cmd, 0, stdout=out + "\n", stderr="")
 
   state.git_commit.cache_clear()
   monkeypatch.setattr(state.subprocess, "run", fake_run)
   try:
-    assert state.git_commit() == "a" * 40
-    assert state.git_commit() == "a" * 40  # HEAD moved to b..., the run's code did not
+    wd = state.Workdir(str(tmp_path / "run"), ml_collections.ConfigDict({"model": "m"}))  # the run starts
+    head[0] = "b" * 40  # a commit lands while its first stage runs
+    wd.write_config()  # the first stage ends
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["git_commit"] == "a" * 40
   finally:
     state.git_commit.cache_clear()

@@ -72,6 +72,7 @@ class Workdir:
     # and locate's prerequisite) is hashed once.
     self._digests: dict[tuple[str, int, int], str] = {}
     if self.writer:
+      git_commit()  # the code this process started with, before a long first stage lets HEAD move
       try:
         os.makedirs(self.root, exist_ok=True)
       except OSError as e:
@@ -232,8 +233,8 @@ class Timer:
 @functools.lru_cache(maxsize=1)
 def git_commit() -> str | None:
   """The commit of the code that ran (with '+dirty' when the tree has changes), or None outside git: read
-  once per process, at its first stage, so that commits made while a long run goes on are not recorded as
-  the code that ran it."""
+  once per process, when its first workdir opens (before any stage runs), so that commits made while a
+  long run goes on are not recorded as the code that ran it."""
   repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   try:
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
