@@ -33,6 +33,7 @@ test: $(VENV)/.test
 
 bench: $(VENV)/.test
 	$(PY) benchmarks/bench_engine.py
+	$(PY) benchmarks/bench_scoring.py
 
 clean:
 	rm -rf $(VENV) runs
