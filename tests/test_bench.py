@@ -1,4 +1,4 @@
-"""The engine benchmark runs end to end on the real default model (tiny sizes) and reports every row."""
+"""The benchmarks run end to end on the real default model, at tiny sizes, and report what they measure."""
 
 import importlib.util
 import json
@@ -9,11 +9,16 @@ import pytest
 pytestmark = pytest.mark.real_model
 
 
-def test_engine_benchmark_reports_every_row(tmp_path):
-  path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "bench_engine.py"
-  spec = importlib.util.spec_from_file_location("bench_engine", path)
+def _benchmark(name: str):
+  path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+  spec = importlib.util.spec_from_file_location(name, path)
   bench = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(bench)
+  return bench
+
+
+def test_engine_benchmark_reports_every_row(tmp_path):
+  bench = _benchmark("bench_engine")
   out = tmp_path / "bench.json"
   assert bench.main(["--batches", "4", "--new", "3", "--repeats", "1", "--tf-batch", "2", "--tf-len", "16",
                      "--rss-prompts", "2", "--json", str(out)]) == 0
@@ -30,10 +35,7 @@ def test_engine_benchmark_reports_every_row(tmp_path):
 
 
 def test_scoring_benchmark_times_both_sides_on_the_same_scores(tmp_path):
-  path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "bench_scoring.py"
-  spec = importlib.util.spec_from_file_location("bench_scoring", path)
-  bench = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(bench)
+  bench = _benchmark("bench_scoring")
   out = tmp_path / "scoring.json"
   assert bench.main(["--items", "2", "--edits", "3", "--repeats", "1", "--batch", "4", "--json", str(out)]) == 0
   res = json.loads(out.read_text())
