@@ -12,6 +12,7 @@ from typing import Any, Sequence
 
 from valuejax import io as vio
 from valuejax.errors import ValueJaxError
+from valuejax.evaluate.stats import holm
 from valuejax.report import markdown
 from valuejax.report.verdict import pooled_label, verdict
 from valuejax.workdir import layout
@@ -28,6 +29,32 @@ def _primary_cell(metrics: dict[str, Any] | None) -> str:
             f"p = {res['p_value']:.3g} ({res['n_controls']} replicates)")
   return "; ".join(f"{r['edit']}: {r['mean']:+.3g} [{r['ci_low']:+.3g}, {r['ci_high']:+.3g}], Holm p = "
                    f"{r['adjusted_p']:.3g}{' (significant)' if r['significant'] else ''}" for r in res)
+
+
+def _primary_tests(slug: str, metrics: dict[str, Any] | None) -> list[tuple[str, float, float]]:
+  """(name, p, CI low in the predicted direction) of each primary test of one run."""
+  pt = (metrics or {}).get("primary") or {}
+  res = pt.get("result")
+  if not res:
+    return []
+  if pt["test"] == "pooled":
+    return [(slug, res["p_value"], res["ci_low"])] if res.get("p_value") is not None else []
+  return [(f"{slug}: {r['edit']}", r["p_value"], r["ci_low"]) for r in res if r.get("p_value") is not None]
+
+
+def family_line(tests: Sequence[tuple[str, float, float]], alpha: float) -> str:
+  """The page's primary tests read as one family: Holm-adjusted p over all of them, and which survive (adjusted
+  p <= alpha with the CI in the predicted direction, the runs' own rule). Empty for fewer than two tests."""
+  if len(tests) < 2:
+    return ""
+  adjusted = holm([p for _, p, _ in tests])
+  survive = [name for (name, _, low), a in zip(tests, adjusted) if a <= alpha and low > 0]
+  cells = "; ".join(f"{name} {p:.3g} -> {a:.3g}" for (name, p, _), a in zip(tests, adjusted))
+  verdict = (f"{len(survive)} of {len(tests)} survive ({', '.join(survive)})" if survive
+             else f"none of the {len(tests)} survives")
+  return (f"**The page's {len(tests)} primary tests as one family** (each run declares its own at alpha "
+          f"{alpha:g}; read together, they are corrected together): Holm-adjusted p: {cells}. At a family-wise "
+          f"alpha of {alpha:g}, {verdict}.")
 
 
 def _control_cell(root: str) -> str:
@@ -75,7 +102,7 @@ def write_results(workdirs: Sequence[str], out: str, title: str, command: str) -
            "(config.json, metrics.json, timings.json); nothing on this page is typed by hand.", "",
            "| run | model | method | primary test | positive control (same model) | time (s) | peak RSS (MiB) |",
            "|---|---|---|---|---|---:|---:|"]
-  sections = []
+  sections, family, alphas = [], [], set()
   for w in workdirs:
     root = os.path.abspath(w)
     slug = os.path.basename(root.rstrip(os.sep))
@@ -83,9 +110,12 @@ def write_results(workdirs: Sequence[str], out: str, title: str, command: str) -
     c = cfg.get("config", {})
     seconds, rss = _totals(layout.read(root, layout.TIMINGS) or {})
     metrics = layout.read(root, layout.METRICS)
+    family += _primary_tests(slug, metrics)
+    alphas.add(c.get("intervene", {}).get("alpha", 0.05))
     lines.append(f"| {slug} | `{c.get('model')}` | {c.get('method')} | {_primary_cell(metrics)} | "
                  f"{_control_cell(root)} | {seconds:.0f} | {'' if rss is None else f'{rss:.0f}'} |")
     sections += ["", f"## {slug}", "", f"Reproduce: `{cfg.get('command') or 'unknown'}` (code at git commit "
                  f"`{cfg.get('git_commit') or 'unknown'}`).", "", *_embedded(root, slug, out_dir)]
-  vio.write_text(out, "\n".join(lines + sections).rstrip() + "\n")
+  line = family_line(family, min(alphas, default=0.05))
+  vio.write_text(out, "\n".join(lines + (["", line] if line else []) + sections).rstrip() + "\n")
   return out
