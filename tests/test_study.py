@@ -85,7 +85,8 @@ def test_a_results_page_corrects_its_runs_primary_tests_as_one_family():
   # Holm over three tests: 0.01 x 3 = 0.03, then max(0.03, 0.04 x 2) = 0.08, then max(0.08, 0.5) = 0.5
   line = family_line([("a", 0.04, 0.001), ("b", 0.01, 0.002), ("c", 0.5, -0.1)], alpha=0.05)
   assert "a 0.04 -> 0.08; b 0.01 -> 0.03; c 0.5 -> 0.5" in line
-  assert "1 of 3 survive (b)" in line
+  assert "1 of 3 survives (b)" in line
+  assert "2 of 2 survive (a, b)" in family_line([("a", 0.01, 0.1), ("b", 0.02, 0.1)], alpha=0.05)
   # significant p with the CI across 0 does not survive (the runs' own rule); one run is no family
   assert "none of the 2 survives" in family_line([("a", 0.01, -0.01), ("b", 0.01, -0.02)], alpha=0.05)
   assert family_line([("a", 0.01, 0.1)], alpha=0.05) == ""

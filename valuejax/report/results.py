@@ -50,7 +50,7 @@ def family_line(tests: Sequence[tuple[str, float, float]], alpha: float) -> str:
   adjusted = holm([p for _, p, _ in tests])
   survive = [name for (name, _, low), a in zip(tests, adjusted) if a <= alpha and low > 0]
   cells = "; ".join(f"{name} {p:.3g} -> {a:.3g}" for (name, p, _), a in zip(tests, adjusted))
-  verdict = (f"{len(survive)} of {len(tests)} survive ({', '.join(survive)})" if survive
+  verdict = (f"{len(survive)} of {len(tests)} {'survives' if len(survive) == 1 else 'survive'} ({', '.join(survive)})" if survive
              else f"none of the {len(tests)} survives")
   return (f"**The page's {len(tests)} primary tests as one family** (each run declares its own at alpha "
           f"{alpha:g}; read together, they are corrected together): Holm-adjusted p: {cells}. At a family-wise "
