@@ -3,7 +3,7 @@ model's choices in value dilemmas further than random neurons of the same per-la
 and language records once, locates once and scores every edit and control in the same compiled calls.
 
   python -m launch.sweep --config=configs/study_ve.py --workdir=runs/study_ve     # 2 models x 2 languages
-  python -m launch.results --workdirs=runs/study_ve/model=smollm2-135m-instruct_lang=en,... \
+  python -m launch.results --workdirs=runs/study_ve/lang=en_model=smollm2-135m-instruct,... \
       --out=docs/results/study_ve.md --title="ValueExploration study"
 
 Everything the conclusion rests on is fixed here, before any score exists:
