@@ -455,6 +455,7 @@ def test_primary_family_is_the_declared_edits_and_holm_runs_over_it_alone():
   assert out["edits"] == ["x, e1", "x, e2"]  # not the other gamma, not the edit without controls
   np.testing.assert_allclose([r["adjusted_p"] for r in out["result"]], holm([0.01, 0.02]))
   assert [r["significant"] for r in out["result"]] == [True, True]
+  assert [r["toward"] for r in out["result"]] == [True, True]
   assert "Holm" in out["declared"] and "exploratory" in out["declared"]
   config.intervene.primary_test = "pooled"
   pooled = primary(config, results)["result"]

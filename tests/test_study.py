@@ -83,10 +83,18 @@ def test_valueexploration_study_declares_its_primary_values(tiny_model, tmp_path
 def test_a_results_page_corrects_its_runs_primary_tests_as_one_family():
   from valuejax.report.results import family_line
   # Holm over three tests: 0.01 x 3 = 0.03, then max(0.03, 0.04 x 2) = 0.08, then max(0.08, 0.5) = 0.5
-  line = family_line([("a", 0.04, 0.001), ("b", 0.01, 0.002), ("c", 0.5, -0.1)], alpha=0.05)
+  line = family_line([("a", 0.04, True), ("b", 0.01, True), ("c", 0.5, False)], alpha=0.05)
   assert "a 0.04 -> 0.08; b 0.01 -> 0.03; c 0.5 -> 0.5" in line
   assert "1 of 3 survives (b)" in line
-  assert "2 of 2 survive (a, b)" in family_line([("a", 0.01, 0.1), ("b", 0.02, 0.1)], alpha=0.05)
-  # significant p with the CI across 0 does not survive (the runs' own rule); one run is no family
-  assert "none of the 2 survives" in family_line([("a", 0.01, -0.01), ("b", 0.01, -0.02)], alpha=0.05)
-  assert family_line([("a", 0.01, 0.1)], alpha=0.05) == ""
+  assert "2 of 2 survive (a, b)" in family_line([("a", 0.01, True), ("b", 0.02, True)], alpha=0.05)
+  # a small p with the effect off the predicted side does not survive (the runs' own rule); one run is no family
+  assert "none of the 2 survives" in family_line([("a", 0.01, False), ("b", 0.01, False)], alpha=0.05)
+  assert family_line([("a", 0.01, True)], alpha=0.05) == ""
+  # each run's rule for the direction: a pooled CI above 0; a per-edit test's mean on its predicted side
+  from valuejax.report.results import _primary_tests
+  pooled = {"primary": {"test": "pooled", "result": {"p_value": 0.01, "ci_low": -0.001}}}
+  assert _primary_tests("run", pooled) == [("run", 0.01, False)]
+  each = {"primary": {"test": "each", "result": [
+      {"edit": "reverse", "p_value": 0.01, "ci_low": -0.3, "toward": True, "significant": True},
+      {"edit": "old run", "p_value": 0.2, "ci_low": 0.1, "significant": False}]}}
+  assert _primary_tests("run", each) == [("run: reverse", 0.01, True), ("run: old run", 0.2, False)]

@@ -109,7 +109,7 @@ def primary(config: mlc.ConfigDict, results: list[dict[str, Any]]) -> dict[str, 
   adjusted = holm([e["p_value"] for _, e in family])
   return {**out, "result": [{"edit": f"{r['pair']}, {e['edit']}", "mean": e["mean"], "ci_low": e["ci_low"],
                              "ci_high": e["ci_high"], "p_value": e["p_value"], "adjusted_p": float(a),
-                             "significant": bool(a <= c.alpha and toward(e))}
+                             "toward": bool(toward(e)), "significant": bool(a <= c.alpha and toward(e))}
                             for (r, e), a in zip(family, adjusted)]}
 
 

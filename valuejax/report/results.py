@@ -18,9 +18,14 @@ from valuejax.report.verdict import pooled_label, verdict
 from valuejax.workdir import layout
 
 
-def _primary_cell(metrics: dict[str, Any] | None) -> str:
+def _primary(metrics: dict[str, Any] | None) -> tuple[dict[str, Any], Any]:
+  """A run's declared primary test (metrics.json's "primary") and its result (None if it did not run)."""
   pt = (metrics or {}).get("primary") or {}
-  res = pt.get("result")
+  return pt, pt.get("result")
+
+
+def _primary_cell(metrics: dict[str, Any] | None) -> str:
+  pt, res = _primary(metrics)
   if not res:
     return "not run" if not metrics else "no primary test"
   if pt["test"] == "pooled":
@@ -31,24 +36,28 @@ def _primary_cell(metrics: dict[str, Any] | None) -> str:
                    f"{r['adjusted_p']:.3g}{' (significant)' if r['significant'] else ''}" for r in res)
 
 
-def _primary_tests(slug: str, metrics: dict[str, Any] | None) -> list[tuple[str, float, float]]:
-  """(name, p, CI low in the predicted direction) of each primary test of one run."""
-  pt = (metrics or {}).get("primary") or {}
-  res = pt.get("result")
+def _primary_tests(slug: str, metrics: dict[str, Any] | None) -> list[tuple[str, float, bool]]:
+  """(name, p, whether the effect lies in the predicted direction) of each primary test of one run, by the
+  run's own rule: a pooled test's CI above 0; a per-edit test's mean on the predicted side ("toward"; runs
+  written before it was stored give "significant", which is false whenever the direction is wrong and
+  cannot turn true in a larger family)."""
+  pt, res = _primary(metrics)
   if not res:
     return []
   if pt["test"] == "pooled":
-    return [(slug, res["p_value"], res["ci_low"])] if res.get("p_value") is not None else []
-  return [(f"{slug}: {r['edit']}", r["p_value"], r["ci_low"]) for r in res if r.get("p_value") is not None]
+    return [(slug, res["p_value"], res["ci_low"] > 0)] if res.get("p_value") is not None else []
+  return [(f"{slug}: {r['edit']}", r["p_value"], r.get("toward", r["significant"])) for r in res
+          if r.get("p_value") is not None]
 
 
-def family_line(tests: Sequence[tuple[str, float, float]], alpha: float) -> str:
-  """The page's primary tests read as one family: Holm-adjusted p over all of them, and which survive (adjusted
-  p <= alpha with the CI in the predicted direction, the runs' own rule). Empty for fewer than two tests."""
+def family_line(tests: Sequence[tuple[str, float, bool]], alpha: float) -> str:
+  """The page's primary tests, (name, p, in the predicted direction), read as one family: Holm-adjusted p over
+  all of them, and which survive (adjusted p <= alpha and the effect in the predicted direction, the runs'
+  own rule). Empty for fewer than two tests."""
   if len(tests) < 2:
     return ""
   adjusted = holm([p for _, p, _ in tests])
-  survive = [name for (name, _, low), a in zip(tests, adjusted) if a <= alpha and low > 0]
+  survive = [name for (name, _, toward), a in zip(tests, adjusted) if a <= alpha and toward]
   cells = "; ".join(f"{name} {p:.3g} -> {a:.3g}" for (name, p, _), a in zip(tests, adjusted))
   verdict = (f"{len(survive)} of {len(tests)} {'survives' if len(survive) == 1 else 'survive'} ({', '.join(survive)})" if survive
              else f"none of the {len(tests)} survives")
@@ -111,7 +120,7 @@ def write_results(workdirs: Sequence[str], out: str, title: str, command: str) -
     seconds, rss = _totals(layout.read(root, layout.TIMINGS) or {})
     metrics = layout.read(root, layout.METRICS)
     family += _primary_tests(slug, metrics)
-    alphas.add(c.get("intervene", {}).get("alpha", 0.05))
+    alphas.add(_primary(metrics)[0].get("alpha", 0.05))
     lines.append(f"| {slug} | `{c.get('model')}` | {c.get('method')} | {_primary_cell(metrics)} | "
                  f"{_control_cell(root)} | {seconds:.0f} | {'' if rss is None else f'{rss:.0f}'} |")
     sections += ["", f"## {slug}", "", f"Reproduce: `{cfg.get('command') or 'unknown'}` (code at git commit "
