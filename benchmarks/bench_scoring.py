@@ -16,6 +16,7 @@ largest difference between the two sides' P(aligned) as a check that they comput
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -34,14 +35,12 @@ def vexp_edits(shape, n: int, fraction: float, scope: str, seed: int = 0):
   and n - 1 of its size- and layer-matched random controls, as the study scores them."""
   from valuejax.intervene import builders
   from valuejax.intervene.controls import control_edits
-  from valuejax.intervene.edits import Edit
   rng = np.random.default_rng(seed)
   k = max(1, int(round(fraction * shape[0] * shape[1])))
   picks = rng.choice(shape[0] * shape[1], size=2 * k, replace=False)
   support, conflict = np.zeros(shape, bool), np.zeros(shape, bool)
   support.flat[picks[:k]], conflict.flat[picks[k:]] = True, True
-  edit = builders.value_exploration(support, conflict, region="combined")
-  edit = Edit(edit.neurons, scope, edit.name, edit.metadata)
+  edit = dataclasses.replace(builders.value_exploration(support, conflict, region="combined"), scope=scope)
   return [edit] + control_edits(edit, n - 1, seed=seed + 1)
 
 
@@ -134,7 +133,7 @@ def main(argv=None) -> int:
   machine = (f"{platform.machine()}, {os.cpu_count()} cores, jax {jax.__version__} on "
              f"{jax.devices()[0].device_kind}, torch {torch.__version__}")
   print(f"{machine}\n{args.model}, {len(items)} {args.lang} dilemmas x 2 options, {len(edits)} edits of "
-        f"{2 * int(edits[0].edited_mask().sum() // 2)} neurons, scope {args.scope}", flush=True)
+        f"{int(edits[0].edited_mask().sum())} neurons, scope {args.scope}", flush=True)
 
   def ours():
     res = forced_choice_many(model.params, model.config, model.tokenizer, items, edits, lettered=False,
