@@ -2,7 +2,10 @@
 random neurons of the same shape, at set sizes scaled to the model? One run per model records once,
 locates once per size rule, and evaluates every grid point in the same compiled calls.
 
-  python -m launch.sweep --config=configs/study.py --workdir=runs/study       # both models, in turn
+  python -m launch.run --config=configs/study.py --workdir=runs/study/model=smollm2-135m-instruct \
+      --config.model=smollm2-135m-instruct
+  python -m launch.run --config=configs/study.py:explore=0 --workdir=runs/study/model=gemma3-270m \
+      --config.model=gemma3-270m
   python -m launch.results --workdirs=runs/study/model=smollm2-135m-instruct,runs/study/model=gemma3-270m \
       --out=docs/results/study.md --title="ValueLocate study"
 
@@ -16,11 +19,12 @@ Everything the conclusion rests on is fixed here, before any score exists:
 - Exploratory: the grid below, each point with `explore` control replicates (fewer than the primary's,
   to fit the budget of 60 minutes per model on a 2-core CPU: the grid's controls were cut, never the
   primary test's). Read them as hypotheses for the next pre-declared test.
-- Gemma 3 270M (262k vocabulary; measured 26 s per evaluation on this CPU, shared with other jobs, against
-  SmolLM2's 5.9 s) runs as
-  `study.py:explore=0,primary=39`: the same data, sets and grid, the same primary point, 39 control replicates
-  (p can reach 0.025) and no controls at the exploratory points (their effects keep their CIs, without a
-  p-value). Fixed before its first score, to fit the same budget.
+- Gemma 3 270M (262k vocabulary) runs as `study.py:explore=0`: the same data, sets, grid and primary test
+  with its 99 control replicates, and no controls at the exploratory points (their effects keep their CIs,
+  without a p-value), to fit the same budget.
+  - Its first run (`explore=0,primary=39`, measured 26 s per evaluation with the scoring of the time) had 39
+    replicates, so p could not go below 0.025. The study re-runs with the current scoring at 99;
+    control i does not depend on the number drawn, so the 99 replicates extend those 39. Both are reported.
 """
 
 import ml_collections as mlc
