@@ -81,6 +81,7 @@ def test_positive_control_runs_inside_the_main_run_and_is_reported(bilingual_mod
   assert text.startswith("# Smoke results") and "nothing on this page is typed by hand" in text
   assert f"| run | `{bilingual_model}` | valuelocate |" in text and "zh: " in text
   assert "### Can this run see an effect?" in text and "python -m launch.run --config=" in text
+  assert "**Time per model**" in text and f"`{bilingual_model}` " in text and "min (1 run)" in text
   assert (tmp_path / "docs" / "run" / "effects.png").is_file() and "](run/effects.png)" in text
   bad = _launch("launch.results", f"--workdirs={tmp_path / 'nothing'}", f"--out={tmp_path / 'x.md'}")
   assert bad.returncode == 2 and "not a valuejax workdir" in bad.stderr and "Traceback" not in bad.stderr

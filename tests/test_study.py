@@ -98,3 +98,20 @@ def test_a_results_page_corrects_its_runs_primary_tests_as_one_family():
       {"edit": "reverse", "p_value": 0.01, "ci_low": -0.3, "toward": True, "significant": True},
       {"edit": "old run", "p_value": 0.2, "ci_low": 0.1, "significant": False}]}}
   assert _primary_tests("run", each) == [("run: reverse", 0.01, True), ("run: old run", 0.2, False)]
+
+
+def test_a_results_page_sums_each_models_time_with_its_positive_controls(tmp_path):
+  from valuejax.report.results import _totals, time_line
+  run = tmp_path / "run"
+  (run / "positive_control").mkdir(parents=True)
+  (run / "timings.json").write_text(json.dumps({
+      "record": {"seconds": 100.0, "skipped": False, "peak_rss_mib": 900.0},
+      "intervene": {"seconds": 500.0, "skipped": False, "peak_rss_mib": 1200.0}}))
+  (run / "positive_control" / "timings.json").write_text(json.dumps({
+      "record": {"seconds": 20.0, "skipped": False, "peak_rss_mib": 1500.0},
+      "locate": {"seconds": 0.5, "skipped": True, "peak_rss_mib": 3000.0}}))
+  # every stage's seconds, the control's included; the peak only of stages that ran
+  assert _totals(str(run)) == (620.5, 1500.0)
+  line = time_line([("a", 600.0), ("b", 60.0), ("a", 1200.0)])
+  assert "`a` 30 min (2 runs); `b` 1 min (1 run)." in line
+  assert time_line([]) == ""

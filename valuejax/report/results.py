@@ -74,11 +74,30 @@ def _control_cell(root: str) -> str:
   return "; ".join(f"{e['pair']}: {e['mean']:+.3g}, p = {e['p_value']:.3g} ({verdict(e)[0]})" for e in effects)
 
 
-def _totals(timings: dict[str, Any]) -> tuple[float, float | None]:
-  run = [t for t in timings.values() if not t.get("skipped")]
-  seconds = sum(t["seconds"] for t in timings.values())
-  rss = max((t["peak_rss_mib"] for t in run if t.get("peak_rss_mib") is not None), default=None)
+def _totals(root: str) -> tuple[float, float | None]:
+  """Seconds of every stage of the run at `root` and of its positive control (its sub-workdir), and the
+  largest peak RSS of the stages that ran (None if none did)."""
+  stages = []
+  for d in (root, os.path.join(root, layout.POSITIVE_CONTROL)):
+    stages += list((layout.read(d, layout.TIMINGS) or {}).values())
+  seconds = sum(t["seconds"] for t in stages)
+  rss = max((t["peak_rss_mib"] for t in stages if not t.get("skipped") and t.get("peak_rss_mib") is not None),
+            default=None)
   return seconds, rss
+
+
+def time_line(runs: Sequence[tuple[str, float]]) -> str:
+  """(model, seconds) of each run on the page, summed per model in minutes, in the order models first
+  appear. Empty for no runs."""
+  per: dict[str, list[float]] = {}
+  for model, seconds in runs:
+    per.setdefault(model, []).append(seconds)
+  if not per:
+    return ""
+  cells = "; ".join(f"`{m}` {sum(s) / 60:.0f} min ({len(s)} run{'s' if len(s) > 1 else ''})"
+                    for m, s in per.items())
+  return ("**Time per model** (every stage of the page's runs, their positive controls included, each as its "
+          f"stage measured it; the machine's other load is not known here): {cells}.")
 
 
 def _embedded(root: str, slug: str, out_dir: str) -> list[str]:
@@ -109,15 +128,17 @@ def write_results(workdirs: Sequence[str], out: str, title: str, command: str) -
   lines = [f"# {title}", "",
            f"Generated on {datetime.date.today().isoformat()} by `{command}` from the runs' own outputs "
            "(config.json, metrics.json, timings.json); nothing on this page is typed by hand.", "",
-           "| run | model | method | primary test | positive control (same model) | time (s) | peak RSS (MiB) |",
+           "| run | model | method | primary test | positive control (same model) | time (s, with its control) | "
+           "peak RSS (MiB) |",
            "|---|---|---|---|---|---:|---:|"]
-  sections, family, alphas = [], [], set()
+  sections, family, alphas, times = [], [], set(), []
   for w in workdirs:
     root = os.path.abspath(w)
     slug = os.path.basename(root.rstrip(os.sep))
     cfg = layout.read(root, layout.CONFIG) or {}
     c = cfg.get("config", {})
-    seconds, rss = _totals(layout.read(root, layout.TIMINGS) or {})
+    seconds, rss = _totals(root)
+    times.append((str(c.get("model")), seconds))
     metrics = layout.read(root, layout.METRICS)
     family += _primary_tests(slug, metrics)
     alphas.add(_primary(metrics)[0].get("alpha", 0.05))
@@ -125,6 +146,6 @@ def write_results(workdirs: Sequence[str], out: str, title: str, command: str) -
                  f"{_control_cell(root)} | {seconds:.0f} | {'' if rss is None else f'{rss:.0f}'} |")
     sections += ["", f"## {slug}", "", f"Reproduce: `{cfg.get('command') or 'unknown'}` (code at git commit "
                  f"`{cfg.get('git_commit') or 'unknown'}`).", "", *_embedded(root, slug, out_dir)]
-  line = family_line(family, min(alphas, default=0.05))
-  vio.write_text(out, "\n".join(lines + (["", line] if line else []) + sections).rstrip() + "\n")
+  extra = [x for x in (time_line(times), family_line(family, min(alphas, default=0.05))) if x]
+  vio.write_text(out, "\n".join(lines + [y for x in extra for y in ("", x)] + sections).rstrip() + "\n")
   return out
