@@ -21,7 +21,10 @@ Everything the conclusion rests on is fixed here, before any score exists:
   - PRIMARY_VALUES are two of the twelve values, drawn below by a seeded generator over the taxonomy's order
     (seed 20261130, the day the design was fixed), not by any score, neuron count or look at the data. Two,
     because scoring every value's two directions against 99 control replicates (24 x 100 evaluations of whole
-    dilemmas) takes hours per run on a 2-core CPU; 2 x 2 x 100 fits the budget.
+    dilemmas) takes hours per run on a 2-core CPU. 2 x 2 x 100 was expected to fit the budget of 60 minutes
+    per model; measured, it does not: each primary test alone is 400 evaluations of 3.6-5.3 s on this CPU
+    (24-35 min per language), so two languages and the ValueLocate study exceed an hour per model
+    (docs/results/study_ve.md gives each run's time).
 - Exploratory: every other value's two directions, scored with their CIs and no controls (0, to fit the
   budget: the exploratory controls were cut, never the primary test's). Read them as hypotheses; the report
   lists the edits that move against the prediction as plainly as the others.
