@@ -59,11 +59,11 @@ def family_line(tests: Sequence[tuple[str, float, bool]], alpha: float) -> str:
   adjusted = holm([p for _, p, _ in tests])
   survive = [name for (name, _, toward), a in zip(tests, adjusted) if a <= alpha and toward]
   cells = "; ".join(f"{name} {p:.3g} -> {a:.3g}" for (name, p, _), a in zip(tests, adjusted))
-  verdict = (f"{len(survive)} of {len(tests)} {'survives' if len(survive) == 1 else 'survive'} ({', '.join(survive)})" if survive
-             else f"none of the {len(tests)} survives")
+  outcome = (f"{len(survive)} of {len(tests)} {'survives' if len(survive) == 1 else 'survive'} "
+             f"({', '.join(survive)})" if survive else f"none of the {len(tests)} survives")
   return (f"**The page's {len(tests)} primary tests as one family** (each run declares its own at alpha "
           f"{alpha:g}; read together, they are corrected together): Holm-adjusted p: {cells}. At a family-wise "
-          f"alpha of {alpha:g}, {verdict}.")
+          f"alpha of {alpha:g}, {outcome}.")
 
 
 def _control_cell(root: str) -> str:
