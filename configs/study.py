@@ -10,11 +10,15 @@ locates once per size rule, and evaluates every grid point in the same compiled 
       --out=docs/results/study.md --title="ValueLocate study"
 
 Everything the conclusion rests on is fixed here, before any score exists:
-- Data: every value description of the four aspects (40 each) answers one situational question of the
-  locate split; answers of 128 new tokens; evaluation on every held-out situation of the eval split
-  (40 per pair), which shares no situation with the locate split.
-- Primary test: one pooled test per model at size 0.5%, gamma 2, steer value p: the mean over the two
-  pairs x {enhance, reverse} of each edit's mean change in P(value-aligned action), reverse counted with
+- Contrast: the authors' (configs/valuelocate.py): each of the four values against its own reversed
+  descriptions; `study.py:aspects` runs the opposing-aspect contrast instead. docs/results/study.md was made
+  with the aspect contrast, before the authors' became the default (the commit it names); the study under the
+  authors' contrast has not been run yet.
+- Data: every value description of the 8 groups (4 values x normal/reversed, 40 each) answers one situational
+  question of the locate split; answers of 128 new tokens; evaluation on every held-out situation of the eval
+  split (40 per dimension), which shares no situation with the locate split.
+- Primary test: one pooled test per model at size 0.5%, gamma 2, steer value p: the mean over the four
+  values x {enhance, reverse} of each edit's mean change in P(value-aligned action), reverse counted with
   its sign flipped, against 99 control replicates (p can reach 0.01), one-sided, alpha 0.05.
 - Exploratory: the grid below, each point with `explore` control replicates (fewer than the primary's,
   to fit the budget of 60 minutes per model on a 2-core CPU: the grid's controls were cut, never the
@@ -36,10 +40,10 @@ GAMMAS = (0.5, 1.0, 2.0, 4.0)
 
 def get_config(arg: str | None = None) -> mlc.ConfigDict:
   # sizes / primary_size exist for models too small for 0.1% to be a neuron (the tests' tiny ones).
-  arg = common.parse_arg(arg, smoke=False, primary=99, explore=4, tokens=128, sizes="0.001+0.005+0.01+paper",
-                         primary_size="0.005")
+  arg = common.parse_arg(arg, smoke=False, aspects=False, primary=99, explore=4, tokens=128,
+                         sizes="0.001+0.005+0.01+paper", primary_size="0.005")
   sizes = tuple(arg.sizes.split("+"))
-  c = valuelocate.get_config("smoke" if arg.smoke else None)
+  c = valuelocate.get_config(",".join(k for k in ("smoke", "aspects") if getattr(arg, k)) or None)
   if arg.smoke:
     common.preset(arg, primary=3, explore=2, tokens=6)
   c.positive_control = "" if arg.smoke else "languages.py:demo"

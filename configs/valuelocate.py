@@ -1,12 +1,18 @@
-"""The default run: ValueLocate on Schwartz's higher-order dimensions, steering swept over gamma.
+"""The default run: ValueLocate as the authors ran it, on Schwartz's four higher-order values.
 
-`--config=configs/valuelocate.py` (what `make demo` runs), `:smoke` for a seconds-long check.
-19 random controls per strongest edit: the fewest with which a permutation p-value can reach 0.05.
+Each value X is located against its own reversed descriptions (8 recorded groups: 4 values x normal/reversed),
+and validated by steering: enhance pushes X's set and clamps X_reversed's, reverse swaps them, for all four
+values, scored on the held-out situations of X's dimension (enhance X should raise P(X's action)).
 
-The sizes (24 descriptions per aspect answered with 32 new tokens, 8 held-out situations per dimension) are
+`--config=configs/valuelocate.py` (what `make demo` runs), `:smoke` for a seconds-long check, `:aspects` for
+the other contrast (each dimension's two opposing aspects, "holds X vs holds Y"; what results pages made before
+the authors' contrast was the default used). 19 random controls per strongest edit: the fewest with which a
+permutation p-value can reach 0.05.
+
+The sizes (12 descriptions per group answered with 32 new tokens, 8 held-out situations per dimension) are
 set by the demo's budget of 5 minutes on a 2-core CPU, installation included, not by power: the powered,
 pre-declared answer is configs/study.py (every description, 128 new tokens, every held-out situation, 99
-control replicates), with its results in docs/results/study.md.
+control replicates).
 """
 
 import ml_collections as mlc
@@ -15,7 +21,7 @@ from configs import common
 
 
 def get_config(arg: str | None = None) -> mlc.ConfigDict:
-  arg = common.parse_arg(arg, smoke=False, items=24, tokens=32, controls=19, eval_items=8,
+  arg = common.parse_arg(arg, smoke=False, aspects=False, items=12, tokens=32, controls=19, eval_items=8,
                          sweep_gamma=False)
   if arg.smoke:
     common.preset(arg, items=2, tokens=6, controls=2, eval_items=4)
@@ -30,7 +36,7 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
   c.data.framework = "schwartz"  # a shipped framework name or a framework folder
   c.data.lang = "en"
   c.data.chat = True  # wrap prompts in the tokenizer's chat template
-  c.data.groups = ()  # description groups to record; () = both aspects of every locate pair
+  c.data.groups = ()  # description groups to record; () = both groups of every locate pair
   c.data.items_per_group = arg.items  # 0 = all
   c.data.questions_per_description = 1
   c.data.seed = 0
@@ -41,7 +47,10 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
 
   c.locate = mlc.ConfigDict()
   c.locate.rule = "valuelocate"
-  c.locate.pairs = ()  # "plus:minus" aspect pairs; () = the two aspects of every taxonomy dimension
+  # "reversed": each value X against X_reversed (the authors' processn_new.py::process_trait, 4 pairs);
+  # "aspects": each dimension's two opposing aspects (2 pairs), a different experiment (see docs/fidelity.md).
+  c.locate.contrast = "aspects" if arg.aspects else "reversed"
+  c.locate.pairs = ()  # "X:X_reversed" (or "X:Y" with contrast aspects) pairs; () = every pair of the contrast
   c.locate.threshold = 0.1
   c.locate.min_count = 2000
   # Neurons kept per aspect. "paper" = max(min_count, #{delta >= threshold}), the published rule for 7-9B
@@ -67,11 +76,31 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
   c.intervene.eval_items = arg.eval_items  # situations per dimension; 0 = all
   c.intervene.n_controls = arg.controls
   c.intervene.controls_at = "strongest"  # random controls for the largest gamma only, or "all" gammas
-  # The primary test, fixed here before any score exists: the four located edits at the strongest gamma
-  # (two pairs x enhance/reverse) pooled into one signed effect. One test needs no correction, so 19
-  # controls let p reach 0.05; every other edit and the per-edit p-values are exploratory.
+  # The primary test, fixed here before any score exists: the located edits at the strongest gamma (four
+  # values x enhance/reverse, or two pairs x enhance/reverse with :aspects) pooled into one signed effect.
+  # One test needs no correction, so 19 controls let p reach 0.05; every other edit and the per-edit p-values
+  # are exploratory.
   c.intervene.primary_test = "pooled"  # "pooled", "each" (Holm across the primary edits) or "" (none)
   c.intervene.primary_gamma = 2.0
+
+  # The LLM judge of --config.intervene.metric=judge (ValueLocate's own readout; see docs/judge.md). Unused by the
+  # default metric. Answers of up to judge_max_new_tokens greedy tokens, each rated `samples` times at
+  # `temperature` with at most `max_tokens` reply tokens (the authors: 20 at 2.0, 5 tokens, answers of up to
+  # 500 tokens), through any OpenAI-compatible API at base_url (e.g. http://127.0.0.1:8000/v1).
+  c.intervene.judge_max_new_tokens = 128
+  c.intervene.judge = mlc.ConfigDict()
+  c.intervene.judge.base_url = ""  # required with metric=judge (or $VALUEJAX_JUDGE_BASE_URL)
+  c.intervene.judge.model = ""  # the name the server serves (or $VALUEJAX_JUDGE_MODEL)
+  c.intervene.judge.api_key_env = "VALUEJAX_JUDGE_API_KEY"  # the variable holding the key; unset = no key sent
+  c.intervene.judge.samples = 20
+  c.intervene.judge.temperature = 2.0
+  c.intervene.judge.max_tokens = 5
+  c.intervene.judge.timeout_s = 60.0
+  c.intervene.judge.retries = 5  # tries per sample while the reply is not a score 1..5
+  c.intervene.judge.http_retries = 5  # retries of a request after 429, 5xx or a timeout, with backoff
+  c.intervene.judge.concurrency = 4  # requests in flight at once
+  c.intervene.judge.cache_dir = ""  # "" = $VALUEJAX_CACHE/judge, else ~/.cache/valuejax/judge
+  c.intervene.judge.rubrics = ""  # a rubric file; "" = the shipped data/judge_rubrics.json
 
   if arg.sweep_gamma:
     c.sweep.intervene = mlc.ConfigDict()

@@ -14,59 +14,13 @@ import time
 import numpy as np
 import pytest
 
-from tests import tiny_models
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-WORDS = ("i you we they the a an and or but to of in on at for with my your is are was would will do "
-         "not what how why when your work family friend new old way time people life choose keep try "
-         "help rule risk safe change stay plan home job money power success care others world answer "
-         "question situation because first person value".split())
-CHAT = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+from tests.conftest import tiny_model  # noqa: F401 (the session fixture, for modules that import it from here)
+from tests.helpers import CHAT, REPO, WORDS, InProcess, launch_in_process  # noqa: F401 (importable from here)
+from tests.helpers import arrays as _arrays, launch as _launch, ok as _ok, smoke_args as _smoke_args
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> str:
-  """A random 3-layer llama with a word-level tokenizer and a chat template, saved as an HF folder."""
-  import transformers as t
-  from tokenizers import Tokenizer, models, pre_tokenizers
-
-  folder = str(tmp_path_factory.mktemp("tiny_llama"))
-  specials = ["<pad>", "<s>", "</s>", "<unk>", "<|im_start|>", "<|im_end|>"]
-  vocab = {w: i for i, w in enumerate(specials + sorted(set(WORDS)) + list("ABCDEF.,?!:"))}
-  tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-  tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
-  fast = t.PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
-                                   unk_token="<unk>", additional_special_tokens=["<|im_start|>", "<|im_end|>"])
-  fast.chat_template = CHAT
-  return tiny_models.save_word_level_llama(folder, fast, len(vocab))
-
-
-def _smoke_args(model: str, workdir: str, config: str = "configs/valuelocate.py:smoke") -> list[str]:
-  args = [f"--config={config}", f"--workdir={workdir}", f"--config.model={model}"]
-  if config.startswith("configs/valuelocate.py"):
-    # Exactly 12 neurons per aspect (an exact count), so random controls always find enough unlocated
-    # neurons per layer.
-    args += ["--config.locate.size=12"]
-  return args
-
-
-def _launch(module: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-  env = dict(os.environ, PYTHONUNBUFFERED="1")
-  return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=env, capture_output=True,
-                        text=True, timeout=timeout)
-
-
-def _ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-  assert proc.returncode == 0, proc.stderr[-4000:]
-  return proc
-
-
-def _arrays(path: str) -> dict[str, np.ndarray]:
-  with np.load(path, allow_pickle=False) as z:
-    return {k: z[k] for k in z.files}
-
-
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_stages_alone_then_run_skips_them(tiny_model, tmp_path):
   wd = str(tmp_path / "w")
   args = _smoke_args(tiny_model, wd)
@@ -78,7 +32,9 @@ def test_stages_alone_then_run_skips_them(tiny_model, tmp_path):
             "timings.json"):
     assert os.path.isfile(os.path.join(wd, f)), f
   sets = json.load(open(os.path.join(wd, "locate", "summary.json")))
-  assert set(sets) == {"openness_to_change_vs_conservation", "self_enhancement_vs_self_transcendence"}
+  # The authors' contrast by default: each value against its own reversed descriptions.
+  assert set(sets) == {f"{a}_vs_{a}_reversed" for a in ("openness_to_change", "conservation", "self_enhancement",
+                                                         "self_transcendence")}
   metrics = json.load(open(os.path.join(wd, "intervene", "metrics.json")))
   effects = [e for p in metrics["pairs"] for e in p["effects"]]
   assert {e["mode"] for e in effects} == {"enhance", "reverse"}
@@ -89,6 +45,7 @@ def test_stages_alone_then_run_skips_them(tiny_model, tmp_path):
   for section in ("## Result", "## What was run", "## Located neurons", "## Effect of each edit",
                   "## Answers before and after editing", "## Time per stage"):
     assert section in report
+  assert "- Contrast: each value against its own reversed descriptions" in report
   rerun = _ok(_launch("launch.run", *args))
   for stage in ("record", "locate", "intervene"):
     assert f"{stage}: skipped" in rerun.stderr
@@ -99,6 +56,8 @@ def test_stages_alone_then_run_skips_them(tiny_model, tmp_path):
   assert "intervene: skipped" not in changed.stderr
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_a_pod_shaped_config_runs_end_to_end(tiny_model, tmp_path):
   """What a 70B run on a pod sets, on 8 CPU devices: bfloat16 weights, the stacked layout split FSDP over a
   4 x 2 mesh, compact histograms and the v95 steer value; statistics stay float32 and finite."""
@@ -118,6 +77,8 @@ def test_a_pod_shaped_config_runs_end_to_end(tiny_model, tmp_path):
   assert sets and os.path.isfile(os.path.join(wd, "report.md"))
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 @pytest.mark.parametrize("config", ["configs/lape.py:smoke", "configs/valueexploration.py:smoke"])
 def test_other_methods_run(tiny_model, tmp_path, config):
   wd = str(tmp_path / "w")
@@ -127,6 +88,8 @@ def test_other_methods_run(tiny_model, tmp_path, config):
   assert "## Effect of each edit" in open(os.path.join(wd, "report.md")).read()
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_record_resumes_bit_identical_after_kill(tiny_model, tmp_path):
   common = ["--config=configs/valuelocate.py:smoke", f"--config.model={tiny_model}",
             "--config.data.items_per_group=6", "--config.record.batch_size=2",
@@ -188,8 +151,8 @@ def test_sweep_expands_as_declared(tmp_path):
   with pytest.raises(Exception, match="max_tokens"):
     sweep.expand(cli.load_config(f"{path}:bad"))
 
-  listed = _ok(_launch("launch.sweep", f"--config={path}", f"--workdir={tmp_path}/sw", "--list",
-                       "--config.record.batch_size=4"))
+  listed = _ok(launch_in_process("launch.sweep", f"--config={path}", f"--workdir={tmp_path}/sw", "--list",
+                                 "--config.record.batch_size=4"))
   lines = listed.stdout.strip().splitlines()
   assert len(lines) == 6
   assert f"--workdir={tmp_path}/sw/gamma=2_max_new_tokens=16" in lines[-1]
@@ -197,6 +160,8 @@ def test_sweep_expands_as_declared(tmp_path):
   assert all("--config.record.batch_size=4" in line for line in lines)
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_sweep_runs_each_point_in_its_own_workdir(tiny_model, tmp_path):
   path = tmp_path / "sweep_config.py"
   path.write_text(SWEEP_CONFIG.replace("(4, 8, 16)", "(4,)"))
@@ -219,7 +184,9 @@ def test_sweep_runs_each_point_in_its_own_workdir(tiny_model, tmp_path):
     (["--config.intervene.modes=('enhance','sideways')"], ["intervene.modes", "enhance, reverse"]),
 ])
 def test_bad_flags_and_keys_exit_2_with_one_clear_message(tmp_path, args, needles):
-  proc = _launch("launch.record", f"--workdir={tmp_path}/w", *args)
+  """In this process, through the launcher's own flag parsing and error boundary (see launch_in_process); the
+  same boundary as a process of its own is test_bad_flag_in_a_process_exits_2_with_one_paragraph."""
+  proc = launch_in_process("launch.record", f"--workdir={tmp_path}/w", *args)
   assert proc.returncode == 2, proc.stderr[-2000:]
   err = proc.stderr.strip()
   assert err.startswith("error:") and "Traceback" not in err
@@ -227,6 +194,18 @@ def test_bad_flags_and_keys_exit_2_with_one_clear_message(tmp_path, args, needle
     assert n in err
 
 
+@pytest.mark.subprocess
+def test_bad_flag_in_a_process_exits_2_with_one_paragraph(tmp_path):
+  """End to end as a user meets it: `python -m launch.record` with a mistyped key prints one paragraph and
+  exits 2, no traceback."""
+  proc = _launch("launch.record", f"--workdir={tmp_path}/w", "--config.intervene.gama=2")
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  err = proc.stderr.strip()
+  assert err.startswith("error:") and "Traceback" not in err and "Did you mean 'intervene.gamma'" in err
+  assert len(err.splitlines()) == 1
+
+
+@pytest.mark.subprocess
 def test_missing_workdir_exits_2():
   proc = _launch("launch.run", "--config=configs/valuelocate.py:smoke")
   assert proc.returncode == 2 and "--workdir is required" in proc.stderr and "Traceback" not in proc.stderr
@@ -241,13 +220,13 @@ def test_config_arguments_are_typed():
     common.parse_arg("items=eight", items=24)
 
 
-def test_each_stage_holds_the_weights_in_its_layout(tiny_model, tmp_path):
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_each_stage_holds_the_weights_in_its_layout(smoke_run):
   """layout=auto on a CPU: record generates from the decode layout, intervene scores over stacked layers; the
-  one copy of the weights is converted between them."""
-  wd = str(tmp_path / "w")
-  proc = _ok(_launch("launch.run", *_smoke_args(tiny_model, wd)))
-  assert "record: weights in the decode layout" in proc.stderr
-  assert "intervene: weights in the stacked layout (converted in" in proc.stderr
+  one copy of the weights is converted between them (read from the session's shared smoke run)."""
+  assert "record: weights in the decode layout" in smoke_run.stderr
+  assert "intervene: weights in the stacked layout (converted in" in smoke_run.stderr
 
 
 def test_auto_layout_follows_what_the_stage_does():
@@ -264,6 +243,8 @@ def test_auto_layout_follows_what_the_stage_does():
   assert stage_layout(c, "record") == "stacked"
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_a_second_run_reads_its_programs_from_the_compilation_cache(tiny_model, tmp_path):
   """Compiled programs persist in the compilation cache: the same run again compiles nothing it compiled
   before, and VALUEJAX_COMPILATION_CACHE=off keeps nothing."""

@@ -15,11 +15,13 @@ from tests.test_launch import _launch, _ok, tiny_model  # noqa: F401 - the fixtu
 
 def test_study_grid_shares_one_recording_and_declares_its_primary_point(tiny_model, tmp_path):  # noqa: F811
   wd = str(tmp_path / "study")
+  # Two of the four values (each against its reversed descriptions), to keep the test's size.
+  two = "--config.locate.pairs=('openness_to_change:openness_to_change_reversed','conservation:conservation_reversed')"
   _ok(_launch("launch.run", "--config=configs/study.py:smoke,sizes=0.05+12,primary_size=12", f"--workdir={wd}",
-              f"--config.model={tiny_model}"))
+              f"--config.model={tiny_model}", two))
   with open(os.path.join(wd, "locate", "summary.json"), encoding="utf-8") as f:
     sets = json.load(f)
-  pairs = ["openness_to_change_vs_conservation", "self_enhancement_vs_self_transcendence"]
+  pairs = ["openness_to_change_vs_openness_to_change_reversed", "conservation_vs_conservation_reversed"]
   assert sorted(sets) == sorted(f"{p}@{s}" for p in pairs for s in ("0.05", "12"))
   for p in pairs:  # 5% of 3 x 48 neurons is 7.2 -> 7; an exact count of 12
     assert {g["count"] for g in sets[f"{p}@0.05"]["groups"].values()} == {7}
@@ -48,7 +50,7 @@ def test_study_grid_shares_one_recording_and_declares_its_primary_point(tiny_mod
   assert os.path.isfile(os.path.join(wd, "report", "grid.png"))
   # One recording: record ran once, and a rerun with another grid keeps it and the neuron sets.
   again = _ok(_launch("launch.run", "--config=configs/study.py:smoke,sizes=0.05+12,primary_size=12",
-                      f"--workdir={wd}", f"--config.model={tiny_model}", "--config.intervene.n_controls=1"))
+                      f"--workdir={wd}", f"--config.model={tiny_model}", two, "--config.intervene.n_controls=1"))
   assert "record: skipped" in again.stderr and "locate: skipped" in again.stderr
 
 

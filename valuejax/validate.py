@@ -19,6 +19,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "record.mode": ("generate", "teacher_forced"),
     "locate.steer_value": ("p", "v95"),
     "locate.denominator": ("tokens", "items"),
+    "locate.contrast": ("reversed", "aspects"),
     "intervene.controls_at": ("strongest", "all"),
     "intervene.primary_test": ("pooled", "each", ""),
     "mesh.params": ("replicated", "fsdp"),
@@ -167,4 +168,7 @@ def check_data(config: mlc.ConfigDict) -> None:
   from valuejax import methods, metrics
   if not (has_key(config, "method") and has_key(config, "intervene.metric")):
     return
-  methods.METHODS.get(config.method).preflight(config, metrics.METRICS.get(config.intervene.metric)())
+  metric = metrics.METRICS.get(config.intervene.metric)()
+  methods.METHODS.get(config.method).preflight(config, metric)
+  if hasattr(metric, "preflight"):
+    metric.preflight(config)  # a service the metric needs (the LLM judge) answers, before any model loads

@@ -189,7 +189,13 @@ class ContrastMethod(Method):
     lang, out = config.data.lang, []
     for x in self.eval_sources(config, dataset, pair):
       if isinstance(x, vdata.Situation):
-        out.append(ForcedChoiceItem(f"{x.situation} {x.question}", x.actions[pair.plus], x.actions[pair.minus], x.id))
+        # A situation has one action per aspect of its dimension: the aligned one is the pair's `plus`, the
+        # violating one the other aspect's, whether the pair contrasts that aspect or plus's reversed group.
+        rival = [k for k in x.actions if k != pair.plus]
+        if pair.plus not in x.actions or len(rival) != 1:
+          raise ValueJaxError(f"situation {x.id} has actions {sorted(x.actions)}, not {pair.plus}'s and one rival's",
+                              dataset.root, "give every situation one action per aspect of its dimension")
+        out.append(ForcedChoiceItem(f"{x.situation} {x.question}", x.actions[pair.plus], x.actions[rival[0]], x.id))
       else:
         t = x.texts[lang]
         out.append(ForcedChoiceItem(t.context, t.aligned, t.violating, x.id))

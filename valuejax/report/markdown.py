@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 
 from valuejax import io as vio
+from valuejax.data.schema import REVERSED_SUFFIX
+from valuejax.methods.valuelocate import CONTRAST_WORDS
 from valuejax.report import plots
 from valuejax.evaluate.stats import holm
 from valuejax.workdir import layout
@@ -22,6 +24,7 @@ def write_report(workdir: str) -> str:
   config = cfg.get("config", {})
   metrics = layout.read(root, layout.METRICS)
   parts = [f"# valuejax report: {config.get('method', '?')} on {config.get('model', '?')}", ""]
+  parts += _manipulation(root, cfg)
   parts += _headline(metrics)
   parts += _positive_control(root, config)
   parts += _what_ran(root, cfg)
@@ -34,6 +37,55 @@ def write_report(workdir: str) -> str:
   path = os.path.join(root, layout.REPORT)
   vio.write_text(path, "\n".join(parts).rstrip() + "\n")
   return path
+
+
+def _manipulation(root: str, cfg: dict[str, Any]) -> list[str]:
+  """The persona manipulation check (ValueExploration), before any neuron result: do the support and conflict
+  prompts the groups were recorded with change the unedited model's choices? If not, the contrast is empty."""
+  from valuejax.workdir.outputs import read_manipulation
+  check = read_manipulation(root)
+  stamp = (cfg.get("fingerprints") or {}).get("intervene")
+  if check is not None and stamp and check.get("fingerprint") != stamp:
+    check = None  # made for another config of this workdir: not this run's
+  if check is None:
+    if cfg.get("config", {}).get("method") != "valueexploration":
+      return []
+    return ["## Do the support and conflict personas change the model's choices?", "",
+            "The manipulation check has not run (it runs at the start of the intervene stage): nothing here says "
+            "whether the support/conflict contrast differs at all on this model.", ""]
+  fmt = lambda r: f"{r['mean_diff']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]"
+  pooled, level = check["pooled"], check.get("level", 0.95)
+  persona = {"anti_value": "one raised to revere the dilemma's anti-value",
+             "value_holder": "the value's holder, told the dilemma pits it against its anti-value"}.get(
+                 check.get("conflict_persona"), check.get("conflict_persona", "?"))
+  lines = ["## Do the support and conflict personas change the model's choices?", ""]
+  if check["separates"]:
+    lines.append(f"**Yes: the personas separate the model's choices.** Pooled over {len(check['values'])} value(s) "
+                 f"and {pooled['n']} locate dilemmas, P(value-aligned action) is {pooled['mean_support']:.3f} after "
+                 f"the support prompt and {pooled['mean_conflict']:.3f} after the conflict prompt: support - conflict "
+                 f"{fmt(pooled)} ({level:.0%} CI), above 0. The recorded groups differ in what the model chooses, so "
+                 "the located sets can carry that difference.")
+  else:
+    where = "lies below 0: the personas move the choices against the prediction" if pooled["ci_high"] < 0 \
+        else "covers 0"
+    lines.append(f"**The support/conflict contrast is empty on this model: the personas do not separate its "
+                 f"choices**, so the located sets cannot carry the value difference, and no neuron result below "
+                 f"can be read as one about values. Pooled over {len(check['values'])} value(s) and {pooled['n']} "
+                 f"locate dilemmas, P(value-aligned action) is {pooled['mean_support']:.3f} after the support "
+                 f"prompt and {pooled['mean_conflict']:.3f} after the conflict prompt: support - conflict "
+                 f"{fmt(pooled)} ({level:.0%} CI), which {where}.")
+  lines += ["", "| value | items | P(aligned), support | P(aligned), conflict | support - conflict [CI] |",
+            "|---|---:|---:|---:|---|"]
+  for value, r in check["values"].items():
+    lines.append(f"| {value} | {r['n']} | {r['mean_support']:.3f} | {r['mean_conflict']:.3f} | {fmt(r)} |")
+  lines.append(f"| **pooled** | {pooled['n']} | {pooled['mean_support']:.3f} | {pooled['mean_conflict']:.3f} | "
+               f"{fmt(pooled)} |")
+  lines += ["", f"Declared reading: the personas separate the choices when the pooled CI lies above 0. Support prompt: "
+            f"one raised to revere the value; conflict prompt: {persona}; both exactly as recorded "
+            f"({check.get('lang', '?')}{', chat' if check.get('chat') else ''}), unedited model. Score: "
+            f"{check.get('metric', 'P(value-aligned action)')}; paired per dilemma, bootstrap CI over dilemmas "
+            "(`intervene/manipulation.json`).", ""]
+  return lines
 
 
 def _not_computable(metrics: Any) -> list[dict[str, Any]]:
@@ -188,12 +240,25 @@ def _positive_control(root: str, config: dict[str, Any]) -> list[str]:
   return lines
 
 
+def contrast(root: str, config: dict[str, Any]) -> str | None:
+  """ValueLocate's contrast as the run recorded it ("reversed" or "aspects"; None for other methods), read off
+  the recorded groups, so that runs made before `locate.contrast` existed (all "aspects") are named right."""
+  if config.get("method") != "valuelocate":
+    return None
+  groups = (layout.read(root, layout.RECORD_SUMMARY) or {}).get("groups")
+  if groups is None:
+    return config.get("locate", {}).get("contrast", "aspects")
+  return "reversed" if any(g.endswith(REVERSED_SUFFIX) for g in groups) else "aspects"
+
+
 def _what_ran(root: str, cfg: dict[str, Any]) -> list[str]:
   c = cfg.get("config", {})
   rec, data = c.get("record", {}), c.get("data", {})
   summary = layout.read(root, layout.RECORD_SUMMARY) or {}
+  kind = contrast(root, c)
   lines = ["## What was run", "",
            f"- Method: {c.get('method')}; model: `{c.get('model')}`; seed {c.get('seed')}",
+           *([f"- Contrast: {CONTRAST_WORDS[kind]}"] if kind else []),
            f"- Data: `{data.get('framework')}` ({data.get('lang')}), {data.get('items_per_group') or 'all'} "
            f"items per group; groups: {', '.join(summary.get('groups', [])) or '?'}",
            f"- Recording: {rec.get('mode')}, batch {rec.get('batch_size')}, up to {rec.get('max_new_tokens')} new "
@@ -242,7 +307,7 @@ def _grid(root: str, metrics: Any) -> list[str]:
   fmt = lambda g: f"{g['mean']:+.3g} [{g['ci_low']:+.3g}, {g['ci_high']:+.3g}]"
   band = lambda g: "-" if g["control_band"][0] is None else f"{g['control_band'][0]:+.3g} to {g['control_band'][1]:+.3g}"
   lines = ["## Every grid point", "",
-           "Pooled signed change (predicted direction counted +) over both pairs and both modes; controls: 5-95% of "
+           "Pooled signed change (predicted direction counted +) over every pair and both modes; controls: 5-95% of "
            "the control replicates with the same per-layer counts. Only the primary point is a confirmatory test.", "",
            "| size | neurons | gamma | steer | pooled change [95% CI] | controls 5-95% | p | replicates | role |",
            "|---|---:|---:|---|---|---|---:|---:|---|"]

@@ -142,7 +142,9 @@ def write_results(workdirs: Sequence[str], out: str, title: str, command: str) -
     metrics = layout.read(root, layout.METRICS)
     family += _primary_tests(slug, metrics)
     alphas.add(_primary(metrics)[0].get("alpha", 0.05))
-    lines.append(f"| {slug} | `{c.get('model')}` | {c.get('method')} | {_primary_cell(metrics)} | "
+    kind = markdown.contrast(root, c)
+    method = f"{c.get('method')} ({kind} contrast)" if kind else c.get("method")
+    lines.append(f"| {slug} | `{c.get('model')}` | {method} | {_primary_cell(metrics)} | "
                  f"{_control_cell(root)} | {seconds:.0f} | {'' if rss is None else f'{rss:.0f}'} |")
     sections += ["", f"## {slug}", "", f"Reproduce: `{cfg.get('command') or 'unknown'}` (code at git commit "
                  f"`{cfg.get('git_commit') or 'unknown'}`).", "", *_embedded(root, slug, out_dir)]
