@@ -5,7 +5,7 @@ each against its controls.
 """
 
 from valuejax.metrics.base import EDIT_CHUNK, METRICS, Metric, Scored, chat_template
-from valuejax.metrics import choice_protocol, forced_choice, language_nll, pvq, text_likelihood  # noqa: F401
+from valuejax.metrics import choice_protocol, forced_choice, judge, language_nll, pvq, text_likelihood  # noqa: F401
 from valuejax.metrics.choice_protocol import ProtocolItem
 from valuejax.metrics.language_nll import LanguagePairItem
 from valuejax.metrics.pvq import PortraitItem
