@@ -24,12 +24,19 @@ TEMPLATE_PLACEHOLDERS: dict[str, tuple[str, ...]] = {
     "valuelocate_activation": ("description", "situation", "question"),
     "open_question": ("situation", "question"),
     "cvoice_support": ("value", "context", "option_a", "option_b"),
-    "cvoice_conflict": ("value", "anti_value", "context", "option_a", "option_b"),
+    "cvoice_conflict": ("anti_value", "context", "option_a", "option_b"),
+    "cvoice_conflict_value_holder": ("value", "anti_value", "context", "option_a", "option_b"),
     "forced_choice": ("situation", "question", "option_a", "option_b"),
     "choice_protocol": ("situation", "question", "option_a", "option_b"),
     "likert_pvq": ("portrait", "scale"),
 }
 CVOICE_MODES = ("support", "conflict")
+# Who speaks in a C-voice 'conflict' prompt. "anti_value" (the authors' protocol, activation.py): the support
+# template with the anti-value in the value's place, so the two groups hold opposite values. "value_holder":
+# the value's holder told that the dilemma pits the value against its anti-value; the two groups then differ by
+# one sentence, which is kept only to compare with the authors' contrast (the manipulation check shows whether
+# either persona moves the model's choices).
+CONFLICT_PERSONAS = {"anti_value": "cvoice_conflict", "value_holder": "cvoice_conflict_value_holder"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -251,15 +258,23 @@ def open_question_prompts(situations: Iterable[Situation], lang: str = "en",
 
 
 def cvoice_prompts(dilemmas: Iterable[Dilemma], taxonomy: Taxonomy, modes: Sequence[str] = CVOICE_MODES,
-                   lang: str = "zh", templates: dict[str, Template] | None = None) -> list[Prompt]:
+                   lang: str = "zh", templates: dict[str, Template] | None = None,
+                   conflict_persona: str = "anti_value") -> list[Prompt]:
   """ValueExploration activation prompts: per dilemma, a 'support' and a 'conflict' role-play.
 
-  Groups are '<value>-support' and '<value>-conflict'. Dilemmas without a `lang` text are skipped.
+  Groups are '<value>-support' and '<value>-conflict'. 'support' speaks as one raised to revere the value;
+  'conflict', by default, as one raised to revere the dilemma's anti-value (the same template, the anti-value in
+  the value's place: the authors' protocol); `conflict_persona="value_holder"` keeps the value's holder and names
+  the conflict instead (see CONFLICT_PERSONAS). Dilemmas without a `lang` text are skipped.
   """
   tpls = _templates(templates)
   for m in modes:
     if m not in CVOICE_MODES:
       raise ValueJaxError(f"unknown C-voice prompt mode '{m}'", fix=f"use {' or '.join(CVOICE_MODES)}")
+  if conflict_persona not in CONFLICT_PERSONAS:
+    raise ValueJaxError(f"unknown conflict persona {conflict_persona!r}", "--config.data.conflict_persona",
+                        f"use {' or '.join(CONFLICT_PERSONAS)}")
+  names = {"support": "cvoice_support", "conflict": CONFLICT_PERSONAS[conflict_persona]}
   out = []
   for d in dilemmas:
     t = d.texts.get(lang)
@@ -267,9 +282,10 @@ def cvoice_prompts(dilemmas: Iterable[Dilemma], taxonomy: Taxonomy, modes: Seque
       continue
     value = taxonomy.value(d.value).label(lang)
     for m in modes:
-      extra = {"anti_value": d.anti_value[lang]} if m == "conflict" else {}
-      tpl = tpls[f"cvoice_{m}"]
-      text = tpl.fill(lang, value=value, context=t.context, option_a=t.aligned, option_b=t.violating, **extra)
+      tpl = tpls[names[m]]
+      fields = {"value": value, "anti_value": d.anti_value[lang] if m == "conflict" else None}
+      fields = {k: v for k, v in fields.items() if k in tpl.placeholders}
+      text = tpl.fill(lang, context=t.context, option_a=t.aligned, option_b=t.violating, **fields)
       out.append(Prompt(text, f"{d.value}-{m}", d.id, tpl.name, lang,
                         FrozenMap({"value": d.value, "mode": m, "split": d.split})))
   if not out:
