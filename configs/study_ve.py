@@ -8,9 +8,15 @@ and language records once, locates once and scores every edit and control in the
 
 Everything the conclusion rests on is fixed here, before any score exists:
 - Data: the shipped bilingual C-voice dilemmas. Every locate-split dilemma of every value (15 per value), read
-  in role-play as the value's supporter and as its opponent, answered with 128 new tokens; evaluation on every
+  in role-play as one raised to revere the value and as one raised to revere its anti-value (the
+  authors' protocol, data.conflict_persona = "anti_value"), answered with 128 new tokens; evaluation on every
   held-out dilemma of the eval split (7 per value), which shares no dilemma with the locate split. Each language
   (`data.lang`: en, zh) is its own run: recorded, located and scored in that language.
+- Manipulation check, read before any neuron result: P(value-aligned action) on every locate dilemma of the
+  run's values after its support prompt and after its conflict prompt (the unedited model; per value and
+  pooled, paired difference support - conflict with a bootstrap CI). The personas separate the model's choices
+  when the pooled CI lies above 0; otherwise the report says the support/conflict contrast is empty on that
+  model, and the located sets cannot carry the value difference whatever the edits do.
 - Neurons: VAPE "semantic" (0.5, 0.01, 0.5) and "decision" (0.95, 0.01, 0.95) sets per value (support vs
   conflict), edited in the "combined" region (semantic in the middle layers, decision at both ends), x5 for
   the direction's own neurons and 0 for the other's, at every position (the paper's edit).
@@ -57,6 +63,7 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
   c.record.max_new_tokens = arg.tokens
 
   c.intervene.eval_items = 2 if arg.smoke else 0  # every held-out dilemma
+  c.intervene.manipulation_items = 2 if arg.smoke else 0  # every locate dilemma of every value
   c.intervene.n_controls = arg.explore  # per exploratory edit
   c.intervene.primary_test = "pooled"
   c.intervene.primary_pairs = PRIMARY_VALUES

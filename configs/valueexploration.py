@@ -1,5 +1,10 @@
 """ValueExploration: 12 C-voice values, VAPE "semantic" and "decision" neurons per value (support vs
 conflict role-play), edited x5 / 0 by layer region; the released workbooks by path or the shipped set.
+
+The support prompt speaks as one raised to revere the value, the conflict prompt as one raised to revere the
+dilemma's anti-value (the authors' protocol). Every run first checks that the two personas change the unedited
+model's choices on the locate dilemmas (intervene/manipulation.json; the report's first section): if they do
+not, the support/conflict contrast is empty on that model and no located set can carry the value difference.
 """
 
 import ml_collections as mlc
@@ -26,6 +31,11 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
   c.data.cvoice_eval = ""
   c.data.lang = arg.lang
   c.data.chat = True
+  # Who speaks in the conflict prompts. "anti_value": the support template with the dilemma's anti-value in the
+  # value's place (the authors' activation.py). "value_holder": the value's holder, told the dilemma pits the
+  # value against its anti-value: the groups then differ by one sentence, not by the persona; kept only to
+  # compare the two contrasts (the manipulation check measures each).
+  c.data.conflict_persona = "anti_value"
   c.data.value_ids = tuple(v for v in arg.values.split("+") if v)  # () = all 12 values
   c.data.groups = ()  # () = "<value>-support" and "<value>-conflict" of each value
   c.data.items_per_group = arg.per_group  # 0 = all
@@ -53,6 +63,11 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
   c.intervene.eval_split = "eval"
   c.intervene.eval_items = arg.eval_items
   c.intervene.n_controls = arg.controls
+  # The manipulation check: P(value-aligned action) on the locate dilemmas after the support prompt and after
+  # the conflict prompt (the unedited model, the recording prompts). Locate dilemmas per value it scores;
+  # 0 = every locate dilemma of the run's values (15 each in the shipped data: 2 x 15 scored prompts). There is no
+  # "off": without it a null result cannot be told from a contrast that never differed.
+  c.intervene.manipulation_items = 2 if arg.smoke else 0
   # The primary test, fixed before any score exists: every located edit (value x direction) pooled into one
   # signed effect (toward support +, toward conflict -), against 19 control replicates (p can reach 0.05).
   c.intervene.primary_test = "pooled"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from absl import flags
+from absl import flags, logging
 import ml_collections as mlc
 
 from launch import cli, runtime
@@ -19,6 +19,7 @@ from valuejax.methods.examples import examples as example_answers
 from valuejax.metrics.effects import evaluate
 from valuejax.errors import ValueJaxError
 from valuejax.workdir import Timer, Workdir
+from valuejax.workdir.outputs import MANIPULATION, read_manipulation, write_manipulation
 
 
 def intervene(config: mlc.ConfigDict, wd: Workdir, force: bool = False, model=None) -> None:
@@ -33,6 +34,7 @@ def intervene(config: mlc.ConfigDict, wd: Workdir, force: bool = False, model=No
     dataset = method.load_dataset(config)
     plan = method.plan(config, dataset, workdir.load_sets(wd), metric)
     model = runtime.load_model(config, "intervene", model)
+    checked = _manipulation_check(config, wd, method, dataset, model, force)
     generated: list[Any] = []
     results = evaluate(config, model, plan, metric, generated)
     examples = example_answers(config, model, plan) + generated
@@ -40,9 +42,22 @@ def intervene(config: mlc.ConfigDict, wd: Workdir, force: bool = False, model=No
         "primary": methods.primary(config, results), "grid": methods.grid_summary(config, results),
         "method": config.method, "metric": config.intervene.metric, "metric_description": metric.description,
         "effect_of": metric.effect_of, "alpha": config.intervene.alpha, "n_controls": config.intervene.n_controls,
-        "pairs": results}, examples)
+        "pairs": results}, examples) + checked
   wd.mark_done("intervene", t.seconds, outputs)
   wd.add_timing("intervene", t.seconds, evaluations=sum(r["evaluations"] for r in results))
+
+
+def _manipulation_check(config: mlc.ConfigDict, wd: Workdir, method: Any, dataset: Any, model: Any, force: bool
+                        ) -> list[str]:
+  """The method's persona manipulation check, if it has one, before any edit is scored; an unfinished run's
+  check for the same config is reused, not recomputed. Returns the files it lies in."""
+  check = getattr(method, "manipulation_check", None)
+  if check is None:
+    return []
+  if not force and read_manipulation(wd.root, config) is not None:
+    logging.info("intervene: manipulation check reused from %s", wd.path(MANIPULATION))
+    return [MANIPULATION]
+  return write_manipulation(wd, check(config, dataset, model))
 
 
 def main(config: mlc.ConfigDict) -> None:

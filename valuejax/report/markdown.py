@@ -43,10 +43,7 @@ def _manipulation(root: str, cfg: dict[str, Any]) -> list[str]:
   """The persona manipulation check (ValueExploration), before any neuron result: do the support and conflict
   prompts the groups were recorded with change the unedited model's choices? If not, the contrast is empty."""
   from valuejax.workdir.outputs import read_manipulation
-  check = read_manipulation(root)
-  stamp = (cfg.get("fingerprints") or {}).get("intervene")
-  if check is not None and stamp and check.get("fingerprint") != stamp:
-    check = None  # made for another config of this workdir: not this run's
+  check = read_manipulation(root)  # None too when made for another config of this workdir
   if check is None:
     if cfg.get("config", {}).get("method") != "valueexploration":
       return []

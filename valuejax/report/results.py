@@ -16,6 +16,7 @@ from valuejax.evaluate.stats import holm
 from valuejax.report import markdown
 from valuejax.report.verdict import pooled_label, verdict
 from valuejax.workdir import layout
+from valuejax.workdir.outputs import read_manipulation
 
 
 def _primary(metrics: dict[str, Any] | None) -> tuple[dict[str, Any], Any]:
@@ -100,6 +101,25 @@ def time_line(runs: Sequence[tuple[str, float]]) -> str:
           f"stage measured it; the machine's other load is not known here): {cells}.")
 
 
+def manipulation_line(runs: Sequence[tuple[str, dict[str, Any] | None]]) -> str:
+  """(run, its stored manipulation check or None) of each ValueExploration run on the page: whether the support
+  and conflict personas separate the model's choices there (pooled CI of support - conflict above 0), so that a
+  run whose contrast is empty is named before any neuron result is read. Empty when no run has a check."""
+  cells = []
+  for slug, check in runs:
+    if check is None:
+      continue
+    r = check["pooled"]
+    word = "separate" if check["separates"] else "**empty**"
+    cells.append(f"{slug} {word} ({r['mean_diff']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}], n = {r['n']})")
+  if not cells:
+    return ""
+  return ("**Persona manipulation check** (P(value-aligned action) after the support prompt minus after the "
+          "conflict prompt, unedited model, pooled over each run's values; a run whose CI does not lie above 0 "
+          f"has an empty support/conflict contrast and its located sets cannot carry the value difference): "
+          f"{'; '.join(cells)}.")
+
+
 def _embedded(root: str, slug: str, out_dir: str) -> list[str]:
   """The run's report.md with headings one level down and its figures copied to `out_dir/slug/`."""
   text = open(markdown.write_report(root), encoding="utf-8").read()
@@ -131,7 +151,7 @@ def write_results(workdirs: Sequence[str], out: str, title: str, command: str) -
            "| run | model | method | primary test | positive control (same model) | time (s, with its control) | "
            "peak RSS (MiB) |",
            "|---|---|---|---|---|---:|---:|"]
-  sections, family, alphas, times = [], [], set(), []
+  sections, family, alphas, times, checks = [], [], set(), [], []
   for w in workdirs:
     root = os.path.abspath(w)
     slug = os.path.basename(root.rstrip(os.sep))
@@ -139,6 +159,7 @@ def write_results(workdirs: Sequence[str], out: str, title: str, command: str) -
     c = cfg.get("config", {})
     seconds, rss = _totals(root)
     times.append((str(c.get("model")), seconds))
+    checks.append((slug, read_manipulation(root) if c.get("method") == "valueexploration" else None))
     metrics = layout.read(root, layout.METRICS)
     family += _primary_tests(slug, metrics)
     alphas.add(_primary(metrics)[0].get("alpha", 0.05))
@@ -148,6 +169,7 @@ def write_results(workdirs: Sequence[str], out: str, title: str, command: str) -
                  f"{_control_cell(root)} | {seconds:.0f} | {'' if rss is None else f'{rss:.0f}'} |")
     sections += ["", f"## {slug}", "", f"Reproduce: `{cfg.get('command') or 'unknown'}` (code at git commit "
                  f"`{cfg.get('git_commit') or 'unknown'}`).", "", *_embedded(root, slug, out_dir)]
-  extra = [x for x in (time_line(times), family_line(family, min(alphas, default=0.05))) if x]
+  extra = [x for x in (manipulation_line(checks), time_line(times), family_line(family, min(alphas, default=0.05)))
+           if x]
   vio.write_text(out, "\n".join(lines + [y for x in extra for y in ("", x)] + sections).rstrip() + "\n")
   return out

@@ -87,6 +87,35 @@ def write_intervene(wd: Workdir, metrics: dict[str, Any], examples: list[Any]) -
   return out
 
 
+# The persona manipulation check of a method that has one (ValueExploration): written by the intervene stage
+# before any edit is scored, read by the report before any neuron result.
+MANIPULATION = os.path.join("intervene", "manipulation.json")
+
+
+def write_manipulation(wd: Workdir, result: dict[str, Any]) -> list[str]:
+  """The manipulation check, atomically, stamped with the intervene stage's config fingerprint so that a rerun
+  of an unfinished intervene stage reuses it (`read_manipulation`); returns the files (relative paths)."""
+  if wd.writer:
+    from valuejax.workdir.state import fingerprint
+    vio.write_json(wd.path(MANIPULATION), {**result, "fingerprint": fingerprint(wd.config, "intervene")})
+  return [MANIPULATION]
+
+
+def read_manipulation(root: str, config: Any = None) -> dict[str, Any] | None:
+  """The stored manipulation check, or None. With `config`, only a check computed for that config's intervene
+  stage; without, only one computed for the run that config.json describes (the report and results pages read
+  a finished run; a check left by another config of the workdir is not its)."""
+  result = layout.read(root, MANIPULATION)
+  if result is None:
+    return None
+  if config is not None:
+    from valuejax.workdir.state import fingerprint
+    stamp = fingerprint(config, "intervene")
+  else:
+    stamp = ((layout.read(root, layout.CONFIG) or {}).get("fingerprints") or {}).get("intervene")
+  return result if stamp is None or result.get("fingerprint") == stamp else None
+
+
 _PARAMS = ("mode", "gamma", "size", "steer", "region", "toward", "factor", "group")
 
 
