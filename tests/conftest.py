@@ -1,10 +1,18 @@
 """Test set-up: 8 virtual CPU devices (multi-device code runs on CPU), float32 matmuls at full precision, and
 the launchers' compilation cache in a folder of this test session's own (shared by the launcher processes the
 tests start, so each program compiles once per session, and nothing is read from or left in the user's cache).
+
+The session-wide fixtures here are built once and read by many modules: the tiny chat llama (`tiny_model`)
+and one finished smoke run of it (`smoke_run`). Both are read-only: a test that changes a model folder or a
+workdir copies it first.
 """
 
+import dataclasses
 import os
+import shutil
 import tempfile
+
+import pytest
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -14,6 +22,33 @@ import jax  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
 
+from tests import helpers  # noqa: E402
 
-def pytest_configure(config):
-  config.addinivalue_line("markers", "real_model: loads a real pretrained model (slower)")
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> str:
+  """The tiny chat llama's folder (helpers.save_tiny_chat_llama), written once per session. Read it only."""
+  return helpers.tiny_chat_llama(tmp_path_factory)
+
+
+@dataclasses.dataclass(frozen=True)
+class SmokeRun:
+  """A finished `launch.run` of the smoke config on the tiny model: its folders and what it printed."""
+  model: str
+  workdir: str
+  stdout: str
+  stderr: str
+
+  def copy(self, folder: str) -> str:
+    """A copy of the workdir at `folder`, for a test that reruns, damages or locks it."""
+    shutil.copytree(self.workdir, folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tiny_model, tmp_path_factory) -> SmokeRun:
+  """One smoke run (record, locate, intervene, report) read by every test that needs a finished run of the
+  default config; tests that change it work on `smoke_run.copy(...)`."""
+  wd = str(tmp_path_factory.mktemp("smoke_run") / "w")
+  proc = helpers.ok(helpers.launch("launch.run", *helpers.smoke_args(tiny_model, wd)))
+  return SmokeRun(tiny_model, wd, proc.stdout, proc.stderr)

@@ -15,50 +15,51 @@ import sys
 import numpy as np
 import pytest
 
-from tests.test_launch import _launch, _ok, _smoke_args, tiny_model  # noqa: F401 (pytest fixture)
+from tests.helpers import REPO, arrays, launch_in_process
+from tests.helpers import launch as _launch, ok as _ok, refused as _refused, smoke_args as _smoke_args
 from valuejax.errors import ValueJaxError
 
-
-@pytest.fixture(scope="module")
-def finished(tiny_model, tmp_path_factory):  # noqa: F811
-  """A finished smoke run (record, locate, intervene, report) to copy and damage."""
-  wd = str(tmp_path_factory.mktemp("finished") / "w")
-  _ok(_launch("launch.run", *_smoke_args(tiny_model, wd)))
-  return tiny_model, wd
+# Refusals (exit 2 at the launcher's error boundary, before any work) are checked in this process with
+# launch_in_process; the runs that compute, resume or are killed start launcher processes.
 
 
-def _copy(finished, tmp_path) -> tuple[str, str]:
-  model, src = finished
-  wd = str(tmp_path / "w")
-  shutil.copytree(src, wd)
-  return model, wd
+def _copy(smoke_run, tmp_path) -> tuple[str, str]:
+  """The model and a copy of the session's finished smoke run (record, locate, intervene, report) to damage."""
+  return smoke_run.model, smoke_run.copy(str(tmp_path / "w"))
 
 
-def _refused(proc: subprocess.CompletedProcess, *needles: str) -> str:
-  assert proc.returncode == 2, proc.stderr[-3000:]
-  assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
-  for n in needles:
-    assert n in proc.stderr, (n, proc.stderr[-3000:])
-  return proc.stderr
+@pytest.fixture
+def no_model_loads(monkeypatch) -> None:
+  """Fails the test if a launcher run in this process loads a model."""
+  from launch import runtime
+
+  def refuse(spec, dtype):
+    raise AssertionError(f"the model {spec} was loaded")
+  monkeypatch.setattr(runtime, "_load", refuse)
 
 
-def test_a_failed_command_leaves_config_json_as_it_was(finished, tmp_path):
-  model, wd = _copy(finished, tmp_path)
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_a_failed_command_leaves_config_json_as_it_was(smoke_run, tmp_path):
+  model, wd = _copy(smoke_run, tmp_path)
   before = open(os.path.join(wd, "config.json"), "rb").read()
-  _refused(_launch("launch.locate", *_smoke_args(model, wd), "--config.record.max_new_tokens=40"),
+  _refused(launch_in_process("launch.locate", *_smoke_args(model, wd), "--config.record.max_new_tokens=40"),
            "run the record stage first")
   assert open(os.path.join(wd, "config.json"), "rb").read() == before
 
 
-def test_a_second_run_refuses_a_held_workdir_and_a_dead_holders_lock_is_taken_over(finished, tmp_path):
-  model, wd = _copy(finished, tmp_path)
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_a_second_run_refuses_a_held_workdir_and_a_dead_holders_lock_is_taken_over(smoke_run, tmp_path):
+  model, wd = _copy(smoke_run, tmp_path)
   holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
   lock = os.path.join(wd, ".lock")
   try:
     with open(lock, "w") as f:
       json.dump({"pid": holder.pid, "host": socket.gethostname(), "command": "python -m launch.run (test)",
                  "started": "now"}, f)
-    _refused(_launch("launch.run", *_smoke_args(model, wd)), "in use", str(holder.pid), socket.gethostname())
+    _refused(launch_in_process("launch.run", *_smoke_args(model, wd)), "in use", str(holder.pid),
+             socket.gethostname())
   finally:
     holder.kill()
     holder.wait()
@@ -84,9 +85,11 @@ def test_the_lock_is_reentrant_in_one_process_and_released():
       pass
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 @pytest.mark.parametrize("damage", ["edit_set_json", "truncate_stats", "truncate_set_npz", "empty_summary"])
-def test_a_damaged_output_is_an_error_naming_it_and_force_recovers(finished, tmp_path, damage):
-  model, wd = _copy(finished, tmp_path)
+def test_a_damaged_output_is_an_error_naming_it_and_force_recovers(smoke_run, tmp_path, damage):
+  model, wd = _copy(smoke_run, tmp_path)
   sets = json.load(open(os.path.join(wd, "locate", "summary.json")))
   name = next(iter(sets))
   if damage == "edit_set_json":
@@ -102,7 +105,7 @@ def test_a_damaged_output_is_an_error_naming_it_and_force_recovers(finished, tmp
     path = os.path.join(wd, "locate", "summary.json")
     open(path, "w").close()
   before = open(os.path.join(wd, "intervene", "metrics.json"), "rb").read()
-  _refused(_launch("launch.run", *_smoke_args(model, wd)), os.path.relpath(path, wd), "--force")
+  _refused(launch_in_process("launch.run", *_smoke_args(model, wd)), os.path.relpath(path, wd), "--force")
   assert open(os.path.join(wd, "intervene", "metrics.json"), "rb").read() == before  # nothing rewritten
   if damage != "truncate_stats":
     _ok(_launch("launch.locate", *_smoke_args(model, wd), "--force"))  # the stage that wrote it, again
@@ -161,7 +164,7 @@ def test_a_nan_activation_stops_recording_at_its_batch():
     _check_finite(st, "generated", 3, 5, ["down/b"])
 
 
-@pytest.mark.parametrize("flag,needle", [
+_NONSENSE = [
     ("--config.locate.threshold=-1", "locate.threshold"),
     ("--config.intervene.gamma=(1e400,)", "intervene.gamma"),
     ("--config.intervene.gamma=(nan,)", "intervene.gamma = (nan,) (not read as numbers)"),
@@ -185,27 +188,49 @@ def test_a_nan_activation_stops_recording_at_its_batch():
     ("--config.intervene.kind=steerin", "unknown edit kind 'steerin'"),
     ("--config.locate.rule=masks", "locate.masks"),
     ("--config.intervene.primary_gamma=3", "intervene.primary_gamma"),
-    ("--config.locate.pairs=('openness_to_change:self_enhancement',)", "are not the two aspects of one dimension"),
+    ("--config.locate.pairs=('openness_to_change:self_enhancement',)", "is not of the run's contrast 'reversed'"),
     ("--config.model=lab/no-such-model", "'lab/no-such-model' is not in the Hugging Face cache"),
-])
-def test_nonsense_fails_before_anything_runs(tiny_model, tmp_path, flag, needle, monkeypatch):  # noqa: F811
+]
+
+
+def _nonsense_args(model: str, wd: str, flag: str) -> list[str]:
+  return [a for a in _smoke_args(model, wd) if not (flag.startswith("--config=") and a.startswith("--config="))]
+
+
+@pytest.mark.parametrize("flag,needle", _NONSENSE)
+def test_nonsense_fails_before_anything_runs(tiny_model, tmp_path, flag, needle, monkeypatch):
+  """In this process (launch_in_process): the message and exit 2 of the launcher's error boundary. Offline,
+  with an empty Hugging Face cache, as a process started with HF_HUB_OFFLINE=1 and HF_HOME=<empty> would be."""
+  from huggingface_hub import constants
+  monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+  monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf_home" / "hub"))
   wd = str(tmp_path / "w")
-  monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-  monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
-  args = [a for a in _smoke_args(tiny_model, wd) if not (flag.startswith("--config=") and a.startswith("--config="))]
-  _refused(_launch("launch.run", *args, flag), needle)
+  _refused(launch_in_process("launch.run", *_nonsense_args(tiny_model, wd, flag), flag), needle)
   assert not os.path.exists(os.path.join(wd, "record"))  # nothing recorded, nothing half written
 
 
-def test_a_workdir_path_that_is_a_file_is_named(tiny_model, tmp_path):  # noqa: F811
+@pytest.mark.subprocess
+@pytest.mark.parametrize("flag,needle", [_NONSENSE[0], _NONSENSE[-1]])
+def test_nonsense_in_a_process_exits_2_without_a_traceback(tiny_model, tmp_path, flag, needle, monkeypatch):
+  """End to end, as a user meets it: a config value out of range, and a model id offline, each one paragraph
+  on stderr and exit 2 from `python -m launch.run`."""
+  wd = str(tmp_path / "w")
+  monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+  monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+  err = _refused(_launch("launch.run", *_nonsense_args(tiny_model, wd, flag), flag), needle)
+  assert err.startswith("error: ")
+  assert not os.path.exists(os.path.join(wd, "record"))
+
+
+def test_a_workdir_path_that_is_a_file_is_named(tiny_model, tmp_path):
   path = str(tmp_path / "a_file")
   open(path, "w").write("x")
-  _refused(_launch("launch.run", *_smoke_args(tiny_model, path)), "cannot use the workdir", path)
+  _refused(launch_in_process("launch.run", *_smoke_args(tiny_model, path)), "cannot use the workdir", path)
 
 
 def test_report_on_a_mistyped_workdir_creates_nothing(tmp_path):
   wd = str(tmp_path / "no_such_run")
-  _refused(_launch("launch.report", f"--workdir={wd}"), "not a valuejax workdir")
+  _refused(launch_in_process("launch.report", f"--workdir={wd}"), "not a valuejax workdir")
   assert not os.path.exists(wd)
 
 
@@ -216,16 +241,17 @@ def test_a_variant_keeps_the_arguments_given_beside_it():
   assert languages.get_config("demo,controls=39").intervene.n_controls == 39
 
 
-def test_a_model_folder_without_a_tokenizer_is_named(tiny_model, tmp_path):  # noqa: F811
+def test_a_model_folder_without_a_tokenizer_is_named(tiny_model, tmp_path):
   folder = str(tmp_path / "no_tokenizer")
   shutil.copytree(tiny_model, folder, ignore=shutil.ignore_patterns("tokenizer*", "special_tokens*", "vocab*",
                                                                     "merges*", "chat_template*"))
-  _refused(_launch("launch.run", *_smoke_args(folder, str(tmp_path / "w"))), "no tokenizer files", folder)
+  _refused(launch_in_process("launch.run", *_smoke_args(folder, str(tmp_path / "w"))), "no tokenizer files", folder)
 
 
-def test_ctrl_c_prints_one_line_and_the_same_command_resumes(tiny_model, tmp_path):  # noqa: F811
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_ctrl_c_prints_one_line_and_the_same_command_resumes(tiny_model, tmp_path):
   import signal
-  from tests.test_launch import REPO
   wd = str(tmp_path / "w")
   args = [*_smoke_args(tiny_model, wd, "configs/valuelocate.py:smoke,items=12,tokens=24"),
           "--config.record.batch_size=2", "--config.record.checkpoint_every=1"]
@@ -311,7 +337,6 @@ def _python_then(prelude: str, module: str, *args: str) -> list[str]:
 
 
 def _run_python_then(prelude: str, module: str, *args: str) -> subprocess.CompletedProcess:
-  from tests.test_launch import REPO
   return subprocess.run(_python_then(prelude, module, *args), cwd=REPO, capture_output=True, text=True,
                         timeout=600, env=dict(os.environ, PYTHONUNBUFFERED="1"))
 
@@ -365,8 +390,10 @@ def _chmod_tree(root: str, writable: bool) -> None:
       os.chmod(p, mode | stat.S_IWUSR if writable else mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
 
 
-def test_rereading_a_finished_run_on_read_only_media_writes_nothing(finished, tmp_path):
-  model, wd = _copy(finished, tmp_path)
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_rereading_a_finished_run_on_read_only_media_writes_nothing(smoke_run, tmp_path):
+  model, wd = _copy(smoke_run, tmp_path)
   before = _snapshot(wd)
   # chmod -R a-w is read-only media for a user; root writes through permissions, so there every write under
   # the workdir fails as on a read-only mount instead.
@@ -389,8 +416,10 @@ def test_rereading_a_finished_run_on_read_only_media_writes_nothing(finished, tm
   assert after == before  # not one file written, replaced or touched
 
 
-def test_rereading_a_finished_run_writes_nothing_when_it_can(finished, tmp_path):
-  model, wd = _copy(finished, tmp_path)
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_rereading_a_finished_run_writes_nothing_when_it_can(smoke_run, tmp_path):
+  model, wd = _copy(smoke_run, tmp_path)
   before = _snapshot(wd)
   rerun = _ok(_launch("launch.run", *_smoke_args(model, wd)))
   assert all(f"{stage}: skipped" in rerun.stderr for stage in ("record", "locate", "intervene"))
@@ -432,7 +461,7 @@ def _record_args(model: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def whole_record(tiny_model, tmp_path_factory):  # noqa: F811
+def whole_record(tiny_model, tmp_path_factory):
   """The statistics of an uninterrupted record stage, to compare a resumed one with."""
   wd = str(tmp_path_factory.mktemp("whole") / "w")
   _ok(_launch("launch.record", *_record_args(tiny_model), f"--workdir={wd}"))
@@ -440,9 +469,8 @@ def whole_record(tiny_model, tmp_path_factory):  # noqa: F811
 
 
 def _same_record(a: str, b: str) -> None:
-  from tests.test_launch import _arrays
   for name in ("stats.npz", "prompt_stats.npz"):
-    x, y = _arrays(os.path.join(a, "record", name)), _arrays(os.path.join(b, "record", name))
+    x, y = arrays(os.path.join(a, "record", name)), arrays(os.path.join(b, "record", name))
     assert x.keys() == y.keys()
     for k in x:
       assert x[k].dtype == y[k].dtype and np.array_equal(x[k], y[k]), (name, k)
@@ -455,6 +483,8 @@ def _checkpoint_folder(wd: str) -> tuple[list[int], list[str]]:
   return sorted(int(n) for n in names if n.isdigit()), [n for n in names if "orbax-checkpoint-tmp" in n]
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_a_full_disk_while_a_checkpoint_is_written_is_one_paragraph_and_the_run_resumes(whole_record, tmp_path):
   import re
   model, whole = whole_record
@@ -497,10 +527,11 @@ def test_a_full_disk_in_a_checkpoint_write_leaves_the_last_complete_step(tmp_pat
   assert StatsCheckpointer(d, keep=3, fingerprint="f").restore_latest()[0] == 1
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_kill_9_inside_a_checkpoint_write_resumes_bit_identical(whole_record, tmp_path):
   import signal
   import time
-  from tests.test_launch import REPO
   model, whole = whole_record
   wd, marker = str(tmp_path / "w"), str(tmp_path / "inside_the_write")
   pause = _INSIDE_CHECKPOINT_WRITE.format(step=3, action="pause", marker=marker)
@@ -523,8 +554,7 @@ def test_kill_9_inside_a_checkpoint_write_resumes_bit_identical(whole_record, tm
   assert _checkpoint_folder(wd)[1] == []
 
 
-def test_an_overlong_text_in_an_item_file_names_its_line_before_the_model_loads(tiny_model, tmp_path):  # noqa: F811
-  from tests.test_launch import REPO
+def test_an_overlong_text_in_an_item_file_names_its_line_before_the_model_loads(tiny_model, tmp_path, no_model_loads):
   folder = str(tmp_path / "framework")
   shutil.copytree(os.path.join(REPO, "data", "schwartz"), folder)
   path = os.path.join(folder, "value_descriptions.jsonl")
@@ -533,14 +563,13 @@ def test_an_overlong_text_in_an_item_file_names_its_line_before_the_model_loads(
   lines[2] = json.dumps(item | {"text": "I would rather work out my own answer. " * 130_000})  # about 5 MB
   open(path, "w", encoding="utf-8").write("\n".join(lines) + "\n")
   wd = str(tmp_path / "w")
-  err = _refused(_launch("launch.run", *_smoke_args(tiny_model, wd), f"--config.data.framework={folder}"),
+  err = _refused(launch_in_process("launch.run", *_smoke_args(tiny_model, wd), f"--config.data.framework={folder}"),
                  f"{path}:3: field 'text' is 5,070,000 characters long", "shorten it")
-  assert "max_prompt_tokens" not in err and "loaded" not in err  # before any model loads
+  assert "max_prompt_tokens" not in err  # and before any model loads (no_model_loads)
   assert not os.path.exists(os.path.join(wd, "record"))
 
 
-def test_a_prompt_over_the_token_limit_names_the_item_and_the_data_key(tiny_model, tmp_path):  # noqa: F811
-  from tests.test_launch import REPO
+def test_a_prompt_over_the_token_limit_names_the_item_and_the_data_key(tiny_model, tmp_path):
   folder = str(tmp_path / "framework")
   shutil.copytree(os.path.join(REPO, "data", "schwartz"), folder)
   path = os.path.join(folder, "value_descriptions.jsonl")
@@ -549,7 +578,7 @@ def test_a_prompt_over_the_token_limit_names_the_item_and_the_data_key(tiny_mode
   lines[0] = json.dumps(item | {"text": "I would rather work out my own answer " * 300})  # 2,400 words
   open(path, "w", encoding="utf-8").write("\n".join(lines) + "\n")
   wd = str(tmp_path / "w")
-  err = _refused(_launch("launch.record", *_smoke_args(tiny_model, wd), f"--config.data.framework={folder}"),
+  err = _refused(launch_in_process("launch.record", *_smoke_args(tiny_model, wd), f"--config.data.framework={folder}"),
                  f"data.framework = '{folder}'", f"item '{item['id']}+", "at most 2048 tokens",
                  "shorten that item's text", "set data.framework")
   assert "max_prompt_tokens" not in err

@@ -55,11 +55,13 @@ def test_mask_files_that_do_not_fit_are_named(tmp_path):
     NeuronSet.from_lape_masks(path, ["zh"], num_neurons=6)
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_a_mask_file_runs_through_the_launchers_as_the_neuron_set(tmp_path):
   """The authors' masks evaluated with our edits, size-matched controls and metric: locate.rule = masks."""
   import json
   import os
-  from tests.test_launch import _launch, _ok
+  from tests.helpers import launch as _launch, ok as _ok
   from tests import tiny_models
   model = tiny_models.save_word_level_llama(str(tmp_path / "m"), tiny_models.tiny_tokenizer(), 96)
   rng = np.random.default_rng(1)

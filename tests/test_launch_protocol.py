@@ -16,7 +16,7 @@ from valuejax import workdir
 from valuejax.methods import Experiment, METHODS, UnitPlan
 from valuejax.metrics.choice_protocol import ChoiceProtocol, ProtocolItem
 from valuejax.metrics.effects import evaluate
-from tests.test_launch import _launch, _ok, _smoke_args, tiny_model  # noqa: F401 (pytest fixture)
+from tests.helpers import launch as _launch, ok as _ok, smoke_args as _smoke_args
 
 
 class _Tok:
@@ -146,7 +146,9 @@ def test_protocol_items_name_the_aligned_letter():
     assert f"Option {x.aligned}: {f.aligned}" in x.question and f"Option {other}: {f.opposing}" in x.question
 
 
-def test_tiny_random_model_answers_are_unparsed_and_reported_as_such(tiny_model, tmp_path):  # noqa: F811
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_tiny_random_model_answers_are_unparsed_and_reported_as_such(tiny_model, tmp_path):
   wd = str(tmp_path / "w")
   _ok(_launch("launch.run", *_smoke_args(tiny_model, wd, "configs/valueexploration.py:smoke"),
               "--config.intervene.metric=choice_protocol", "--config.intervene.max_new_tokens=6"))

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from tests import tiny_models
-from tests.test_launch import _launch, _ok, _smoke_args
+from tests.helpers import launch as _launch, ok as _ok, smoke_args as _smoke_args
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -46,6 +46,8 @@ def _json(path: str):
     return json.load(f)
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_positive_control_runs_inside_the_main_run_and_is_reported(bilingual_model, tmp_path):
   wd = str(tmp_path / "run")
   # 15% of the 144 neurons, so that each language keeps some of its own.

@@ -11,7 +11,7 @@ import os
 import numpy as np
 import pytest
 
-from tests.test_launch import _launch, _ok, _smoke_args, tiny_model  # noqa: F401 (pytest fixture)
+from tests.helpers import launch as _launch, ok as _ok, smoke_args as _smoke_args
 from valuejax.errors import ValueJaxError
 from valuejax.methods import EDITS, METHODS, RULES, Experiment, Pair
 from valuejax.methods.valuelocate import ValueLocate
@@ -98,7 +98,9 @@ def test_config_check_names_the_entry_and_the_registered_names():
     check_config(config)
 
 
-def test_a_users_method_rule_edit_and_metric_run_through_the_launchers(tiny_model, tmp_path):  # noqa: F811
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_a_users_method_rule_edit_and_metric_run_through_the_launchers(tiny_model, tmp_path):
   wd = str(tmp_path / "w")
   _ok(_launch("launch.run", *_smoke_args(tiny_model, wd), "--config.method=tests.test_registry:FirstPairOnly",
               "--config.locate.rule=tests.test_registry:six_per_aspect",
@@ -118,7 +120,9 @@ def test_a_users_method_rule_edit_and_metric_run_through_the_launchers(tiny_mode
   assert "the aligned action's likelihood" in open(os.path.join(wd, "report.md"), encoding="utf-8").read()
 
 
-def test_pvq_is_a_metric_module_and_the_report_plots_the_profiles(tiny_model, tmp_path):  # noqa: F811
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_pvq_is_a_metric_module_and_the_report_plots_the_profiles(tiny_model, tmp_path):
   wd = str(tmp_path / "w")
   _ok(_launch("launch.run", *_smoke_args(tiny_model, wd), "--config.intervene.metric=pvq",
               "--config.locate.pairs=('openness_to_change:conservation',)", "--config.intervene.n_controls=2"))

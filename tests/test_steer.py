@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from tests.test_launch import _launch, _ok, _smoke_args, tiny_model  # noqa: F401 (pytest fixture)
+import pytest
+
+from tests.helpers import launch as _launch, ok as _ok
 
 
-def test_steer_prints_every_variant_side_by_side(tiny_model, tmp_path):  # noqa: F811
-  wd = str(tmp_path / "w")
-  _ok(_launch("launch.run", *_smoke_args(tiny_model, wd)))
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_steer_prints_every_variant_side_by_side(smoke_run, tmp_path):
+  wd = smoke_run.copy(str(tmp_path / "w"))  # the session's finished smoke run
   out = _ok(_launch("launch.steer", f"--workdir={wd}", "--gamma=4", "--prompt=what would you do",
                     "--prompt=how do you choose a new job", "--max_new_tokens=5", "--controls=2")).stdout
   assert out.count("== prompt") == 2 and "== prompt 2: how do you choose a new job" in out

@@ -9,11 +9,14 @@ import json
 import os
 
 import numpy as np
+import pytest
 
-from tests.test_launch import _launch, _ok, tiny_model  # noqa: F401 - the fixture
+from tests.helpers import launch as _launch, launch_in_process, ok as _ok
 
 
-def test_study_grid_shares_one_recording_and_declares_its_primary_point(tiny_model, tmp_path):  # noqa: F811
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_study_grid_shares_one_recording_and_declares_its_primary_point(tiny_model, tmp_path):
   wd = str(tmp_path / "study")
   # Two of the four values (each against its reversed descriptions), to keep the test's size.
   two = "--config.locate.pairs=('openness_to_change:openness_to_change_reversed','conservation:conservation_reversed')"
@@ -54,13 +57,15 @@ def test_study_grid_shares_one_recording_and_declares_its_primary_point(tiny_mod
   assert "record: skipped" in again.stderr and "locate: skipped" in again.stderr
 
 
-def test_a_grid_point_of_an_unlocated_size_is_refused(tiny_model, tmp_path):  # noqa: F811
-  proc = _launch("launch.run", "--config=configs/study.py:smoke", f"--workdir={tmp_path}",
-                 f"--config.model={tiny_model}", "--config.locate.sizes=('0.01',)")
+def test_a_grid_point_of_an_unlocated_size_is_refused(tiny_model, tmp_path):
+  proc = launch_in_process("launch.run", "--config=configs/study.py:smoke", f"--workdir={tmp_path}",
+                           f"--config.model={tiny_model}", "--config.locate.sizes=('0.01',)")
   assert proc.returncode == 2 and "not located: 0.001" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_valueexploration_study_declares_its_primary_values(tiny_model, tmp_path):  # noqa: F811
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_valueexploration_study_declares_its_primary_values(tiny_model, tmp_path):
   """configs/study_ve.py: the seeded primary values' two directions get the primary controls and form the
   pooled primary test; the other value's edits are exploratory with their own (fewer) controls."""
   from configs import study_ve

@@ -1,0 +1,146 @@
+"""What the launcher tests share: the tiny word-level llama they run on, the smoke arguments, running a
+launcher as a process (`launch`, `ok`) or inside this one (`launch_in_process`), and reading its outputs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib
+import io
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from tests import tiny_models
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORDS = ("i you we they the a an and or but to of in on at for with my your is are was would will do "
+         "not what how why when your work family friend new old way time people life choose keep try "
+         "help rule risk safe change stay plan home job money power success care others world answer "
+         "question situation because first person value".split())
+CHAT = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def save_tiny_chat_llama(folder: str) -> str:
+  """A random 3-layer llama with a word-level tokenizer of WORDS and a chat template, saved as an HF folder."""
+  import transformers as t
+  from tokenizers import Tokenizer, models, pre_tokenizers
+
+  specials = ["<pad>", "<s>", "</s>", "<unk>", "<|im_start|>", "<|im_end|>"]
+  vocab = {w: i for i, w in enumerate(specials + sorted(set(WORDS)) + list("ABCDEF.,?!:"))}
+  tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+  tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
+  fast = t.PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
+                                   unk_token="<unk>", additional_special_tokens=["<|im_start|>", "<|im_end|>"])
+  fast.chat_template = CHAT
+  return tiny_models.save_word_level_llama(folder, fast, len(vocab))
+
+
+_TINY_MODELS: dict[str, str] = {}
+
+
+def tiny_chat_llama(tmp_path_factory) -> str:
+  """The folder of `save_tiny_chat_llama`, written once per test session (under the session's base temporary
+  folder) however many fixtures ask for it. Tests read it; one that changes a model folder copies it first."""
+  base = str(tmp_path_factory.getbasetemp())
+  if base not in _TINY_MODELS:
+    _TINY_MODELS[base] = save_tiny_chat_llama(str(tmp_path_factory.mktemp("tiny_llama")))
+  return _TINY_MODELS[base]
+
+
+def smoke_args(model: str, workdir: str, config: str = "configs/valuelocate.py:smoke") -> list[str]:
+  """The flags of a smoke run of `config` on `model` in `workdir`."""
+  args = [f"--config={config}", f"--workdir={workdir}", f"--config.model={model}"]
+  if config.startswith("configs/valuelocate.py"):
+    # Exactly 12 neurons per aspect (an exact count), so random controls always find enough unlocated
+    # neurons per layer.
+    args += ["--config.locate.size=12"]
+  return args
+
+
+def launch(module: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+  """`python -m module args` from the repository root, its output captured."""
+  env = dict(os.environ, PYTHONUNBUFFERED="1")
+  return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=env, capture_output=True,
+                        text=True, timeout=timeout)
+
+
+def ok(proc):
+  """`proc` (a finished process or an in-process launch), asserting that it exited 0."""
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  return proc
+
+
+def arrays(path: str) -> dict[str, np.ndarray]:
+  """Every array of an .npz file."""
+  with np.load(path, allow_pickle=False) as z:
+    return {k: z[k] for k in z.files}
+
+
+def refused(proc, *needles: str) -> str:
+  """The stderr of a launch that ended at the error boundary: exit 2, no traceback, every needle named."""
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+  for n in needles:
+    assert n in proc.stderr, (n, proc.stderr[-3000:])
+  return proc.stderr
+
+
+@dataclasses.dataclass
+class InProcess:
+  """What `launch_in_process` saw: the exit status and what the launcher wrote."""
+  returncode: int
+  stdout: str
+  stderr: str
+
+
+def launch_in_process(module: str, *args: str) -> InProcess:
+  """Runs launcher `module` with `args` inside this process, through the same flag parsing and error boundary
+  (`launch.cli.parse_flags`, `launch.cli._main`) as `python -m module args`, and returns its exit status and
+  output. For checks that end at the boundary (a bad flag, config entry, model or input file): no process start
+  and no second import of jax. The flags are put back as they were after each call (absl keeps one global flag
+  registry, to which config_flags adds a `config.<key>` flag for each override it parses)."""
+  from absl import flags
+  from launch import cli
+  launcher = importlib.import_module(module)
+  extra = launcher._EXTRA if module == "launch.plan" else _EXTRA_FLAGS.get(module, ())
+  preflight = module not in _NO_PREFLIGHT
+  argv = [module, *args]
+  names = set(flags.FLAGS)
+  saved_argv = sys.argv
+  out, err = io.StringIO(), io.StringIO()
+  code = 0
+  # Without --config, a launcher's process reads the default config, and applies the overrides it finds in
+  # sys.argv, when launch.cli defines the flag at import: that is done again here, with this argv.
+  default_config = None if any(a == "--config" or a.startswith("--config=") for a in args) else flags.FLAGS["config"]
+  sys.argv = argv  # config_flags reads the overrides from sys.argv when it parses --config
+  try:
+    with contextlib.chdir(REPO), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+      try:
+        if default_config is not None:
+          delattr(flags.FLAGS, "config")
+          cli._define_config_flag()
+        rest = cli.parse_flags(argv, extra=extra)
+        cli._main(launcher.main, preflight, rest)
+      except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+  finally:
+    sys.argv = saved_argv
+    flags.FLAGS.unparse_flags()
+    for name in set(flags.FLAGS) - names:
+      delattr(flags.FLAGS, name)
+    if default_config is not None:
+      if "config" in flags.FLAGS:
+        delattr(flags.FLAGS, "config")
+      flags.FLAGS["config"] = default_config
+  return InProcess(code, out.getvalue(), err.getvalue())
+
+
+# What each launcher passes to `cli.run` (see the `cli.run(...)` line at the end of each launch/*.py).
+_EXTRA_FLAGS = {"launch.steer": ("--pair", "--gamma", "--prompt", "--max_new_tokens", "--controls"),
+                "launch.sweep": ("--list",)}
+_NO_PREFLIGHT = ("launch.plan", "launch.report")
