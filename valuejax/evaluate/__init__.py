@@ -6,9 +6,9 @@ from valuejax.evaluate.judge import JudgeConfig, JudgeScore, judge_alignment, ju
 from valuejax.evaluate.parse import (OptionSupport, PairedSupport, SupportSummary, Unparsed, paired_support,
                                      parse_option_support, summarize_support)
 from valuejax.evaluate.records import GenerationRecord, read_records, write_records
-from valuejax.evaluate.stats import (EffectSummary, PooledEdit, PooledTest, bootstrap_ci, holm, paired_differences,
-                                     permutation_p, pooled_test,
-                                     summarize_effect)
+from valuejax.evaluate.stats import (EffectSummary, PooledEdit, PooledTest, SequentialP, bootstrap_ci, excess_interval,
+                                     holm, paired_differences, permutation_p, pooled_test, prediction_t_p,
+                                     replicate_effects, sequential_p, summarize_effect)
 
 _LAZY = {  # these need jax; the rest of the package stays importable without it
     "ContinuationScores": "valuejax.evaluate.scoring",
@@ -32,7 +32,7 @@ __all__ = [
     "SupportSummary", "Unparsed", "PairedSupport", "paired_support", "parse_option_support", "summarize_support", "GenerationRecord",
     "read_records", "write_records", "EffectSummary", "PooledEdit", "PooledTest", "pooled_test", "bootstrap_ci", "holm",
     "paired_differences", "permutation_p",
-    "summarize_effect", *_LAZY,
+    "SequentialP", "sequential_p", "prediction_t_p", "excess_interval", "replicate_effects", "summarize_effect", *_LAZY,
 ]
 
 

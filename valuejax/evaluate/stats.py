@@ -23,9 +23,33 @@ def paired_differences(edited: Sequence[float], baseline: Sequence[float]) -> np
   return e - b
 
 
+# Below this many items a mean's CI is studentized (bootstrap-t) instead of read off the percentiles of the
+# bootstrap means. The percentile interval of a mean is too narrow at small n: it uses the plug-in SD (a factor
+# sqrt((n - 1) / n)) and normal rather than t tails, so at n = 7 it covers about 88% for 95%. Both errors shrink
+# like 1/n; from 30 items on the difference in width is under 4% and the percentile interval, which never
+# leaves the range of the data, is kept.
+SMALL_N = 30
+
+
+def _studentized(stat: float, se: float, boot: np.ndarray, boot_se: np.ndarray, level: float) -> tuple[float, float]:
+  """Bootstrap-t interval: the quantiles of (stat* - stat) / se* turned around the estimate and scaled by its SE.
+
+  A resample with se* = 0 (all its items equal) gives no t; it is left out (with real-valued scores such a
+  resample has probability about n^(1 - n)). A sample whose SE is 0 has the degenerate interval [stat, stat]."""
+  if not se > 0:
+    return float(stat), float(stat)
+  ok = boot_se > 0
+  t = (boot[ok] - stat) / boot_se[ok]
+  tail = (1 - level) / 2
+  q_lo, q_hi = np.nanquantile(t, [tail, 1 - tail])
+  return float(stat - q_hi * se), float(stat - q_lo * se)
+
+
 def bootstrap_ci(x: Sequence[float], *, level: float = 0.95, n_boot: int = 10000,
                  seed: int = 0) -> tuple[float, float]:
-  """Percentile bootstrap confidence interval of the mean of `x` (resampling items), seeded."""
+  """Bootstrap confidence interval of the mean of `x` (resampling items), seeded: percentile from SMALL_N items
+  on, studentized (bootstrap-t, each resample's mean over its own standard error) below, where the percentile
+  interval undercovers (see SMALL_N)."""
   x = np.asarray(x, np.float64).reshape(-1)
   if x.size == 0:
     raise ValueJaxError("bootstrap_ci needs at least one value")
@@ -33,11 +57,18 @@ def bootstrap_ci(x: Sequence[float], *, level: float = 0.95, n_boot: int = 10000
     raise ValueJaxError(f"level must be in (0, 1), got {level}")
   rng = np.random.default_rng(seed)
   means = np.empty(n_boot)
+  small = 1 < x.size < SMALL_N
+  ses = np.empty(n_boot) if small else None
   # Chunked so 10k resamples of a few thousand items stay small in memory.
   step = max(1, 2_000_000 // x.size)
   for start in range(0, n_boot, step):
     stop = min(n_boot, start + step)
-    means[start:stop] = x[rng.integers(0, x.size, (stop - start, x.size))].mean(1)
+    draw = x[rng.integers(0, x.size, (stop - start, x.size))]
+    means[start:stop] = draw.mean(1)
+    if small:
+      ses[start:stop] = draw.std(1, ddof=1) / np.sqrt(x.size)
+  if small:
+    return _studentized(float(x.mean()), float(x.std(ddof=1) / np.sqrt(x.size)), means, ses, level)
   alpha = (1 - level) / 2
   lo, hi = np.quantile(means, [alpha, 1 - alpha])
   return float(lo), float(hi)
@@ -64,6 +95,100 @@ def permutation_p(observed: float, controls: Sequence[float], alternative: str =
     return float(less)
   return float(min(1.0, 2 * min(greater, less)))
 
+
+@dataclasses.dataclass(frozen=True)
+class SequentialP:
+  """A sequential Monte Carlo p-value (Besag & Clifford 1991) and every look that led to it.
+
+  Replicates are looked at one at a time in their fixed order; the run stops at the first L at which `h` of
+  them reach the observed statistic (p = h / L), or after `r_max` with G < h reaching it (p = (G + 1) /
+  (r_max + 1)). Under the null (the observed statistic exchangeable with the replicates) P(p <= a) = a at
+  every value a that p can take, as for the fixed-R rank p, while a clear null stops after about h / p looks.
+  """
+  p_value: float | None  # None while undecided (fewer than r_max replicates given and h not reached)
+  h: int
+  r_max: int
+  looked: int  # L: replicates looked at, the non-finite ones included
+  hits: int  # G: replicates that reached the observed statistic
+  stopped: str  # "h reached", "all replicates" or "undecided"
+  running: list[int]  # G after each replicate looked at, in order
+  skipped: list[int]  # looked-at replicates whose statistic is not finite: neither a hit nor a draw
+
+  @property
+  def decided(self) -> bool:
+    return self.p_value is not None
+
+  def to_dict(self) -> dict:
+    return dataclasses.asdict(self)
+
+
+def sequential_p(observed: float, controls: Sequence[float], h: int, r_max: int,
+                 alternative: str = "greater") -> SequentialP:
+  """The Besag-Clifford sequential p of `observed` against `controls` in their given order (see SequentialP).
+
+  `h` and `r_max` must be fixed before any score. `controls` may hold fewer than `r_max` replicates (those
+  scored so far: then the answer may be undecided) or more (scored in a block past the stop: they are not
+  looked at). A replicate reaches the observed one when it is >= it ("greater") or <= it ("less"); ties count
+  as reaching, which keeps the p conservative. A non-finite replicate (no item scored) is skipped: it is
+  neither a hit nor a draw, and the p at r_max counts only the finite ones, (G + 1) / (finite + 1).
+  """
+  if alternative not in ("greater", "less"):
+    raise ValueJaxError(f"a sequential p is one-sided; got alternative {alternative!r}", fix="use greater or less")
+  if not (isinstance(h, (int, np.integer)) and h >= 1 and isinstance(r_max, (int, np.integer)) and r_max >= h):
+    raise ValueJaxError(f"a sequential p needs 1 <= h <= r_max, got h={h}, r_max={r_max}",
+                        "intervene.sequential_h", "set sequential_h to at most the primary test's replicates")
+  c = np.asarray(controls, np.float64).reshape(-1)[:r_max]
+  hits, running, skipped = 0, [], []
+  for i, v in enumerate(c):
+    if not np.isfinite(v):
+      skipped.append(i)
+    elif (v >= observed) if alternative == "greater" else (v <= observed):
+      hits += 1
+    running.append(hits)
+    if hits == h:
+      return SequentialP(h / (i + 1 - len(skipped)), int(h), int(r_max), i + 1, hits, "h reached", running, skipped)
+  if c.size < r_max:
+    return SequentialP(None, int(h), int(r_max), int(c.size), hits, "undecided", running, skipped)
+  finite = r_max - len(skipped)
+  return SequentialP((hits + 1) / (finite + 1), int(h), int(r_max), int(r_max), hits, "all replicates", running,
+                     skipped)
+
+
+def prediction_t_p(observed: float, controls: Sequence[float], alternative: str = "greater") -> float | None:
+  """p of the observed statistic as a new draw from the controls' distribution, by a t prediction interval.
+
+  t = (observed - mean_c) / (sd_c * sqrt(1 + 1/R)) with R - 1 degrees of freedom, one-sided in the predicted
+  direction. It assumes the replicates are normal, which the rank p does not, and can go below 1 / (1 + R);
+  it is read beside the rank p, never instead of it. None with fewer than 2 finite controls or sd_c = 0.
+  """
+  from scipy import stats as sps
+  c = np.asarray(controls, np.float64).reshape(-1)
+  c = c[np.isfinite(c)]
+  if c.size < 2 or not c.std(ddof=1) > 0:
+    return None
+  t = (observed - c.mean()) / (c.std(ddof=1) * np.sqrt(1 + 1 / c.size))
+  return float(sps.t.sf(t if alternative == "greater" else -t, c.size - 1))
+
+
+def excess_interval(observed: float, observed_se: float, controls: Sequence[float], *,
+                    level: float = 0.95) -> tuple[float, float, float] | None:
+  """The excess over controls, observed - mean_c, and its `level` interval (estimate, low, high).
+
+  What it covers: the located edit's expected effect (over the sampling of items) minus the expected effect of
+  a random neuron set of the same shape (over the draw of sets), on these items. Its SE combines the located
+  effect's SE over items (`observed_se`, e.g. the SD of its item bootstrap) and the controls' mean's SE
+  (sd_c / sqrt(R)), with t quantiles on R - 1 degrees of freedom. The located and the control effects are
+  scored on the same items, so their item noise is positively correlated and the interval is, if anything,
+  too wide. None with fewer than 2 finite controls.
+  """
+  from scipy import stats as sps
+  c = np.asarray(controls, np.float64).reshape(-1)
+  c = c[np.isfinite(c)]
+  if c.size < 2 or not np.isfinite(observed_se):
+    return None
+  excess = float(observed - c.mean())
+  half = float(sps.t.ppf((1 + level) / 2, c.size - 1) * np.sqrt(observed_se ** 2 + c.var(ddof=1) / c.size))
+  return excess, excess - half, excess + half
 
 
 def holm(p_values: Sequence[float]) -> np.ndarray:
@@ -161,7 +286,12 @@ class PooledEdit:
 @dataclasses.dataclass(frozen=True)
 class PooledTest:
   """The mean signed effect of several edits, its bootstrap CI, and its p-value against control replicates
-  (replicate r is the same statistic over control r of every edit: one draw of the whole family)."""
+  (replicate r is the same statistic over control r of every edit: one draw of the whole family).
+
+  With a sequential p (`sequential` set), `p_value` is its p, `n_controls` and `control_effects` are the
+  replicates it looked at, and `replicates_scored` may be more (a block scored past the stop). `t_p` and the
+  excess over controls (`excess`, `excess_low`, `excess_high`) are read beside the rank p (see prediction_t_p
+  and excess_interval)."""
   mean: float
   ci_low: float
   ci_high: float
@@ -171,6 +301,13 @@ class PooledTest:
   control_effects: list[float]
   level: float = 0.95
   alpha: float = 0.05
+  sequential: dict | None = None  # SequentialP.to_dict(): h, r_max, the looks and why it stopped
+  replicates_scored: int | None = None
+  t_p: float | None = None
+  excess: float | None = None
+  excess_low: float | None = None
+  excess_high: float | None = None
+  ci_method: str = "percentile"  # or "bootstrap-t" below SMALL_N items in a stratum
 
   @property
   def significant(self) -> bool:
@@ -185,15 +322,27 @@ def _signed_mean(edits: Sequence[PooledEdit], scores) -> float:
   return float(np.mean([e.sign * np.nanmean(s - e.baseline) for e, s in zip(edits, scores)]))
 
 
+def replicate_effects(edits: Sequence[PooledEdit], start: int = 0) -> list[float]:
+  """The pooled statistic of each control replicate from `start` on, in order (replicate r = control r of
+  every edit; as many as the fewest controls any edit has). NaN where no item of some edit is scored."""
+  r = min(e.controls.shape[0] for e in edits)
+  with np.errstate(all="ignore"):
+    return [_signed_mean(edits, [e.controls[k] for e in edits]) for k in range(start, r)]
+
+
 def pooled_test(edits: Sequence[PooledEdit], *, level: float = 0.95, alpha: float = 0.05, n_boot: int = 10000,
-                seed: int = 0) -> PooledTest:
+                seed: int = 0, sequential_h: int = 0, r_max: int | None = None) -> PooledTest:
   """One test for a family of edits: the mean over edits of each edit's signed mean change.
 
   More powerful than one test per edit when every edit is predicted to move its metric (the directions are
   folded in by `sign`), and a single p-value needs no multiplicity correction. The null distribution is
   the same statistic over control replicates: replicate r takes the r-th control of every edit (so
   R = the fewest controls any edit has). The CI resamples items within each stratum, the same draw for
-  every edit of a stratum, so edits on shared items keep their correlation.
+  every edit of a stratum, so edits on shared items keep their correlation; below SMALL_N items in a stratum
+  it is studentized (bootstrap-t, each resample over its own standard error), as bootstrap_ci is.
+
+  `sequential_h` > 0: the p is Besag and Clifford's sequential p over the replicates in order, stopping at
+  `sequential_h` hits, with `r_max` (default: the replicates given) replicates at most; 0: the fixed-R rank p.
   """
   edits = list(edits)
   if not edits:
@@ -203,17 +352,51 @@ def pooled_test(edits: Sequence[PooledEdit], *, level: float = 0.95, alpha: floa
       raise ValueJaxError(f"pooled edit shapes disagree: baseline {e.baseline.shape}, edited {e.edited.shape}, "
                           f"controls {e.controls.shape}", fix="pass [n], [n] and [R, n] per-item scores")
   observed = _signed_mean(edits, [e.edited for e in edits])
-  r = min(e.controls.shape[0] for e in edits)
-  ctrl = [_signed_mean(edits, [e.controls[k] for e in edits]) for k in range(r)]
-  ctrl = [c for c in ctrl if np.isfinite(c)]
+  scored = replicate_effects(edits)
+  seq = None
+  if sequential_h:
+    seq = sequential_p(observed, scored, sequential_h, len(scored) if r_max is None else r_max)
+    scored_n, looked = len(scored), scored[:seq.looked]
+  else:
+    scored_n, looked = len(scored), scored
+  ctrl = [c for c in looked if np.isfinite(c)]
   rng = np.random.default_rng(seed)
-  draws = {s: rng.integers(0, n, (n_boot, n)) for s, n in {e.stratum: e.baseline.size for e in edits}.items()}
+  sizes = {e.stratum: e.baseline.size for e in edits}
+  draws = {s: rng.integers(0, n, (n_boot, n)) for s, n in sizes.items()}
+  small = min(sizes.values()) < SMALL_N
   boot = np.zeros(n_boot)
-  for e in edits:
-    d = (e.edited - e.baseline)[draws[e.stratum]]  # [n_boot, n]
-    boot += e.sign * np.nanmean(d, axis=1)
+  # With few items: the SE of the statistic by its linearisation (each item's influence on each edit's mean
+  # over its scored items, summed over the edits of its stratum), for the sample and for every resample.
+  var, boot_var = 0.0, np.zeros(n_boot)
+  for stratum, n in sizes.items():
+    infl, boot_infl = np.zeros(n), np.zeros((n_boot, n))
+    for e in (e for e in edits if e.stratum == stratum):
+      full = e.edited - e.baseline
+      d = full[draws[stratum]]  # [n_boot, n]
+      with np.errstate(all="ignore"):
+        m = np.nanmean(d, axis=1)
+      boot += e.sign * m
+      if small:
+        w = e.sign / len(edits)
+        ok, bok = np.isfinite(full), np.isfinite(d)
+        infl += np.where(ok, (full - np.nanmean(full)) / max(1, ok.sum()), 0.0) * w
+        boot_infl += np.where(bok, (d - m[:, None]) / np.maximum(1, bok.sum(1))[:, None], 0.0) * w
+    if small and n > 1:
+      var += np.sum(infl ** 2) * n / (n - 1)
+      boot_var += np.sum(boot_infl ** 2, axis=1) * n / (n - 1)
   boot /= len(edits)
   tail = (1 - level) / 2
-  lo, hi = np.nanquantile(boot, [tail, 1 - tail])
-  p = permutation_p(observed, ctrl, "greater") if ctrl else None
-  return PooledTest(observed, float(lo), float(hi), p, len(edits), len(ctrl), ctrl, level, alpha)
+  if small and min(sizes.values()) > 1:
+    lo, hi = _studentized(observed, float(np.sqrt(var)), boot, np.sqrt(boot_var), level)
+    method = "bootstrap-t"
+  else:
+    lo, hi = np.nanquantile(boot, [tail, 1 - tail])
+    method = "percentile"
+  if seq is not None:
+    p = seq.p_value
+  else:
+    p = permutation_p(observed, ctrl, "greater") if ctrl else None
+  excess = excess_interval(observed, float(np.nanstd(boot, ddof=1)), ctrl, level=level)
+  return PooledTest(observed, float(lo), float(hi), p, len(edits), len(ctrl), ctrl, level, alpha,
+                    None if seq is None else seq.to_dict(), scored_n, prediction_t_p(observed, ctrl),
+                    *(excess if excess is not None else (None, None, None)), method)
