@@ -181,7 +181,10 @@ def _config(url: str, cache_dir: str, **judge) -> mlc.ConfigDict:
 
 
 def _word_count_judge(body):
-  """Scores an answer by its number of words (1 + n mod 5), and calls an empty answer gibberish."""
+  """Scores an answer by its number of words (1 + n mod 5), and calls an empty answer gibberish. The launcher's
+  probe (one user message) gets a "1"."""
+  if len(body["messages"]) == 1:
+    return "1"
   words = _answer(body).split()
   return str(1 + len(words) % 5) if words else "-1"
 
@@ -238,7 +241,8 @@ def test_settings_need_an_address_and_a_model_and_are_checked(tmp_path, monkeypa
   cfg = mj.judge_config(_config("", "", api_key_env="MY_JUDGE_KEY"))
   assert cfg.endpoint == "http://127.0.0.1:9/v1/chat/completions" and cfg.api_key == "k"
   assert (cfg.samples, cfg.temperature, cfg.max_tokens, cfg.retries) == (3, 2.0, 5, 5)
-  assert mj.cache_path(_config("", str(tmp_path), model="org/judge:7b")) == str(tmp_path / "judgments-org_judge_7b.json")
+  path = mj.cache_path(_config("", str(tmp_path), model="org/judge:7b"))
+  assert path == str(tmp_path / "judgments-org_judge_7b.json")
 
 
 def test_a_value_without_a_rubric_fails_with_the_values_that_have_one(tmp_path):
