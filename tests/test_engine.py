@@ -259,14 +259,17 @@ def test_batch_buckets_add_empty_rows_that_change_nothing():
 
 
 def test_unrolled_and_scanned_layers_agree():
-  """Generation over unstacked (unrolled) layers equals the lax.scan path, statistics and edits included."""
+  """Generation over unstacked (unrolled) layers equals the lax.scan path, statistics and edits included
+  (a random push too: both paths fold the same layer index into the key)."""
   _, cfg, params = tiny_models.valuejax_model("gemma2")
   ids, mask = _prompts(seed=2)
   groups = np.array([0, 1, 0, 1], np.int32)
   scale = np.ones((cfg.num_layers, cfg.intermediate_size), np.float32)
   scale[1, :7] = 3.0
+  add = np.zeros_like(scale)
+  add[:, 9:15] = 0.5
   edit = NeuronEdit.identity(cfg.num_layers, cfg.intermediate_size)._replace(
-      scale=jnp.asarray(scale), keep_prob=jnp.float32(0.9))
+      scale=jnp.asarray(scale), add=jnp.asarray(add), keep_prob=jnp.float32(0.9))
   kw = dict(sampling=Sampling(repetition_penalty=1.1), group_ids=groups, stats=StatsSpec(2), edit=edit,
             edit_scope="all")
   a = Generator(unstack_layers(params, 3), cfg, pad_id=0, eos_ids=(2,))(ids, mask, 8, **kw)
@@ -362,9 +365,17 @@ def test_shared_prefix_with_edits_and_devices():
   assert np.asarray(a.prompt_stats.count)[:, 0, :10].sum() == 0
   for x, y in zip(_stats_tuple(a), _stats_tuple(b)):
     np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-4)  # sums of mixed signs: absolute error
-  # Random keep masks on the prompt would be shared by the rows: such an edit turns sharing off.
-  gen(ids, mask, 6, group_ids=groups, stats=spec, edit=edit._replace(keep_prob=jnp.float32(0.5)), edit_scope="all")
-  assert sorted(k[2] for k in gen._compiled) == [0, 16]
+  # A random push on the prompt keeps sharing on: the prefix's pass and the rest's draw the same keep mask
+  # per layer (the key and step 0 alone decide it), so the results are the unshared computation's.
+  add = np.zeros_like(scale)
+  add[:, 20:40] = 1.0
+  random_push = edit._replace(add=jnp.asarray(add), keep_prob=jnp.float32(0.5))
+  shared = gen(ids, mask, 6, group_ids=groups, stats=spec, edit=random_push, edit_scope="all")
+  unshared = plain(ids, mask, 6, group_ids=groups, stats=spec, edit=random_push, edit_scope="all")
+  assert sorted(k[2] for k in gen._compiled) == [16]
+  np.testing.assert_array_equal(shared.tokens, unshared.tokens)
+  for x, y in zip(_stats_tuple(shared), _stats_tuple(unshared)):
+    np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-4)  # as above
   # Sharded over a 4x2 mesh (params FSDP), the decode loop in 3 segments: the statistics of one device.
   mesh = shd.make_mesh(4, 2)
   multi = Generator(shd.shard_params(params, mesh, "fsdp"), cfg, mesh=mesh, pad_id=0, eos_ids=(2,), segments=3)

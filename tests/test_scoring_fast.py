@@ -93,8 +93,9 @@ def test_one_token_continuations_need_no_continuation_pass(tiny):
 
 @pytest.mark.parametrize("scope", ["generated", "all"])
 def test_stochastic_edits(tiny, scope):
-  """keep_prob < 1: each pass draws over its own block (prompt, continuation) rather than one whole row, so
-  the draws are checked for reproducibility and independence from the rest of the stack."""
+  """keep_prob < 1: every position draws the keep mask of the decode step that would feed its token (prompt
+  step 0, continuation token j step j + 1), whatever the pass, batch or stack: the draws are reproducible,
+  independent of the rest of the stack, and the same as the one-edit whole-row path's."""
   cfg, params, tok = tiny
   shape, plus, minus = _sets(cfg)
   sto = dataclasses.replace(vi.steering(plus, minus, 2.0, keep_prob=0.9, seed=5, name="stochastic"), scope=scope)
@@ -105,6 +106,8 @@ def test_stochastic_edits(tiny, scope):
   b = run([None, sure, *vi.control_edits(sure, 3, seed=1), sto], 2)[-1].sum_logprob
   np.testing.assert_allclose(b, a, rtol=0, atol=ATOL)  # same draws wherever the edit sits in the stack
   np.testing.assert_array_equal(run([sto], 1)[0].sum_logprob, a)
+  # the whole-row path (prompt and continuation in one pass, rows right-padded) draws the same masks
+  np.testing.assert_allclose(_one_by_one(cfg, params, tok, [sto])[0], a, rtol=0, atol=ATOL)
   assert np.abs(a - run([sure], 1)[0].sum_logprob).max() > 1e-4  # the draws do drop neurons
   reseeded = dataclasses.replace(sto, neurons=sto.neurons._replace(key=sure.neurons.key * 0 + 7))
   assert np.abs(a - run([reseeded], 1)[0].sum_logprob).max() > 1e-5

@@ -156,7 +156,10 @@ def _segments(n_steps: int, segments: int) -> list[tuple[int, int]]:
 
 
 def _step_edit(edit: NeuronEdit | None, step) -> NeuronEdit | None:
-  """A fresh keep-probability draw per decode step, reproducible from the edit's key."""
+  """The edit with decode step `step` folded into its key (the prompt's pass is step 0, the call that feeds
+  generated token k is step k + 1): each layer call of a step then draws one keep mask per neuron, shared by
+  every row (models/edit.py), and each step draws anew, reproducibly from the edit's key. Teacher forcing
+  passes the same step ids per position (forward's `edit_steps`) and so draws the same masks."""
   if edit is None:
     return None
   key = jax.random.fold_in(jax.random.wrap_key_data(edit.key), step)
@@ -383,8 +386,8 @@ class Generator:
     no copy of the weights. The decode layout (`Model.relayout("decode")`, or `load_model(...,
     layout="decode")`) decodes faster on a CPU; the stacked one compiles one layer body.
     share_prefix: run a prefix that every prompt of a batch shares once (see PREFIX_MULTIPLE). Results
-    are the same up to float rounding; not used when an edit with keep_prob < 1 reaches the prompt (its
-    random draws would then be shared by the rows).
+    are the same up to float rounding, edits of the prompt included: a pass draws its keep mask per layer
+    call from the edit's key and step alone, so the prefix's pass and the rest's draw the same one.
     segments: the decode loop runs as this many loops in a row, each with a cache of its own steps' slots,
     so that a step's attention reads the slots written so far, not those of the whole run (default
     `default_segments(max_new_tokens)`). More segments read less and compile longer (each is compiled);
@@ -412,9 +415,7 @@ class Generator:
     if edit_scope not in EDIT_SCOPES:
       raise ValueJaxError(f"edit scope {edit_scope!r} is unknown", fix=f"use one of {EDIT_SCOPES}")
     n = np.shape(input_ids)[0]
-    random_prompt_edit = (edit is not None and edit_scope != "generated"
-                          and float(np.asarray(edit.keep_prob)) < 1.0)
-    share = PREFIX_MULTIPLE if self.share_prefix and not random_prompt_edit else 0
+    share = PREFIX_MULTIPLE if self.share_prefix else 0
     ids, mask, groups, prefix = _prepare_batch(input_ids, attention_mask, group_ids, self.prompt_buckets,
                                                self.pad_id, self.mesh, stats, prefix_multiple=share,
                                                batch_buckets=self.batch_buckets)
@@ -466,8 +467,9 @@ def _teacher_forced_core(params, input_ids, attention_mask, group_ids, edit, *, 
                          out_sharding, mesh=None):
   onehot = jax.nn.one_hot(group_ids, stats.num_groups, dtype=jnp.float32)
   weight = attention_mask.astype(jnp.float32)
-  _, sums = forward(params, cfg, input_ids, attention_mask, capture=stats.reducer(onehot, weight, mesh), edit=edit,
-                    logits="none")
+  # The inputs are prompts: their pass draws a keep mask (if any) as generation's prompt pass does, step 0.
+  _, sums = forward(params, cfg, input_ids, attention_mask, capture=stats.reducer(onehot, weight, mesh),
+                    edit=_step_edit(edit, 0), logits="none")
   result = device_stats(sums, onehot, weight)
   if out_sharding is not None:
     result = jax.lax.with_sharding_constraint(result, out_sharding)

@@ -67,8 +67,9 @@ def forced_choice_many(params: Any, cfg: Any, tokenizer: Any, items: Sequence[Fo
                        buckets: Sequence[int] | None = None, chunk: int = 8) -> list[ForcedChoiceResult]:
   """`forced_choice` under each of `edits` (None: unedited), one result per edit, scored together by
   `continuation_logprobs_many`: edits of the generated tokens share one pass over the prompts, so the
-  baseline and any number of controls cost little more than their continuations (see there for how
-  keep_prob < 1 draws differ from forced_choice's)."""
+  baseline and any number of controls cost little more than their continuations. Results equal
+  forced_choice's up to float rounding, edits with keep_prob < 1 included: both draw each position's keep
+  mask from the edit's key and the decode step that would feed its token, not from the batch layout."""
   score = lambda prompts, conts: continuation_logprobs_many(params, cfg, tokenizer, prompts, conts, edits,
                                                             batch_size=batch_size, buckets=buckets, chunk=chunk)
   return _forced_choice(score, items, lettered, direct_template, lettered_template, letters)

@@ -56,10 +56,21 @@ def _edit_args(edit: Edit | None) -> tuple[Any, str]:
   return edit.neurons, edit.scope
 
 
+def generated_steps(is_generated: jax.Array) -> jax.Array:
+  """[B, T] the decode step at which generation feeds each token: 0 for the prompt (the prefill's step), k + 1
+  for the k-th generated token (counted from 0), so a teacher-forced pass draws each position's keep mask as
+  decoding that token would (models/edit.py). Needs the generated tokens of a row to follow its prompt
+  contiguously, as every layout here has them."""
+  gen = jnp.asarray(is_generated).astype(jnp.int32)
+  return jnp.cumsum(gen, axis=-1) * gen
+
+
 def _forward(params, cfg, ids, attn, gen, neurons, scope, logits="all"):
   from valuejax.models.forward import forward
-  mask = None if neurons is None else edit_mask_for(scope, attn, gen)
-  out, _ = forward(params, cfg, ids, attn, edit=neurons, edit_mask=mask, logits=logits)
+  mask = steps = None
+  if neurons is not None:
+    mask, steps = edit_mask_for(scope, attn, gen), generated_steps(gen)
+  out, _ = forward(params, cfg, ids, attn, edit=neurons, edit_mask=mask, edit_steps=steps, logits=logits)
   return out if logits == "hidden" else out.astype(jnp.float32)
 
 
@@ -149,12 +160,14 @@ def _sum_target_logprobs(params, cfg, hidden, targets, mask):
 
 def _prompt_cache(params, cfg, ids, attn, neurons=None, edit_mask=None):
   """Left-padded prompts [P, t] into a float32 cache of exactly their t slots (float32 holds any compute
-  dtype exactly, so cached keys equal recomputed ones), and the logits after each prompt's last token [P, V]."""
+  dtype exactly, so cached keys equal recomputed ones), and the logits after each prompt's last token [P, V].
+  An edit's keep mask is drawn as generation's prompt pass draws it (step 0)."""
   from valuejax.models.forward import KVCache, forward_cached, layout_of, positions_from_mask
   b, t = ids.shape
   cache = KVCache.zeros(cfg, b, t, jnp.float32, per_layer=layout_of(params) == "decode")
   last, _, cache = forward_cached(params, cfg, ids, positions_from_mask(attn), cache, jnp.zeros((), jnp.int32),
-                                  attn, edit=neurons, edit_mask=edit_mask, logits="last", prefill=True)
+                                  attn, edit=neurons, edit_mask=edit_mask, edit_steps=jnp.zeros((t,), jnp.int32),
+                                  logits="last", prefill=True)
   return cache, last.astype(jnp.float32)
 
 
@@ -169,13 +182,18 @@ def _prefill_prompts(params, cfg, ids, attn, first):
 def _continuations(params, cfg, prompts, batch, neurons, edit_mask):
   """Continuation rows on top of their prompts' cache `prompts` (one cache row per continuation row),
   which is only read: the new keys go into a cache of the continuation's own slots, so no edit copies the
-  prompts' cache. Returns the summed log p of each row's targets [R]."""
+  prompts' cache. Returns the summed log p of each row's targets [R].
+
+  Continuation rows are right-padded (see _continuation_block), so column j holds every row's token j, which
+  generation feeds at decode step j (key folded with j + 1): column j draws that step's keep mask, one for
+  all rows, as the decode step does."""
   from valuejax.models.forward import KVCache, forward_cached, layout_of
   ids = batch["input_ids"]
   r, c = ids.shape
   own = KVCache.zeros(cfg, r, c, jnp.float32, per_layer=layout_of(params) == "decode")
   hidden, _, _ = forward_cached(params, cfg, ids, batch["positions"], own, jnp.asarray(prompts.slots, jnp.int32),
-                                batch["kv_valid"], edit=neurons, edit_mask=edit_mask, logits="hidden", prefill=True,
+                                batch["kv_valid"], edit=neurons, edit_mask=edit_mask,
+                                edit_steps=1 + jnp.arange(c, dtype=jnp.int32), logits="hidden", prefill=True,
                                 past=(prompts,))
   return _sum_target_logprobs(params, cfg, hidden, batch["targets"], batch["attention_mask"])
 
@@ -192,9 +210,7 @@ def _rows_under_edit(params, cfg, batch, neurons, edit_mask):
   function, for edits that reach the prompt): each distinct prompt runs once per edit, however many
   continuations follow it. Returns log p of each continuation row [R]."""
   rp, first = batch["row_prompt"], batch["first"]
-  # The prompt pass draws its keep mask (keep_prob < 1) from a key of its own, not the continuation's.
-  key = jax.random.key_data(jax.random.fold_in(jax.random.wrap_key_data(neurons.key), 1))
-  cache, last = _prompt_cache(params, cfg, batch["prompt_ids"], batch["prompt_mask"], neurons._replace(key=key),
+  cache, last = _prompt_cache(params, cfg, batch["prompt_ids"], batch["prompt_mask"], neurons,
                               batch["prompt_edit_mask"])
   total = last[rp, first] - jax.nn.logsumexp(last, -1)[rp]
   if batch["input_ids"].shape[1]:  # else every continuation is one token, scored from the prompt
@@ -223,12 +239,14 @@ def continuation_logprobs_many(params: Any, cfg: Any, tokenizer: Any, prompts: S
   run each distinct prompt once per edit (the two options of a forced choice share it) and the
   continuations on top of that edit's cache. Either way the output layer runs on the scored tokens only.
   Both paths vmap the edits `chunk` at a time (valuejax.intervene.run_edits), so a few compiled functions
-  (one per power of two up to `chunk`) serve any number of edits. `buckets` pad the prompts; continuations pad to a multiple of 8 tokens.
+  (one per power of two up to `chunk`) serve any number of edits. `buckets` pad the prompts; continuations pad
+  to a multiple of 8 tokens.
 
-  Deterministic edits give continuation_logprobs' numbers up to float rounding. An edit with keep_prob < 1
-  draws its keep mask over the shape of each pass it runs in (the prompt block, the continuation block)
-  rather than over one whole padded row: the draws are other ones from the same distribution, seeded and
-  reproducible (in neither path is a draw tied to an item: the row layout follows the batching).
+  Every edit gives continuation_logprobs' numbers up to float rounding, edits with keep_prob < 1 included:
+  in both, a position draws the keep mask of the decode step at which generation would feed its token (the
+  prompt step 0, continuation token j step j + 1; see generated_steps), one [F] draw per layer and step from
+  the edit's key, whatever the batch, its padding or the edit's place in the stack. Scoring a continuation
+  that generation produced under the edit therefore sees the very activations generation saw.
   """
   edits = list(edits)
   if not edits:

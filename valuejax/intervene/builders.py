@@ -1,5 +1,6 @@
-"""The papers' manipulations as `Edit` builders: LAPE deactivation, ValueLocate/NPTI steering,
-ValueExploration's x5 / 0 edits by layer region, and the identity baseline.
+"""The papers' manipulations as `Edit` builders: LAPE deactivation, ValueLocate/NPTI steering (clamp one set,
+then push the other, each push kept at random per decode step), ValueExploration's x5 / 0 edits by layer
+region, and the identity baseline.
 """
 
 from __future__ import annotations
@@ -76,15 +77,18 @@ def steer_strength(v: np.ndarray, delta: np.ndarray, gamma: float) -> np.ndarray
 
 def steering(target: SteerSet, opposite: SteerSet | MaskLike, gamma: float, *, mode: str = "enhance",
              keep_prob: float = 0.9, seed: int = 0, name: str | None = None) -> Edit:
-  """ValueLocate / NPTI steering, applied to generated tokens only.
+  """ValueLocate / NPTI steering, applied to generated tokens only, as the authors' hook applies it.
 
-  enhance: target neurons get a + gamma * v * sigmoid(10 (delta - 0.15)), opposite neurons min(a, 0).
-  reverse: the roles swap (the opposite aspect is pushed with its own v and delta, the target clamped),
-  so `opposite` must then be a SteerSet. Each edited neuron applies with probability `keep_prob` per
-  token (seeded by `seed`; the engine folds in the decode step).
+  enhance: opposite neurons are clamped, a <- min(a, 0), at every generated token; target neurons are pushed,
+  a <- a + gamma * v * sigmoid(10 (delta - 0.15)). reverse: the roles swap (the opposite aspect is pushed
+  with its own v and delta, the target clamped), so `opposite` must then be a SteerSet. Only the push is
+  random: each target neuron's push applies with probability `keep_prob`, one draw per neuron, layer and
+  decode step shared by every row (seeded by `seed`; the engine folds in the decode step). The clamp always
+  applies.
 
-  A neuron in both sets is left alone: min(a + add, 0) would let the clamp silently cancel the push, and
-  a neuron that marks both aspects carries no contrast between them. `metadata["n_overlap"]` counts them.
+  A neuron in both sets is clamped, then pushed (min(a, 0) + push), as in the hook, which clamps the whole
+  opposite set before it adds to the target set: the push survives. `metadata["n_overlap"]` counts them;
+  `n_target` and `n_opposite` count the whole pushed and clamped sets, overlap included.
   """
   if mode not in ("enhance", "reverse"):
     raise ValueJaxError(f"unknown steering mode {mode!r}", fix="use 'enhance' or 'reverse'")
@@ -100,8 +104,7 @@ def steering(target: SteerSet, opposite: SteerSet | MaskLike, gamma: float, *, m
   if opposite.mask.shape != shape:
     raise ValueJaxError(f"target and opposite sets differ in shape: {shape} vs {opposite.mask.shape}")
   both = target.mask & opposite.mask
-  push = target.mask & ~both
-  clamp = opposite.mask & ~both
+  push, clamp = target.mask, opposite.mask
   add = np.where(push, steer_strength(target.v, target.delta, gamma), 0.0).astype(np.float32)
   clamp_max = np.where(clamp, 0.0, np.inf).astype(np.float32)
   meta = {"kind": "steer", "mode": mode, "gamma": float(gamma), "keep_prob": float(keep_prob),

@@ -48,7 +48,10 @@ def transplant(edit: Edit, control: np.ndarray, seed: int = 0, name: str | None 
 
   `control` must have the edit's per-layer counts (as `random_controls` of `edit.edited_mask()` does). The
   pairing within a layer is a seeded shuffle, so per-neuron strengths (steering's add) are kept as a
-  distribution, not tied to neuron order. Scope, keep_prob and key are unchanged.
+  distribution, not tied to neuron order. A neuron both clamped and pushed (steering's overlap) moves as one,
+  so its control neuron is clamped, then pushed, too. Scope, keep_prob and key are unchanged: the control's
+  pushes are kept with the same probability, one draw per neuron, layer and decode step, from the same key
+  (the draws of other neuron indices than the located edit's, so not the same coin flips).
   """
   edited = edit.edited_mask()
   control = np.asarray(control, bool)

@@ -196,7 +196,9 @@ def identity_neurons(shape: tuple[int, int], dtype=jnp.float32) -> NeuronEdit:
 
 def make_neuron_edit(shape: tuple[int, int], *, scale: np.ndarray | None = None, add: np.ndarray | None = None,
                      clamp_max: np.ndarray | None = None, keep_prob: float = 1.0, seed: int = 0) -> NeuronEdit:
-  """A `NeuronEdit` from host arrays; fields left out are the identity."""
+  """A `NeuronEdit` from host arrays; fields left out are the identity. `keep_prob` is the probability that a
+  neuron's `add` applies, drawn once per neuron, layer and decode step from `seed` (models/edit.py); `scale`
+  and `clamp_max` always apply."""
   if not 0.0 <= keep_prob <= 1.0:
     raise ValueJaxError(f"keep_prob must be in [0, 1], got {keep_prob}")
   scale = np.ones(shape, np.float32) if scale is None else np.asarray(scale, np.float32)

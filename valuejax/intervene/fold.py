@@ -23,9 +23,10 @@ def fold_reasons(edit: Edit) -> list[str]:
   if np.isfinite(np.asarray(n.clamp_max)).any():
     reasons.append("it clamps activations (min(a, c) is not linear in a)")
   if (np.asarray(n.add) != 0).any():
-    reasons.append("it adds to activations (folding only rescales rows of down)")
-  if edit.edited_mask().any() and float(n.keep_prob) < 1.0:
-    reasons.append(f"it is random (keep_prob {float(n.keep_prob)}): a weight edit applies to every token")
+    random = f", at random (keep_prob {float(n.keep_prob)})" if float(n.keep_prob) < 1.0 else ""
+    reasons.append(f"it adds to activations{random} (folding only rescales rows of down)")
+  # keep_prob gates only the push (models/edit.py): scaling and clamping apply at every selected token, so a
+  # scale-only edit is deterministic whatever keep_prob says.
   return reasons
 
 

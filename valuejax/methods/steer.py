@@ -22,7 +22,10 @@ def steer_answers(model: Any, neuron_set: Any, plus: str, minus: str, prompts: S
                   chat: bool = True, repetition_penalty: float = 1.1, seed: int = 0) -> list[SteeredAnswers]:
   """Answers to `prompts` unedited, under enhance (toward `plus`) and reverse (toward `minus`) steering of
   the set's neurons at `gamma`, and under `controls` random size- and layer-matched copies of the enhance
-  edit (greedy decoding, so differences come from the edits alone)."""
+  edit (greedy decoding, so differences come from the edits alone). As in the authors' hook, the clamp
+  applies at every generated token and each push with probability `keep_prob`, one draw per neuron, layer and
+  decode step shared by all prompts (seeded by `seed`): the draws a prompt's answer sees do not depend on
+  the other prompts."""
   from valuejax.engine import pack_rows, special_ids
   from valuejax.engine.generate import Generator, Sampling
   from valuejax.engine.record import encode_prompt

@@ -250,14 +250,16 @@ def positions_from_mask(attention_mask: jax.Array) -> jax.Array:
 
 def forward(params: dict, cfg: ModelConfig, input_ids: jax.Array, attention_mask: jax.Array | None = None,
             *, capture: Capture = None, edit: NeuronEdit | None = None, edit_mask: jax.Array | None = None,
-            logits: str = "all") -> tuple[jax.Array | None, Any]:
+            edit_steps: jax.Array | None = None, logits: str = "all") -> tuple[jax.Array | None, Any]:
   """Runs the decoder on a [B, T] batch; returns (logits, activations).
 
   logits: "all" -> [B, T, V] float32, "last" -> [B, V] at each row's last real token, "none" -> None
   (skips the unembedding, e.g. when only statistics are wanted), "hidden" -> the last layer's output
   [B, T, D] before the final norm, for `target_logprobs`. Activations: see `Capture`; "act" and
   "hidden" give [L, B, T, F]. `edit` edits neurons at the positions where `edit_mask` [B, T] is true
-  (default: every real token); captured activations are the edited ones.
+  (default: every real token); captured activations are the edited ones. `edit_steps` [T] or [B, T]: the
+  decode step of each position, whose draw of the edit's keep mask it gets (see models/edit.py); None: one
+  draw for the whole call.
   """
   b, t = input_ids.shape
   if attention_mask is None:
@@ -267,7 +269,8 @@ def forward(params: dict, cfg: ModelConfig, input_ids: jax.Array, attention_mask
     edit_mask = attention_mask
   slots = jnp.arange(t, dtype=jnp.int32)
   out, acts, _ = _decode(params, cfg, input_ids, positions, q_slots=slots, kv_valid=attention_mask.astype(bool),
-                         cache=None, cache_index=None, capture=capture, edit=edit, edit_mask=edit_mask)
+                         cache=None, cache_index=None, capture=capture, edit=edit, edit_mask=edit_mask,
+                         edit_steps=edit_steps)
   if logits == "none":
     return None, acts
   if logits == "hidden":
@@ -283,8 +286,9 @@ def forward(params: dict, cfg: ModelConfig, input_ids: jax.Array, attention_mask
 def forward_cached(params: dict, cfg: ModelConfig, input_ids: jax.Array, positions: jax.Array,
                    cache: KVCache, cache_index: jax.Array, kv_valid: jax.Array, *, capture: Capture = None,
                    edit: NeuronEdit | None = None, edit_mask: jax.Array | None = None,
-                   logits: str = "last", prefill: bool = False, prefix: KVCache | None = None,
-                   past: Sequence[KVCache] = (), rope: Any = None) -> tuple[jax.Array | None, Any, KVCache]:
+                   edit_steps: jax.Array | None = None, logits: str = "last", prefill: bool = False,
+                   prefix: KVCache | None = None, past: Sequence[KVCache] = (),
+                   rope: Any = None) -> tuple[jax.Array | None, Any, KVCache]:
   """One incremental step: writes the T new tokens into cache slots [cache_index, cache_index + T).
 
   `kv_valid` [B, S] marks the cache slots that hold real tokens (including the new ones); a query in
@@ -301,7 +305,7 @@ def forward_cached(params: dict, cfg: ModelConfig, input_ids: jax.Array, positio
   step reads the slots written so far rather than the whole run's (see Generator's `segments`).
   logits: "last" -> [B, V] for the final new token of every row (rows are left-padded), "all", "none".
   `rope`: `rope_tables(cfg, positions, dtype)` computed beforehand, e.g. carried by a decode loop (see
-  rope_tables); None computes them here.
+  rope_tables); None computes them here. `edit_steps`: as forward's.
   """
   b, t = input_ids.shape
   if edit_mask is None:
@@ -309,8 +313,8 @@ def forward_cached(params: dict, cfg: ModelConfig, input_ids: jax.Array, positio
   q_slots = cache_index + jnp.arange(t, dtype=jnp.int32)
   out, acts, cache = _decode(params, cfg, input_ids, positions, q_slots=q_slots, kv_valid=kv_valid,
                              cache=cache, cache_index=cache_index, capture=capture, edit=edit,
-                             edit_mask=edit_mask, attend_cache=not prefill, prefix=prefix, past=tuple(past),
-                             rope=rope)
+                             edit_mask=edit_mask, edit_steps=edit_steps, attend_cache=not prefill, prefix=prefix,
+                             past=tuple(past), rope=rope)
   if logits == "none":
     return None, acts, cache
   if logits == "hidden":
@@ -390,7 +394,7 @@ def _lookup(table, ids: jax.Array) -> jax.Array:
 
 
 def _decode(params, cfg: ModelConfig, input_ids, positions, *, q_slots, kv_valid, cache, cache_index,
-            capture, edit, edit_mask, attend_cache: bool = True, prefix: KVCache | None = None,
+            capture, edit, edit_mask, edit_steps=None, attend_cache: bool = True, prefix: KVCache | None = None,
             past: tuple = (), rope=None):
   x = embed(params, cfg, input_ids, positions)
   dtype = x.dtype
@@ -407,7 +411,7 @@ def _decode(params, cfg: ModelConfig, input_ids, positions, *, q_slots, kv_valid
       h = _norm(h, lp["post_attn_norm"], cfg)
     x = x + h
     h = _norm(x, lp["mlp_norm"], cfg)
-    h, captured = _mlp(h, lp, cfg, layer, capture, edit, rows, edit_mask)
+    h, captured = _mlp(h, lp, cfg, layer, capture, edit, rows, edit_mask, edit_steps)
     if cfg.sandwich_norm:
       h = _norm(h, lp["post_mlp_norm"], cfg)
     return x + h, cache, captured
@@ -440,7 +444,7 @@ def _decode(params, cfg: ModelConfig, input_ids, positions, *, q_slots, kv_valid
   return x, acts, cache
 
 
-def _mlp(x, lp, cfg: ModelConfig, layer, capture, edit, rows, edit_mask):
+def _mlp(x, lp, cfg: ModelConfig, layer, capture, edit, rows, edit_mask, edit_steps=None):
   if "gate_up" in lp:
     gu = _dense(x, lp["gate_up"])
     g, u = gu[..., :cfg.intermediate_size], gu[..., cfg.intermediate_size:]
@@ -449,7 +453,7 @@ def _mlp(x, lp, cfg: ModelConfig, layer, capture, edit, rows, edit_mask):
     u = _dense(x, lp["up"]) if cfg.gated_mlp else None
   a = _act(g, cfg.act)
   if edit is not None:
-    a = apply_edit(a, layer, edit, edit_mask, layer_edit=rows)
+    a = apply_edit(a, layer, edit, edit_mask, layer_edit=rows, steps=edit_steps)
   h = a * u if cfg.gated_mlp else a
   if capture is None:
     captured = None
