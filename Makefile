@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 WORKDIR ?= runs/valuelocate
 CONFIG ?= configs/valuelocate.py
 
-.PHONY: demo test bench clean
+.PHONY: demo test test-fast bench clean
 
 $(VENV)/.base: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ demo: $(VENV)/.base
 
 test: $(VENV)/.test
 	$(PY) -m pytest -q
+
+# The edit-test loop: everything but the tests marked slow, subprocess or real_model (see pytest.ini).
+test-fast: $(VENV)/.test
+	$(PY) -m pytest -q -m "not slow and not subprocess and not real_model"
 
 bench: $(VENV)/.test
 	$(PY) benchmarks/bench_engine.py

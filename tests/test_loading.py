@@ -16,44 +16,14 @@ import numpy as np
 import pytest
 import torch
 
+from tests.checkpoint_writers import (
+    CHAT_TEMPLATE, KERNELS, flax_tree, gpt2_flax_tree, numpy_state, q8, save, tiny_gemma3, tiny_gpt2, tiny_llama,
+    tiny_tokenizer, write_gemma3_gguf, write_llama_gguf)
 from valuejax.errors import ValueJaxError
 from valuejax.models import checkpoint_io, gguf_reader, loading
 from valuejax.models.loading import load_model, load_state_dict
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_KERNELS = {"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj", "o": "self_attn.o_proj",
-            "gate": "mlp.gate_proj", "up": "mlp.up_proj", "down": "mlp.down_proj"}
-
-
-def _randomize(model: torch.nn.Module, seed: int = 0) -> None:
-  """Random values everywhere (HF inits norms to constants, which would hide a mix-up of norms)."""
-  gen = torch.Generator().manual_seed(seed)
-  with torch.no_grad():
-    for p in model.parameters():
-      p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
-
-
-def _numpy_state(model: torch.nn.Module) -> dict[str, np.ndarray]:
-  return {k: v.detach().float().numpy().copy() for k, v in model.state_dict().items()}
-
-
-def _tiny_llama(tie: bool = False):
-  from transformers import LlamaConfig, LlamaForCausalLM
-  cfg = LlamaConfig(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-                    num_key_value_heads=2, vocab_size=128, max_position_embeddings=256, rope_theta=1e5,
-                    tie_word_embeddings=tie, rms_norm_eps=1e-5)
-  model = LlamaForCausalLM(cfg)
-  _randomize(model)
-  return model
-
-
-def _tiny_tokenizer():
-  from tokenizers import Tokenizer, models, pre_tokenizers
-  from transformers.tokenization_utils_tokenizers import TokenizersBackend
-  vocab = {w: i for i, w in enumerate(["<unk>", "<s>", "</s>", "hello", "world", "values", "!"])}
-  backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-  backend.pre_tokenizer = pre_tokenizers.Whitespace()
-  return TokenizersBackend(tokenizer_object=backend, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
 
 
 def assert_llama_params(params, sd: dict[str, np.ndarray], n_layers: int, tied: bool) -> None:
@@ -64,7 +34,7 @@ def assert_llama_params(params, sd: dict[str, np.ndarray], n_layers: int, tied: 
   np.testing.assert_array_equal(arr(params["final_norm"]["scale"]), sd["model.norm.weight"])
   layers = params["layers"]
   for i in range(n_layers):
-    for ours, hf in _KERNELS.items():
+    for ours, hf in KERNELS.items():
       np.testing.assert_array_equal(arr(layers[ours]["kernel"][i]), sd[f"model.layers.{i}.{hf}.weight"].T,
                                     err_msg=f"layer {i} {ours}")
     np.testing.assert_array_equal(arr(layers["attn_norm"]["scale"][i]), sd[f"model.layers.{i}.input_layernorm.weight"])
@@ -80,15 +50,15 @@ def assert_llama_params(params, sd: dict[str, np.ndarray], n_layers: int, tied: 
 
 
 def test_safetensors_folder_matches_torch_weights(tmp_path):
-  model = _tiny_llama()
+  model = tiny_llama()
   model.save_pretrained(tmp_path)
-  _tiny_tokenizer().save_pretrained(tmp_path)
+  tiny_tokenizer().save_pretrained(tmp_path)
   m = load_model(str(tmp_path))
   assert m.config.model_type == "llama" and m.config.num_layers == 2 and m.config.num_kv_heads == 2
   assert m.config.rope_global.theta == 1e5 and not m.config.tie_embeddings
   assert m.hf_config["hidden_size"] == 64 and m.source == str(tmp_path)
   assert all(x.dtype == np.float32 for x in jax_leaves(m.params))
-  assert_llama_params(m.params, _numpy_state(model), 2, tied=False)
+  assert_llama_params(m.params, numpy_state(model), 2, tied=False)
   assert m.tokenizer("hello world !").input_ids == [3, 4, 6]
 
 
@@ -98,17 +68,17 @@ def jax_leaves(tree):
 
 
 def test_sharded_safetensors(tmp_path):
-  model = _tiny_llama(tie=True)
+  model = tiny_llama(tie=True)
   model.save_pretrained(tmp_path, max_shard_size="20KB")
   assert (tmp_path / "model.safetensors.index.json").exists() and not (tmp_path / "model.safetensors").exists()
   assert len(list(tmp_path.glob("model-*.safetensors"))) > 2
   m = load_model(tmp_path)
   assert m.config.tie_embeddings and m.tokenizer is None
-  assert_llama_params(m.params, _numpy_state(model), 2, tied=True)
+  assert_llama_params(m.params, numpy_state(model), 2, tied=True)
 
 
 def test_missing_shard_is_reported(tmp_path):
-  _tiny_llama().save_pretrained(tmp_path, max_shard_size="20KB")
+  tiny_llama().save_pretrained(tmp_path, max_shard_size="20KB")
   victim = sorted(tmp_path.glob("model-*.safetensors"))[1]
   victim.unlink()
   with pytest.raises(ValueJaxError, match=victim.name):
@@ -116,7 +86,7 @@ def test_missing_shard_is_reported(tmp_path):
 
 
 def test_truncated_safetensors_is_reported_as_such(tmp_path):
-  _tiny_llama().save_pretrained(tmp_path)
+  tiny_llama().save_pretrained(tmp_path)
   path = tmp_path / "model.safetensors"
   blob = path.read_bytes()
   header_len = int.from_bytes(blob[:8], "little")
@@ -130,93 +100,40 @@ def test_truncated_safetensors_is_reported_as_such(tmp_path):
 
 
 def test_bfloat16_dtype_and_bfloat16_checkpoint(tmp_path):
-  model = _tiny_llama()
-  sd = _numpy_state(model)
-  m = load_model(_save(model, tmp_path / "f32"), dtype="bfloat16")
+  model = tiny_llama()
+  sd = numpy_state(model)
+  m = load_model(save(model, tmp_path / "f32"), dtype="bfloat16")
   assert {str(x.dtype) for x in jax_leaves(m.params)} == {"bfloat16"}
   np.testing.assert_array_equal(np.asarray(m.params["layers"]["q"]["kernel"][1]),
                                 sd["model.layers.1.self_attn.q_proj.weight"].T.astype(ml_dtypes.bfloat16))
   # a checkpoint stored in bf16 reads back exactly (numpy has no bf16: the reader views the raw bytes)
   model_bf16 = model.to(torch.bfloat16)
-  sd_bf16 = _numpy_state(model_bf16)
-  m = load_model(_save(model_bf16, tmp_path / "bf16"))
+  sd_bf16 = numpy_state(model_bf16)
+  m = load_model(save(model_bf16, tmp_path / "bf16"))
   assert all(x.dtype == np.float32 for x in jax_leaves(m.params))
   assert_llama_params(m.params, sd_bf16, 2, tied=False)
   raw = load_state_dict(tmp_path / "bf16")
   assert raw["model.norm.weight"].dtype == ml_dtypes.bfloat16
 
 
-def _save(model, folder) -> str:
-  model.save_pretrained(folder)
-  return str(folder)
-
-
-def _put(tree: dict, path, leaf: str, w) -> None:
-  """Stores `w` at tree[path...][leaf], creating the nested dicts of an HF Flax checkpoint on the way."""
-  node = tree
-  for key in path:
-    node = node.setdefault(key, {})
-  node[leaf] = np.ascontiguousarray(w)
-
-
-def _flax_tree(sd: dict[str, np.ndarray]) -> dict:
-  """The HF Flax layout: Dense `kernel` [in, out], Embed `embedding`, layers keyed by index strings."""
-  tree: dict = {}
-  for name, w in sd.items():
-    *path, module, leaf = name.split(".")
-    if module == "embed_tokens":
-      leaf, w = "embedding", w
-    elif w.ndim == 2:
-      leaf, w = "kernel", w.T
-    _put(tree, (*path, module), leaf, w)
-  return tree
-
-
 def test_flax_msgpack_folder(tmp_path):
   from flax import serialization
-  model = _tiny_llama()
-  sd = _numpy_state(model)
+  model = tiny_llama()
+  sd = numpy_state(model)
   model.config.save_pretrained(tmp_path)
-  tree = _flax_tree(sd)
+  tree = flax_tree(sd)
   assert tree["model"]["layers"]["1"]["self_attn"]["q_proj"]["kernel"].shape == (64, 64)
   (tmp_path / "flax_model.msgpack").write_bytes(serialization.msgpack_serialize(tree))
   m = load_model(tmp_path)
   assert_llama_params(m.params, sd, 2, tied=False)
 
 
-def _tiny_gpt2():
-  from transformers import GPT2Config, GPT2LMHeadModel
-  model = GPT2LMHeadModel(GPT2Config(n_embd=64, n_layer=2, n_head=4, vocab_size=128, n_positions=64))
-  _randomize(model, seed=2)
-  return model
-
-
-def _gpt2_flax_tree(model) -> dict:
-  """What transformers' torch -> Flax conversion (modeling_flax_pytorch_utils.rename_key_and_reshape_tensor)
-  writes for GPT-2: `embedding` for wte/wpe, `scale` for LayerNorm weights, and `kernel` = weight.T for every
-  other 2-D weight, Conv1D included. FlaxConv1D declares its kernel (features, in) and transposes it when
-  applied, so the stored kernel is [out, in] (torch Conv1D keeps [in, out]): the same one transpose as a Dense
-  kernel. The tied lm_head has no parameter of its own in FlaxGPT2LMHeadModel."""
-  tree: dict = {}
-  for name, p in model.named_parameters():  # a tied lm_head is listed once, as wte
-    w = p.detach().numpy()
-    *path, module, leaf = name.split(".")
-    if module in ("wte", "wpe"):
-      leaf = "embedding"
-    elif module.startswith("ln_") and leaf == "weight":
-      leaf = "scale"
-    elif leaf == "weight":
-      leaf, w = "kernel", w.T
-    _put(tree, (*path, module), leaf, w)
-  return tree
-
-
 def test_flax_msgpack_gpt2(tmp_path):
   from flax import serialization
   import jax
-  model = _tiny_gpt2()
-  sd = _numpy_state(model)
-  tree = _gpt2_flax_tree(model)
+  model = tiny_gpt2()
+  sd = numpy_state(model)
+  tree = gpt2_flax_tree(model)
   assert set(tree) == {"transformer"} and "lm_head" not in tree
   attn = tree["transformer"]["h"]["1"]["attn"]
   assert attn["c_attn"]["kernel"].shape == (192, 64) and tree["transformer"]["ln_f"]["scale"].shape == (64,)
@@ -224,7 +141,7 @@ def test_flax_msgpack_gpt2(tmp_path):
   model.config.save_pretrained(flax_dir)
   (flax_dir / "flax_model.msgpack").write_bytes(serialization.msgpack_serialize(tree))
   got = load_model(flax_dir).params
-  want = load_model(_save(model, st_dir)).params
+  want = load_model(save(model, st_dir)).params
   assert jax.tree.structure(got) == jax.tree.structure(want)
   for (path, a), b in zip(jax.tree.leaves_with_path(got), jax.tree.leaves(want)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=jax.tree_util.keystr(path))
@@ -245,11 +162,11 @@ def test_flax_norm_scale_maps_to_weight(tmp_path):
 
 
 def test_pytorch_bin_folder(tmp_path):
-  model = _tiny_llama()
+  model = tiny_llama()
   model.config.save_pretrained(tmp_path)
   torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")
   m = load_model(tmp_path)
-  assert_llama_params(m.params, _numpy_state(model), 2, tied=False)
+  assert_llama_params(m.params, numpy_state(model), 2, tied=False)
 
 
 def test_torch_reader_strides_offsets_and_dtypes(tmp_path):
@@ -294,99 +211,11 @@ def test_legacy_torch_format_gets_a_conversion_hint(tmp_path):
 # --- GGUF ----------------------------------------------------------------------------------------------
 
 
-def _llamacpp_permute(w: np.ndarray, n_head: int) -> np.ndarray:
-  """What llama.cpp's convert_hf_to_gguf.py does to Llama q/k rows."""
-  return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
-
-
-def _q8(w: np.ndarray) -> np.ndarray:
-  return gguf.quants.quantize(w, gguf.GGMLQuantizationType.Q8_0)
-
-
-def _byte_level_vocab() -> tuple[list[str], list[str], list[int]]:
-  from transformers.convert_slow_tokenizer import bytes_to_unicode
-  spell = bytes_to_unicode()
-  specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-  chars = [spell[b] for b in range(33, 127)] + [spell[ord(" ")]]
-  merges = ["h e", "l l", "he ll", "hell o"]
-  tokens = specials + chars + ["he", "ll", "hell", "hello"]
-  tokens += [f"<extra_{i}>" for i in range(128 - len(tokens))]
-  types = [3] * 3 + [1] * (len(tokens) - 3)
-  return tokens, merges, types
-
-
-_CHAT_TEMPLATE = "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-
-
-def _gguf_writer(path, arch: str, c) -> "gguf.GGUFWriter":
-  """A writer with the size fields every architecture shares, taken from the HF config `c`."""
-  w = gguf.GGUFWriter(str(path), arch)
-  w.add_block_count(c.num_hidden_layers)
-  w.add_context_length(c.max_position_embeddings)
-  w.add_embedding_length(c.hidden_size)
-  w.add_feed_forward_length(c.intermediate_size)
-  w.add_head_count(c.num_attention_heads)
-  w.add_head_count_kv(c.num_key_value_heads)
-  return w
-
-
-def _write_llama_gguf(path, model) -> dict[str, np.ndarray]:
-  """A llama.cpp-style GGUF of `model`; returns what each HF tensor should load back as."""
-  c = model.config
-  sd = _numpy_state(model)
-  w = _gguf_writer(path, "llama", c)
-  w.add_rope_freq_base(1e5)
-  w.add_layer_norm_rms_eps(1e-5)
-  w.add_rope_dimension_count(c.hidden_size // c.num_attention_heads)
-  tokens, merges, types = _byte_level_vocab()
-  w.add_tokenizer_model("gpt2")
-  w.add_token_list(tokens)
-  w.add_token_types(types)
-  w.add_token_merges(merges)
-  w.add_bos_token_id(1)
-  w.add_eos_token_id(2)
-  w.add_pad_token_id(2)
-  w.add_chat_template(_CHAT_TEMPLATE)
-  expected = {}
-
-  def put(gguf_name, hf_name, arr, quantize=False):
-    if quantize:
-      q = _q8(arr)
-      w.add_tensor(gguf_name, q, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
-      # row-wise quantization commutes with the q/k row permutation, so the loader must give back exactly this
-      expected[hf_name] = gguf.quants.dequantize(_q8(sd[hf_name]), gguf.GGMLQuantizationType.Q8_0)
-    else:
-      w.add_tensor(gguf_name, np.ascontiguousarray(arr))
-      expected[hf_name] = sd[hf_name]
-
-  put("token_embd.weight", "model.embed_tokens.weight", sd["model.embed_tokens.weight"])
-  put("output_norm.weight", "model.norm.weight", sd["model.norm.weight"])
-  put("output.weight", "lm_head.weight", sd["lm_head.weight"])
-  for i in range(c.num_hidden_layers):
-    p = f"model.layers.{i}."
-    put(f"blk.{i}.attn_q.weight", p + "self_attn.q_proj.weight",
-        _llamacpp_permute(sd[p + "self_attn.q_proj.weight"], c.num_attention_heads), quantize=(i == 1))
-    put(f"blk.{i}.attn_k.weight", p + "self_attn.k_proj.weight",
-        _llamacpp_permute(sd[p + "self_attn.k_proj.weight"], c.num_key_value_heads), quantize=(i == 1))
-    put(f"blk.{i}.attn_v.weight", p + "self_attn.v_proj.weight", sd[p + "self_attn.v_proj.weight"], quantize=True)
-    put(f"blk.{i}.attn_output.weight", p + "self_attn.o_proj.weight", sd[p + "self_attn.o_proj.weight"])
-    put(f"blk.{i}.ffn_gate.weight", p + "mlp.gate_proj.weight", sd[p + "mlp.gate_proj.weight"])
-    put(f"blk.{i}.ffn_up.weight", p + "mlp.up_proj.weight", sd[p + "mlp.up_proj.weight"], quantize=True)
-    put(f"blk.{i}.ffn_down.weight", p + "mlp.down_proj.weight", sd[p + "mlp.down_proj.weight"])
-    put(f"blk.{i}.attn_norm.weight", p + "input_layernorm.weight", sd[p + "input_layernorm.weight"])
-    put(f"blk.{i}.ffn_norm.weight", p + "post_attention_layernorm.weight", sd[p + "post_attention_layernorm.weight"])
-  w.write_header_to_file()
-  w.write_kv_data_to_file()
-  w.write_tensors_to_file()
-  w.close()
-  return expected
-
-
 @pytest.fixture
 def llama_gguf(tmp_path):
-  model = _tiny_llama()
+  model = tiny_llama()
   path = tmp_path / "tiny-llama.gguf"
-  expected = _write_llama_gguf(path, model)
+  expected = write_llama_gguf(path, model)
   return path, expected, model
 
 
@@ -409,7 +238,7 @@ def test_gguf_unpermutes_and_dequantizes(llama_gguf, tmp_path):
   for name, want in expected.items():
     np.testing.assert_array_equal(got[name], want, err_msg=name)
   # F32 q/k (layer 0) are bit-exact originals: the permutation is undone exactly, not approximately
-  sd = _numpy_state(model)
+  sd = numpy_state(model)
   np.testing.assert_array_equal(got["model.layers.0.self_attn.q_proj.weight"], sd["model.layers.0.self_attn.q_proj.weight"])
   np.testing.assert_array_equal(got["model.layers.0.self_attn.k_proj.weight"], sd["model.layers.0.self_attn.k_proj.weight"])
   np.testing.assert_allclose(got["model.layers.1.self_attn.q_proj.weight"], sd["model.layers.1.self_attn.q_proj.weight"],
@@ -420,7 +249,7 @@ def test_gguf_unpermutes_and_dequantizes(llama_gguf, tmp_path):
   assert c.bos_token_id == 1 and c.eos_token_ids == (2,) and c.norm_eps == pytest.approx(1e-5)
   # the tokenizer comes from the GGUF vocabulary, merges and chat template
   tok = m.tokenizer
-  assert tok.chat_template == _CHAT_TEMPLATE and tok.eos_token == "<|im_end|>"
+  assert tok.chat_template == CHAT_TEMPLATE and tok.eos_token == "<|im_end|>"
   ids = tok("hello").input_ids
   assert ids == [tok.convert_tokens_to_ids("hello")] and tok.decode(ids) == "hello"
   assert tok.convert_tokens_to_ids("<|im_start|>") == 1
@@ -495,80 +324,17 @@ def test_failed_conversion_leaves_no_entry(llama_gguf, tmp_path, monkeypatch):
   assert [p for p in os.listdir(cache) if not p.endswith(".lock")] == []
 
 
-def _tiny_gemma3():
-  from transformers import Gemma3ForCausalLM, Gemma3TextConfig
-  cfg = Gemma3TextConfig(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=6,
-                         num_attention_heads=4, num_key_value_heads=1, head_dim=32, query_pre_attn_scalar=32,
-                         sliding_window=16, max_position_embeddings=256)
-  model = Gemma3ForCausalLM(cfg)
-  _randomize(model, seed=1)
-  return model
-
-
-_GEMMA_TENSORS = {
-    "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
-    "attn_output": "self_attn.o_proj", "attn_q_norm": "self_attn.q_norm", "attn_k_norm": "self_attn.k_norm",
-    "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj",
-    "attn_norm": "input_layernorm", "post_attention_norm": "post_attention_layernorm",
-    "ffn_norm": "pre_feedforward_layernorm", "post_ffw_norm": "post_feedforward_layernorm",
-}
-
-
-def _write_gemma3_gguf(path, model) -> dict[str, np.ndarray]:
-  c = model.config
-  sd = _numpy_state(model)
-  w = _gguf_writer(path, "gemma3", c)
-  w.add_key_length(c.head_dim)
-  w.add_value_length(c.head_dim)
-  w.add_rope_freq_base(1e6)
-  w.add_layer_norm_rms_eps(1e-6)
-  w.add_sliding_window(c.sliding_window)
-  pieces = ["\u2581", "h", "e", "l", "o", "w", "r", "d", "he", "ll", "hell", "hello", "\u2581hello", "wo", "wor",
-            "worl", "world", "\u2581world"]
-  tokens = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"] + pieces
-  w.add_tokenizer_model("llama")
-  w.add_token_list(tokens)
-  w.add_token_scores([0.0] * len(tokens))
-  w.add_token_types([3, 3, 3, 2, 3] + [1] * len(pieces))
-  w.add_bos_token_id(2)
-  w.add_eos_token_id(1)
-  w.add_pad_token_id(0)
-  w.add_unk_token_id(3)
-  w.add_add_bos_token(True)
-  expected = {}
-
-  def put(gguf_name, hf_name):
-    arr = sd[hf_name]
-    if hf_name.endswith("norm.weight"):  # llama.cpp stores Gemma's 1 + w
-      arr = arr + np.float32(1.0)
-      expected[hf_name] = arr - np.float32(1.0)
-    else:
-      expected[hf_name] = arr
-    w.add_tensor(gguf_name, np.ascontiguousarray(arr))
-
-  put("token_embd.weight", "model.embed_tokens.weight")
-  put("output_norm.weight", "model.norm.weight")
-  for i in range(c.num_hidden_layers):
-    for g, hf in _GEMMA_TENSORS.items():
-      put(f"blk.{i}.{g}.weight", f"model.layers.{i}.{hf}.weight")
-  w.write_header_to_file()
-  w.write_kv_data_to_file()
-  w.write_tensors_to_file()
-  w.close()
-  return expected
-
-
 def test_gemma3_gguf_config_norms_and_tokenizer(tmp_path):
   from valuejax.models.config import ModelConfig
-  model = _tiny_gemma3()
+  model = tiny_gemma3()
   path = tmp_path / "tiny-gemma3.gguf"
-  expected = _write_gemma3_gguf(path, model)
+  expected = write_gemma3_gguf(path, model)
   m = load_model(str(path), cache_dir=str(tmp_path / "cache"))
   got = load_state_dict(m.source)
   assert set(got) == set(expected)
   for name, want in expected.items():
     np.testing.assert_array_equal(got[name], want, err_msg=name)
-  sd = _numpy_state(model)
+  sd = numpy_state(model)
   np.testing.assert_allclose(got["model.layers.0.self_attn.q_norm.weight"], sd["model.layers.0.self_attn.q_norm.weight"],
                              atol=1e-6)
   ref = ModelConfig.from_hf(model.config.to_dict())
@@ -584,11 +350,12 @@ def test_gemma3_gguf_config_norms_and_tokenizer(tmp_path):
   assert ids[0] == 2 and tok.decode(ids, skip_special_tokens=True) == "hello world"
 
 
+@pytest.mark.subprocess
 def test_loading_never_imports_torch(tmp_path, llama_gguf):
   path, _, model = llama_gguf
   st = tmp_path / "st"
   model.save_pretrained(st)
-  _tiny_tokenizer().save_pretrained(st)
+  tiny_tokenizer().save_pretrained(st)
   pt = tmp_path / "pt"
   model.config.save_pretrained(pt)
   torch.save(model.state_dict(), pt / "pytorch_model.bin")
@@ -628,7 +395,7 @@ def test_folder_without_config(tmp_path):
 
 
 def test_folder_without_weights(tmp_path):
-  _tiny_llama().config.save_pretrained(tmp_path)
+  tiny_llama().config.save_pretrained(tmp_path)
   with pytest.raises(ValueJaxError, match="no weights file") as e:
     load_model(tmp_path)
   assert "model.safetensors" in str(e.value)
@@ -655,7 +422,7 @@ def test_config_missing_field(tmp_path):
 
 
 def test_weights_not_matching_config(tmp_path):
-  model = _tiny_llama()
+  model = tiny_llama()
   model.save_pretrained(tmp_path)
   cfg = json.loads((tmp_path / "config.json").read_text())
   cfg["num_hidden_layers"] = 3
@@ -692,7 +459,7 @@ def test_gguf_with_undequantizable_type_fails_before_any_work(tmp_path, monkeypa
   w.add_head_count(4)
   w.add_token_list([f"t{i}" for i in range(128)])
   w.add_tensor("token_embd.weight", np.zeros((128, 64), np.float32))
-  w.add_tensor("blk.0.attn_q.weight", _q8(np.ones((64, 64), np.float32)), raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+  w.add_tensor("blk.0.attn_q.weight", q8(np.ones((64, 64), np.float32)), raw_dtype=gguf.GGMLQuantizationType.Q8_0)
   # raw bytes of the right size: 64 rows of 2 blocks of 32 values, 40 bytes per Q8_1 block
   w.add_tensor("blk.0.attn_v.weight", np.zeros((64, 80), np.uint8), raw_dtype=qtype)
   w.write_header_to_file()
