@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import types
 from fractions import Fraction
 
 import numpy as np
@@ -163,3 +164,93 @@ def test_pooled_test_sequential_p_and_the_numbers_beside_it():
   # fixed-R without h, and undecided with too few replicates for r_max
   assert pooled_test([strong], n_boot=200).sequential is None
   assert pooled_test([strong], n_boot=200, sequential_h=4, r_max=60).p_value is None
+
+
+class _FakeEdit:
+  def __init__(self, name: str):
+    self.name = name
+
+  def edited_mask(self):
+    return np.ones((1, 3), bool)
+
+
+class _FakeMetric:
+  """Scores each edit by a seeded draw from its name (controls: noise; located "strong" edits: +1), and
+  remembers every edit it scored, so a test sees which replicates ran."""
+  from valuejax.metrics.base import Metric as _M
+  paired = _M.paired
+  records = _M.records
+
+  def __init__(self, n: int):
+    self.n, self.seen = n, []
+
+  def score(self, config, model, items, edits):
+    from valuejax.metrics.base import Scored
+    rows = []
+    for e in edits:
+      self.seen.append(None if e is None else e.name)
+      if e is None:
+        rows.append(np.zeros(self.n))
+        continue
+      rng = np.random.default_rng([sum(map(ord, e.name)), len(e.name)])
+      rows.append(rng.normal(0, 0.1, self.n) + (1.0 if e.name.startswith("strong") and "control" not in e.name else 0.0))
+    return Scored(np.stack(rows))
+
+
+def _plan(located: str, r_max: int):
+  from valuejax.methods.base import Experiment, UnitPlan
+  plan = []
+  for unit in ("u1", "u2"):
+    exps = [Experiment(unit, _FakeEdit(f"{located}-{unit}"), "greater", {"gamma": 2.0},
+                       [_FakeEdit(f"{located}-{unit}-control{i}") for i in range(r_max)]),
+            Experiment(unit, _FakeEdit(f"explore-{unit}"), "greater", {"gamma": 0.5},
+                       [_FakeEdit(f"explore-{unit}-control{i}") for i in range(4)])]
+    plan.append(UnitPlan(unit, [types.SimpleNamespace(item_id=f"{unit}-{k}") for k in range(6)], exps))
+  return plan
+
+
+def _config(h: int, test: str = "pooled"):
+  import ml_collections as mlc
+  return mlc.ConfigDict({"seed": 0, "intervene": {"primary_test": test, "primary_gamma": 2.0, "alpha": 0.05,
+                                                  "n_boot": 300, "n_controls": 4, "sequential_h": h}})
+
+
+def test_evaluate_stops_scoring_primary_replicates_once_the_sequential_rule_decides():
+  from valuejax.methods import primary
+  from valuejax.metrics.effects import evaluate
+  metric = _FakeMetric(6)
+  results = evaluate(_config(3), None, _plan("null", 60), metric)
+  out = primary(_config(3), results)["result"]
+  seq = out["sequential"]
+  assert seq["stopped"] == "h reached" and seq["h"] == 3 and seq["r_max"] == 60
+  # Scored in blocks of h: at most h - 1 replicates past the stop, none of the later blocks.
+  assert seq["looked"] <= out["replicates_scored"] < seq["looked"] + 3 < 60
+  primary_controls = [n for n in metric.seen if n and n.startswith("null-") and "control" in n]
+  assert len(primary_controls) == 2 * out["replicates_scored"]
+  assert all(int(n.rsplit("control", 1)[1]) < out["replicates_scored"] for n in primary_controls)
+  # the exploratory edits' controls run in full, the baseline and located edits once each
+  assert sum(1 for n in metric.seen if n and n.startswith("explore-") and "control" in n) == 8
+  for r in results:
+    e = {x["edit"]: x for x in r["effects"]}
+    assert e[f"null-{r['pair']}"]["controls_scored"] == out["replicates_scored"]
+    assert e[f"null-{r['pair']}"]["sequential"]["p_value"] == out["p_value"]
+    assert r["evaluations"] == 1 + 2 + out["replicates_scored"] + 4
+  # The p read back from the results is the one the run stopped on, and equals the rule on a full run's
+  # replicates (control i is the same edit however many run).
+  full = evaluate(_config(0), None, _plan("null", 60), _FakeMetric(6))
+  again = primary(_config(3), full)["result"]
+  assert again["p_value"] == out["p_value"] and again["sequential"]["looked"] == seq["looked"]
+  assert primary(_config(0), full)["result"]["sequential"] is None
+
+
+def test_evaluate_runs_every_replicate_when_the_located_edit_beats_them_all():
+  from valuejax.methods import primary
+  from valuejax.metrics.effects import evaluate
+  results = evaluate(_config(3), None, _plan("strong", 20), _FakeMetric(6))
+  out = primary(_config(3), results)["result"]
+  assert out["p_value"] == 1 / 21 and out["sequential"]["stopped"] == "all replicates"
+  assert out["replicates_scored"] == 20 and out["significant"] and out["excess_low"] > 0.5
+  # "each": every primary edit has its own sequential p, Holm-corrected
+  each = primary(_config(3, "each"), evaluate(_config(3, "each"), None, _plan("null", 60), _FakeMetric(6)))
+  assert [r["sequential"]["stopped"] for r in each["result"]] == ["h reached"] * 2
+  assert all(r["p_value"] == r["sequential"]["p_value"] for r in each["result"])

@@ -73,8 +73,11 @@ def declared_primary(config: mlc.ConfigDict) -> str:
   else:
     what = f"one test per located edit{at}, Holm-corrected across them"
   n = max(c.n_controls, c.get("primary_controls", 0))
-  return (f"{what}; one-sided, alpha {c.alpha:g}; {n} random controls per edit with the located set's "
-          "per-layer counts; every other edit is exploratory")
+  h = c.get("sequential_h", 0)
+  reps = (f"up to {n} random controls per edit, stopping once {h} replicates reach the located effect "
+          "(sequential p)" if h else f"{n} random controls per edit")
+  return (f"{what}; one-sided, alpha {c.alpha:g}; {reps} with the located set's per-layer counts; every other "
+          "edit is exploratory")
 
 
 def primary_params(c: mlc.ConfigDict, params: dict[str, Any], pair: str | None = None) -> bool:
@@ -104,12 +107,17 @@ def primary(config: mlc.ConfigDict, results: list[dict[str, Any]]) -> dict[str, 
   if not family:
     return {**out, "result": None}
   if c.primary_test == "pooled":
-    return {**out, "result": pooled_test(pooled_edits(family), alpha=c.alpha, n_boot=c.n_boot,
-                                         seed=config.seed).to_dict()}
+    # With intervene.sequential_h the p is the sequential one, over the replicates in the order they were
+    # scored, at most the fewest any primary edit had planned (R_max).
+    h = int(c.get("sequential_h", 0) or 0)
+    r_max = min(e.get("controls_planned", len(e["control_scores"])) for _, e in family)
+    return {**out, "result": pooled_test(pooled_edits(family), alpha=c.alpha, n_boot=c.n_boot, seed=config.seed,
+                                         sequential_h=h, r_max=r_max if h else None).to_dict()}
   adjusted = holm([e["p_value"] for _, e in family])
   return {**out, "result": [{"edit": f"{r['pair']}, {e['edit']}", "mean": e["mean"], "ci_low": e["ci_low"],
                              "ci_high": e["ci_high"], "p_value": e["p_value"], "adjusted_p": float(a),
-                             "toward": bool(toward(e)), "significant": bool(a <= c.alpha and toward(e))}
+                             "toward": bool(toward(e)), "significant": bool(a <= c.alpha and toward(e)),
+                             "sequential": e.get("sequential")}
                             for (r, e), a in zip(family, adjusted)]}
 
 

@@ -37,12 +37,73 @@ def _plain(d: dict[str, Any]) -> dict[str, Any]:
   return {k: v for k, v in d.items() if isinstance(v, (int, float, str, bool))}
 
 
+def _concat(parts: list[Scored]) -> Scored:
+  """Scored of several calls on the same items, their edits in call order."""
+  if len(parts) == 1:
+    return parts[0]
+  cat = lambda vs: np.concatenate([np.asarray(v) for v in vs]) if isinstance(vs[0], np.ndarray) else sum(
+      (list(v) for v in vs), [])
+  return Scored(np.concatenate([np.asarray(x.values, np.float64) for x in parts]),
+                texts=sum((list(x.texts) for x in parts), []) if all(x.texts for x in parts) else [],
+                components={k: cat([x.components[k] for x in parts]) for k in parts[0].components},
+                detail={k: cat([x.detail[k] for x in parts]) for k in parts[0].detail})
+
+
+class _Unit:
+  """One unit's scores as they accumulate over calls: rows of the baseline, of each located edit and of
+  each of its controls scored so far (in replicate order)."""
+
+  def __init__(self, plan: Any):
+    self.plan, self.parts, self.rows = plan, [], 0
+    self.edit_row: list[int] = []
+    self.control_rows: list[list[int]] = [[] for _ in plan.experiments]
+
+  def add(self, scored: Scored) -> int:
+    """Appends one call's scores; returns the row of its first edit."""
+    self.parts.append(scored)
+    first, self.rows = self.rows, self.rows + len(scored.values)
+    self._scored = None
+    return first
+
+  @property
+  def scored(self) -> Scored:
+    if getattr(self, "_scored", None) is None:
+      self._scored = _concat(self.parts)
+      self.parts = [self._scored]
+    return self._scored
+
+
+def sequential_groups(config: mlc.ConfigDict, plan: list[Any]) -> list[list[tuple[int, int]]]:
+  """The (unit, experiment) indices whose controls run under the sequential rule, grouped by test: one group
+  for a pooled primary test (its replicate r is control r of every edit), one per edit for "each". Empty when
+  `intervene.sequential_h` is 0 or no primary test is declared."""
+  from valuejax.methods.design import primary_params
+  c = config.intervene
+  if not c.get("sequential_h") or not c.get("primary_test"):
+    return []
+  family = [(u, i) for u, p in enumerate(plan) if p.items for i, e in enumerate(p.experiments)
+            if e.controls and primary_params(c, e.params, e.pair)]
+  if not family:
+    return []
+  return [family] if c.primary_test == "pooled" else [[x] for x in family]
+
+
 def evaluate(config: mlc.ConfigDict, model: Any, plan: list[Any], metric: Metric,
              generated: list[Any] | None = None) -> list[dict[str, Any]]:
   """Scores of every edit per unit and their effects; `generated` collects the answers of the baseline and
-  the located edits when the metric generates (controls are many and only enter the null distribution)."""
-  from valuejax.evaluate import permutation_p, summarize_effect
+  the located edits when the metric generates (controls are many and only enter the null distribution).
+
+  With `intervene.sequential_h` = h > 0 the controls of the declared primary edits are scored after the
+  baseline and every located edit, in blocks of h replicates (replicate r of every primary edit of every unit
+  in one call per unit), and the Besag-Clifford rule is checked after each block in replicate order: once a
+  test is decided its remaining replicates are never scored. Control i is the same edit however many run, so
+  an early stop only leaves the tail out. Every other edit's controls are scored in full with the edits.
+  """
+  from valuejax.evaluate import permutation_p, sequential_p, summarize_effect
   c = config.intervene
+  h = int(c.get("sequential_h", 0) or 0)
+  groups = sequential_groups(config, plan)
+  seq = {x for g in groups for x in g}
   total = sum(1 + sum(1 + len(e.controls) for e in p.experiments) for p in plan if p.items)
   done, start = 0, time.perf_counter()
 
@@ -52,27 +113,38 @@ def evaluate(config: mlc.ConfigDict, model: Any, plan: list[Any], metric: Metric
     scored.values = np.asarray(scored.values, np.float64)
     done += len(edits)
     eta = (time.perf_counter() - start) / done * (total - done)
-    log.info("intervene: %d/%d evaluations (%s), ETA %.0f s", done, total, what, eta)
+    log.info("intervene: %d/%d evaluations at most (%s), ETA %.0f s at most", done, total, what, eta)
     return scored
 
-  results = []
-  for p in plan:
-    items = p.items
-    if not items:
+  units: dict[int, _Unit] = {}
+  for u, p in enumerate(plan):
+    if not p.items:
       log.warning("intervene: %s has no evaluation items; skipped", p.name)
       continue
-    edits = [None] + [x for e in p.experiments for x in (e.edit, *e.controls)]
-    scored = timed(items, edits, f"{p.name}: baseline, {len(edits) - 1} edits and controls")
+    unit = units[u] = _Unit(p)
+    edits, k = [None], 1
+    for i, e in enumerate(p.experiments):
+      later = (u, i) in seq
+      unit.edit_row.append(k)
+      unit.control_rows[i] = [] if later else list(range(k + 1, k + 1 + len(e.controls)))
+      edits += [e.edit] + ([] if later else list(e.controls))
+      k = len(edits)
+    unit.add(timed(p.items, edits, f"{p.name}: baseline, {len(edits) - 1} edits and controls"))
+
+  looks = _sequential(config, metric, units, groups, h, timed, sequential_p)
+
+  results = []
+  for u, unit in units.items():
+    p, items, scored = unit.plan, unit.plan.items, unit.scored
     all_scores = scored.values
     pair = lambda k: metric.paired(config, scored, items, 0, k)
     base = all_scores[0]
     if generated is not None:
       generated += metric.records(p.name, items, scored, 0, "baseline", {})
-    effects, not_computable, k = [], [], 1
-    for e in p.experiments:
-      edited, ek = all_scores[k], k
-      ctrl_ks = list(range(k + 1, k + 1 + len(e.controls)))
-      k += 1 + len(e.controls)
+    effects, not_computable = [], []
+    for i, e in enumerate(p.experiments):
+      ek, ctrl_ks = unit.edit_row[i], unit.control_rows[i]
+      edited = all_scores[ek]
       if generated is not None:
         generated += metric.records(p.name, items, scored, ek, e.edit.name, _plain(e.params))
       b, x, dropped = pair(ek)
@@ -83,7 +155,9 @@ def evaluate(config: mlc.ConfigDict, model: Any, plan: list[Any], metric: Metric
       common = {"pair": p.name, "edit": e.edit.name, **e.params, "expected": e.alternative,
                 "n_neurons": _n_edited(e.edit), "n_dropped": dropped,
                 "control_n_dropped": [d for _, _, d in ctrl], "scores": json_scores(edited),
-                "control_scores": [json_scores(all_scores[j]) for j in ctrl_ks]}
+                "control_scores": [json_scores(all_scores[j]) for j in ctrl_ks],
+                # Controls this edit had planned (the sequential rule's R_max) and those scored.
+                "controls_planned": len(e.controls), "controls_scored": len(ctrl_ks)}
       if scored.components:
         # The terms of the score, each as a mean change against the baseline (e.g. the target language's
         # loss and the other's), for the located edit and every control.
@@ -101,12 +175,23 @@ def evaluate(config: mlc.ConfigDict, model: Any, plan: list[Any], metric: Metric
         continue
       summary = summarize_effect(x, b, name=e.edit.name, alternative=e.alternative, alpha=c.alpha,
                                  n_boot=c.n_boot, seed=config.seed)
+      extra: dict[str, Any] = {}
+      if (u, i) in looks:
+        extra["sequential"] = looks[(u, i)]
       if control_effects:
         # The null distribution: each control's mean paired change (as summarize_effect computes it when
         # no item is missing), here over that control's own paired items.
-        summary = dataclasses.replace(summary, p_value=permutation_p(summary.mean, control_effects, e.alternative),
-                                      n_controls=len(control_effects), control_mean=float(np.mean(control_effects)))
-      effects.append({**common, **summary.to_dict(), "computable": True,
+        if c.get("primary_test") == "each" and (u, i) in seq:
+          # The edit's own sequential p over its controls in order (an unusable control is skipped).
+          ordered = [float((cx - cb).mean()) if cb.size >= MIN_PAIRED else np.nan for cb, cx, _ in ctrl]
+          sp = sequential_p(summary.mean, ordered, h, len(e.controls), e.alternative)
+          extra["sequential"] = sp.to_dict()
+          p_value = sp.p_value
+        else:
+          p_value = permutation_p(summary.mean, control_effects, e.alternative)
+        summary = dataclasses.replace(summary, p_value=p_value, n_controls=len(control_effects),
+                                      control_mean=float(np.mean(control_effects)))
+      effects.append({**common, **summary.to_dict(), **extra, "computable": True,
                       "control_effects": control_effects,
                       "control_sd": float(np.std(control_effects, ddof=1)) if len(control_effects) > 1 else None,
                       "controls_not_computable": len(ctrl) - len(usable), "describe": summary.describe()})
@@ -116,9 +201,76 @@ def evaluate(config: mlc.ConfigDict, model: Any, plan: list[Any], metric: Metric
               "baseline_parsed": int(parsed.sum()), "effects": effects,
               # Kept apart from `effects`, whose entries all carry a mean and a CI for the report.
               "not_computable": not_computable,
-              "evaluations": 1 + sum(1 + len(e.controls) for e in p.experiments)}
+              "evaluations": 1 + sum(1 + len(r) for r in unit.control_rows)}
     if scored.detail:
       result["detail"] = {name: v[0] for name, v in scored.detail.items()}
     results.append(result)
   return results
 
+
+def _sequential(config: mlc.ConfigDict, metric: Metric, units: dict[int, _Unit], groups: list[list[tuple[int, int]]],
+                h: int, timed: Any, sequential_p: Any) -> dict[tuple[int, int], dict[str, Any]]:
+  """Scores the sequential groups' controls in blocks of h replicates until each group's rule decides (see
+  evaluate). The statistic is the one the primary test reads back: for a pooled group the pooled signed mean
+  over the group's edits (valuejax.evaluate.replicate_effects), for one edit its mean paired change. Returns
+  the looks per (unit, experiment) of each edit whose group stopped, for the results."""
+  from valuejax.evaluate import PooledEdit, replicate_effects
+  pooled = config.intervene.get("primary_test") == "pooled"
+
+  def paired_effect(unit: _Unit, row: int) -> float:
+    b, x, _ = metric.paired(config, unit.scored, unit.plan.items, 0, row)
+    return float((x - b).mean()) if b.size >= MIN_PAIRED else np.nan
+
+  def state(group: list[tuple[int, int]]):
+    """(observed, ordered replicate statistics so far, alternative), or None when a located edit is not
+    computable (it leaves the family, as in the primary test read back from the results)."""
+    live = [(u, i) for u, i in group if np.isfinite(paired_effect(units[u], units[u].edit_row[i]))]
+    if not live:
+      return None
+    if not pooled:
+      (u, i), = live
+      unit = units[u]
+      obs = paired_effect(unit, unit.edit_row[i])
+      return obs, [paired_effect(unit, j) for j in unit.control_rows[i]], unit.plan.experiments[i].alternative
+    v = lambda u, j: units[u].scored.values[j]
+    edits = [PooledEdit(v(u, 0), v(u, units[u].edit_row[i]),
+                        np.stack([v(u, j) for j in units[u].control_rows[i]]) if units[u].control_rows[i]
+                        else np.zeros((0, v(u, 0).size)),
+                        1.0 if units[u].plan.experiments[i].alternative == "greater" else -1.0, units[u].plan.name)
+             for u, i in live]
+    with np.errstate(all="ignore"):
+      obs = float(np.mean([e.sign * np.nanmean(e.edited - e.baseline) for e in edits]))
+    return obs, replicate_effects(edits), "greater"
+
+  active = [g for g in groups if state(g) is not None]
+  out: dict[tuple[int, int], dict[str, Any]] = {}
+  r = 0
+  while active:
+    for_unit: dict[int, list[tuple[int, Any]]] = {}
+    for g in active:
+      for u, i in g:
+        for_unit.setdefault(u, []).extend((i, ctl) for ctl in units[u].plan.experiments[i].controls[r:r + h])
+    for u, todo in for_unit.items():
+      unit = units[u]
+      if not todo:
+        continue
+      first = unit.add(timed(unit.plan.items, [ctl for _, ctl in todo],
+                             f"{unit.plan.name}: primary control replicates {r}-{r + h - 1}"))
+      for k, (i, _) in enumerate(todo):
+        unit.control_rows[i].append(first + k)
+    r += h
+    still = []
+    for g in active:
+      obs, stats, alternative = state(g)
+      r_max = min(len(units[u].plan.experiments[i].controls) for u, i in g)
+      sp = sequential_p(obs, stats, h, r_max, alternative)
+      if sp.decided or r >= r_max:
+        looked = {**sp.to_dict(), "replicates_scored": min(len(units[u].control_rows[i]) for u, i in g)}
+        log.info("intervene: sequential p %s after %d of %d replicates (%s)", sp.p_value, sp.looked, r_max,
+                 sp.stopped)
+        for x in g:
+          out[x] = looked
+      else:
+        still.append(g)
+    active = still
+  return out
