@@ -68,6 +68,10 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
   c.intervene.primary_test = "pooled"
   c.intervene.primary_pairs = PRIMARY_VALUES
   c.intervene.primary_controls = arg.primary
+  # Sequential p (Besag & Clifford), fixed before any score: the primary replicates stop once 10 reach the located
+  # effect (p = 10 / replicates looked at), else run to the last (p down to 1 / (R + 1)); a clear null stops after
+  # about 10 / p replicates instead of paying for all. 0 = every replicate, the fixed-R rank p.
+  c.intervene.sequential_h = min(10, arg.primary)
 
   if not arg.smoke:
     c.sweep.model = ("smollm2-135m-instruct", "gemma3-270m")

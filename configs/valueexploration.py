@@ -71,4 +71,8 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
   # The primary test, fixed before any score exists: every located edit (value x direction) pooled into one
   # signed effect (toward support +, toward conflict -), against 19 control replicates (p can reach 0.05).
   c.intervene.primary_test = "pooled"
+  # Sequential p (Besag & Clifford), fixed before any score: the primary replicates stop once 10 reach the located
+  # effect (p = 10 / replicates looked at), else run to the last (p down to 1 / (R + 1)); a clear null stops after
+  # about 10 / p replicates instead of paying for all. 0 = every replicate, the fixed-R rank p.
+  c.intervene.sequential_h = min(10, arg.controls)
   return c

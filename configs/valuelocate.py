@@ -82,6 +82,10 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
   # are exploratory.
   c.intervene.primary_test = "pooled"  # "pooled", "each" (Holm across the primary edits) or "" (none)
   c.intervene.primary_gamma = 2.0
+  # Sequential p (Besag & Clifford), fixed before any score: the primary replicates stop once 10 reach the located
+  # effect (p = 10 / replicates looked at), else run to the last (p down to 1 / (R + 1)); a clear null stops after
+  # about 10 / p replicates instead of paying for all. 0 = every replicate, the fixed-R rank p.
+  c.intervene.sequential_h = min(10, arg.controls)
 
   # The LLM judge of --config.intervene.metric=judge (ValueLocate's own readout; see docs/judge.md). Unused by the
   # default metric. Answers of up to judge_max_new_tokens greedy tokens, each rated `samples` times at

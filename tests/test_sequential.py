@@ -254,3 +254,29 @@ def test_evaluate_runs_every_replicate_when_the_located_edit_beats_them_all():
   each = primary(_config(3, "each"), evaluate(_config(3, "each"), None, _plan("null", 60), _FakeMetric(6)))
   assert [r["sequential"]["stopped"] for r in each["result"]] == ["h reached"] * 2
   assert all(r["p_value"] == r["sequential"]["p_value"] for r in each["result"])
+
+
+def test_report_prints_the_sequential_primary_and_old_results_still_render():
+  from valuejax.methods import primary
+  from valuejax.metrics.effects import evaluate
+  from valuejax.report.markdown import _primary
+  pt = primary(_config(3), evaluate(_config(3), None, _plan("null", 60), _FakeMetric(6)))
+  text = "\n".join(_primary({"primary": pt, "n_controls": 4}, [], [], "the score"))
+  seq = pt["result"]["sequential"]
+  assert f"sequential, h = 3: stopped after {seq['looked']} of up to 60 replicates" in text
+  assert "excess over the controls' mean" in text and "t prediction-interval p" in text
+  old = {k: v for k, v in pt["result"].items()
+         if k not in ("sequential", "replicates_scored", "t_p", "excess", "excess_low", "excess_high", "ci_method")}
+  text = "\n".join(_primary({"primary": {**pt, "result": old}, "n_controls": 4}, [], [], "the score"))
+  assert "at least" in text and "sequential, h" not in text and "excess" not in text
+
+
+def test_sequential_h_is_checked_before_anything_loads():
+  import importlib
+  from valuejax.validate import check_config
+  cfg = importlib.import_module("configs.valuelocate").get_config()
+  check_config(cfg)
+  for bad, why in [(-1, "integer >= 0"), (2.5, "integer >= 0"), (1000, "at most the primary test's replicates")]:
+    cfg.intervene.sequential_h = bad
+    with pytest.raises(ValueJaxError, match=why):
+      check_config(cfg)

@@ -166,8 +166,23 @@ def _primary(metrics: dict[str, Any], effects: list[dict[str, Any]], missing: li
       head = f"**Not specific: {what} moves as predicted, but random neurons of the same shape move it as much**"
     else:
       head = f"**No effect: the pooled change of {what} is indistinguishable from 0**"
+    seq = res.get("sequential")
+    if seq:
+      # The sequential p's own floor is 1 / (R_max + 1), reached only when no replicate stops it early.
+      why = (f"stopped after {seq['looked']} of up to {seq['r_max']} replicates, {seq['h']} of them reaching the "
+             "located effect" if seq["stopped"] == "h reached" else
+             f"all {seq['r_max']} replicates looked at, {seq['hits']} reaching the located effect")
+      p += (f" (sequential, h = {seq['h']}: {why}; {res.get('replicates_scored', seq['looked'])} scored; running "
+            f"count {seq['running']})")
+    else:
+      p += f" (at least {1 / (1 + len(ctrl)):.2g} with {len(ctrl)} replicates)"
     lines.append(f"{head}: pooled signed effect {ci} (95% CI) over {res['n_edits']} edits ({'; '.join(pt['edits'])});"
-                 f" {spread}; p = {p} (at least {1 / (1 + len(ctrl)):.2g} with {len(ctrl)} replicates).")
+                 f" {spread}; p = {p}.")
+    if res.get("excess") is not None:
+      t_p = "-" if res.get("t_p") is None else f"{res['t_p']:.3g}"
+      lines.append(f"Beside the rank p: excess over the controls' mean {res['excess']:+.3g} "
+                   f"[{res['excess_low']:+.3g}, {res['excess_high']:+.3g}] (95%, the located effect's item SE and "
+                   f"the controls' mean's SE); t prediction-interval p = {t_p} (assumes normal replicates).")
   else:
     kept = [r for r in res if r["significant"]]
     lines.append(f"**{len(kept)} of {len(res)} primary edits move {what} as predicted, further than random "
