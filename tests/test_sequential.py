@@ -276,7 +276,7 @@ def test_sequential_h_is_checked_before_anything_loads():
   from valuejax.validate import check_config
   cfg = importlib.import_module("configs.valuelocate").get_config()
   check_config(cfg)
-  for bad, why in [(-1, "integer >= 0"), (2.5, "integer >= 0"), (1000, "at most the primary test's replicates")]:
+  for bad, why in [(-1, "integer >= 0"), (1000, "at most the primary test's replicates")]:
     cfg.intervene.sequential_h = bad
     with pytest.raises(ValueJaxError, match=why):
       check_config(cfg)
