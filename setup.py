@@ -2,6 +2,7 @@
 
 import glob
 import os
+import re
 
 from setuptools import find_packages, setup
 
@@ -14,7 +15,9 @@ CODE_DIRS = ("launch", "configs")
 
 setup(
     name="valuejax",
-    version="0.1.0",
+    # One version, kept in the package (valuejax.__version__), read here without importing it.
+    version=re.search(r'^__version__ = "([^"]+)"', open(os.path.join("valuejax", "__init__.py"),
+                                                     encoding="utf-8").read(), re.M).group(1),
     description="Find the neurons that carry human values inside LLMs and prove they are causal by "
                 "editing them (ValueLocate, ValueExploration) in JAX.",
     python_requires=">=3.10",

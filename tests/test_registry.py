@@ -125,7 +125,8 @@ def test_a_users_method_rule_edit_and_metric_run_through_the_launchers(tiny_mode
 def test_pvq_is_a_metric_module_and_the_report_plots_the_profiles(tiny_model, tmp_path):
   wd = str(tmp_path / "w")
   _ok(_launch("launch.run", *_smoke_args(tiny_model, wd), "--config.intervene.metric=pvq",
-              "--config.locate.pairs=('openness_to_change:conservation',)", "--config.intervene.n_controls=2"))
+              "--config.locate.pairs=('openness_to_change:openness_to_change_reversed',)",
+              "--config.intervene.n_controls=2"))
   metrics = json.load(open(os.path.join(wd, "intervene", "metrics.json")))
   (pair,) = metrics["pairs"]
   from valuejax import data as vdata
@@ -134,8 +135,9 @@ def test_pvq_is_a_metric_module_and_the_report_plots_the_profiles(tiny_model, tm
   mine = {v for a in ("openness_to_change", "conservation") for v in tax.aspect(a).values}
   want = [p.id for p in ds.portraits if p.value in mine and p.lang == "en"]
   assert pair["item_ids"] == want
-  # The baseline's signed, centred scores average to the plus aspect's values minus the minus aspect's,
-  # read from the stored profile.
+  # The baseline's signed, centred scores average to the value's own aspect's values minus the opposing
+  # aspect's (a value against its reversed descriptions is scored like its opposing pair), read from the
+  # stored profile.
   prof = pair["detail"]["profile"]
   # Every value has as many portraits, so the centred value means sum to 0.
   assert set(prof) == set(tax.value_ids) and sum(prof.values()) == pytest.approx(0.0, abs=1e-9)

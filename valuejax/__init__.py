@@ -6,7 +6,11 @@ statistics on device) -> locate (neuron sets) -> intervene (edits as data) -> ev
 
 from valuejax.errors import ValueJaxError
 
-__all__ = ["ValueJaxError", "ModelConfig", "NeuronEdit", "forward", "load_model", "Model", "generate"]
+__version__ = "0.2.0"
+
+__all__ = ["ValueJaxError", "ModelConfig", "NeuronEdit", "forward", "load_model", "Model", "generate",
+           "Generator", "Sampling", "StatsSpec", "valuelocate", "vape", "NeuronSet", "deactivate", "steering",
+           "Edit", "RunResults", "__version__"]
 
 _LAZY = {  # heavy modules (jax, transformers) load on first use
     "ModelConfig": "valuejax.models.config",
@@ -15,6 +19,16 @@ _LAZY = {  # heavy modules (jax, transformers) load on first use
     "load_model": "valuejax.models.loading",
     "Model": "valuejax.models.loading",
     "generate": "valuejax.engine.generate",
+    "Generator": "valuejax.engine.generate",
+    "Sampling": "valuejax.engine.generate",
+    "StatsSpec": "valuejax.engine.generate",
+    "valuelocate": "valuejax.locate",
+    "vape": "valuejax.locate",
+    "NeuronSet": "valuejax.locate",
+    "deactivate": "valuejax.intervene",
+    "steering": "valuejax.intervene",
+    "Edit": "valuejax.intervene",
+    "RunResults": "valuejax.workdir",
 }
 
 

@@ -48,14 +48,18 @@ class Pvq(Metric):
 
   def items(self, config: mlc.ConfigDict, dataset: Any, method: Any, unit: Any) -> list[PortraitItem]:
     tax = dataset.taxonomy
-    if unit.plus not in tax.aspect_ids or unit.minus not in tax.aspect_ids:
+    # A value contrasted with its reversed descriptions is scored against the opposing aspect's values, as a
+    # pair of opposing aspects is: portraits describe values people hold, and no value is "rejecting X".
+    minus = tax.opposite(unit.plus) if unit.plus in tax.aspect_ids and unit.minus == unit.plus + "_reversed" \
+        else unit.minus
+    if unit.plus not in tax.aspect_ids or minus not in tax.aspect_ids:
       raise ValueJaxError(f"pvq scores the values of two opposing aspects; {unit.name} is not a pair of aspects",
                           "--config.intervene.metric", "use pvq with valuelocate on the Schwartz framework")
-    sign = {v: s for a, s in ((unit.plus, 1.0), (unit.minus, -1.0)) for v in tax.aspect(a).values}
+    sign = {v: s for a, s in ((unit.plus, 1.0), (minus, -1.0)) for v in tax.aspect(a).values}
     prompts = self._portraits(config, dataset)
     items = [PortraitItem(p.item_id, p.group, sign[p.group]) for p in prompts if p.group in sign]
     if not items:
-      raise ValueJaxError(f"no '{config.data.lang}' PVQ portraits of the values of {unit.plus} and {unit.minus}",
+      raise ValueJaxError(f"no '{config.data.lang}' PVQ portraits of the values of {unit.plus} and {minus}",
                           dataset.root, "add portraits (pvq_portraits.jsonl) or choose data.lang")
     # Every portrait is answered (the centring needs the respondent's mean), then the pair's are kept.
     self._all = ([p.text for p in prompts], [p.group for p in prompts], [p.item_id for p in prompts])
