@@ -44,6 +44,7 @@ def schwartz():
 # Shipped Schwartz data
 
 
+@pytest.mark.subprocess
 def test_data_layer_imports_without_jax():
   code = "import sys, valuejax.data; sys.exit(1 if 'jax' in sys.modules else 0)"
   assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[1]).returncode == 0

@@ -8,6 +8,8 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 from tests import tiny_models
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -37,6 +39,7 @@ def _load(spec: str, home: str) -> subprocess.CompletedProcess:
                         timeout=300)
 
 
+@pytest.mark.subprocess
 def test_a_model_id_loads_from_the_hub_cache_offline_with_revisions(tmp_path):
   folder = tiny_models.save_word_level_llama(str(tmp_path / "tiny"), tiny_models.tiny_tokenizer(), 96)
   rev = "0123456789abcdef0123456789abcdef01234567"
@@ -48,6 +51,7 @@ def test_a_model_id_loads_from_the_hub_cache_offline_with_revisions(tmp_path):
   assert pinned.returncode == 0 and pinned.stdout.split()[:2] == out.stdout.split()[:2], pinned.stderr[-3000:]
 
 
+@pytest.mark.subprocess
 def test_a_missing_model_offline_names_the_model_and_the_cache(tmp_path):
   home = str(tmp_path / "empty_home")
   os.makedirs(home)

@@ -10,6 +10,8 @@ import site
 import subprocess
 import sys
 
+import pytest
+
 from tests import tiny_models
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -21,6 +23,8 @@ def _run(cmd: list[str], cwd: str, env: dict | None = None, timeout: float = 600
   return out
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_a_wheel_installs_a_valuejax_command_that_runs_from_anywhere(tmp_path):
   # Built from a copy of what setup.py packages: building in the checkout would leave a build/ folder there,
   # whose stale files a later build packages.

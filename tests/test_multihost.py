@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from tests import tiny_models
 from valuejax.engine.generate import Generator, StatsSpec
@@ -19,6 +20,8 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_two_hosts_equal_one(tmp_path):
   port = str(_free_port())
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}

@@ -195,6 +195,7 @@ def _plan(*args: str) -> subprocess.CompletedProcess:
                         env=env, timeout=120)
 
 
+@pytest.mark.subprocess
 def test_launcher_prints_the_table_and_the_verdict():
   model = "--model=" + os.path.join(FIXTURES, "Llama-3.1-70B")
   pod = ["--mesh_data=4", "--mesh_model=16", "--params=fsdp", "--dtype=bfloat16", "--batch=64", "--hist",
@@ -212,7 +213,7 @@ def test_launcher_prints_the_table_and_the_verdict():
                       "--config.record.batch_size=64")
   assert from_config.returncode == 0, from_config.stderr
   assert "4 x 16 (data x model)" in from_config.stdout and "64 rows (16 per device)" in from_config.stdout
-  assert "groups     4," in from_config.stdout  # valuelocate's four higher-order values
+  assert "groups     8," in from_config.stdout  # valuelocate: four higher-order values, each with its reversed
   exploration = _plan(model, "--config=" + os.path.join(REPO, "configs", "valueexploration.py"), "--devices=8",
                       "--mesh_model=8", "--params=fsdp")
   assert "groups     24," in exploration.stdout and "1 x 8 (data x model)" in exploration.stdout, exploration.stderr
@@ -228,7 +229,18 @@ def test_launcher_prints_the_table_and_the_verdict():
      "does not split"),
 ])
 def test_launcher_refuses_bad_input_in_one_paragraph(args, needle):
-  proc = _plan(*args)
+  """In this process, through the launcher's flag parsing and error boundary (helpers.launch_in_process)."""
+  from tests.helpers import launch_in_process
+  proc = launch_in_process("launch.plan", *args)
   assert proc.returncode == 2, (proc.stdout, proc.stderr)
   assert proc.stderr.startswith("error: ") and needle in proc.stderr and "Traceback" not in proc.stderr
   assert len(proc.stderr.strip().splitlines()) <= 2  # what is wrong, and what to do
+
+
+@pytest.mark.subprocess
+def test_launcher_process_refuses_bad_input_in_one_paragraph():
+  """The same boundary end to end: `python -m launch.plan` exits 2 with one paragraph and no traceback."""
+  proc = _plan("--model=" + os.path.join(FIXTURES, "Qwen2-7B"), "--devices=7", "--mesh_model=2")
+  assert proc.returncode == 2, (proc.stdout, proc.stderr)
+  assert proc.stderr.startswith("error: ") and "does not divide" in proc.stderr and "Traceback" not in proc.stderr
+  assert len(proc.stderr.strip().splitlines()) <= 2
