@@ -16,50 +16,13 @@ import numpy as np
 
 from valuejax import data as vdata
 from valuejax.errors import ValueJaxError
+from valuejax.methods.design import with_controls
+from valuejax.methods.types import Experiment, Pair, Target, UnitPlan  # noqa: F401 (base.Pair etc. stay importable)
 from valuejax.registry import Registry
 
 METHODS = Registry("method", "method", builtin="valuejax.methods", instances=True)
 RULES = Registry("locator rule", "locate.rule", builtin="valuejax.methods")
 EDITS = Registry("edit kind", "intervene.kind", builtin="valuejax.methods")
-
-
-@dataclasses.dataclass(frozen=True)
-class Pair:
-  """Two groups contrasted against each other: ValueLocate's opposing aspects, or one value's
-  support / conflict prompts in ValueExploration."""
-  name: str
-  plus: str
-  minus: str
-  eval_key: str  # the taxonomy dimension (ValueLocate) or value (ValueExploration) of its eval items
-
-
-@dataclasses.dataclass(frozen=True)
-class Target:
-  """One group whose neurons are deactivated; with `exclude`, only the neurons no excluded group holds."""
-  name: str
-  group: str
-  exclude: tuple[str, ...] = ()
-  set: str = "lape"  # the neuron set (locate/<set>.npz) holding the group
-
-
-@dataclasses.dataclass
-class Experiment:
-  """One located edit, the direction the method predicts it moves the metric, and its controls."""
-  pair: str
-  edit: Any  # valuejax.intervene.Edit
-  alternative: str  # "greater" or "less"
-  params: dict[str, Any]
-  controls: list[Any]
-
-
-@dataclasses.dataclass
-class UnitPlan:
-  """What the intervene stage does for one pair or target: its eval items, its edits (each with its
-  controls), and the open questions answered before and after editing in the report."""
-  name: str
-  items: list[Any]
-  experiments: list[Experiment]
-  example_prompts: list[vdata.Prompt] = dataclasses.field(default_factory=list)
 
 
 def set_name(pair: str, size: str | None) -> str:
@@ -145,7 +108,6 @@ class Method:
   def plan(self, config: mlc.ConfigDict, dataset: vdata.Dataset, sets: dict[str, Any], metric: Any
            ) -> list[UnitPlan]:
     """Per unit: the metric's eval items, the edits of the config's edit kind and their controls."""
-    from valuejax.methods.design import with_controls
     metric.check(config, self)
     build = EDITS.get(config.intervene.kind)
     out = []

@@ -11,7 +11,7 @@ import ml_collections as mlc
 import numpy as np
 
 from valuejax.errors import ValueJaxError
-from valuejax.methods.base import Experiment
+from valuejax.methods.types import Experiment
 
 
 def grid_points(config: mlc.ConfigDict) -> list[dict[str, Any]]:
