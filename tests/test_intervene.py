@@ -186,11 +186,12 @@ def test_layer_split_matches_the_paper_and_scales():
   assert s30.decision_mask.sum() == 10 and not (s30.decision_mask & s30.semantic_mask).any()
   s16 = vi.layer_split(16)
   np.testing.assert_array_equal(np.flatnonzero(s16.decision_mask), [0, 1, 2, 13, 14, 15])  # 2.5 rounds up
-  custom = vi.layer_split(10, head=1, tail=2)
+  custom = vi.layer_split(10, first=1, last=2)
   np.testing.assert_array_equal(np.flatnonzero(custom.decision_mask), [0, 8, 9])
   with pytest.raises(ValueJaxError, match="semantic layer"):
-    vi.layer_split(4, head=3, tail=1)
-  from valuejax.locate import layer_split as locate_split  # locate's split is the same type, used as it is
+    vi.layer_split(4, first=3, last=1)
+  from valuejax.locate import layer_split as locate_split  # one function: intervene re-exports locate's
+  assert locate_split is vi.layer_split
   ids = locate_split(L, 1, 1)
   m = _mask([(0, 1), (1, 2)])
   np.testing.assert_array_equal(
@@ -207,7 +208,7 @@ def test_layer_split_matches_the_paper_and_scales():
 def test_value_exploration_scales_unique_neurons_and_skips_shared_ones():
   support = _mask([(0, 1), (0, 2), (1, 3), (2, 4)])
   conflict = _mask([(0, 2), (1, 5), (2, 6)])
-  split = vi.layer_split(L, head=1, tail=1)  # decision: layers 0, 2; semantic: layer 1
+  split = vi.layer_split(L, first=1, last=1)  # decision: layers 0, 2; semantic: layer 1
   a = _acts()
   for toward, up, down in [("support", 5.0, 0.0), ("conflict", 0.0, 5.0)]:
     edit = vi.value_exploration(support, conflict, toward=toward, region="combined", split=split)
@@ -228,7 +229,7 @@ def test_value_exploration_scales_unique_neurons_and_skips_shared_ones():
 
 
 def test_value_exploration_combined_uses_each_settings_sets_in_its_layers():
-  split = vi.layer_split(L, head=1, tail=1)
+  split = vi.layer_split(L, first=1, last=1)
   sem = (_mask([(0, 0), (1, 1)]), _mask([(1, 2)]))
   dec = (_mask([(0, 3), (1, 4)]), _mask([(2, 5)]))
   edit = vi.value_exploration_combined(sem, dec, split=split)

@@ -13,7 +13,8 @@ import numpy as np
 
 from valuejax.errors import ValueJaxError
 from valuejax.intervene.edits import Edit, MaskLike, as_mask, make_neuron_edit, values_from_indices
-from valuejax.locate.analysis import LayerSplit, layer_split as split_ids
+# The layer split is locate's (one rule and one type for locating and editing); re-exported here for the edits.
+from valuejax.locate.analysis import LayerSplit, layer_split
 
 # ValueLocate's gate on the contrast: neurons barely above the 0.1 selection threshold get little push.
 _STEER_SHARPNESS = 10.0
@@ -114,16 +115,6 @@ def steering(target: SteerSet, opposite: SteerSet | MaskLike, gamma: float, *, m
               "generated", name or f"steer-{mode}-g{gamma:g}", meta)
 
 
-def layer_split(num_layers: int, head: int | None = None, tail: int | None = None) -> LayerSplit:
-  """Decision layers = the first `head` and last `tail` layers, semantic = the rest.
-
-  The rule and the type are locate's (`valuejax.locate.layer_split`, one definition for locating and
-  editing): the paper's Llama-8B split (5 + 5 of 32) scaled to `num_layers`, rounded half up, at least one
-  layer each side. Edits read it as [L] masks (`LayerSplit.mask`).
-  """
-  return split_ids(num_layers, first=head, last=tail)
-
-
 def region_layers(region: str, split: LayerSplit) -> np.ndarray:
   """[L] bool: the layers of `region` ("semantic", "decision" or "combined")."""
   return split.mask(region)
@@ -135,7 +126,7 @@ def _split_for(split: LayerSplit | None, num_layers: int) -> LayerSplit:
     return layer_split(num_layers)
   if not isinstance(split, LayerSplit):
     raise ValueJaxError(f"expected a LayerSplit, got {type(split).__name__}",
-                        fix="build it with valuejax.intervene.layer_split(num_layers, head=, tail=)")
+                        fix="build it with valuejax.locate.layer_split(num_layers, first=, last=)")
   if split.num_layers != num_layers:
     raise ValueJaxError(f"the layer split is for {split.num_layers} layers but the neuron sets have {num_layers}",
                         fix="build the split for the model the sets were located on")

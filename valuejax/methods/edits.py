@@ -48,7 +48,8 @@ def steering(config: mlc.ConfigDict, sets: dict[str, Any], pair: Pair, metric: A
 def value_exploration(config: mlc.ConfigDict, sets: dict[str, Any], pair: Pair, metric: Any) -> list[Experiment]:
   """ValueExploration: scale one side's neurons (support or conflict) in the semantic, decision or both
   layer regions."""
-  from valuejax.intervene import layer_split, value_exploration as explore, value_exploration_combined
+  from valuejax.intervene import value_exploration as explore, value_exploration_combined
+  from valuejax.locate import layer_split
   _need(pair, Pair, "value_exploration")
   c = config.intervene
   found = {p: sets.get(f"{pair.name}-{p}") for p in ("semantic", "decision")}
