@@ -125,14 +125,14 @@ def valuelocate(p_plus, p_minus, threshold: float = 0.1, min_count: int = 2000, 
   `[L, F, B]` add the `v95` score of the respective group (see `hist_quantile`), binned by `hist_edges`
   (the "full" layout by default; the statistics' own `hist_edges` for a "compact" one).
 
-  Rule (METHOD.md section 4). `delta = p+ - p-` over `[L, F]`. The "+" group keeps the
-  `max(min(min_count, L*F), #{delta >= threshold})` neurons with the largest delta; the "-" group does the
-  same with `p- - p+`. Ties in delta are broken by the layer-major flat id `layer * F + index`, lower first
-  (a stable sort of the negated delta), so the result never depends on the sort implementation. When
-  `min_count` exceeds the number of neurons with a positive contrast, the two groups can share neurons;
-  that is the published rule, kept as is. `size` (see `set_size`) replaces that count: "paper" is the rule
-  above; a fraction of all L*F neurons or an exact count keeps that many top-delta neurons per group,
-  whatever the threshold (2000 neurons is 0.44% of an 8B model but 4.3% of a 135M one).
+  Rule (docs/fidelity.md, ValueLocate: each step against the authors' code). `delta = p+ - p-` over `[L, F]`. The "+"
+  group keeps the `max(min(min_count, L*F), #{delta >= threshold})` neurons with the largest delta; the "-" group does
+  the same with `p- - p+`. Ties in delta are broken by the layer-major flat id `layer * F + index`, lower first (a
+  stable sort of the negated delta), so the result never depends on the sort implementation. When `min_count` exceeds
+  the number of neurons with a positive contrast, the two groups can share neurons; that is the published rule, kept
+  as is. `size` (see `set_size`) replaces that count: "paper" is the rule above; a fraction of all L*F neurons or an
+  exact count keeps that many top-delta neurons per group, whatever the threshold (2000 neurons is 0.44% of an 8B
+  model but 4.3% of a 135M one).
 
   Scores stored per neuron: `delta` (the group's own contrast: p+ - p- for "+", p- - p+ for "-"), `p`
   (the group's own activation probability) and, when its histogram is given, `v95` (NPTI variant, see

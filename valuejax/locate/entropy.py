@@ -43,7 +43,7 @@ def vape(counts, totals, filter_rate: float, top_rate: float, activation_bar_rat
          provenance: Mapping[str, Any] | None = None) -> NeuronSet:
   """VAPE/LAPE neurons of K >= 2 groups. Returns one NeuronSet group per input group.
 
-  Rule (Tang et al. 2024, identify.py; METHOD.md section 4), for counts C [K, L, F] and totals [K]:
+  Rule (Tang et al. 2024, identify.py; docs/fidelity.md, LAPE), for counts C [K, L, F] and totals [K]:
    1. `P = C / total[k]`; `P^ = P / sum_k P`, with 0/0 taken as 0 (a neuron never positive in any group).
    2. `H = -sum_k P^ log P^`, 0 log 0 = 0.
    3. `tau` = sorted-element quantile (`sorted_quantile`) of all K*L*F values of P at `filter_rate`;
