@@ -113,6 +113,14 @@ def base_config(method: str) -> mlc.ConfigDict:
   c.intervene = mlc.ConfigDict()
   c.intervene.n_controls = 8  # random neuron sets with the located set's per-layer counts
   c.intervene.control_seed = 0
+  # "mirrored": replicate r is one random counterpart of a unit's whole located family (enhance r and reverse r
+  # swap the same two random sets, as the located pair does); "independent": each edit's own random sets, as
+  # runs before mirrored controls drew them (kept so their numbers can be reproduced).
+  c.intervene.controls = "mirrored"
+  # Controls drawn from the located neurons' per-layer deciles of activation probability ("p", from
+  # record/stats.npz) or mean activation ("mean"), so they are not merely quiet neurons; "layer": any neuron
+  # of the layer (the old draw).
+  c.intervene.control_match = "p"
   c.intervene.batch_size = 24
   # Scored sequences are padded to one of these lengths: each is one compile, fine steps waste less.
   c.intervene.length_buckets = (64, 96, 128, 160, 192, 256, 384, 512, 1024, 2048)

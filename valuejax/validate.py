@@ -21,6 +21,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "locate.denominator": ("tokens", "items"),
     "locate.contrast": ("reversed", "aspects"),
     "intervene.controls_at": ("strongest", "all"),
+    "intervene.controls": ("mirrored", "independent"),
+    "intervene.control_match": ("p", "mean", "layer"),
     "intervene.primary_test": ("pooled", "each", ""),
     "mesh.params": ("replicated", "fsdp"),
     "layout": ("auto", "stacked", "decode"),

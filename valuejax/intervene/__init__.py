@@ -7,7 +7,8 @@ from valuejax.intervene.batch import run_edits
 from valuejax.intervene.builders import (LayerSplit, SteerSet, baseline, deactivate, layer_split,
                                          region_layers, restrict_layers, steer_strength, steering,
                                          value_exploration, value_exploration_combined)
-from valuejax.intervene.controls import control_edits, random_controls, transplant
+from valuejax.intervene.controls import (ControlFamily, activity_bins, activity_summary, control_edits,
+                                         neuron_activity, random_controls, transplant)
 from valuejax.intervene.edits import (SCOPES, Edit, EditBatch, as_mask, edit_mask_for, make_neuron_edit,
                                       mask_from_indices, values_from_indices)
 from valuejax.intervene.fold import fold_edit, fold_reasons, is_foldable
@@ -16,6 +17,7 @@ __all__ = [
     "Edit", "EditBatch", "SCOPES", "edit_mask_for", "as_mask", "mask_from_indices", "values_from_indices",
     "make_neuron_edit", "baseline", "deactivate", "SteerSet", "steer_strength", "steering", "LayerSplit",
     "layer_split", "region_layers", "value_exploration", "value_exploration_combined", "restrict_layers",
-    "random_controls", "transplant", "control_edits", "fold_edit", "fold_reasons", "is_foldable",
+    "random_controls", "transplant", "control_edits", "ControlFamily", "activity_bins",
+    "activity_summary", "neuron_activity", "fold_edit", "fold_reasons", "is_foldable",
     "run_edits",
 ]

@@ -105,18 +105,29 @@ class Method:
     """What is edited, one unit at a time: the pairs by default."""
     return list(self.pairs(config, dataset) or ())
 
-  def plan(self, config: mlc.ConfigDict, dataset: vdata.Dataset, sets: dict[str, Any], metric: Any
-           ) -> list[UnitPlan]:
-    """Per unit: the metric's eval items, the edits of the config's edit kind and their controls."""
+  def plan(self, config: mlc.ConfigDict, dataset: vdata.Dataset, sets: dict[str, Any], metric: Any,
+           activity: dict[str, np.ndarray] | None = None) -> list[UnitPlan]:
+    """Per unit: the metric's eval items, the edits of the config's edit kind and their controls.
+
+    `activity` ({"p", "mean"}: [L, F], valuejax.intervene.neuron_activity of the recorded statistics) is what
+    controls are matched on. With mirrored controls, the experiments of one family (a unit, or the units
+    naming one `Experiment.family`) get their controls together, seeded by the family's first unit."""
+    from valuejax.methods.design import with_controls
     metric.check(config, self)
     build = EDITS.get(config.intervene.kind)
-    out = []
-    for i, unit in enumerate(self.units(config, dataset, sets)):
-      exps = build(config, sets, unit, metric)
-      out.append(UnitPlan(unit.name, metric.items(config, dataset, self, unit),
-                          with_controls(config, exps, offset=self.seed_stride * i),
-                          self.example_prompts(config, dataset, unit, config.intervene.get("examples", 0))))
-    return out
+    units = self.units(config, dataset, sets)
+    exps = [build(config, sets, unit, metric) for unit in units]
+    mirrored = config.intervene.controls == "mirrored"
+    families: dict[Any, tuple[int, list[Experiment]]] = {}
+    for i, (unit, unit_exps) in enumerate(zip(units, exps)):
+      for e in unit_exps:
+        key = (e.family if mirrored and e.family else ("unit", i))
+        families.setdefault(key, (i, []))[1].append(e)
+    for first, family in families.values():
+      with_controls(config, family, offset=self.seed_stride * first, activity=activity)
+    return [UnitPlan(unit.name, metric.items(config, dataset, self, unit), unit_exps,
+                     self.example_prompts(config, dataset, unit, config.intervene.get("examples", 0)))
+            for unit, unit_exps in zip(units, exps)]
 
   def example_prompts(self, config: mlc.ConfigDict, dataset: vdata.Dataset, unit: Pair | Target, n: int
                       ) -> list[vdata.Prompt]:

@@ -46,17 +46,60 @@ def parse_point(spec: str) -> dict[str, Any]:
   return out
 
 
-def with_controls(config: mlc.ConfigDict, exps: list[Experiment], offset: int = 0) -> list[Experiment]:
-  """Random controls for every experiment, or only for the strongest gamma of each mode."""
-  from valuejax.intervene import control_edits
+def with_controls(config: mlc.ConfigDict, exps: list[Experiment], offset: int = 0,
+                  activity: dict[str, np.ndarray] | None = None) -> list[Experiment]:
+  """Random controls for every experiment, or only for the strongest gamma of each mode.
+
+  `exps` is one control family: a unit's experiments, or several units' sharing neurons (see
+  Experiment.family). `intervene.controls`:
+  - "mirrored" (default): replicate r is one random counterpart of the whole family, seeded by
+    (control_seed + offset, r), so enhance r and reverse r use the same two random sets with roles swapped,
+    as the located pair does, and the pooled null varies the family the way the located family varies.
+  - "independent": each experiment's controls drawn on their own (seed control_seed + offset + i), as runs
+    before mirrored controls did; kept so their numbers can be reproduced.
+  `intervene.control_match`: "p" (default) or "mean" draws each replacement from the located neuron's
+  quantile bin of that activity in its layer (`activity`, from record/stats.npz), so a control is not a set
+  of quiet neurons; "layer" matches the layer only. "independent" with "layer" is the old behaviour exactly.
+  With `activity`, each experiment's `control_activity` records the located and control neurons' activity.
+  """
+  from valuejax.intervene import ControlFamily, activity_summary, control_edits
   c = config.intervene
   strongest = max(c.gamma) if "gamma" in c else None
-  for i, e in enumerate(exps):
+  mode, match = c.controls, c.control_match
+  counts = []
+  for e in exps:
     at_all = c.get("controls_at", "all") == "all"
     # Edits of the declared primary test get at least primary_controls (so that p can reach its floor).
     n = max(c.n_controls, c.get("primary_controls", 0)) if primary_params(c, e.params, e.pair) else c.n_controls
-    if n and (at_all or e.params.get("gamma", strongest) == strongest):
-      e.controls = control_edits(e.edit, n, seed=c.control_seed + offset + i)
+    counts.append(n if n and (at_all or e.params.get("gamma", strongest) == strongest) else 0)
+  if not any(counts):
+    return exps
+  if match != "layer" and (activity is None or match not in activity):
+    raise ValueJaxError(f"controls matched on activity ({match!r}) need the recorded statistics", "record/stats.npz",
+                        "run the record stage for this config, or set intervene.control_match='layer'")
+  bins_of = None if match == "layer" else activity[match]
+  fallbacks = [0] * len(exps)
+  if mode == "independent":
+    for i, (e, n) in enumerate(zip(exps, counts)):
+      if not n:
+        continue
+      seed = c.control_seed + offset + i
+      if bins_of is None:
+        e.controls = control_edits(e.edit, n, seed=seed)
+      else:
+        ctrl, fb = ControlFamily.of([e.edit], seed, bins_of).controls([e.edit], [n])
+        e.controls, fallbacks[i] = ctrl[0], fb[0]
+  else:
+    # Every experiment's neurons are located neurons of the family, excluded from every control.
+    ctrl, fallbacks = ControlFamily.of([e.edit for e in exps], c.control_seed + offset, bins_of).controls(
+        [e.edit for e in exps], counts)
+    for e, cs in zip(exps, ctrl):
+      e.controls = cs
+  for e, fb in zip(exps, fallbacks):
+    if e.controls:
+      masks = [x.edited_mask() for x in e.controls]
+      measures = {k: activity_summary(v, e.edit.edited_mask(), masks) for k, v in (activity or {}).items()}
+      e.control_activity = {"controls": mode, "match": match, "fallbacks": fb, **measures}
   return exps
 
 

@@ -87,4 +87,7 @@ def deactivate(config: mlc.ConfigDict, sets: dict[str, Any], target: Target, met
     raise ValueJaxError(f"every {target.group} neuron is also a neuron of {', '.join(target.exclude)}: nothing to "
                         "deactivate", "locate", "record more text per group or raise the LAPE top rate")
   name = f"deactivate {target.group}" + ("-only neurons" if target.exclude else "")
-  return [Experiment(target.name, off(mask, name=name), metric.worse, {"group": target.group}, [])]
+  # The targets deactivating one neuron set are one family: replicate r of every target deactivates that
+  # target's counterpart in one random relabelling of all their neurons.
+  return [Experiment(target.name, off(mask, name=name), metric.worse, {"group": target.group}, [],
+                     family=f"deactivate:{target.set}")]

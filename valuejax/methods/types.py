@@ -40,6 +40,12 @@ class Experiment:
   alternative: str  # "greater" or "less"
   params: dict[str, Any]
   controls: list[Any]
+  # Experiments of one family share replicate r of their random controls (design.with_controls): by default
+  # the unit's own; units whose edits are one design across units (the deactivation targets of one neuron
+  # set) name the same family.
+  family: str | None = None
+  # The activity of the located and control neurons (design.with_controls), when the statistics are known.
+  control_activity: dict[str, Any] | None = None
 
 
 @dataclasses.dataclass
