@@ -32,7 +32,7 @@ def intervene(config: mlc.ConfigDict, wd: Workdir, force: bool = False, model=No
     method = methods.METHODS.get(config.method)
     metric = metrics.METRICS.get(config.intervene.metric)()
     dataset = method.load_dataset(config)
-    plan = method.plan(config, dataset, workdir.load_sets(wd), metric)
+    plan = method.plan(config, dataset, workdir.load_sets(wd), metric, _activity(wd))
     model = runtime.load_model(config, "intervene", model)
     checked = _manipulation_check(config, wd, method, dataset, model, force)
     generated: list[Any] = []
@@ -45,6 +45,20 @@ def intervene(config: mlc.ConfigDict, wd: Workdir, force: bool = False, model=No
         "pairs": results}, examples) + checked
   wd.mark_done("intervene", t.seconds, outputs)
   wd.add_timing("intervene", t.seconds, evaluations=sum(r["evaluations"] for r in results))
+
+
+def _activity(wd: Workdir) -> dict[str, Any] | None:
+  """The recorded activity of every neuron, pooled over all recorded groups ({"p": C / T, "mean": S1 / T}),
+  that the controls are matched on (intervene.control_match); None when the run recorded no statistics."""
+  import os
+  from valuejax.engine.stats import NeuronStats
+  from valuejax.intervene import neuron_activity
+  from valuejax.workdir import layout
+  path = wd.path(layout.RECORD_STATS)
+  if not os.path.exists(path):
+    return None
+  stats = NeuronStats.load(path)
+  return neuron_activity(stats.count, stats.s1, stats.tokens)
 
 
 def _manipulation_check(config: mlc.ConfigDict, wd: Workdir, method: Any, dataset: Any, model: Any, force: bool
