@@ -128,6 +128,14 @@ def base_config(method: str) -> mlc.ConfigDict:
   c.intervene.n_boot = 2000
   c.intervene.examples = 2  # generated answers shown before/after editing in the report
   c.intervene.example_max_new_tokens = 48
+  # The pre-declared design (valuejax/methods/design.py); a method's config fixes its primary test.
+  c.intervene.controls_at = "all"  # controls for every edit, or "strongest": only at the largest gamma
+  c.intervene.primary_controls = 0  # at least this many controls for the primary test's edits
+  c.intervene.primary_gamma = 0.0  # the primary test's gamma; 0 = every gamma at which controls run
+  c.intervene.primary_point = ""  # the primary test's grid point (with intervene.grid); "" = none
+  c.intervene.primary_pairs = ()  # the units in the primary test; () = all
+  c.intervene.sequential_h = 0  # the sequential p's h; 0 = every primary replicate, the fixed-R p
+  c.intervene.grid = ()  # grid points "size=S,gamma=G,steer=p|v95"; () = every gamma at the one located size
 
   # A sweep: {"intervene": {"gamma": ((0.5,), (2.0,))}, "model": ("a", "b")} mirrors the config's keys;
   # each leaf lists the values one key takes, and `launch.sweep` runs the cartesian product.

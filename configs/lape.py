@@ -30,6 +30,7 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
   c.locate.masks = ""  # a LAPE mask file (torch.save'd list over the recorded groups of per-layer indices)
   c.locate.presets = ("lape",)  # (filter 0.95, top 0.01, bar 0.95)
   c.locate.denominator = "tokens"
+  c.locate.top_rate = 0.0  # share of all neurons kept; 0 = the preset's
 
   c.intervene.kind = "deactivate"
   c.intervene.metric = "text_likelihood"

@@ -48,6 +48,7 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
   c.locate.rule = "vape"
   c.locate.presets = ("semantic", "decision")  # (filter, top, bar) = (0.5, .01, 0.5) / (0.95, .01, 0.95)
   c.locate.denominator = "tokens"  # "items" reproduces the authors' released masks (C / Q)
+  c.locate.top_rate = 0.0  # share of all neurons kept per preset; 0 = the preset's
 
   c.intervene.kind = "value_exploration"
   c.intervene.regions = ("combined",)  # semantic neurons in middle layers, decision neurons at both ends

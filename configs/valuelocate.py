@@ -62,6 +62,7 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
   # controls themselves disruptive. The language neurons of the positive control are of the same order
   # (top 1% of neurons, split between two languages).
   c.locate.size = "0.005"
+  c.locate.sizes = ()  # several sizes located at once, each set named <pair>@<size> (a grid); () = locate.size
   c.locate.steer_value = "p"  # "p" (activation probability) or "v95" (NPTI; needs record.hist)
 
   # Steering at decode steps: target a <- a + gamma * v * sigmoid(10 (delta - 0.15)), opposite min(a, 0).

@@ -52,19 +52,17 @@ _EXTRA = ("--model", "--devices", "--mesh_data", "--mesh_model", "--params", "--
           "--headroom")
 
 
-def _or(flag: str, config: mlc.ConfigDict, key: str, default=None):
-  """The flag's value if given, else the config's `key` (dotted), else `default`."""
-  from valuejax.validate import get_key, has_key
+def _or(flag: str, config: mlc.ConfigDict, key: str):
+  """The flag's value if given, else the config's `key` (dotted; check_config has made sure it is there)."""
+  from valuejax.validate import get_key
   value = FLAGS[flag].value
-  if value is not None:
-    return value
-  return get_key(config, key) if has_key(config, key) else default
+  return get_key(config, key) if value is None else value
 
 
 def _model_path(config: mlc.ConfigDict) -> str:
   if FLAGS.model:
     return FLAGS.model
-  spec = str(config.get("model", ""))
+  spec = str(config.model)
   if spec and (os.path.isdir(spec) or spec.endswith(".json")):
     return spec
   raise ValueJaxError(f"no model config.json to plan for (the config's model {spec!r} is not a folder)", "--model",
@@ -73,7 +71,7 @@ def _model_path(config: mlc.ConfigDict) -> str:
 
 
 def _data_axis(config: mlc.ConfigDict, model: int) -> int:
-  data = _or("mesh_data", config, "mesh.data", 1)
+  data = _or("mesh_data", config, "mesh.data")
   if data != -1:
     return data
   if FLAGS.devices is None:
@@ -92,23 +90,23 @@ def _groups(config: mlc.ConfigDict) -> int:
     method = methods.METHODS.get(config.method)
     return len(method.groups(config, method.load_dataset(config)))
   except ValueJaxError as e:
-    raise ValueJaxError(f"cannot count the groups of the config's method {config.get('method')!r}: {e.what}",
+    raise ValueJaxError(f"cannot count the groups of the config's method {config.method!r}: {e.what}",
                         e.where, "pass --groups=<number of recorded groups>") from None
 
 
 def main(config: mlc.ConfigDict) -> None:
   from valuejax.plan import memory_plan, read_model_config
   cfg = read_model_config(_model_path(config))
-  model = _or("mesh_model", config, "mesh.model", 1)
-  rules = tuple((r[0], tuple(r[1])) for r in (config.mesh.get("rules", ()) if "mesh" in config else ()))
+  model = _or("mesh_model", config, "mesh.model")
+  rules = tuple((r[0], tuple(r[1])) for r in config.mesh.rules)
   plan = memory_plan(
-      cfg, data=_data_axis(config, model), model=model, dtype=_or("dtype", config, "dtype", "float32"),
-      params=_or("params", config, "mesh.params", "replicated"), rules=rules or None,
-      layout=_or("layout", config, "layout", "auto"), mode=_or("mode", config, "record.mode", "generate"),
-      batch=_or("batch", config, "record.batch_size", 16), prompt_tokens=FLAGS.prompt_tokens,
-      new_tokens=_or("new_tokens", config, "record.max_new_tokens", 48), groups=_groups(config),
-      hist=bool(_or("hist", config, "record.hist", False)),
-      hist_bins=_or("hist_bins", config, "record.hist_bins", "full"), device_gib=FLAGS.device_gib,
+      cfg, data=_data_axis(config, model), model=model, dtype=_or("dtype", config, "dtype"),
+      params=_or("params", config, "mesh.params"), rules=rules or None,
+      layout=_or("layout", config, "layout"), mode=_or("mode", config, "record.mode"),
+      batch=_or("batch", config, "record.batch_size"), prompt_tokens=FLAGS.prompt_tokens,
+      new_tokens=_or("new_tokens", config, "record.max_new_tokens"), groups=_groups(config),
+      hist=bool(_or("hist", config, "record.hist")),
+      hist_bins=_or("hist_bins", config, "record.hist_bins"), device_gib=FLAGS.device_gib,
       headroom=FLAGS.headroom)
   print(plan.table())
 

@@ -35,7 +35,7 @@ def _run(config: mlc.ConfigDict, wd: Workdir, force: bool, model):
   method = methods.METHODS.get(config.method)
   groups, prompts = method.record_prompts(config, method.load_dataset(config))
   recorder = Recorder(model, groups=groups, batch_size=r.batch_size, max_new_tokens=r.max_new_tokens,
-                      mode=r.mode, hist=r.hist, hist_bins=r.get("hist_bins", "full"),
+                      mode=r.mode, hist=r.hist, hist_bins=r.hist_bins,
                       repetition_penalty=r.repetition_penalty,
                       temperature=r.temperature, top_p=r.top_p, seed=config.seed,
                       mesh=runtime.mesh(config))

@@ -25,7 +25,7 @@ def run_pipeline(config: mlc.ConfigDict, workdir: str, force: bool = False, mode
   wd = Workdir(workdir, config)
   runtime.setup(config)
   # The positive control's config is checked (values and data) now, not after the main run.
-  pc = positive_control_config(config) if config.get("positive_control") else None
+  pc = positive_control_config(config) if config.positive_control else None
   with wd.lock():
     if model is None and (force or wd.done("record", verify=False) is None
                           or wd.done("intervene", verify=False) is None):

@@ -112,7 +112,7 @@ def stage_layout(config: mlc.ConfigDict, stage: str) -> str:
   layers (the demo's intervene stage on SmolLM2: 182 s and 2.6 GB stacked, 211 s and 5.1 GB decode).
   Accelerators keep the stacked layout (one compiled layer body)."""
   import jax
-  layout = config.get("layout", "auto")
+  layout = config.layout
   if layout != "auto":
     return layout
   return "decode" if jax.default_backend() == "cpu" and _generates(config, stage) else "stacked"
@@ -124,7 +124,7 @@ def load_model(config: mlc.ConfigDict, stage: str = "record", model=None):
   in place, freeing each old array as it goes."""
   m = mesh(config)
   if model is None:
-    model = _load(config.model, config.get("dtype", "float32"))
+    model = _load(config.model, config.dtype)
   if model.tokenizer is None:
     from valuejax.errors import ValueJaxError
     raise ValueJaxError("the model has no tokenizer files (tokenizer.json, tokenizer_config.json, ...), and every "
@@ -140,6 +140,6 @@ def load_model(config: mlc.ConfigDict, stage: str = "record", model=None):
   logging.info("%s: weights in the %s layout (%s)", stage, layout, how)
   if m is not None:
     from valuejax.engine import sharding
-    rules = tuple((r[0], tuple(r[1])) for r in config.mesh.get("rules", ()))
+    rules = tuple((r[0], tuple(r[1])) for r in config.mesh.rules)
     model.params = sharding.shard_params(model.params, m, config.mesh.params, rules or None)
   return model

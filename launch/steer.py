@@ -46,10 +46,10 @@ def main(_: mlc.ConfigDict) -> None:
   runtime.setup(config)
   model = runtime.load_model(config, "steer")
   results = steer_answers(model, ns, *ns.names, FLAGS.prompt, gamma=FLAGS.gamma,
-                          steer_value=config.locate.get("steer_value", "p"),
-                          keep_prob=config.intervene.get("keep_prob", 0.9), controls=FLAGS.controls,
-                          max_new_tokens=FLAGS.max_new_tokens, chat=bool(config.data.get("chat", True)),
-                          repetition_penalty=config.record.get("repetition_penalty", 1.1), seed=config.seed)
+                          steer_value=config.locate.steer_value,
+                          keep_prob=config.intervene.keep_prob, controls=FLAGS.controls,
+                          max_new_tokens=FLAGS.max_new_tokens, chat=bool(config.data.chat),
+                          repetition_penalty=config.record.repetition_penalty, seed=config.seed)
   print(format_answers(results))
 
 

@@ -34,7 +34,7 @@ def axes(config: mlc.ConfigDict) -> list[tuple[str, tuple[Any, ...]]]:
         raise ValueJaxError(f"sweep entry {key} = {v!r} is not a non-empty tuple of values", "config.sweep",
                             f"write config.sweep.{key} = (value1, value2, ...)")
 
-  walk(config.get("sweep", mlc.ConfigDict()), "")
+  walk(config.sweep, "")
   for key, _ in out:
     problem = cli.explain_override(config, key, None)
     if problem or key.split(".")[0] == "sweep":

@@ -175,8 +175,10 @@ def _config(url: str, cache_dir: str, **judge) -> mlc.ConfigDict:
   c.data = mlc.ConfigDict({"chat": True, "lang": "en"})
   c.record = mlc.ConfigDict({"repetition_penalty": 1.1})
   c.intervene = mlc.ConfigDict({"metric": "judge", "batch_size": 2, "judge_max_new_tokens": 6})
-  c.intervene.judge = mlc.ConfigDict({"base_url": url, "model": "fake-judge", "samples": 3, "concurrency": 2,
-                                      "cache_dir": cache_dir, **judge})
+  from configs import valuelocate
+  shipped = valuelocate.get_config("smoke").intervene.judge.to_dict()  # every judge entry, as configs ship them
+  c.intervene.judge = mlc.ConfigDict({**shipped, "base_url": url, "model": "fake-judge", "samples": 3,
+                                      "concurrency": 2, "cache_dir": cache_dir, **judge})
   return c
 
 

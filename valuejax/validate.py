@@ -1,64 +1,110 @@
 """Every config value checked before anything loads: one place, so that a bad value fails in seconds with
 the key, the value and what it may be, and never after an hour of recording.
 
+The library reads the entries a run needs as they are (`config.locate.size`), with no fallback of its own: each
+default is written once, in configs/common.py or the method's config file. What a run needs is declared by the
+parts it uses: `BASE_KEYS` (the sections every run has, configs/common.base_config) and the `config_keys` of the
+config's method, locator rule, edit kind and metric (`{"intervene.factor": Range(...), "data.lang": None}`: a
+key and what its value may be, None for any). `check_config` merges them, checks every value present and then
+names every missing entry at once.
+
 Names of methods, locator rules, edit kinds and metrics are checked against their registries (a user's own
 `module:name` included), so the valid names are whatever is registered.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import math
-from typing import Any
+from typing import Any, Iterable
 
 import ml_collections as mlc
 
 from valuejax.errors import ValueJaxError
 
-# Config values that must be one of a few words; keys a config does not have are skipped.
-CHOICES: dict[str, tuple[str, ...]] = {
-    "record.mode": ("generate", "teacher_forced"),
-    "locate.steer_value": ("p", "v95"),
-    "locate.denominator": ("tokens", "items"),
-    "locate.contrast": ("reversed", "aspects"),
-    "intervene.controls_at": ("strongest", "all"),
-    "intervene.controls": ("mirrored", "independent"),
-    "intervene.control_match": ("p", "mean", "layer"),
-    "intervene.primary_test": ("pooled", "each", ""),
-    "mesh.params": ("replicated", "fsdp"),
-    "layout": ("auto", "stacked", "decode"),
-    "dtype": ("float32", "bfloat16"),
-    "record.hist_bins": ("full", "compact"),
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+  """One of a few words."""
+  words: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Subset:
+  """A non-empty tuple of some of a few words."""
+  words: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+  """A finite number between `low` and `high` (each end inclusive or not); `what` says it in words."""
+  low: float
+  high: float
+  low_in: bool
+  high_in: bool
+  what: str
+
+
+POSITIVE = Range(0, math.inf, False, False, "a positive integer")
+NON_NEGATIVE = Range(0, math.inf, True, False, "an integer >= 0")
+
+# The entries every run reads (the launchers, the recorder, the mesh), all set by configs/common.base_config.
+BASE_KEYS: dict[str, Any] = {
+    "method": None, "model": None, "seed": None, "log_compiles": None, "positive_control": None, "sweep": None,
+    "layout": Choice(("auto", "stacked", "decode")),
+    "dtype": Choice(("float32", "bfloat16")),
+    "mesh.data": None, "mesh.model": None, "mesh.params": Choice(("replicated", "fsdp")), "mesh.rules": None,
+    "record.mode": Choice(("generate", "teacher_forced")),
+    "record.batch_size": POSITIVE, "record.max_new_tokens": POSITIVE, "record.checkpoint_every": POSITIVE,
+    "record.keep_checkpoints": POSITIVE,
+    "record.hist": None, "record.hist_bins": Choice(("full", "compact")),
+    "record.temperature": Range(0.0, math.inf, True, False, "a finite number >= 0 (0 = greedy)"),
+    "record.top_p": Range(0.0, 1.0, False, True, "a probability in (0, 1]"),
+    "record.repetition_penalty": Range(0.0, math.inf, False, False, "a finite positive number (1 = none)"),
+    "locate.rule": None, "intervene.kind": None, "intervene.metric": None,
+    "intervene.batch_size": POSITIVE, "intervene.length_buckets": None,
+    "intervene.alpha": Range(0.0, 1.0, False, False, "a significance level in (0, 1), e.g. 0.05"),
+    "intervene.n_boot": Range(1, math.inf, True, False, "a positive integer"),
 }
-SUBSETS: dict[str, tuple[str, ...]] = {
-    "intervene.modes": ("enhance", "reverse"),
-    "intervene.directions": ("support", "conflict"),
-    "intervene.regions": ("semantic", "decision", "combined"),
-    "locate.presets": ("semantic", "decision", "lape"),
-}
-POSITIVE = ("record.batch_size", "record.max_new_tokens", "record.checkpoint_every",
-            "record.keep_checkpoints", "intervene.batch_size")
-NON_NEGATIVE = ("intervene.n_controls", "data.items_per_group", "intervene.eval_items", "intervene.examples")
-# Numbers that must lie in a range: (low, high, low inclusive, high inclusive, what to write).
-RANGES = {
-    "locate.threshold": (0.0, 1.0, True, False, "a number in [0, 1): the least difference in activation probability"),
-    "locate.top_rate": (0.0, 1.0, True, False, "a share of neurons in [0, 1) (0 = the preset's)"),
-    "intervene.keep_prob": (0.0, 1.0, False, True, "a probability in (0, 1]"),
-    "intervene.alpha": (0.0, 1.0, False, False, "a significance level in (0, 1), e.g. 0.05"),
-    "intervene.factor": (0.0, float("inf"), True, False, "a finite number >= 0"),
-    "intervene.n_boot": (1, float("inf"), True, False, "a positive integer"),
-    "record.temperature": (0.0, float("inf"), True, False, "a finite number >= 0 (0 = greedy)"),
-    "record.top_p": (0.0, 1.0, False, True, "a probability in (0, 1]"),
-    "record.repetition_penalty": (0.0, float("inf"), False, False, "a finite positive number (1 = none)"),
-    "intervene.primary_controls": (0, float("inf"), True, False, "an integer >= 0"),
-    "locate.min_count": (0, float("inf"), True, False, "an integer >= 0"),
-}
+
+
+def declared_keys(part: Any) -> dict[str, Any]:
+  """The `config_keys` of a method, rule, edit kind or metric (a class's own and its bases', the subclass's
+  entries winning); {} for a part that declares none (a user's own may not)."""
+  if inspect.isfunction(part):
+    return dict(getattr(part, "config_keys", {}))
+  cls = part if isinstance(part, type) else type(part)
+  out: dict[str, Any] = {}
+  for c in reversed(cls.__mro__):
+    out.update(vars(c).get("config_keys", {}))
+  return out
+
+
+def declare(keys: dict[str, Any]):
+  """`@declare({"locate.presets": Subset(...)})` above a locator rule or edit kind: the entries it reads."""
+  def mark(fn):
+    fn.config_keys = dict(keys)
+    return fn
+  return mark
+
+
+def require(config: mlc.ConfigDict, keys: Iterable[str], who: str) -> None:
+  """Raises one ValueJaxError naming every entry of `keys` the config lacks, for `who` (what reads them)."""
+  missing = [k for k in keys if not has_key(config, k)]
+  if missing:
+    raise ValueJaxError(f"the config has no {', '.join(missing)}, which {who} reads", "the config file (--config)",
+                        "add " + ("it" if len(missing) == 1 else "them") + " to the config file: a config built on "
+                        "configs/common.base_config has the common entries, and configs/<method>.py ships every "
+                        "entry its method reads (a --config.<key> flag sets only an entry the file has)")
 
 
 # Config entries that name one registered object.
 REGISTERED = {"method": "METHODS", "locate.rule": "RULES", "intervene.kind": "EDITS", "intervene.metric": "METRICS"}
 
 
-def _check_registered(config: mlc.ConfigDict) -> None:
+def _check_registered(config: mlc.ConfigDict) -> dict[str, Any]:
+  """{config entry: the registered object it names}, for each of method, rule, edit kind and metric present."""
   from valuejax import methods, metrics
   registries = {"METHODS": methods.METHODS, "RULES": methods.RULES, "EDITS": methods.EDITS,
                 "METRICS": metrics.METRICS}
@@ -68,33 +114,40 @@ def _check_registered(config: mlc.ConfigDict) -> None:
       found[key] = registries[registry].get(get_key(config, key))  # raises, listing the registered names
   if "method" in found and "intervene.metric" in found:
     found["intervene.metric"]().check(config, found["method"])  # e.g. a metric of choices for a method of texts
+  return found
+
+
+def needed_keys(config: mlc.ConfigDict, found: dict[str, Any] | None = None) -> dict[str, Any]:
+  """{entry: what it may be} for everything this config's run reads: the base entries and those its method,
+  rule, edit kind and metric declare."""
+  found = _check_registered(config) if found is None else found
+  out = dict(BASE_KEYS)
+  for key in REGISTERED:
+    if key in found:
+      out.update(declared_keys(found[key]))
+  return out
+
+
+def _check_value(key: str, spec: Any, v: Any) -> None:
+  if isinstance(spec, Choice) and v not in spec.words:
+    _bad_value(key, v, f"one of {', '.join(spec.words)}")
+  if isinstance(spec, Subset) and (not v or any(x not in spec.words for x in v)):
+    _bad_value(key, v, f"a non-empty tuple of {', '.join(spec.words)}")
+  if isinstance(spec, Range):
+    ok = (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+          and (v >= spec.low if spec.low_in else v > spec.low) and (v <= spec.high if spec.high_in else v < spec.high))
+    if not ok:
+      _bad_value(key, v, spec.what)
 
 
 def check_config(config: mlc.ConfigDict) -> None:
-  """Raises ValueJaxError naming the key and the valid choices for the first invalid value."""
-  _check_registered(config)
-  for key, choices in CHOICES.items():
-    if has_key(config, key) and get_key(config, key) not in choices:
-      _bad_value(key, get_key(config, key), f"one of {', '.join(choices)}")
-  for key, choices in SUBSETS.items():
-    if has_key(config, key):
-      value = get_key(config, key)
-      bad = [v for v in value if v not in choices]
-      if bad or not value:
-        _bad_value(key, value, f"a non-empty tuple of {', '.join(choices)}")
-  for key in POSITIVE:
-    if has_key(config, key) and not get_key(config, key) > 0:
-      _bad_value(key, get_key(config, key), "a positive integer")
-  for key in NON_NEGATIVE:
-    if has_key(config, key) and not get_key(config, key) >= 0:
-      _bad_value(key, get_key(config, key), "an integer >= 0")
-  for key, (low, high, low_in, high_in, what) in RANGES.items():
-    if has_key(config, key):
-      v = get_key(config, key)
-      ok = (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-            and (v >= low if low_in else v > low) and (v <= high if high_in else v < high))
-      if not ok:
-        _bad_value(key, v, what)
+  """Raises ValueJaxError naming the key and the valid choices for the first invalid value, then naming every
+  entry the run reads that the config lacks."""
+  found = _check_registered(config)
+  needed = needed_keys(config, found)
+  for key, spec in needed.items():
+    if spec is not None and has_key(config, key):
+      _check_value(key, spec, get_key(config, key))
   if has_key(config, "mesh.data") and has_key(config, "mesh.model"):
     data, model = get_key(config, "mesh.data"), get_key(config, "mesh.model")
     if not (isinstance(model, int) and model >= 1 and isinstance(data, int) and (data == -1 or data >= 1)):
@@ -116,8 +169,10 @@ def check_config(config: mlc.ConfigDict) -> None:
       _bad_value("intervene.sequential_h", h, f"at most the primary test's replicates ({r_max}: the larger of "
                  "intervene.n_controls and intervene.primary_controls)")
   if has_key(config, "intervene.primary_gamma") and get_key(config, "intervene.primary_gamma"):
-    pg, gamma = get_key(config, "intervene.primary_gamma"), tuple(get_key(config, "intervene.gamma"))
-    strongest_only = get_key(config, "intervene.controls_at") == "strongest"
+    pg = get_key(config, "intervene.primary_gamma")
+    gamma = tuple(get_key(config, "intervene.gamma")) if has_key(config, "intervene.gamma") else ()
+    strongest_only = (has_key(config, "intervene.controls_at")
+                      and get_key(config, "intervene.controls_at") == "strongest")
     if pg not in gamma or (strongest_only and pg != max(gamma)):
       _bad_value("intervene.primary_gamma", pg, f"one of intervene.gamma {gamma} at which controls run"
                  + (f" (controls_at='strongest': {max(gamma):g})" if strongest_only else ""))
@@ -146,6 +201,9 @@ def check_config(config: mlc.ConfigDict) -> None:
       set_size(size, 1, 0, 0)
     except ValueJaxError:
       _bad_value("locate.size", size, SIZE_FORMS)
+  parts = [f"{k} {get_key(config, k)!r}" for k in ("method", "locate.rule", "intervene.kind", "intervene.metric")
+           if has_key(config, k)]
+  require(config, needed, "the run (" + (", ".join(parts) or "the base sections") + ")")
 
 
 def _bad_value(key: str, value: Any, expected: str) -> None:

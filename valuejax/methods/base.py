@@ -19,6 +19,7 @@ from valuejax.errors import ValueJaxError
 from valuejax.methods.design import with_controls
 from valuejax.methods.types import Experiment, Pair, Target, UnitPlan  # noqa: F401 (base.Pair etc. stay importable)
 from valuejax.registry import Registry
+from valuejax.validate import NON_NEGATIVE, Choice, Range
 
 METHODS = Registry("method", "method", builtin="valuejax.methods", instances=True)
 RULES = Registry("locator rule", "locate.rule", builtin="valuejax.methods")
@@ -36,6 +37,20 @@ class Method:
   name = ""
   # Control seeds are control_seed + seed_stride * (unit index) + (experiment index).
   seed_stride = 1000
+  # The entries every method reads (its data, the design of its edits and controls) and what each may be;
+  # a subclass declares its own in its own `config_keys` (validate.declared_keys merges them along the bases).
+  config_keys = {
+      "data.framework": None, "data.groups": None, "data.chat": None, "data.items_per_group": NON_NEGATIVE,
+      "intervene.n_controls": NON_NEGATIVE, "intervene.control_seed": None, "intervene.examples": NON_NEGATIVE,
+      "intervene.example_max_new_tokens": None,
+      "intervene.controls_at": Choice(("strongest", "all")),
+      "intervene.controls": Choice(("mirrored", "independent")),
+      "intervene.control_match": Choice(("p", "mean", "layer")),
+      "intervene.primary_test": Choice(("pooled", "each", "")),
+      "intervene.primary_controls": Range(0, float("inf"), True, False, "an integer >= 0"),
+      "intervene.primary_gamma": None, "intervene.primary_point": None, "intervene.primary_pairs": None,
+      "intervene.sequential_h": None, "intervene.grid": None,
+  }
 
   # -- data and recording ---------------------------------------------------------------------------
 
@@ -48,7 +63,7 @@ class Method:
 
   def groups(self, config: mlc.ConfigDict, dataset: vdata.Dataset) -> list[str]:
     """The recorded groups: `data.groups` when the config names them, else the method's own."""
-    if config.data.get("groups"):
+    if config.data.groups:
       return list(config.data.groups)
     return [g for p in self.pairs(config, dataset) or () for g in (p.plus, p.minus)]
 
@@ -93,7 +108,7 @@ class Method:
       if not metric.items(config, dataset, self, pair):
         raise ValueJaxError(f"no eval items for {pair.name}", dataset.root,
                             "check intervene.eval_split, intervene.eval_items and data.lang")
-    declared = tuple(config.intervene.get("primary_pairs", ()) or ())
+    declared = tuple(config.intervene.primary_pairs)
     unknown = sorted(set(declared) - {p.name for p in pairs})
     if pairs and unknown:
       raise ValueJaxError(f"intervene.primary_pairs names {', '.join(unknown)}, which this run does not edit",
@@ -126,7 +141,7 @@ class Method:
     for first, family in families.values():
       with_controls(config, family, offset=self.seed_stride * first, activity=activity)
     return [UnitPlan(unit.name, metric.items(config, dataset, self, unit), unit_exps,
-                     self.example_prompts(config, dataset, unit, config.intervene.get("examples", 0)))
+                     self.example_prompts(config, dataset, unit, config.intervene.examples))
             for unit, unit_exps in zip(units, exps)]
 
   def example_prompts(self, config: mlc.ConfigDict, dataset: vdata.Dataset, unit: Pair | Target, n: int
@@ -137,6 +152,8 @@ class Method:
 class ContrastMethod(Method):
   """A method of opposing pairs whose eval items are choices between a value-aligned and a violating
   action (ValueLocate's situations, ValueExploration's dilemmas)."""
+
+  config_keys = {"data.lang": None, "intervene.eval_split": None, "intervene.eval_items": NON_NEGATIVE}
 
   def choice_sources(self, config: mlc.ConfigDict, dataset: vdata.Dataset, pair: Pair) -> list[Any]:
     """The eval split's situations or dilemmas of one pair (before the eval_items cap)."""

@@ -13,6 +13,7 @@ import ml_collections as mlc
 from valuejax.errors import ValueJaxError
 from valuejax.methods.base import EDITS, Experiment, Pair, Target, exclusive_mask, set_name
 from valuejax.methods.design import grid_points
+from valuejax.validate import Range, Subset, declare
 
 
 def _need(unit: Any, kind: type, edit: str) -> None:
@@ -23,6 +24,8 @@ def _need(unit: Any, kind: type, edit: str) -> None:
 
 
 @EDITS.register("steering")
+@declare({"intervene.modes": Subset(("enhance", "reverse")), "intervene.gamma": None,
+          "intervene.keep_prob": Range(0.0, 1.0, False, True, "a probability in (0, 1]"), "locate.steer_value": None})
 def steering(config: mlc.ConfigDict, sets: dict[str, Any], pair: Pair, metric: Any) -> list[Experiment]:
   """ValueLocate: steer one aspect's neurons up and the opposite aspect's down (enhance), or the reverse,
   at every grid point (size, gamma, steer value)."""
@@ -45,6 +48,9 @@ def steering(config: mlc.ConfigDict, sets: dict[str, Any], pair: Pair, metric: A
 
 
 @EDITS.register("value_exploration")
+@declare({"intervene.regions": Subset(("semantic", "decision", "combined")),
+          "intervene.directions": Subset(("support", "conflict")),
+          "intervene.factor": Range(0.0, float("inf"), True, False, "a finite number >= 0")})
 def value_exploration(config: mlc.ConfigDict, sets: dict[str, Any], pair: Pair, metric: Any) -> list[Experiment]:
   """ValueExploration: scale one side's neurons (support or conflict) in the semantic, decision or both
   layer regions."""

@@ -13,6 +13,7 @@ import numpy as np
 from valuejax import data as vdata
 from valuejax.errors import ValueJaxError
 from valuejax.methods.base import METHODS, Method, Target
+from valuejax.validate import NON_NEGATIVE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +43,8 @@ def language_items(config: mlc.ConfigDict, dataset: vdata.Dataset, split: str, n
 
 class Languages(Method):
   name = "languages"
+  config_keys = {"data.langs": None, "data.seed": None, "intervene.targets": None, "intervene.eval_split": None,
+                 "intervene.eval_items": NON_NEGATIVE}
 
   def groups(self, config: mlc.ConfigDict, dataset: vdata.Dataset) -> list[str]:
     return list(config.data.groups) or list(config.data.langs)

@@ -11,11 +11,13 @@ import ml_collections as mlc
 from valuejax import data as vdata
 from valuejax.errors import ValueJaxError
 from valuejax.methods.base import METHODS, Method, Target
+from valuejax.validate import NON_NEGATIVE
 
 
 class Lape(Method):
   name = "lape"
   seed_stride = 0  # every group's controls start from control_seed (each has its own per-layer counts)
+  config_keys = {"data.lang": None, "intervene.eval_items": NON_NEGATIVE}
 
   def groups(self, config: mlc.ConfigDict, dataset: vdata.Dataset) -> list[str]:
     return list(config.data.groups) or list(dataset.taxonomy.aspect_ids)

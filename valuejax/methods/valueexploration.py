@@ -27,13 +27,15 @@ MANIPULATION_METRIC = ("P(value-aligned action) after the recording prompt, from
 
 class ValueExploration(ContrastMethod):
   name = "valueexploration"
+  config_keys = {"data.value_ids": None, "data.conflict_persona": None, "data.cvoice_activation": None,
+                 "data.cvoice_eval": None, "intervene.manipulation_items": None}
 
   def load_dataset(self, config: mlc.ConfigDict) -> vdata.Dataset:
     """The shipped C-voice data, or the released workbooks by path (the activation folder and/or the
     evaluation workbook) in place of the shipped locate and/or eval splits."""
     d = config.data
     base = vdata.load_framework(d.framework)
-    if not (d.get("cvoice_activation") or d.get("cvoice_eval")):
+    if not (d.cvoice_activation or d.cvoice_eval):
       return base
     dilemmas = []
     if d.cvoice_activation:
@@ -62,7 +64,7 @@ class ValueExploration(ContrastMethod):
     if _persona(config) not in CONFLICT_PERSONAS:
       raise ValueJaxError(f"unknown conflict persona {_persona(config)!r}", "--config.data.conflict_persona",
                           f"use {' or '.join(CONFLICT_PERSONAS)}")
-    n = config.intervene.get("manipulation_items", 0)
+    n = config.intervene.manipulation_items
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
       raise ValueJaxError(f"intervene.manipulation_items must be an integer >= 0, got {n!r}",
                           "--config.intervene.manipulation_items",
@@ -74,7 +76,7 @@ class ValueExploration(ContrastMethod):
     """Per value of the run: (support prompt, conflict prompt, the dilemma's text) for its first
     `intervene.manipulation_items` locate dilemmas written in data.lang (0 = all), the prompts exactly as the
     record stage builds them (persona, template, chat or not)."""
-    lang, cap = config.data.lang, config.intervene.get("manipulation_items", 0)
+    lang, cap = config.data.lang, config.intervene.manipulation_items
     chat = self.chat(config)
     out = {}
     for pair in self.pairs(config, dataset):
@@ -107,7 +109,7 @@ class ValueExploration(ContrastMethod):
       scores[value] = ([row[0].item_id for row in rows], both[:, 0], both[:, 1])
       k += 2 * n
     return {"metric": MANIPULATION_METRIC, "lang": config.data.lang, "conflict_persona": _persona(config),
-            "chat": self.chat(config), "items_per_value": config.intervene.get("manipulation_items", 0),
+            "chat": self.chat(config), "items_per_value": config.intervene.manipulation_items,
             **summarize_manipulation(scores, n_boot=config.intervene.n_boot, seed=config.seed)}
 
   def choice_sources(self, config: mlc.ConfigDict, dataset: vdata.Dataset, pair: Pair) -> list[Any]:
@@ -115,7 +117,7 @@ class ValueExploration(ContrastMethod):
 
 
 def _persona(config: mlc.ConfigDict) -> str:
-  return config.data.get("conflict_persona", "anti_value")
+  return config.data.conflict_persona
 
 
 def summarize_manipulation(scores: dict[str, tuple[list[str], Any, Any]], *, level: float = 0.95,

@@ -20,6 +20,7 @@ from valuejax import data as vdata
 from valuejax.data.schema import REVERSED_SUFFIX
 from valuejax.errors import ValueJaxError
 from valuejax.methods.base import METHODS, ContrastMethod, Pair
+from valuejax.validate import Choice
 
 CONTRASTS = ("reversed", "aspects")
 # What each contrast compares, in the words of reports and results pages.
@@ -30,8 +31,8 @@ CONTRAST_WORDS = {
 
 
 def contrast_of(config: mlc.ConfigDict) -> str:
-  """The contrast a ValueLocate config runs ("reversed" when it does not say: the authors')."""
-  return config.locate.get("contrast", "reversed")
+  """The contrast a ValueLocate config runs (configs/valuelocate.py ships the authors', "reversed")."""
+  return config.locate.contrast
 
 
 def pair_contrast(plus: str, minus: str) -> str:
@@ -41,6 +42,8 @@ def pair_contrast(plus: str, minus: str) -> str:
 
 class ValueLocate(ContrastMethod):
   name = "valuelocate"
+  config_keys = {"locate.contrast": Choice(tuple(CONTRAST_WORDS)), "locate.pairs": None,
+                 "data.questions_per_description": None, "data.seed": None}
 
   def pairs(self, config: mlc.ConfigDict, dataset: vdata.Dataset) -> list[Pair]:
     """`locate.pairs` ("X:X_reversed" or "X:Y" opposing aspects), else the contrast's default pairs: every

@@ -10,6 +10,7 @@ import ml_collections as mlc
 import numpy as np
 
 from valuejax.metrics.base import METRICS, Metric, Scored, chat_template, needs
+from valuejax.validate import POSITIVE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,6 +25,7 @@ class ProtocolItem:
 @METRICS.register("choice_protocol")
 class ChoiceProtocol(Metric):
   name = "choice_protocol"
+  config_keys = {"intervene.max_new_tokens": POSITIVE, "data.lang": None, "data.chat": None}
   generates = True
   description = ("support (0-1) for the value-aligned option stated in a generated 'Option A: x% Option B: y%' "
                  "verdict (ValueExploration's protocol); effects over items parsed before and after")
@@ -72,7 +74,7 @@ class ChoiceProtocol(Metric):
       texts = []
       for s in range(0, len(rows), c.batch_size):
         ids, mask = pack_rows(rows[s:s + c.batch_size], pad_id=pad)
-        g = generate(ids, mask, c.get("max_new_tokens", 96), sampling=sampling, seed=config.seed, **kw)
+        g = generate(ids, mask, c.max_new_tokens, sampling=sampling, seed=config.seed, **kw)
         texts += [tok.decode(row[:n].tolist(), skip_special_tokens=True) for row, n in zip(g.tokens, g.lengths)]
       for i, (x, t) in enumerate(zip(items, texts)):
         r = parse_option_support(t, x.aligned)

@@ -13,12 +13,13 @@ from valuejax.metrics.base import METRICS, Metric, Scored, chat_template, needs,
 
 def direct_template(config: mlc.ConfigDict, tokenizer: Any) -> str:
   """The question template, as the user turn of the chat template when the config chats."""
-  return chat_template(tokenizer, config.intervene.get("choice_template", "{question}"), config.data.chat)
+  return chat_template(tokenizer, config.intervene.choice_template, config.data.chat)
 
 
 @METRICS.register("forced_choice")
 class ForcedChoice(Metric):
   name = "forced_choice"
+  config_keys = {"intervene.choice_template": None, "data.chat": None}
   description = "P(value-aligned action) in a forced choice, from length-normalised log-likelihoods"
 
   def check(self, config: mlc.ConfigDict, method: Any) -> None:

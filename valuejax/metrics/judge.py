@@ -27,29 +27,30 @@ import numpy as np
 
 from valuejax.errors import ValueJaxError
 from valuejax.metrics.base import METRICS, Metric, Scored, needs
+from valuejax.validate import POSITIVE
 
 log = logging.getLogger("valuejax")
 
-# The judge's settings and their defaults; a config without an `intervene.judge` section gets these. Sampling
-# follows the authors' g_eval.py: 20 samples at temperature 2, at most 5 tokens, up to 5 tries per sample.
-DEFAULTS: dict[str, Any] = dict(base_url="", model="", api_key_env="VALUEJAX_JUDGE_API_KEY", samples=20,
-                                temperature=2.0, max_tokens=5, timeout_s=60.0, retries=5, http_retries=5,
-                                concurrency=4, cache_dir="", rubrics="")
+# The judge's settings, `intervene.judge.<key>`; their values are written once, in the config file (configs/
+# valuelocate.py: the authors' g_eval.py sampling, 20 samples at temperature 2, at most 5 tokens, 5 tries each).
+KEYS = ("base_url", "model", "api_key_env", "samples", "temperature", "max_tokens", "timeout_s", "retries",
+        "http_retries", "concurrency", "cache_dir", "rubrics")
 # Environment variables that stand in for an empty config entry.
 ENV = {"base_url": "VALUEJAX_JUDGE_BASE_URL", "model": "VALUEJAX_JUDGE_MODEL"}
-DEFAULT_MAX_NEW_TOKENS = 128
 # Per edit in Scored.detail (and so in intervene/metrics.json): what the judge could not score.
 DETAIL_KEYS = ("judge_dropped_samples", "judge_unscored_items", "judge_gibberish_replies")
 
 
 def settings(config: mlc.ConfigDict) -> dict[str, Any]:
-  """`intervene.judge` over the defaults, the environment filling an empty base_url or model; checked."""
-  section = config.intervene.get("judge", None) or {}
-  unknown = sorted(set(section) - set(DEFAULTS))
+  """`intervene.judge`, the environment filling an empty base_url or model; checked."""
+  from valuejax.validate import require
+  require(config, ["intervene.judge." + k for k in KEYS], "the judge metric")
+  section = config.intervene.judge
+  unknown = sorted(set(section) - set(KEYS))
   if unknown:
     raise ValueJaxError(f"unknown key(s) {', '.join('intervene.judge.' + k for k in unknown)}",
-                        "--config.intervene.judge", f"the judge's keys are: {', '.join(DEFAULTS)}")
-  s = {k: section.get(k, v) for k, v in DEFAULTS.items()}
+                        "--config.intervene.judge", f"the judge's keys are: {', '.join(KEYS)}")
+  s = {k: section[k] for k in KEYS}
   for key, var in ENV.items():
     s[key] = s[key] or os.environ.get(var, "")
   if not s["base_url"]:
@@ -157,6 +158,8 @@ class JudgeItem:
 class Judge(Metric):
   name = "judge"
   generates = True
+  config_keys = {"data.lang": None, "data.chat": None, "intervene.judge_max_new_tokens": POSITIVE,
+                 **{"intervene.judge." + k: None for k in KEYS}}
   description = ("alignment (1-5) of open answers with the pair's value, the mean of an LLM judge's samples "
                  "(ValueLocate's readout)")
 
@@ -184,7 +187,7 @@ class Judge(Metric):
 
   def system_prompt(self, config: mlc.ConfigDict, value: str) -> str:
     where = settings(config)["rubrics"] or "data/judge_rubrics.json"
-    return rubric_text(self.rubrics(config), value, config.data.get("lang", "en"), where)
+    return rubric_text(self.rubrics(config), value, config.data.lang, where)
 
   def items(self, config: mlc.ConfigDict, dataset: Any, method: Any, unit: Any) -> list[JudgeItem]:
     """The eval split's questions of the unit, each judged against the rubric of `unit.plus` (X of the pair)."""
@@ -209,7 +212,7 @@ class Judge(Metric):
     from valuejax.engine.generate import Sampling
     from valuejax.methods.examples import example_rows
     c, tok = config.intervene, model.tokenizer
-    prompts = [vdata.Prompt(x.question, x.value, x.item_id, chat=bool(config.data.get("chat", False))) for x in items]
+    prompts = [vdata.Prompt(x.question, x.value, x.item_id, chat=bool(config.data.chat)) for x in items]
     rows = example_rows(model, prompts)
     pad = special_ids(tok, model.config).pad
     sampling = Sampling(repetition_penalty=config.record.repetition_penalty)
@@ -220,7 +223,7 @@ class Judge(Metric):
       texts = []
       for s in range(0, len(rows), c.batch_size):
         ids, mask = pack_rows(rows[s:s + c.batch_size], pad_id=pad)
-        g = generate(ids, mask, c.get("judge_max_new_tokens", DEFAULT_MAX_NEW_TOKENS), sampling=sampling,
+        g = generate(ids, mask, c.judge_max_new_tokens, sampling=sampling,
                      seed=config.seed, **kw)
         texts += [tok.decode(row[:n].tolist(), skip_special_tokens=True) for row, n in zip(g.tokens, g.lengths)]
       out.append(texts)

@@ -13,6 +13,7 @@ from valuejax.metrics.base import METRICS, Metric, Scored, needs, scoring_kwargs
 @METRICS.register("text_likelihood")
 class TextLikelihood(Metric):
   name = "text_likelihood"
+  config_keys = {"intervene.text_prefix": None}
   description = "mean log-probability per token of held-out texts of the group"
 
   def check(self, config: mlc.ConfigDict, method: Any) -> None:
