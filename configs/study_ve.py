@@ -23,9 +23,10 @@ Everything the conclusion rests on is fixed here, before any score exists:
 - Metric: P(value-aligned action) in a forced choice from length-normalised likelihoods (judge-free).
 - Primary test, one per model and language: one pooled test over the two directions (toward support counted
   +, toward conflict -) of the values in PRIMARY_VALUES, against 99 control replicates (p can reach 0.01);
-  one-sided, alpha 0.05. Each edit draws its own 99 random sets, seeded per edit (intervene.control_seed + 1000
-  x the value's index + the edit's index, valuejax/methods/design.py), and replicate r of the pooled statistic
-  is the same pooled mean over the r-th control of every edit.
+  one-sided, alpha 0.05. Controls are mirrored (intervene.controls, valuejax/methods/design.py): replicate r of
+  a value is one random relabelling of its whole located family, seeded by (intervene.control_seed + 1000 x the
+  value's index, r), so its support and conflict edits swap the same random sets; values draw apart, and
+  replicate r of the pooled statistic is the pooled mean over the r-th control of every edit.
   - PRIMARY_VALUES are two of the twelve values, drawn below by a seeded generator over the taxonomy's order
     (seed 20261130, the day the design was fixed), not by any score, neuron count or look at the data. Two,
     because scoring every value's two directions against 99 control replicates (24 x 100 evaluations of whole
