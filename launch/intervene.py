@@ -38,13 +38,13 @@ def intervene(config: mlc.ConfigDict, wd: Workdir, force: bool = False, model=No
     generated: list[Any] = []
     results = evaluate(config, model, plan, metric, generated)
     examples = example_answers(config, model, plan) + generated
-    outputs = workdir.write_intervene(wd, {
-        "primary": methods.primary(config, results), "grid": methods.grid_summary(config, results),
-        "method": config.method, "metric": config.intervene.metric, "metric_description": metric.description,
-        "effect_of": metric.effect_of, "alpha": config.intervene.alpha, "n_controls": config.intervene.n_controls,
-        "pairs": results}, examples) + checked
+    outputs = workdir.write_intervene(wd, workdir.InterveneResults(
+        method=config.method, metric=config.intervene.metric, units=results,
+        metric_description=metric.description, effect_of=metric.effect_of, alpha=config.intervene.alpha,
+        n_controls=config.intervene.n_controls, primary=methods.primary(config, results),
+        grid=methods.grid_summary(config, results)), examples) + checked
   wd.mark_done("intervene", t.seconds, outputs)
-  wd.add_timing("intervene", t.seconds, evaluations=sum(r["evaluations"] for r in results))
+  wd.add_timing("intervene", t.seconds, evaluations=sum(r.evaluations for r in results))
 
 
 def _activity(wd: Workdir) -> dict[str, Any] | None:

@@ -441,25 +441,27 @@ def test_primary_family_is_the_declared_edits_and_holm_runs_over_it_alone():
   from valuejax.methods import primary
   from valuejax.evaluate import holm
 
-  def effect(edit, gamma, p, mean, controls=True):
-    return {"edit": edit, "gamma": gamma, "p_value": p, "mean": mean, "ci_low": mean - 0.1, "ci_high": mean + 0.1,
-            "expected": "greater", "scores": [0.6, 0.7], "control_scores": [[0.5, 0.5]] * 3,
-            "control_effects": [0.0] * 3 if controls else []}
+  from valuejax.workdir import EffectRecord, UnitResult
 
-  results = [{"pair": "x", "baseline": [0.5, 0.5],
-              "effects": [effect("e1", 2.0, 0.01, 0.2), effect("e2", 2.0, 0.02, 0.1), effect("e3", 0.5, 0.001, 0.3),
-                          effect("e4", 2.0, 0.001, 0.3, controls=False)]}]
+  def effect(edit, gamma, p, mean, controls=True):
+    return EffectRecord("x", edit, "greater", {"gamma": gamma}, p_value=p, mean=mean, ci_low=mean - 0.1,
+                        ci_high=mean + 0.1, scores=[0.6, 0.7], control_scores=[[0.5, 0.5]] * 3,
+                        control_effects=[0.0] * 3 if controls else [])
+
+  results = [UnitResult("x", baseline=[0.5, 0.5],
+                        effects=[effect("e1", 2.0, 0.01, 0.2), effect("e2", 2.0, 0.02, 0.1),
+                                 effect("e3", 0.5, 0.001, 0.3), effect("e4", 2.0, 0.001, 0.3, controls=False)])]
   config = mlc.ConfigDict({"seed": 0, "intervene": {"primary_test": "each", "primary_gamma": 2.0, "alpha": 0.05,
                                                     "n_boot": 200, "n_controls": 3}})
   out = primary(config, results)
-  assert out["edits"] == ["x, e1", "x, e2"]  # not the other gamma, not the edit without controls
-  np.testing.assert_allclose([r["adjusted_p"] for r in out["result"]], holm([0.01, 0.02]))
-  assert [r["significant"] for r in out["result"]] == [True, True]
-  assert [r["toward"] for r in out["result"]] == [True, True]
-  assert "Holm" in out["declared"] and "exploratory" in out["declared"]
+  assert out.edits == ("x, e1", "x, e2")  # not the other gamma, not the edit without controls
+  np.testing.assert_allclose([r.adjusted_p for r in out.each], holm([0.01, 0.02]))
+  assert [r.significant for r in out.each] == [True, True]
+  assert [r.toward for r in out.each] == [True, True]
+  assert "Holm" in out.declared and "exploratory" in out.declared
   config.intervene.primary_test = "pooled"
-  pooled = primary(config, results)["result"]
-  assert pooled["n_edits"] == 2 and pooled["n_controls"] == 3 and pooled["mean"] == pytest.approx(0.15)
+  pooled = primary(config, results).pooled
+  assert pooled.n_edits == 2 and pooled.n_controls == 3 and pooled.mean == pytest.approx(0.15)
   config.intervene.primary_test = ""
   assert primary(config, results) is None
 
@@ -473,18 +475,19 @@ def test_primary_pairs_narrow_the_declared_family_and_its_controls():
   from valuejax.methods.base import Experiment
   from valuejax.methods.design import with_controls
 
-  def effect(pair, p, mean):
-    return {"pair": pair, "edit": "e", "p_value": p, "mean": mean, "ci_low": mean - 0.1, "ci_high": mean + 0.1,
-            "expected": "greater", "scores": [0.6, 0.7], "control_scores": [[0.5, 0.5]] * 3,
-            "control_effects": [0.0] * 3}
+  from valuejax.workdir import EffectRecord, UnitResult
 
-  results = [{"pair": name, "baseline": [0.5, 0.5], "effects": [effect(name, p, m)]}
+  def effect(pair, p, mean):
+    return EffectRecord(pair, "e", "greater", p_value=p, mean=mean, ci_low=mean - 0.1, ci_high=mean + 0.1,
+                        scores=[0.6, 0.7], control_scores=[[0.5, 0.5]] * 3, control_effects=[0.0] * 3)
+
+  results = [UnitResult(name, baseline=[0.5, 0.5], effects=[effect(name, p, m)])
              for name, p, m in (("harmony", 0.01, 0.2), ("justice", 0.02, 0.1), ("freedom", 0.5, -0.3))]
   config = mlc.ConfigDict({"seed": 0, "intervene": {
       "primary_test": "each", "alpha": 0.05, "n_boot": 200, "n_controls": 2, "primary_controls": 5,
       "primary_pairs": ("harmony", "justice"), "control_seed": 0, "controls_at": "all"}})
   out = primary(config, results)
-  assert out["edits"] == ["harmony, e", "justice, e"]
+  assert out.edits == ("harmony, e", "justice, e")
   assert "of harmony, justice" in declared_primary(config)
   mask = np.zeros((2, 8), bool)
   mask[0, :2] = True

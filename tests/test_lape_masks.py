@@ -75,5 +75,5 @@ def test_a_mask_file_runs_through_the_launchers_as_the_neuron_set(tmp_path):
   summary = json.load(open(os.path.join(wd, "locate", "summary.json")))
   assert [summary["lape"]["groups"][g]["per_layer"] for g in groups] == [[2, 1, 3]] * 4
   metrics = json.load(open(os.path.join(wd, "intervene", "metrics.json")))
-  effects = [e for p in metrics["pairs"] for e in p["effects"]]
+  effects = [e for p in metrics["units"] for e in p["effects"]]
   assert len(effects) == 4 and all(e["n_neurons"] == 6 and e["n_controls"] == 2 for e in effects)

@@ -36,9 +36,10 @@ def test_stages_alone_then_run_skips_them(tiny_model, tmp_path):
   assert set(sets) == {f"{a}_vs_{a}_reversed" for a in ("openness_to_change", "conservation", "self_enhancement",
                                                          "self_transcendence")}
   metrics = json.load(open(os.path.join(wd, "intervene", "metrics.json")))
-  effects = [e for p in metrics["pairs"] for e in p["effects"]]
-  assert {e["mode"] for e in effects} == {"enhance", "reverse"}
-  assert all(len(e["control_effects"]) == 2 for e in effects if e["gamma"] == 2.0)
+  assert metrics["schema_version"] == 2
+  effects = [e for p in metrics["units"] for e in p["effects"]]
+  assert {e["params"]["mode"] for e in effects} == {"enhance", "reverse"}
+  assert all(len(e["control_effects"]) == 2 for e in effects if e["params"]["gamma"] == 2.0)
   header = open(os.path.join(wd, "intervene", "metrics.csv")).readline().strip().split(",")
   assert header[:3] == ["pair", "edit", "role"] and header[-2:] == ["item_id", "score"]
   report = open(os.path.join(wd, "report.md")).read()
@@ -84,7 +85,7 @@ def test_other_methods_run(tiny_model, tmp_path, config):
   wd = str(tmp_path / "w")
   _ok(_launch("launch.run", *_smoke_args(tiny_model, wd, config)))
   metrics = json.load(open(os.path.join(wd, "intervene", "metrics.json")))
-  assert metrics["pairs"] and all(p["effects"] for p in metrics["pairs"])
+  assert metrics["units"] and all(p["effects"] for p in metrics["units"])
   assert "## Effect of each edit" in open(os.path.join(wd, "report.md")).read()
 
 

@@ -94,17 +94,17 @@ def test_scores_are_aligned_support_and_effects_pair_parsed_items():
   aligned = ["A", "B", "A", "A", "B"]
   r, generated, gen = _run({"baseline": base, "edit": edit, "c0": ctrl}, aligned, controls=["c0"])
   # Support for the aligned option, by hand: A of items 0, 2, 3 and B of items 1, 4.
-  assert r["baseline"] == [0.7, 0.8, 0.5, 0.1, None]
-  assert r["baseline_parsed"] == 4 and r["baseline_mean"] == pytest.approx((0.7 + 0.8 + 0.5 + 0.1) / 4)
-  (e,) = r["effects"]
-  assert e["scores"] == [0.9, 0.9, None, 0.4, 0.7]
-  assert e["n"] == 3 and e["n_dropped"] == 2 and e["computable"] is True
+  assert r.baseline == (0.7, 0.8, 0.5, 0.1, None)
+  assert r.baseline_parsed == 4 and r.baseline_mean == pytest.approx((0.7 + 0.8 + 0.5 + 0.1) / 4)
+  (e,) = r.effects
+  assert e.scores == (0.9, 0.9, None, 0.4, 0.7)
+  assert e.n == 3 and e.n_dropped == 2 and e.computable is True
   # Paired changes on items 0, 1, 3: +0.2, +0.1, +0.3.
-  assert e["mean"] == pytest.approx(0.2)
+  assert e.mean == pytest.approx(0.2)
   # The control parses items 0, 1, 2 with the baseline (3 and 4 dropped): no change at all.
-  assert e["control_n_dropped"] == [2] and e["control_effects"] == [pytest.approx(0.0)]
-  assert e["p_value"] == pytest.approx(0.5) and e["n_controls"] == 1
-  assert r["not_computable"] == []
+  assert e.control_n_dropped == (2,) and e.control_effects == (pytest.approx(0.0),)
+  assert e.p_value == pytest.approx(0.5) and e.n_controls == 1
+  assert r.not_computable == ()
   # One call per edit and batch of 2 items: greedy, with the config's penalty, token budget and edit scope.
   assert len(gen.calls) == 3 * 3
   assert {c[1:] for c in gen.calls if c[0]} == {("all", 7, 1.1, 0.0)}
@@ -118,10 +118,10 @@ def test_too_few_paired_items_is_not_computable_not_a_number():
   base = [_verdict(70, 30), "??", _verdict(40, 60)]
   edit = ["??", _verdict(60, 40), _verdict(45, 55)]  # only item 2 parses under both
   r, _, _ = _run({"baseline": base, "edit": edit, "c0": base}, ["A", "A", "A"], controls=["c0"])
-  assert r["effects"] == []
-  (e,) = r["not_computable"]
-  assert e["computable"] is False and e["n"] == 1 and e["n_dropped"] == 2
-  assert "mean" not in e and "not computable" in e["describe"]
+  assert r.effects == ()
+  (e,) = r.not_computable
+  assert e.computable is False and e.n == 1 and e.n_dropped == 2
+  assert e.mean is None and "not computable" in e.describe
   csv = workdir.outputs.effects_csv([r]).splitlines()
   row = dict(zip(csv[0].split(","), csv[1].split(",")))
   assert row["computable"] == "False" and row["mean"] == "" and row["n_dropped"] == "2"
@@ -154,7 +154,7 @@ def test_tiny_random_model_answers_are_unparsed_and_reported_as_such(tiny_model,
               "--config.intervene.metric=choice_protocol", "--config.intervene.max_new_tokens=6"))
   metrics = json.load(open(os.path.join(wd, "intervene", "metrics.json")))
   assert metrics["metric"] == "choice_protocol"
-  (p,) = metrics["pairs"]
+  (p,) = metrics["units"]
   n = len(p["item_ids"])
   # A random word-level model never writes "Option A: x% Option B: y%": nothing is scored or invented.
   assert p["baseline"] == [None] * n and p["baseline_parsed"] == 0 and p["baseline_mean"] is None

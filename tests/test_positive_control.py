@@ -58,13 +58,13 @@ def test_positive_control_runs_inside_the_main_run_and_is_reported(bilingual_mod
   assert cfg["method"] == "languages" and cfg["model"] == bilingual_model  # the main run's model
   metrics = _json(os.path.join(sub, "intervene", "metrics.json"))
   assert metrics["metric"] == "language_nll"
-  assert [p["pair"] for p in metrics["pairs"]] == ["zh", "en"]
+  assert [p["unit"] for p in metrics["units"]] == ["zh", "en"]
   located = _json(os.path.join(sub, "locate", "summary.json"))["lape"]["groups"]
-  for p in metrics["pairs"]:
+  for p in metrics["units"]:
     (e,) = p["effects"]
     assert e["expected"] == "greater" and e["n"] == 3 and len(e["control_effects"]) == 2
     # Only the target's own neurons: at most its set minus what it shares with the other language's.
-    assert 0 < e["n_neurons"] <= located[p["pair"]]["count"]
+    assert 0 < e["n_neurons"] <= located[p["unit"]]["count"]
     # The effect is the change of the target's loss minus the change of the other language's.
     comp = e["components"]
     assert e["mean"] == pytest.approx(comp["target_nll"] - comp["other_nll"], abs=1e-9)
@@ -73,7 +73,7 @@ def test_positive_control_runs_inside_the_main_run_and_is_reported(bilingual_mod
       assert ce == pytest.approx(cc["target_nll"][k] - cc["other_nll"][k], abs=1e-9)
   report = open(os.path.join(wd, "report.md"), encoding="utf-8").read()
   assert "## Can this run see an effect?" in report
-  zh = metrics["pairs"][0]["effects"][0]
+  zh = metrics["units"][0]["effects"][0]
   assert f"effect {zh['mean']:+.3g} [{zh['ci_low']:+.3g}, {zh['ci_high']:+.3g}]" in report
   # A results page from the workdir: the summary row, the run's report embedded, its figures copied.
   page = tmp_path / "docs" / "results.md"

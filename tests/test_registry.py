@@ -113,7 +113,7 @@ def test_a_users_method_rule_edit_and_metric_run_through_the_launchers(tiny_mode
   metrics = json.load(open(os.path.join(wd, "intervene", "metrics.json")))
   assert metrics["metric"] == "tests.test_registry:aligned_logprob"
   assert metrics["effect_of"] == "the aligned action's likelihood"
-  (pair,) = metrics["pairs"]
+  (pair,) = metrics["units"]
   (e,) = pair["effects"]
   assert e["edit"] == "deactivate plus" and e["expected"] == "less" and e["n_neurons"] == 6
   assert e["n_controls"] == 3 and len(e["control_scores"]) == 3
@@ -128,7 +128,7 @@ def test_pvq_is_a_metric_module_and_the_report_plots_the_profiles(tiny_model, tm
               "--config.locate.pairs=('openness_to_change:openness_to_change_reversed',)",
               "--config.intervene.n_controls=2"))
   metrics = json.load(open(os.path.join(wd, "intervene", "metrics.json")))
-  (pair,) = metrics["pairs"]
+  (pair,) = metrics["units"]
   from valuejax import data as vdata
   ds = vdata.load_framework("schwartz")
   tax = ds.taxonomy
@@ -146,7 +146,7 @@ def test_pvq_is_a_metric_module_and_the_report_plots_the_profiles(tiny_model, tm
   assert np.mean(pair["baseline"]) == pytest.approx(np.mean([sign[values[i]] * prof[values[i]] for i in want]))
   assert all(e["detail"]["profile"].keys() == prof.keys() for e in pair["effects"])
   report = open(os.path.join(wd, "report.md"), encoding="utf-8").read()
-  assert "## Value profiles" in report and os.path.isfile(os.path.join(wd, "report", f"profile_{pair['pair']}.png"))
+  assert "## Value profiles" in report and os.path.isfile(os.path.join(wd, "report", f"profile_{pair['unit']}.png"))
 
 
 @pytest.mark.parametrize("name", ["valuelocate", "valueexploration", "lape", "languages", "study"])

@@ -220,54 +220,57 @@ def test_evaluate_stops_scoring_primary_replicates_once_the_sequential_rule_deci
   from valuejax.metrics.effects import evaluate
   metric = _FakeMetric(6)
   results = evaluate(_config(3), None, _plan("null", 60), metric)
-  out = primary(_config(3), results)["result"]
-  seq = out["sequential"]
-  assert seq["stopped"] == "h reached" and seq["h"] == 3 and seq["r_max"] == 60
+  out = primary(_config(3), results).pooled
+  seq = out.sequential
+  assert seq.stopped == "h reached" and seq.h == 3 and seq.r_max == 60
   # Scored in blocks of h: at most h - 1 replicates past the stop, none of the later blocks.
-  assert seq["looked"] <= out["replicates_scored"] < seq["looked"] + 3 < 60
+  assert seq.looked <= out.replicates_scored < seq.looked + 3 < 60
   primary_controls = [n for n in metric.seen if n and n.startswith("null-") and "control" in n]
-  assert len(primary_controls) == 2 * out["replicates_scored"]
-  assert all(int(n.rsplit("control", 1)[1]) < out["replicates_scored"] for n in primary_controls)
+  assert len(primary_controls) == 2 * out.replicates_scored
+  assert all(int(n.rsplit("control", 1)[1]) < out.replicates_scored for n in primary_controls)
   # the exploratory edits' controls run in full, the baseline and located edits once each
   assert sum(1 for n in metric.seen if n and n.startswith("explore-") and "control" in n) == 8
   for r in results:
-    e = {x["edit"]: x for x in r["effects"]}
-    assert e[f"null-{r['pair']}"]["controls_scored"] == out["replicates_scored"]
-    assert e[f"null-{r['pair']}"]["sequential"]["p_value"] == out["p_value"]
-    assert r["evaluations"] == 1 + 2 + out["replicates_scored"] + 4
+    e = {x.edit: x for x in r.effects}
+    assert e[f"null-{r.unit}"].controls_scored == out.replicates_scored
+    assert e[f"null-{r.unit}"].sequential.p_value == out.p_value
+    assert r.evaluations == 1 + 2 + out.replicates_scored + 4
   # The p read back from the results is the one the run stopped on, and equals the rule on a full run's
   # replicates (control i is the same edit however many run).
   full = evaluate(_config(0), None, _plan("null", 60), _FakeMetric(6))
-  again = primary(_config(3), full)["result"]
-  assert again["p_value"] == out["p_value"] and again["sequential"]["looked"] == seq["looked"]
-  assert primary(_config(0), full)["result"]["sequential"] is None
+  again = primary(_config(3), full).pooled
+  assert again.p_value == out.p_value and again.sequential.looked == seq.looked
+  assert primary(_config(0), full).pooled.sequential is None
 
 
 def test_evaluate_runs_every_replicate_when_the_located_edit_beats_them_all():
   from valuejax.methods import primary
   from valuejax.metrics.effects import evaluate
   results = evaluate(_config(3), None, _plan("strong", 20), _FakeMetric(6))
-  out = primary(_config(3), results)["result"]
-  assert out["p_value"] == 1 / 21 and out["sequential"]["stopped"] == "all replicates"
-  assert out["replicates_scored"] == 20 and out["significant"] and out["excess_low"] > 0.5
+  out = primary(_config(3), results).pooled
+  assert out.p_value == 1 / 21 and out.sequential.stopped == "all replicates"
+  assert out.replicates_scored == 20 and out.significant and out.excess_low > 0.5
   # "each": every primary edit has its own sequential p, Holm-corrected
   each = primary(_config(3, "each"), evaluate(_config(3, "each"), None, _plan("null", 60), _FakeMetric(6)))
-  assert [r["sequential"]["stopped"] for r in each["result"]] == ["h reached"] * 2
-  assert all(r["p_value"] == r["sequential"]["p_value"] for r in each["result"])
+  assert [r.sequential.stopped for r in each.each] == ["h reached"] * 2
+  assert all(r.p_value == r.sequential.p_value for r in each.each)
 
 
 def test_report_prints_the_sequential_primary_and_old_results_still_render():
   from valuejax.methods import primary
   from valuejax.metrics.effects import evaluate
   from valuejax.report.markdown import _primary
+  from valuejax.workdir import InterveneResults
   pt = primary(_config(3), evaluate(_config(3), None, _plan("null", 60), _FakeMetric(6)))
-  text = "\n".join(_primary({"primary": pt, "n_controls": 4}, [], [], "the score"))
-  seq = pt["result"]["sequential"]
-  assert f"sequential, h = 3: stopped after {seq['looked']} of up to 60 replicates" in text
+  run = lambda d: InterveneResults.from_json({"primary": d, "n_controls": 4})
+  text = "\n".join(_primary(run(pt.to_json()), [], [], "the score"))
+  seq = pt.pooled.sequential
+  assert f"sequential, h = 3: stopped after {seq.looked} of up to 60 replicates" in text
   assert "excess over the controls' mean" in text and "t prediction-interval p" in text
-  old = {k: v for k, v in pt["result"].items()
+  # A result written before the sequential p and the excess existed (old metrics.json) still renders.
+  old = {k: v for k, v in pt.to_json()["result"].items()
          if k not in ("sequential", "replicates_scored", "t_p", "excess", "excess_low", "excess_high", "ci_method")}
-  text = "\n".join(_primary({"primary": {**pt, "result": old}, "n_controls": 4}, [], [], "the score"))
+  text = "\n".join(_primary(run({**pt.to_json(), "result": old}), [], [], "the score"))
   assert "at least" in text and "sequential, h" not in text and "excess" not in text
 
 

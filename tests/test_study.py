@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from tests.helpers import launch as _launch, launch_in_process, ok as _ok
+from valuejax.workdir import read_intervene
 
 
 @pytest.mark.slow
@@ -29,24 +30,25 @@ def test_study_grid_shares_one_recording_and_declares_its_primary_point(tiny_mod
   for p in pairs:  # 5% of 3 x 48 neurons is 7.2 -> 7; an exact count of 12
     assert {g["count"] for g in sets[f"{p}@0.05"]["groups"].values()} == {7}
     assert {g["count"] for g in sets[f"{p}@12"]["groups"].values()} == {12}
-  with open(os.path.join(wd, "intervene", "metrics.json"), encoding="utf-8") as f:
-    metrics = json.load(f)
-  effects = [e for p in metrics["pairs"] for e in p["effects"]]
+  metrics = read_intervene(wd)
+  effects = metrics.effects()
   assert len(effects) == 2 * 2 * 9  # pairs x modes x (2 sizes x 4 gammas + one v95 point)
-  primary = [e for e in effects if (e["size"], e["gamma"], e["steer"]) == ("12", 2.0, "p")]
-  assert len(primary) == 4 and all(len(e["control_effects"]) == 3 for e in primary)
-  assert all(len(e["control_effects"]) == 2 for e in effects if e not in primary)
-  pt = metrics["primary"]
-  assert pt["test"] == "pooled" and len(pt["edits"]) == 4 and pt["result"]["n_controls"] == 3
-  assert "size=12,gamma=2,steer=p" in pt["declared"]
-  grid = metrics["grid"]
-  assert len(grid) == 9 and [g["primary"] for g in grid].count(True) == 1
+  point = lambda e: (e.params["size"], e.params["gamma"], e.params["steer"])
+  primary = [e for e in effects if point(e) == ("12", 2.0, "p")]
+  assert len(primary) == 4 and all(len(e.control_effects) == 3 for e in primary)
+  assert all(len(e.control_effects) == 2 for e in effects if e not in primary)
+  pt = metrics.primary
+  assert pt.test == "pooled" and len(pt.edits) == 4 and pt.pooled.n_controls == 3
+  assert "size=12,gamma=2,steer=p" in pt.declared
+  grid = metrics.grid
+  assert len(grid) == 9 and [g.primary for g in grid].count(True) == 1
   # The grid's pooled effect at a point is the mean of its edits' signed effects.
   for g in grid:
-    at = [e for e in effects if (e["size"], e["gamma"], e["steer"]) == (g["size"], g["gamma"], g["steer"])]
-    signed = [e["mean"] if e["expected"] == "greater" else -e["mean"] for e in at]
-    assert g["mean"] == np.mean(signed).item() or abs(g["mean"] - np.mean(signed)) < 1e-12
-    assert set(g["pairs"]) == set(pairs)
+    at = [e for e in effects if point(e) == (g.size, g.gamma, g.steer)]
+    signed = [e.mean if e.expected == "greater" else -e.mean for e in at]
+    # a mean of a few floats in another order: equal up to a few ulps of values of order 1
+    assert g.summary.mean == np.mean(signed).item() or abs(g.summary.mean - np.mean(signed)) < 1e-12
+    assert set(g.units) == set(pairs)
   with open(os.path.join(wd, "report.md"), encoding="utf-8") as f:
     report = f.read()
   assert report.index("**Primary test**") < report.index("## Every grid point")
@@ -73,18 +75,17 @@ def test_valueexploration_study_declares_its_primary_values(tiny_model, tmp_path
                                                  .sample(study_ve.VALUES, 2)))
   wd = str(tmp_path / "ve")
   _ok(_launch("launch.run", "--config=configs/study_ve.py:smoke", f"--workdir={wd}", f"--config.model={tiny_model}"))
-  with open(os.path.join(wd, "intervene", "metrics.json"), encoding="utf-8") as f:
-    metrics = json.load(f)
-  by_pair = {p["pair"]: p["effects"] for p in metrics["pairs"]}
+  metrics = read_intervene(wd)
+  by_pair = {p.unit: p.effects for p in metrics.units}
   other = [v for v in by_pair if v not in study_ve.PRIMARY_VALUES]
   assert sorted(by_pair) == sorted(study_ve.PRIMARY_VALUES + tuple(other)) and len(other) == 1
   for v in study_ve.PRIMARY_VALUES:
-    assert len(by_pair[v]) == 2 and all(len(e["control_effects"]) == 3 for e in by_pair[v])
-  assert all(len(e["control_effects"]) == 2 for e in by_pair[other[0]])
-  pt = metrics["primary"]
-  assert pt["test"] == "pooled" and len(pt["edits"]) == 4 and pt["result"]["n_controls"] == 3
-  assert all(e.split(",")[0] in study_ve.PRIMARY_VALUES for e in pt["edits"])
-  assert f"of {', '.join(study_ve.PRIMARY_VALUES)}" in pt["declared"]
+    assert len(by_pair[v]) == 2 and all(len(e.control_effects) == 3 for e in by_pair[v])
+  assert all(len(e.control_effects) == 2 for e in by_pair[other[0]])
+  pt = metrics.primary
+  assert pt.test == "pooled" and len(pt.edits) == 4 and pt.pooled.n_controls == 3
+  assert all(e.split(",")[0] in study_ve.PRIMARY_VALUES for e in pt.edits)
+  assert f"of {', '.join(study_ve.PRIMARY_VALUES)}" in pt.declared
 
 
 def test_a_results_page_corrects_its_runs_primary_tests_as_one_family():
@@ -99,11 +100,12 @@ def test_a_results_page_corrects_its_runs_primary_tests_as_one_family():
   assert family_line([("a", 0.01, True)], alpha=0.05) == ""
   # each run's rule for the direction: a pooled CI above 0; a per-edit test's mean on its predicted side
   from valuejax.report.results import _primary_tests
-  pooled = {"primary": {"test": "pooled", "result": {"p_value": 0.01, "ci_low": -0.001}}}
+  from valuejax.workdir import InterveneResults, PooledResult, PrimaryEdit, PrimaryResult
+  run = lambda pt: InterveneResults("valuelocate", "forced_choice", primary=pt)
+  pooled = run(PrimaryResult("pooled", "", pooled=PooledResult(0.01, -0.001, 0.02, 0.01)))
   assert _primary_tests("run", pooled) == [("run", 0.01, False)]
-  each = {"primary": {"test": "each", "result": [
-      {"edit": "reverse", "p_value": 0.01, "ci_low": -0.3, "toward": True, "significant": True},
-      {"edit": "old run", "p_value": 0.2, "ci_low": 0.1, "significant": False}]}}
+  each = run(PrimaryResult("each", "", each=[PrimaryEdit("reverse", -0.2, -0.3, -0.1, 0.01, 0.02, True, True),
+                                              PrimaryEdit("old run", 0.2, 0.1, 0.3, 0.2, 0.4, False)]))
   assert _primary_tests("run", each) == [("run: reverse", 0.01, True), ("run: old run", 0.2, False)]
 
 

@@ -5,20 +5,22 @@ primary test and the grid back from the scores.
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import Any, Sequence
 
 import ml_collections as mlc
 import numpy as np
 
 from valuejax.errors import ValueJaxError
 from valuejax.methods.types import Experiment
+from valuejax.workdir.results import EffectRecord, GridPoint, PooledResult, PrimaryEdit, PrimaryResult, UnitResult
 
 
 def grid_points(config: mlc.ConfigDict) -> list[dict[str, Any]]:
   """The steering settings to evaluate: `intervene.grid` ("size=0.005,gamma=2,steer=p", ...), else every
   gamma at the one located size and steer value."""
   c = config.intervene
-  if not c.grid:
+  if not c.get("grid"):
     return [{"gamma": float(g)} for g in c.gamma]
   return [parse_point(p) for p in c.grid]
 
@@ -106,17 +108,17 @@ def with_controls(config: mlc.ConfigDict, exps: list[Experiment], offset: int = 
 def declared_primary(config: mlc.ConfigDict) -> str:
   """The primary test as the config fixes it before any score exists, in words (printed atop the report)."""
   c = config.intervene
-  at = (f" at {c.primary_point}" if c.primary_point else
-        f" at gamma {c.primary_gamma:g}" if c.primary_gamma else "")
-  if c.primary_pairs:
+  at = (f" at {c.primary_point}" if c.get("primary_point") else
+        f" at gamma {c.primary_gamma:g}" if c.get("primary_gamma") else "")
+  if c.get("primary_pairs"):
     at += f" of {', '.join(c.primary_pairs)}"
   if c.primary_test == "pooled":
     what = (f"one pooled test: the mean over the located edits{at} of each edit's mean change, counted + in its "
             "predicted direction, against the same mean over control replicates")
   else:
     what = f"one test per located edit{at}, Holm-corrected across them"
-  n = max(c.n_controls, c.primary_controls)
-  h = c.sequential_h
+  n = max(c.n_controls, c.get("primary_controls", 0))
+  h = c.get("sequential_h", 0)
   reps = (f"up to {n} random controls per edit, stopping once {h} replicates reach the located effect "
           "(sequential p)" if h else f"{n} random controls per edit")
   return (f"{what}; one-sided, alpha {c.alpha:g}; {reps} with the located set's per-layer counts; every other "
@@ -127,83 +129,80 @@ def primary_params(c: mlc.ConfigDict, params: dict[str, Any], pair: str | None =
   """Whether an edit with these parameters (of this pair or target, when given) belongs to the declared
   primary family. `intervene.primary_pairs` (a tuple of pair names; () = all) narrows the family to those
   units, declared before any score, e.g. where controls for every unit do not fit the budget."""
-  if c.primary_pairs and pair is not None and pair not in tuple(c.primary_pairs):
+  if c.get("primary_pairs") and pair is not None and pair not in tuple(c.primary_pairs):
     return False
-  if c.primary_point:
+  if c.get("primary_point"):
     return all(params.get(k) == v for k, v in parse_point(c.primary_point).items())
-  return not c.primary_gamma or params.get("gamma") == c.primary_gamma
+  return not c.get("primary_gamma") or params.get("gamma") == c.primary_gamma
 
 
-def in_primary(c: mlc.ConfigDict, e: dict[str, Any]) -> bool:
-  return bool(e.get("control_effects")) and primary_params(c, e, e.get("pair"))
+def in_primary(c: mlc.ConfigDict, e: EffectRecord) -> bool:
+  return bool(e.control_effects) and primary_params(c, e.params, e.unit)
 
 
-def primary(config: mlc.ConfigDict, results: list[dict[str, Any]]) -> dict[str, Any] | None:
+def primary(config: mlc.ConfigDict, results: Sequence[UnitResult]) -> PrimaryResult | None:
   """The declared primary test over the located edits it names (None when the config declares none)."""
   from valuejax.evaluate import holm, pooled_test
   c = config.intervene
   if not c.get("primary_test"):
     return None
-  family = [(r, e) for r in results for e in r["effects"] if in_primary(c, e)]
-  out: dict[str, Any] = {"test": c.primary_test, "declared": declared_primary(config), "alpha": c.alpha,
-                         "edits": [f"{r['pair']}, {e['edit']}" for r, e in family]}
+  family = [(r, e) for r in results for e in r.effects if in_primary(c, e)]
+  out = PrimaryResult(c.primary_test, declared_primary(config), c.alpha, [f"{r.unit}, {e.edit}" for r, e in family])
   if not family:
-    return {**out, "result": None}
+    return out
   if c.primary_test == "pooled":
     # With intervene.sequential_h the p is the sequential one, over the replicates in the order they were
     # scored, at most the fewest any primary edit had planned (R_max).
     h = int(c.get("sequential_h", 0) or 0)
-    r_max = min(e.get("controls_planned", len(e["control_scores"])) for _, e in family)
-    return {**out, "result": pooled_test(pooled_edits(family), alpha=c.alpha, n_boot=c.n_boot, seed=config.seed,
-                                         sequential_h=h, r_max=r_max if h else None).to_dict()}
-  adjusted = holm([e["p_value"] for _, e in family])
-  return {**out, "result": [{"edit": f"{r['pair']}, {e['edit']}", "mean": e["mean"], "ci_low": e["ci_low"],
-                             "ci_high": e["ci_high"], "p_value": e["p_value"], "adjusted_p": float(a),
-                             "toward": bool(toward(e)), "significant": bool(a <= c.alpha and toward(e)),
-                             "sequential": e.get("sequential")}
-                            for (r, e), a in zip(family, adjusted)]}
+    r_max = min(e.controls_planned if e.controls_planned is not None else len(e.control_scores) for _, e in family)
+    t = pooled_test(pooled_edits(family), alpha=c.alpha, n_boot=c.n_boot, seed=config.seed, sequential_h=h,
+                    r_max=r_max if h else None)
+    return dataclasses.replace(out, pooled=PooledResult.from_json(t.to_dict()))
+  adjusted = holm([e.p_value for _, e in family])
+  return dataclasses.replace(out, each=[
+      PrimaryEdit(f"{r.unit}, {e.edit}", e.mean, e.ci_low, e.ci_high, e.p_value, float(a),
+                  bool(a <= c.alpha and toward(e)), bool(toward(e)), e.sequential)
+      for (r, e), a in zip(family, adjusted)])
 
 
-def grid_summary(config: mlc.ConfigDict, results: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+def grid_summary(config: mlc.ConfigDict, results: Sequence[UnitResult]) -> list[GridPoint] | None:
   """Per grid point: the pooled signed effect over every pair and mode (and per pair over its two modes),
   with its CI, the 5-95% band of its control replicates and a p-value, exploratory except at the primary
   point. None without a grid."""
   from valuejax.evaluate import pooled_test
   c = config.intervene
-  if not c.grid:
+  if not c.get("grid"):
     return None
   out = []
   for point in grid_points(config):
-    at = [(r, e) for r in results for e in r["effects"]
-          if all(e.get(k) == v for k, v in point.items()) and e.get("control_scores")]
+    at = [(r, e) for r in results for e in r.effects
+          if all(e.params.get(k) == v for k, v in point.items()) and e.control_scores]
     if not at:
       continue
-    row: dict[str, Any] = {**point, "primary": primary_params(c, point), "pairs": {}}
-    groups = [("all", at)] + [(r["pair"], [(rr, e) for rr, e in at if rr["pair"] == r["pair"]]) for r in results]
+    summaries: dict[str, PooledResult] = {}
+    groups = [("all", at)] + [(r.unit, [(rr, e) for rr, e in at if rr.unit == r.unit]) for r in results]
     for name, family in groups:
       if not family:
         continue
       t = pooled_test(pooled_edits(family), alpha=c.alpha, n_boot=c.n_boot, seed=config.seed)
       band = np.quantile(t.control_effects, [0.05, 0.95]).tolist() if t.control_effects else [None, None]
-      summary = {**t.to_dict(), "control_band": band, "n_neurons": int(np.mean([e["n_neurons"] for _, e in family]))}
+      summary = {**t.to_dict(), "control_band": band, "n_neurons": int(np.mean([e.n_neurons for _, e in family]))}
       summary.pop("control_effects")
-      if name == "all":
-        row.update(summary)
-      else:
-        row["pairs"][name] = summary
-    out.append(row)
+      summaries[name] = PooledResult.from_json(summary)
+    out.append(GridPoint(str(point["size"]), float(point["gamma"]), str(point["steer"]), primary_params(c, point),
+                         summaries.pop("all"), summaries))
   return out
 
 
-def pooled_edits(family: list[tuple[dict[str, Any], dict[str, Any]]]) -> list[Any]:
-  """(pair result, effect) pairs as pooled_test's edits: per-item scores (null = NaN), the sign of the
-  predicted direction, the pair as the stratum of shared items."""
+def pooled_edits(family: Sequence[tuple[UnitResult, EffectRecord]]) -> list[Any]:
+  """(unit result, effect) pairs as pooled_test's edits: per-item scores (null = NaN), the sign of the
+  predicted direction, the unit as the stratum of shared items."""
   from valuejax.evaluate import PooledEdit
   arr = lambda v: np.asarray([np.nan if x is None else x for x in v], np.float64)
-  return [PooledEdit(arr(r["baseline"]), arr(e["scores"]), np.stack([arr(x) for x in e["control_scores"]]),
-                     1.0 if e["expected"] == "greater" else -1.0, r["pair"]) for r, e in family]
+  return [PooledEdit(arr(r.baseline), arr(e.scores), np.stack([arr(x) for x in e.control_scores]),
+                     1.0 if e.expected == "greater" else -1.0, r.unit) for r, e in family]
 
 
-def toward(e: dict[str, Any]) -> bool:
+def toward(e: EffectRecord) -> bool:
   """The effect itself lies in the predicted direction (a rank p can be small for a tiny effect)."""
-  return e["mean"] > 0 if e["expected"] == "greater" else e["mean"] < 0
+  return e.mean > 0 if e.expected == "greater" else e.mean < 0

@@ -2,7 +2,9 @@
 baseline and edited scores (unparsed answers included), and in which direction a damaged model moves it.
 
 A metric module subclasses `Metric` and registers the class in `METRICS`; the intervene stage makes one
-instance per run (`METRICS.get(config.intervene.metric)()`), so an instance may cache what it compiles.
+instance per run (`METRICS.get(config.intervene.metric)()`), so an instance may cache what it compiles. What
+the report shows of a metric beyond its effects (a profile, the terms of its score) is the metric's
+`report_section`, so that a metric is one module.
 """
 
 from __future__ import annotations
@@ -60,6 +62,12 @@ class Metric:
   def records(self, unit: str, items: Sequence[Any], scored: Scored, k: int, edit: str, meta: dict[str, Any]
               ) -> list[Any]:
     """Generated answers worth keeping for the report's examples (metrics that generate)."""
+    return []
+
+  def report_section(self, results: Any, root: str) -> list[str]:
+    """The metric's own part of report.md (markdown lines, headings at level 2, figures written under
+    `root`'s report folder), from a run's `valuejax.workdir.InterveneResults` (its `components`, `detail`);
+    the generic report places it after the effects table. Default: nothing."""
     return []
 
 

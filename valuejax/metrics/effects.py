@@ -1,8 +1,8 @@
 """Effects of a plan's edits: every edit of a unit and its controls scored in one call, each located edit's
 paired change against the unedited model, its CI, and its p-value as a rank among its controls.
 
-The result (a list of per-unit dicts) is what `intervene/metrics.json` holds under "pairs"; the report
-reads it through `valuejax.workdir`.
+The result (a list of `valuejax.workdir.results.UnitResult`) is what `intervene/metrics.json` holds under
+"units"; the report reads it back through `valuejax.workdir.read_intervene`.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import ml_collections as mlc
 import numpy as np
 
 from valuejax.metrics.base import Metric, Scored, item_ids
+from valuejax.workdir.results import EffectRecord, SequentialLook, UnitResult
 
 log = logging.getLogger("valuejax")
 
@@ -89,7 +90,7 @@ def sequential_groups(config: mlc.ConfigDict, plan: list[Any]) -> list[list[tupl
 
 
 def evaluate(config: mlc.ConfigDict, model: Any, plan: list[Any], metric: Metric,
-             generated: list[Any] | None = None) -> list[dict[str, Any]]:
+             generated: list[Any] | None = None) -> list[UnitResult]:
   """Scores of every edit per unit and their effects; `generated` collects the answers of the baseline and
   the located edits when the metric generates (controls are many and only enter the null distribution).
 
@@ -152,32 +153,31 @@ def evaluate(config: mlc.ConfigDict, model: Any, plan: list[Any], metric: Metric
       ctrl = [pair(j) for j in ctrl_ks]
       usable = [(cb, cx) for cb, cx, _ in ctrl if cb.size >= MIN_PAIRED]
       control_effects = [float((cx - cb).mean()) for cb, cx in usable]
-      common = {"pair": p.name, "edit": e.edit.name, **e.params, "expected": e.alternative,
-                "n_neurons": _n_edited(e.edit), "n_dropped": dropped,
-                "control_n_dropped": [d for _, _, d in ctrl], "scores": json_scores(edited),
-                "control_scores": [json_scores(all_scores[j]) for j in ctrl_ks],
-                # Controls this edit had planned (the sequential rule's R_max) and those scored.
-                "controls_planned": len(e.controls), "controls_scored": len(ctrl_ks)}
+      components = control_components = detail = None
       if scored.components:
         # The terms of the score, each as a mean change against the baseline (e.g. the target language's
         # loss and the other's), for the located edit and every control.
         change = lambda v, j: float(np.nanmean(v[j] - v[0]))
-        common["components"] = {name: change(v, ek) for name, v in scored.components.items()}
-        common["control_components"] = {name: [change(v, j) for j in ctrl_ks]
-                                        for name, v in scored.components.items()}
+        components = {name: change(v, ek) for name, v in scored.components.items()}
+        control_components = {name: [change(v, j) for j in ctrl_ks] for name, v in scored.components.items()}
       if scored.detail:
-        common["detail"] = {name: v[ek] for name, v in scored.detail.items()}
+        detail = {name: v[ek] for name, v in scored.detail.items()}
+      common = dict(unit=p.name, edit=e.edit.name, params=dict(e.params), expected=e.alternative,
+                    n_neurons=_n_edited(e.edit), n_dropped=dropped, control_n_dropped=[d for _, _, d in ctrl],
+                    scores=json_scores(edited), control_scores=[json_scores(all_scores[j]) for j in ctrl_ks],
+                    # Controls this edit had planned (the sequential rule's R_max) and those scored.
+                    controls_planned=len(e.controls), controls_scored=len(ctrl_ks), components=components,
+                    control_components=control_components, detail=detail,
+                    control_activity=getattr(e, "control_activity", None))
       if b.size < MIN_PAIRED:
         # Not a 0 effect and not 50/50: there is nothing to compare.
-        not_computable.append({**common, "computable": False, "n": int(b.size),
-                               "describe": f"{e.edit.name}: not computable, {b.size} item(s) parsed under both "
-                                           f"the baseline and the edit ({dropped} dropped)"})
+        not_computable.append(EffectRecord(**common, computable=False, n=int(b.size),
+                                           describe=f"{e.edit.name}: not computable, {b.size} item(s) parsed "
+                                                    f"under both the baseline and the edit ({dropped} dropped)"))
         continue
       summary = summarize_effect(x, b, name=e.edit.name, alternative=e.alternative, alpha=c.alpha,
                                  n_boot=c.n_boot, seed=config.seed)
-      extra: dict[str, Any] = {}
-      if (u, i) in looks:
-        extra["sequential"] = looks[(u, i)]
+      look = looks.get((u, i))
       if control_effects:
         # The null distribution: each control's mean paired change (as summarize_effect computes it when
         # no item is missing), here over that control's own paired items.
@@ -185,31 +185,32 @@ def evaluate(config: mlc.ConfigDict, model: Any, plan: list[Any], metric: Metric
           # The edit's own sequential p over its controls in order (an unusable control is skipped).
           ordered = [float((cx - cb).mean()) if cb.size >= MIN_PAIRED else np.nan for cb, cx, _ in ctrl]
           sp = sequential_p(summary.mean, ordered, h, len(e.controls), e.alternative)
-          extra["sequential"] = sp.to_dict()
+          look = SequentialLook.from_json(sp.to_dict())
           p_value = sp.p_value
         else:
           p_value = permutation_p(summary.mean, control_effects, e.alternative)
         summary = dataclasses.replace(summary, p_value=p_value, n_controls=len(control_effects),
                                       control_mean=float(np.mean(control_effects)))
-      effects.append({**common, **summary.to_dict(), **extra, "computable": True,
-                      "control_effects": control_effects,
-                      "control_sd": float(np.std(control_effects, ddof=1)) if len(control_effects) > 1 else None,
-                      "controls_not_computable": len(ctrl) - len(usable), "describe": summary.describe()})
+      effects.append(EffectRecord(
+          **common, computable=True, n=summary.n, mean=summary.mean, ci_low=summary.ci_low,
+          ci_high=summary.ci_high, level=summary.level, p_value=summary.p_value, n_controls=summary.n_controls,
+          alternative=summary.alternative, alpha=summary.alpha, control_mean=summary.control_mean,
+          significant=summary.significant, sequential=look, control_effects=control_effects,
+          control_sd=float(np.std(control_effects, ddof=1)) if len(control_effects) > 1 else None,
+          controls_not_computable=len(ctrl) - len(usable), describe=summary.describe()))
     parsed = np.isfinite(base)
-    result = {"pair": p.name, "item_ids": item_ids(items), "baseline": json_scores(base),
-              "baseline_mean": float(base[parsed].mean()) if parsed.any() else None,
-              "baseline_parsed": int(parsed.sum()), "effects": effects,
-              # Kept apart from `effects`, whose entries all carry a mean and a CI for the report.
-              "not_computable": not_computable,
-              "evaluations": 1 + sum(1 + len(r) for r in unit.control_rows)}
-    if scored.detail:
-      result["detail"] = {name: v[0] for name, v in scored.detail.items()}
-    results.append(result)
+    results.append(UnitResult(
+        unit=p.name, item_ids=item_ids(items), baseline=json_scores(base),
+        baseline_mean=float(base[parsed].mean()) if parsed.any() else None, baseline_parsed=int(parsed.sum()),
+        # Kept apart from `effects`, whose entries all carry a mean and a CI for the report.
+        effects=effects, not_computable=not_computable,
+        evaluations=1 + sum(1 + len(r) for r in unit.control_rows),
+        detail={name: v[0] for name, v in scored.detail.items()} if scored.detail else None))
   return results
 
 
 def _sequential(config: mlc.ConfigDict, metric: Metric, units: dict[int, _Unit], groups: list[list[tuple[int, int]]],
-                h: int, timed: Any, sequential_p: Any) -> dict[tuple[int, int], dict[str, Any]]:
+                h: int, timed: Any, sequential_p: Any) -> dict[tuple[int, int], SequentialLook]:
   """Scores the sequential groups' controls in blocks of h replicates until each group's rule decides (see
   evaluate). The statistic is the one the primary test reads back: for a pooled group the pooled signed mean
   over the group's edits (valuejax.evaluate.replicate_effects), for one edit its mean paired change. Returns
@@ -243,7 +244,7 @@ def _sequential(config: mlc.ConfigDict, metric: Metric, units: dict[int, _Unit],
     return obs, replicate_effects(edits), "greater"
 
   active = [g for g in groups if state(g) is not None]
-  out: dict[tuple[int, int], dict[str, Any]] = {}
+  out: dict[tuple[int, int], SequentialLook] = {}
   r = 0
   while active:
     for_unit: dict[int, list[tuple[int, Any]]] = {}
@@ -265,7 +266,8 @@ def _sequential(config: mlc.ConfigDict, metric: Metric, units: dict[int, _Unit],
       r_max = min(len(units[u].plan.experiments[i].controls) for u, i in g)
       sp = sequential_p(obs, stats, h, r_max, alternative)
       if sp.decided or r >= r_max:
-        looked = {**sp.to_dict(), "replicates_scored": min(len(units[u].control_rows[i]) for u, i in g)}
+        looked = SequentialLook.from_json({**sp.to_dict(), "replicates_scored": min(len(units[u].control_rows[i])
+                                                                                    for u, i in g)})
         log.info("intervene: sequential p %s after %d of %d replicates (%s)", sp.p_value, sp.looked, r_max,
                  sp.stopped)
         for x in g:

@@ -32,7 +32,6 @@ class PortraitItem:
 @METRICS.register("pvq")
 class Pvq(Metric):
   name = "pvq"
-  config_keys = {"data.lang": None, "data.chat": None}
   description = ("PVQ value profile: expected 1-6 answer to the portraits of the pair's two aspects, centred on "
                  "the respondent's mean over all portraits, signed + for the plus aspect and - for the minus")
   effect_of = "the PVQ value profile (toward the plus aspect)"
@@ -85,3 +84,23 @@ class Pvq(Metric):
       profiles.append(pvq_profile(r.expected, values))
       mass.append(float(r.letter_mass.mean()))
     return Scored(out, detail={"profile": profiles, "letter_mass": mass})
+
+  def report_section(self, results: Any, root: str) -> list[str]:
+    """The value profiles (the `profile` detail of the unedited model and of each located edit) as a figure
+    per unit."""
+    import os
+    from valuejax.report import plots
+    from valuejax.workdir import layout
+    lines: list[str] = []
+    for u in results.units:
+      base = (u.detail or {}).get("profile")
+      edited = [(e.edit, e.detail["profile"]) for e in u.edits if (e.detail or {}).get("profile")]
+      if not base or not edited:
+        continue
+      if not lines:
+        lines = ["## Value profiles", "", "Centred PVQ scores per value (each value's mean answer minus the mean "
+                 "over all portraits), unedited and under each located edit.", ""]
+      path = plots.plot_profiles(u.unit, [("unedited", base), *edited],
+                                 os.path.join(root, layout.FIGURES, f"profile_{u.unit}.png"))
+      lines += [f"![{u.unit} value profile]({plots.relpath(path, root)})", ""]
+    return lines

@@ -12,26 +12,29 @@ import numpy as np
 from valuejax import io as vio
 from valuejax.data.schema import REVERSED_SUFFIX
 from valuejax.methods.valuelocate import CONTRAST_WORDS
+from valuejax.errors import ValueJaxError
 from valuejax.report import plots
 from valuejax.evaluate.stats import holm
 from valuejax.workdir import layout
-from valuejax.report.verdict import CAUSAL, SUGGESTIVE, pooled_label, verdict
+from valuejax.workdir.outputs import read_intervene
+from valuejax.workdir.results import EffectRecord, InterveneResults
+from valuejax.report.verdict import CAUSAL, SUGGESTIVE, verdict
 
 def write_report(workdir: str) -> str:
   """Writes <workdir>/report.md (and its figures under <workdir>/report/); returns the report's path."""
   root = os.path.abspath(workdir)
   cfg = layout.read(root, layout.CONFIG) or {}
   config = cfg.get("config", {})
-  metrics = layout.read(root, layout.METRICS)
+  results = read_intervene(root)
   parts = [f"# valuejax report: {config.get('method', '?')} on {config.get('model', '?')}", ""]
   parts += _manipulation(root, cfg)
-  parts += _headline(metrics)
+  parts += _headline(results)
   parts += _positive_control(root, config)
   parts += _what_ran(root, cfg)
   parts += _neurons(root, layout.read(root, layout.LOCATE_SUMMARY))
-  parts += _grid(root, metrics)
-  parts += _effects(root, metrics)
-  parts += _profiles(root, metrics)
+  parts += _grid(root, results)
+  parts += _effects(root, results)
+  parts += metric_section(results, root)
   parts += _examples(layout.read(root, layout.EXAMPLES))
   parts += _timings(layout.read(root, layout.TIMINGS) or {})
   path = os.path.join(root, layout.REPORT)
@@ -85,29 +88,35 @@ def _manipulation(root: str, cfg: dict[str, Any]) -> list[str]:
   return lines
 
 
-def _not_computable(metrics: Any) -> list[dict[str, Any]]:
+def _missing(results: InterveneResults | None) -> list[str]:
   """Edits whose metric could not be read (e.g. answers that never state the asked-for percentages)."""
-  return [{**e, "pair": e.get("pair", p.get("pair", ""))} for p in (metrics or {}).get("pairs", [])
-          for e in p.get("not_computable", [])]
+  return [f"- {e.unit}: **not computable** - {e.describe}" for e in (results.not_computable() if results else [])]
 
 
-def _headline(metrics: Any) -> list[str]:
-  effects = layout.effects_of(metrics)
-  missing = [f"- {e['pair']}: **not computable** - {e.get('describe', '')}" for e in _not_computable(metrics)]
+def metric_note(results: InterveneResults) -> list[str]:
+  """The paragraph under the result that says what the metric, the change, the CI and p are."""
+  return [f"Metric: {results.metric_description or results.metric}. Change = edited minus unedited, averaged over "
+          "items; 95% bootstrap CI over items; p = rank of the located effect among the random controls' effects "
+          f"({results.n_controls} per tested edit), one-sided in the predicted direction.", ""]
+
+
+def _headline(results: InterveneResults | None) -> list[str]:
+  effects = results.effects() if results else []
+  missing = _missing(results)
   if not effects:
     if missing:
       return ["## Result", "", "**No measurement: no edit has enough items whose answers could be scored.**", "",
               *missing, ""]
     return ["**Result:** no edits were evaluated (the intervene stage has not run).", ""]
-  what = metrics.get("effect_of", "value orientation")
-  if metrics.get("primary"):
-    return _primary(metrics, effects, missing, what)
-  tested = [e for e in effects if e.get("control_effects")]
+  what = results.effect_of
+  if results.primary is not None:
+    return _primary(results, effects, missing, what)
+  tested = [e for e in effects if e.control_effects]
   causal = [e for e in tested if verdict(e)[0] == CAUSAL]
   suggestive = [e for e in tested if verdict(e)[0] == SUGGESTIVE]
   # Several edits tested at once: a finding counts only if it survives a family-wise (Holm) correction.
-  alpha = tested[0].get("alpha", 0.05) if tested else 0.05
-  adjusted = dict(zip((id(e) for e in tested), holm([e["p_value"] for e in tested]))) if tested else {}
+  alpha = tested[0].alpha if tested else 0.05
+  adjusted = dict(zip((id(e) for e in tested), holm([e.p_value for e in tested]))) if tested else {}
   kept = [e for e in causal if len(tested) == 1 or adjusted[id(e)] <= alpha]
   lines = ["## Result", ""]
   if not tested:
@@ -131,117 +140,97 @@ def _headline(metrics: Any) -> list[str]:
   lines.append("")
   for e in tested:
     label, why = verdict(e)
-    lines.append(f"- {e['pair']}, {e['edit']}: **{label}** - {why}")
+    lines.append(f"- {e.unit}, {e.edit}: **{label}** - {why}")
   lines += missing
   if causal and len(tested) > 1:
     lines += ["", f"Correcting for {len(tested)} tests (Holm): {len(kept)} of the {len(causal)} causal findings "
-              f"keep p <= {alpha:g} (" + "; ".join(f"{e['pair']}, {e['edit']}: adjusted p = {adjusted[id(e)]:.3g}"
+              f"keep p <= {alpha:g} (" + "; ".join(f"{e.unit}, {e.edit}: adjusted p = {adjusted[id(e)]:.3g}"
                                                   for e in causal) + ")."]
-  lines += ["", f"Metric: {metrics.get('metric_description', metrics.get('metric'))}. Change = edited minus "
-            "unedited, averaged over items; 95% bootstrap CI over items; p = rank of the located effect among "
-            f"the random controls' effects ({metrics.get('n_controls')} per tested edit), one-sided in the "
-            "predicted direction.", ""]
-  return lines
+  return lines + [""] + metric_note(results)
 
 
-def _primary(metrics: dict[str, Any], effects: list[dict[str, Any]], missing: list[str], what: str) -> list[str]:
+def _primary(results: InterveneResults, effects: list[EffectRecord], missing: list[str], what: str) -> list[str]:
   """The declared primary test first, with its verdict; then every edit, labelled exploratory."""
-  pt = metrics["primary"]
-  res = pt.get("result")
-  lines = ["## Result", "", f"**Primary test** (fixed in the config before the run): {pt['declared']}.", ""]
-  if not res:
+  pt = results.primary
+  lines = ["## Result", "", f"**Primary test** (fixed in the config before the run): {pt.declared}.", ""]
+  if not pt.computed:
     lines.append("**Not computable:** no located edit with random controls matches the primary test.")
-  elif pt["test"] == "pooled":
-    ctrl = res["control_effects"]
-    ci = f"{res['mean']:+.3g} [{res['ci_low']:+.3g}, {res['ci_high']:+.3g}]"
+  elif pt.pooled is not None:
+    res = pt.pooled
+    ctrl = list(res.control_effects)
+    ci = f"{res.mean:+.3g} [{res.ci_low:+.3g}, {res.ci_high:+.3g}]"
     spread = (f"control replicates {np.mean(ctrl):+.3g} +- {np.std(ctrl, ddof=1):.2g} ({len(ctrl)})"
               if len(ctrl) > 1 else f"{len(ctrl)} control replicate(s)")
-    p = "-" if res["p_value"] is None else f"{res['p_value']:.3g}"
-    if res["significant"]:
-      head = (f"**Causal: the located neurons move {what} as predicted, further than random neurons with the same "
-              f"per-layer counts**")
-    elif res["ci_high"] < 0:
-      head = f"**Opposite: the located edits move {what} against the prediction**"
-    elif res["ci_low"] > 0:
-      head = f"**Not specific: {what} moves as predicted, but random neurons of the same shape move it as much**"
-    else:
-      head = f"**No effect: the pooled change of {what} is indistinguishable from 0**"
-    seq = res.get("sequential")
+    p = "-" if res.p_value is None else f"{res.p_value:.3g}"
+    label, why = verdict(res, what)
+    head = f"**{label[0].upper()}{label[1:]}: {why}**"
+    seq = res.sequential
     if seq:
       # The sequential p's own floor is 1 / (R_max + 1), reached only when no replicate stops it early.
-      why = (f"stopped after {seq['looked']} of up to {seq['r_max']} replicates, {seq['h']} of them reaching the "
-             "located effect" if seq["stopped"] == "h reached" else
-             f"all {seq['r_max']} replicates looked at, {seq['hits']} reaching the located effect")
-      p += (f" (sequential, h = {seq['h']}: {why}; {res.get('replicates_scored', seq['looked'])} scored; running "
-            f"count {seq['running']})")
+      stop = (f"stopped after {seq.looked} of up to {seq.r_max} replicates, {seq.h} of them reaching the "
+              "located effect" if seq.stopped == "h reached" else
+              f"all {seq.r_max} replicates looked at, {seq.hits} reaching the located effect")
+      scored = seq.looked if res.replicates_scored is None else res.replicates_scored
+      p += f" (sequential, h = {seq.h}: {stop}; {scored} scored; running count {list(seq.running)})"
     else:
       p += f" (at least {1 / (1 + len(ctrl)):.2g} with {len(ctrl)} replicates)"
-    lines.append(f"{head}: pooled signed effect {ci} (95% CI) over {res['n_edits']} edits ({'; '.join(pt['edits'])});"
+    lines.append(f"{head}: pooled signed effect {ci} (95% CI) over {res.n_edits} edits ({'; '.join(pt.edits)});"
                  f" {spread}; p = {p}.")
-    if res.get("excess") is not None:
-      t_p = "-" if res.get("t_p") is None else f"{res['t_p']:.3g}"
-      lines.append(f"Beside the rank p: excess over the controls' mean {res['excess']:+.3g} "
-                   f"[{res['excess_low']:+.3g}, {res['excess_high']:+.3g}] (95%, the located effect's item SE and "
+    if res.excess is not None:
+      t_p = "-" if res.t_p is None else f"{res.t_p:.3g}"
+      lines.append(f"Beside the rank p: excess over the controls' mean {res.excess:+.3g} "
+                   f"[{res.excess_low:+.3g}, {res.excess_high:+.3g}] (95%, the located effect's item SE and "
                    f"the controls' mean's SE); t prediction-interval p = {t_p} (assumes normal replicates).")
   else:
-    kept = [r for r in res if r["significant"]]
-    lines.append(f"**{len(kept)} of {len(res)} primary edits move {what} as predicted, further than random "
+    kept = [r for r in pt.each if r.significant]
+    lines.append(f"**{len(kept)} of {len(pt.each)} primary edits move {what} as predicted, further than random "
                  "neurons after the Holm correction" + (":**" if kept else ".**"))
     lines.append("")
-    for r in res:
-      lines.append(f"- {r['edit']}: {r['mean']:+.3g} [{r['ci_low']:+.3g}, {r['ci_high']:+.3g}], p = "
-                   f"{r['p_value']:.3g}, Holm-adjusted p = {r['adjusted_p']:.3g}: "
-                   f"**{'significant' if r['significant'] else 'not significant'}**")
+    for r in pt.each:
+      lines.append(f"- {r.edit}: {r.mean:+.3g} [{r.ci_low:+.3g}, {r.ci_high:+.3g}], p = "
+                   f"{r.p_value:.3g}, Holm-adjusted p = {r.adjusted_p:.3g}: "
+                   f"**{'significant' if r.significant else 'not significant'}**")
   lines += ["", "Every edit on its own (exploratory: uncorrected, read as hypotheses for a new primary test):", ""]
   for e in effects:
     label, why = verdict(e)
-    lines.append(f"- {e['pair']}, {e['edit']}: {label} - {why}")
+    lines.append(f"- {e.unit}, {e.edit}: {label} - {why}")
   lines += missing
-  lines += ["", f"Metric: {metrics.get('metric_description', metrics.get('metric'))}. Change = edited minus "
-            "unedited, averaged over items; 95% bootstrap CI over items; p = rank of the located effect among "
-            f"the random controls' effects ({metrics.get('n_controls')} per tested edit), one-sided in the "
-            "predicted direction.", ""]
-  return lines
+  return lines + [""] + metric_note(results)
+
+
+def metric_section(results: InterveneResults | None, root: str) -> list[str]:
+  """The run's metric's own section (`Metric.report_section`), e.g. pvq's value profiles; nothing when the
+  intervene stage has not run. A metric that cannot be loaded here (a user's module gone) is named, not fatal:
+  every other section of the report still reads."""
+  if results is None or not results.metric:
+    return []
+  from valuejax.metrics import METRICS
+  try:
+    metric = METRICS.get(results.metric)()
+  except ValueJaxError as e:
+    return [f"(The metric `{results.metric}` cannot be loaded here, so its own section is left out: {e}.)", ""]
+  return list(metric.report_section(results, root))
 
 
 def _positive_control(root: str, config: dict[str, Any]) -> list[str]:
   """Whether a known, replicating effect (LAPE language neurons) shows on the same model through the same
-  pipeline: without it a null result cannot be told from a pipeline that sees nothing."""
+  pipeline: without it a null result cannot be told from a pipeline that sees nothing. What each effect was
+  is the control's metric's own section (language_nll's, its headings one level down); the answer is here."""
   if not config.get("positive_control"):
     return []
   sub = os.path.join(root, layout.POSITIVE_CONTROL)
-  metrics = layout.read(sub, layout.METRICS)
+  results = read_intervene(sub)
+  effects = results.effects() if results else []
   lines = ["## Can this run see an effect?", ""]
-  effects = layout.effects_of(metrics)
   if not effects:
     return lines + [f"The positive control (`{config['positive_control']}`) has not run: nothing here says whether "
                     "this pipeline could have seen an effect.", ""]
-  sub_cfg = (layout.read(sub, layout.CONFIG) or {}).get("config", {})
-  located = layout.read(sub, layout.LOCATE_SUMMARY) or {}
-  total = next((s["num_layers"] * s["num_neurons"] for s in located.values()), None)
-  lines.append(f"Positive control: language neurons (LAPE) of the same model, `{sub_cfg.get('model', '?')}`, found "
-               f"from teacher-forced statistics of {' and '.join(sub_cfg.get('data', {}).get('langs', []))} texts "
-               "and deactivated (a = 0) where only the target language's set holds them. Effect = change in held-out "
-               "loss (nats per token) of the target language minus that of the same texts in the other language; "
-               "p = rank among random neuron sets with the same per-layer counts "
-               f"([full report]({layout.POSITIVE_CONTROL}/{layout.REPORT})).")
-  lines.append("")
-  ok = True
-  for e in effects:
-    comp, ctrl = e.get("components") or {}, e.get("control_effects") or []
-    label, _ = verdict(e)
-    ok = ok and label == CAUSAL
-    share = f" ({e['n_neurons'] / total:.2%} of the model)" if total else ""
-    p = "-" if e.get("p_value") is None else f"{e['p_value']:.3g}"
-    floor = f", the smallest possible with {len(ctrl)} controls" if ctrl and e.get("p_value") == 1 / (1 + len(ctrl)) else ""
-    lines.append(f"- **{e['pair']}**: deactivating {e['n_neurons']} neurons{share} changed the target language's "
-                 f"loss by {comp.get('target_nll', float('nan')):+.3g} and the other's by "
-                 f"{comp.get('other_nll', float('nan')):+.3g} nats per token: effect {e['mean']:+.3g} "
-                 f"[{e['ci_low']:+.3g}, {e['ci_high']:+.3g}] over {e['n']} texts; random controls "
-                 + (f"{min(ctrl):+.3g} to {max(ctrl):+.3g} ({len(ctrl)}); p = {p}{floor}. **{label}**"
-                    if ctrl else "none ran. **untested**"))
-  lines.append("")
-  if ok:
+  lines += [f"Positive control: the same model and pipeline on a known effect ([full report]"
+            f"({layout.POSITIVE_CONTROL}/{layout.REPORT})).", ""]
+  lines += ["#" + x if x.startswith("#") else x for x in metric_section(results, sub)]
+  if lines[-1]:
+    lines.append("")
+  if all(verdict(e)[0] == CAUSAL for e in effects):
     lines.append("Yes: record, locate, intervene and evaluate detect a real causal effect on this model, far beyond "
                  "random neurons of the same shape. This shows the machinery works here; it does not show that the "
                  "value metric above is as sensitive as a language's loss.")
@@ -311,73 +300,57 @@ def _neurons(root: str, located: Any) -> list[str]:
   return lines
 
 
-def _grid(root: str, metrics: Any) -> list[str]:
+def _grid(root: str, results: InterveneResults | None) -> list[str]:
   """A study's grid: every point's pooled effect against its matched controls, a figure, and per pair."""
-  grid = (metrics or {}).get("grid")
+  grid = results.grid if results else None
   if not grid:
     return []
-  fmt = lambda g: f"{g['mean']:+.3g} [{g['ci_low']:+.3g}, {g['ci_high']:+.3g}]"
-  band = lambda g: "-" if g["control_band"][0] is None else f"{g['control_band'][0]:+.3g} to {g['control_band'][1]:+.3g}"
+  fmt = lambda g: f"{g.mean:+.3g} [{g.ci_low:+.3g}, {g.ci_high:+.3g}]"
+  band = lambda g: "-" if not g.control_band or g.control_band[0] is None else \
+      f"{g.control_band[0]:+.3g} to {g.control_band[1]:+.3g}"
   lines = ["## Every grid point", "",
            "Pooled signed change (predicted direction counted +) over every pair and both modes; controls: 5-95% of "
            "the control replicates with the same per-layer counts. Only the primary point is a confirmatory test.", "",
            "| size | neurons | gamma | steer | pooled change [95% CI] | controls 5-95% | p | replicates | role |",
            "|---|---:|---:|---|---|---|---:|---:|---|"]
   for g in grid:
-    p = "-" if g["p_value"] is None else f"{g['p_value']:.3g}"
-    lines.append(f"| {g['size']} | {g['n_neurons']} | {g['gamma']:g} | {g['steer']} | {fmt(g)} | {band(g)} | {p} | "
-                 f"{g['n_controls']} | {'primary' if g['primary'] else 'exploratory'} |")
-  path = plots.plot_grid(grid, os.path.join(root, layout.FIGURES, "grid.png"), metrics.get("metric", ""))
+    s = g.summary
+    p = "-" if s.p_value is None else f"{s.p_value:.3g}"
+    lines.append(f"| {g.size} | {s.n_neurons} | {g.gamma:g} | {g.steer} | {fmt(s)} | {band(s)} | {p} | "
+                 f"{s.n_controls} | {'primary' if g.primary else 'exploratory'} |")
+  path = plots.plot_grid(grid, os.path.join(root, layout.FIGURES, "grid.png"), results.metric)
   lines += ["", f"![effect against gamma]({plots.relpath(path, root)})", "", "Per pair (both modes pooled):", "",
             "| pair | size | gamma | steer | change [95% CI] | controls 5-95% | p | verdict |", "|---|---|---:|---|---|---|---:|---|"]
   for g in grid:
-    for pair, r in g["pairs"].items():
-      label = pooled_label(r)
-      p = "-" if r["p_value"] is None else f"{r['p_value']:.3g}"
-      lines.append(f"| {pair} | {g['size']} | {g['gamma']:g} | {g['steer']} | {fmt(r)} | {band(r)} | {p} | {label} |")
+    for unit, r in g.units.items():
+      p = "-" if r.p_value is None else f"{r.p_value:.3g}"
+      lines.append(f"| {unit} | {g.size} | {g.gamma:g} | {g.steer} | {fmt(r)} | {band(r)} | {p} | {verdict(r)[0]} |")
   lines.append("")
   return lines
 
 
-def _effects(root: str, metrics: Any) -> list[str]:
-  effects = layout.effects_of(metrics)
+def _effects(root: str, results: InterveneResults | None) -> list[str]:
+  effects = results.effects() if results else []
   if not effects:
     return []
   lines = ["## Effect of each edit", "",
            "| pair | edit | neurons | baseline | change [95% CI] | controls: mean +- sd (n) | p | verdict |",
            "|---|---|---:|---:|---|---|---:|---|"]
-  base = {p["pair"]: p["baseline_mean"] for p in metrics["pairs"]}
+  base = {u.unit: u.baseline_mean for u in results.units}
   for e in effects:
-    ctrl = e.get("control_effects") or []
-    sd = e.get("control_sd")
-    ctrl_s = (f"{e['control_mean']:+.3g} +- {sd:.2g} ({len(ctrl)})" if ctrl and sd is not None
-              else f"{e['control_mean']:+.3g} ({len(ctrl)})" if ctrl else "-")
-    p = "-" if e.get("p_value") is None else f"{e['p_value']:.3g}"
-    lines.append(f"| {e['pair']} | {e['edit']} | {e.get('n_neurons', '')} | {base[e['pair']]:.3f} | "
-                 f"{e['mean']:+.3g} [{e['ci_low']:+.3g}, {e['ci_high']:+.3g}] | {ctrl_s} | {p} | "
-                 f"{verdict(e)[0]} |")
-  path = plots.plot_effects(effects, os.path.join(root, layout.FIGURES, "effects.png"), metrics.get("metric", ""))
+    ctrl = e.control_effects
+    sd = e.control_sd
+    ctrl_s = (f"{e.control_mean:+.3g} +- {sd:.2g} ({len(ctrl)})" if ctrl and sd is not None
+              else f"{e.control_mean:+.3g} ({len(ctrl)})" if ctrl else "-")
+    p = "-" if e.p_value is None else f"{e.p_value:.3g}"
+    b = base[e.unit]
+    lines.append(f"| {e.unit} | {e.edit} | {'' if e.n_neurons is None else e.n_neurons} | "
+                 f"{'' if b is None else f'{b:.3f}'} | {e.mean:+.3g} [{e.ci_low:+.3g}, {e.ci_high:+.3g}] | "
+                 f"{ctrl_s} | {p} | {verdict(e)[0]} |")
+  path = plots.plot_effects(effects, os.path.join(root, layout.FIGURES, "effects.png"), results.metric)
   lines += ["", f"![effects]({plots.relpath(path, root)})", "",
             "Per-item scores: `intervene/metrics.csv` (long format); one row per edit: `intervene/effects.csv`.",
             ""]
-  return lines
-
-
-def _profiles(root: str, metrics: Any) -> list[str]:
-  """A metric that reads a value profile (pvq) under each edit: the profiles as a figure per pair."""
-  lines = []
-  for p in (metrics or {}).get("pairs", []):
-    base = (p.get("detail") or {}).get("profile")
-    edited = [(e["edit"], e["detail"]["profile"]) for e in p["effects"] + p.get("not_computable", [])
-              if (e.get("detail") or {}).get("profile")]
-    if not base or not edited:
-      continue
-    if not lines:
-      lines = ["## Value profiles", "", "Centred PVQ scores per value (each value's mean answer minus the mean over "
-               "all portraits), unedited and under each located edit.", ""]
-    path = plots.plot_profiles(p["pair"], [("unedited", base), *edited],
-                               os.path.join(root, layout.FIGURES, f"profile_{p['pair']}.png"))
-    lines += [f"![{p['pair']} value profile]({plots.relpath(path, root)})", ""]
   return lines
 
 

@@ -14,41 +14,38 @@ from valuejax import io as vio
 from valuejax.errors import ValueJaxError
 from valuejax.evaluate.stats import holm
 from valuejax.report import markdown
-from valuejax.report.verdict import pooled_label, verdict
+from valuejax.report.verdict import verdict
 from valuejax.workdir import layout
-from valuejax.workdir.outputs import read_manipulation
+from valuejax.workdir.outputs import read_intervene, read_manipulation
+from valuejax.workdir.results import InterveneResults
 
 
-def _primary(metrics: dict[str, Any] | None) -> tuple[dict[str, Any], Any]:
-  """A run's declared primary test (metrics.json's "primary") and its result (None if it did not run)."""
-  pt = (metrics or {}).get("primary") or {}
-  return pt, pt.get("result")
+def _primary_cell(results: InterveneResults | None) -> str:
+  pt = results.primary if results else None
+  if pt is None or not pt.computed:
+    return "not run" if results is None else "no primary test"
+  if pt.pooled is not None:
+    res = pt.pooled
+    p = "-" if res.p_value is None else f"{res.p_value:.3g}"
+    return (f"{verdict(res)[0]}: {res.mean:+.3g} [{res.ci_low:+.3g}, {res.ci_high:+.3g}], "
+            f"p = {p} ({res.n_controls} replicates)")
+  return "; ".join(f"{r.edit}: {r.mean:+.3g} [{r.ci_low:+.3g}, {r.ci_high:+.3g}], Holm p = "
+                   f"{r.adjusted_p:.3g}{' (significant)' if r.significant else ''}" for r in pt.each)
 
 
-def _primary_cell(metrics: dict[str, Any] | None) -> str:
-  pt, res = _primary(metrics)
-  if not res:
-    return "not run" if not metrics else "no primary test"
-  if pt["test"] == "pooled":
-    label = pooled_label(res)
-    return (f"{label}: {res['mean']:+.3g} [{res['ci_low']:+.3g}, {res['ci_high']:+.3g}], "
-            f"p = {res['p_value']:.3g} ({res['n_controls']} replicates)")
-  return "; ".join(f"{r['edit']}: {r['mean']:+.3g} [{r['ci_low']:+.3g}, {r['ci_high']:+.3g}], Holm p = "
-                   f"{r['adjusted_p']:.3g}{' (significant)' if r['significant'] else ''}" for r in res)
-
-
-def _primary_tests(slug: str, metrics: dict[str, Any] | None) -> list[tuple[str, float, bool]]:
+def _primary_tests(slug: str, results: InterveneResults | None) -> list[tuple[str, float, bool]]:
   """(name, p, whether the effect lies in the predicted direction) of each primary test of one run, by the
   run's own rule: a pooled test's CI above 0; a per-edit test's mean on the predicted side ("toward"; runs
   written before it was stored give "significant", which is false whenever the direction is wrong and
   cannot turn true in a larger family)."""
-  pt, res = _primary(metrics)
-  if not res:
+  pt = results.primary if results else None
+  if pt is None or not pt.computed:
     return []
-  if pt["test"] == "pooled":
-    return [(slug, res["p_value"], res["ci_low"] > 0)] if res.get("p_value") is not None else []
-  return [(f"{slug}: {r['edit']}", r["p_value"], r.get("toward", r["significant"])) for r in res
-          if r.get("p_value") is not None]
+  if pt.pooled is not None:
+    res = pt.pooled
+    return [(slug, res.p_value, res.ci_low > 0)] if res.p_value is not None else []
+  return [(f"{slug}: {r.edit}", r.p_value, r.significant if r.toward is None else r.toward) for r in pt.each
+          if r.p_value is not None]
 
 
 def family_line(tests: Sequence[tuple[str, float, bool]], alpha: float) -> str:
@@ -68,11 +65,12 @@ def family_line(tests: Sequence[tuple[str, float, bool]], alpha: float) -> str:
 
 
 def _control_cell(root: str) -> str:
-  metrics = layout.read(os.path.join(root, layout.POSITIVE_CONTROL), layout.METRICS)
-  effects = layout.effects_of(metrics)
+  results = read_intervene(os.path.join(root, layout.POSITIVE_CONTROL))
+  effects = results.effects() if results else []
   if not effects:
     return "-"
-  return "; ".join(f"{e['pair']}: {e['mean']:+.3g}, p = {e['p_value']:.3g} ({verdict(e)[0]})" for e in effects)
+  return "; ".join(f"{e.unit}: {e.mean:+.3g}, p = {'-' if e.p_value is None else f'{e.p_value:.3g}'} "
+                   f"({verdict(e)[0]})" for e in effects)
 
 
 def _totals(root: str) -> tuple[float, float | None]:
@@ -160,12 +158,12 @@ def write_results(workdirs: Sequence[str], out: str, title: str, command: str) -
     seconds, rss = _totals(root)
     times.append((str(c.get("model")), seconds))
     checks.append((slug, read_manipulation(root) if c.get("method") == "valueexploration" else None))
-    metrics = layout.read(root, layout.METRICS)
-    family += _primary_tests(slug, metrics)
-    alphas.add(_primary(metrics)[0].get("alpha", 0.05))
+    results = read_intervene(root)
+    family += _primary_tests(slug, results)
+    alphas.add(results.primary.alpha if results is not None and results.primary is not None else 0.05)
     kind = markdown.contrast(root, c)
     method = f"{c.get('method')} ({kind} contrast)" if kind else c.get("method")
-    lines.append(f"| {slug} | `{c.get('model')}` | {method} | {_primary_cell(metrics)} | "
+    lines.append(f"| {slug} | `{c.get('model')}` | {method} | {_primary_cell(results)} | "
                  f"{_control_cell(root)} | {seconds:.0f} | {'' if rss is None else f'{rss:.0f}'} |")
     sections += ["", f"## {slug}", "", f"Reproduce: `{cfg.get('command') or 'unknown'}` (code at git commit "
                  f"`{cfg.get('git_commit') or 'unknown'}`).", "", *_embedded(root, slug, out_dir)]

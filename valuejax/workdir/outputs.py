@@ -1,17 +1,18 @@
 """What the stages write into a workdir and read back from it: neuron sets, the record summary, the intervene
-stage's metrics.json (the schema the report reads), its CSVs and example answers."""
+stage's metrics.json (typed: `valuejax.workdir.results`), its CSVs and example answers."""
 
 from __future__ import annotations
 
 import csv
 import io
 import os
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
 from valuejax import io as vio
 from valuejax.workdir import layout
+from valuejax.workdir.results import InterveneResults, UnitResult
 from valuejax.workdir.state import Workdir
 
 
@@ -72,19 +73,28 @@ def _mean(v: Any) -> float | None:
   return float(v.mean()) if v.size else None
 
 
-def write_intervene(wd: Workdir, metrics: dict[str, Any], examples: list[Any]) -> list[str]:
-  """metrics.json (`metrics["pairs"]`: per unit, as `valuejax.metrics.effects.evaluate` returns them), the
-  per-item scores in long format, one row per edit, and the example answers; returns the files."""
+def write_intervene(wd: Workdir, results: InterveneResults, examples: list[Any]) -> list[str]:
+  """metrics.json (`results.to_json()`: every unit as `valuejax.metrics.effects.evaluate` returns them, the
+  primary test, the grid), the per-item scores in long format, one row per edit, and the example answers;
+  returns the files."""
   out = [layout.METRICS, layout.METRICS_CSV, layout.EFFECTS_CSV, layout.EXAMPLES]
   if not wd.writer:
     return out
   from valuejax.evaluate import write_records
-  results = metrics["pairs"]
-  vio.write_json(wd.path(layout.METRICS), metrics)
-  vio.write_text(wd.path(layout.METRICS_CSV), long_csv(results))
-  vio.write_text(wd.path(layout.EFFECTS_CSV), effects_csv(results))
+  vio.write_json(wd.path(layout.METRICS), results.to_json())
+  vio.write_text(wd.path(layout.METRICS_CSV), long_csv(results.units))
+  vio.write_text(wd.path(layout.EFFECTS_CSV), effects_csv(results.units))
   write_records(wd.path(layout.EXAMPLES), examples)
   return out
+
+
+def read_intervene(root: str) -> InterveneResults | None:
+  """The intervene results of the workdir (or positive-control sub-workdir) at `root`, None when the stage has
+  not written them; a layout this code cannot read is refused with what to do (rerun the stage)."""
+  d = layout.read(root, layout.METRICS)
+  if d is None:
+    return None
+  return InterveneResults.from_json(d, os.path.join(root, layout.METRICS))
 
 
 # The persona manipulation check of a method that has one (ValueExploration): written by the intervene stage
@@ -124,54 +134,59 @@ def _cell(s: float | None) -> str:
   return "" if s is None else repr(s)
 
 
-def long_csv(results: list[dict[str, Any]]) -> str:
+def long_csv(units: Sequence[UnitResult]) -> str:
   """One row per (edit, item): pandas.read_csv gives a tidy frame to group and plot."""
   buf = io.StringIO()
   w = csv.writer(buf, lineterminator="\n")
   w.writerow(["pair", "edit", "role", "control", *_PARAMS, "item_id", "score"])
-  for r in results:
-    for item, s in zip(r["item_ids"], r["baseline"]):
-      w.writerow([r["pair"], "baseline", "baseline", "", *[""] * len(_PARAMS), item, _cell(s)])
-    for e in r["effects"] + r.get("not_computable", []):
-      params = [e.get(k, "") for k in _PARAMS]
-      for item, s in zip(r["item_ids"], e["scores"]):
-        w.writerow([r["pair"], e["edit"], "located", "", *params, item, _cell(s)])
-      for k, scores in enumerate(e["control_scores"]):
-        for item, s in zip(r["item_ids"], scores):
-          w.writerow([r["pair"], e["edit"], "control", k, *params, item, _cell(s)])
+  for r in units:
+    for item, s in zip(r.item_ids, r.baseline):
+      w.writerow([r.unit, "baseline", "baseline", "", *[""] * len(_PARAMS), item, _cell(s)])
+    for e in r.edits:
+      params = [e.params.get(k, "") for k in _PARAMS]
+      for item, s in zip(r.item_ids, e.scores):
+        w.writerow([r.unit, e.edit, "located", "", *params, item, _cell(s)])
+      for k, scores in enumerate(e.control_scores):
+        for item, s in zip(r.item_ids, scores):
+          w.writerow([r.unit, e.edit, "control", k, *params, item, _cell(s)])
   return buf.getvalue()
 
 
-def effects_csv(results: list[dict[str, Any]]) -> str:
+_EFFECT_COLS = ("n_neurons", "computable", "n", "n_dropped", "mean", "ci_low", "ci_high", "control_mean",
+                "control_sd", "n_controls", "p_value", "alternative", "significant")
+
+
+def effects_csv(units: Sequence[UnitResult]) -> str:
+  """One row per located edit (computable or not): its parameters and its effect."""
   buf = io.StringIO()
-  cols = ["pair", "edit", *_PARAMS, "n_neurons", "computable", "n", "n_dropped", "mean", "ci_low", "ci_high",
-          "control_mean", "control_sd", "n_controls", "p_value", "alternative", "significant"]
   w = csv.writer(buf, lineterminator="\n")
-  w.writerow(cols)
-  for r in results:
-    for e in r["effects"] + r.get("not_computable", []):
-      w.writerow(["" if e.get(k) is None else e.get(k) for k in cols])
+  w.writerow(["pair", "edit", *_PARAMS, *_EFFECT_COLS])
+  for r in units:
+    for e in r.edits:
+      row = [e.unit, e.edit, *[e.params.get(k) for k in _PARAMS], *[getattr(e, k) for k in _EFFECT_COLS]]
+      w.writerow(["" if v is None else v for v in row])
   return buf.getvalue()
 
 
 class RunResults:
   """A finished run's intervene results (metrics.json), as tables: `to_dataframe("effects")` one row per
-  located edit, `to_dataframe("scores")` one row per (edit or control, item) (pandas, an optional extra)."""
+  located edit, `to_dataframe("scores")` one row per (edit or control, item) (pandas, an optional extra).
+  `results` is the typed whole (InterveneResults)."""
 
   def __init__(self, root: str):
     self.root = os.path.abspath(root)
-    self.metrics = layout.read(self.root, layout.METRICS)
-    if not self.metrics:
+    results = read_intervene(self.root)
+    if results is None:
       from valuejax.errors import ValueJaxError
       raise ValueJaxError("no intervene results here", self.root, "run the intervene stage first")
+    self.results: InterveneResults = results
 
   def to_dataframe(self, kind: str = "effects"):
     from valuejax.io import pandas
     pd = pandas()
-    results = self.metrics["pairs"]
     if kind == "effects":
-      return pd.read_csv(io.StringIO(effects_csv(results)))
+      return pd.read_csv(io.StringIO(effects_csv(self.results.units)))
     if kind == "scores":
-      return pd.read_csv(io.StringIO(long_csv(results)))
+      return pd.read_csv(io.StringIO(long_csv(self.results.units)))
     from valuejax.errors import ValueJaxError
     raise ValueJaxError(f"unknown table {kind!r}", "RunResults.to_dataframe", "use 'effects' or 'scores'")
