@@ -20,7 +20,7 @@ def grid_points(config: mlc.ConfigDict) -> list[dict[str, Any]]:
   """The steering settings to evaluate: `intervene.grid` ("size=0.005,gamma=2,steer=p", ...), else every
   gamma at the one located size and steer value."""
   c = config.intervene
-  if not c.get("grid"):
+  if not c.grid:
     return [{"gamma": float(g)} for g in c.gamma]
   return [parse_point(p) for p in c.grid]
 
@@ -108,17 +108,17 @@ def with_controls(config: mlc.ConfigDict, exps: list[Experiment], offset: int = 
 def declared_primary(config: mlc.ConfigDict) -> str:
   """The primary test as the config fixes it before any score exists, in words (printed atop the report)."""
   c = config.intervene
-  at = (f" at {c.primary_point}" if c.get("primary_point") else
-        f" at gamma {c.primary_gamma:g}" if c.get("primary_gamma") else "")
-  if c.get("primary_pairs"):
+  at = (f" at {c.primary_point}" if c.primary_point else
+        f" at gamma {c.primary_gamma:g}" if c.primary_gamma else "")
+  if c.primary_pairs:
     at += f" of {', '.join(c.primary_pairs)}"
   if c.primary_test == "pooled":
     what = (f"one pooled test: the mean over the located edits{at} of each edit's mean change, counted + in its "
             "predicted direction, against the same mean over control replicates")
   else:
     what = f"one test per located edit{at}, Holm-corrected across them"
-  n = max(c.n_controls, c.get("primary_controls", 0))
-  h = c.get("sequential_h", 0)
+  n = max(c.n_controls, c.primary_controls)
+  h = c.sequential_h
   reps = (f"up to {n} random controls per edit, stopping once {h} replicates reach the located effect "
           "(sequential p)" if h else f"{n} random controls per edit")
   return (f"{what}; one-sided, alpha {c.alpha:g}; {reps} with the located set's per-layer counts; every other "
@@ -129,11 +129,11 @@ def primary_params(c: mlc.ConfigDict, params: dict[str, Any], pair: str | None =
   """Whether an edit with these parameters (of this pair or target, when given) belongs to the declared
   primary family. `intervene.primary_pairs` (a tuple of pair names; () = all) narrows the family to those
   units, declared before any score, e.g. where controls for every unit do not fit the budget."""
-  if c.get("primary_pairs") and pair is not None and pair not in tuple(c.primary_pairs):
+  if c.primary_pairs and pair is not None and pair not in tuple(c.primary_pairs):
     return False
-  if c.get("primary_point"):
+  if c.primary_point:
     return all(params.get(k) == v for k, v in parse_point(c.primary_point).items())
-  return not c.get("primary_gamma") or params.get("gamma") == c.primary_gamma
+  return not c.primary_gamma or params.get("gamma") == c.primary_gamma
 
 
 def in_primary(c: mlc.ConfigDict, e: EffectRecord) -> bool:
@@ -171,7 +171,7 @@ def grid_summary(config: mlc.ConfigDict, results: Sequence[UnitResult]) -> list[
   point. None without a grid."""
   from valuejax.evaluate import pooled_test
   c = config.intervene
-  if not c.get("grid"):
+  if not c.grid:
     return None
   out = []
   for point in grid_points(config):

@@ -23,6 +23,7 @@ class LanguagePairItem:
 @METRICS.register("language_nll")
 class LanguageNLL(Metric):
   name = "language_nll"
+  config_keys = {"intervene.max_text_tokens": None, "intervene.text_prefix": None}
   description = ("negative log-likelihood per token (nats) of a held-out text in the target language minus that "
                  "of the same text in the other language(s)")
   effect_of = "the target language's loss (relative to the other language's)"
@@ -43,7 +44,7 @@ class LanguageNLL(Metric):
     c, n = config.intervene, len(items)
     texts = [x.target for x in items] + [t for x in items for t in x.others]
     scores = continuation_logprobs_many(model.params, model.config, model.tokenizer, [c.text_prefix] * len(texts),
-                                        texts, edits, max_tokens=c.get("max_text_tokens") or None,
+                                        texts, edits, max_tokens=c.max_text_tokens or None,
                                         **scoring_kwargs(config))
     nll = -np.stack([s.mean_logprob for s in scores])  # [E, texts]
     target = nll[:, :n]

@@ -32,6 +32,7 @@ class PortraitItem:
 @METRICS.register("pvq")
 class Pvq(Metric):
   name = "pvq"
+  config_keys = {"data.lang": None, "data.chat": None}
   description = ("PVQ value profile: expected 1-6 answer to the portraits of the pair's two aspects, centred on "
                  "the respondent's mean over all portraits, signed + for the plus aspect and - for the minus")
   effect_of = "the PVQ value profile (toward the plus aspect)"
