@@ -436,6 +436,14 @@ def test_pooled_test_folds_directions_and_shares_item_draws_within_a_stratum():
   assert np.isfinite(pooled_test([holed, edits[1]], n_boot=500).mean)
 
 
+def _intervene_config(**intervene):
+  """The shared sections every run has (configs/common.py), with these intervene entries."""
+  from configs import common
+  config = common.base_config("valuelocate")
+  config.intervene.update(intervene)
+  return config
+
+
 def test_primary_family_is_the_declared_edits_and_holm_runs_over_it_alone():
   import ml_collections as mlc
   from valuejax.methods import primary
@@ -451,8 +459,7 @@ def test_primary_family_is_the_declared_edits_and_holm_runs_over_it_alone():
   results = [UnitResult("x", baseline=[0.5, 0.5],
                         effects=[effect("e1", 2.0, 0.01, 0.2), effect("e2", 2.0, 0.02, 0.1),
                                  effect("e3", 0.5, 0.001, 0.3), effect("e4", 2.0, 0.001, 0.3, controls=False)])]
-  config = mlc.ConfigDict({"seed": 0, "intervene": {"primary_test": "each", "primary_gamma": 2.0, "alpha": 0.05,
-                                                    "n_boot": 200, "n_controls": 3}})
+  config = _intervene_config(primary_test="each", primary_gamma=2.0, alpha=0.05, n_boot=200, n_controls=3)
   out = primary(config, results)
   assert out.edits == ("x, e1", "x, e2")  # not the other gamma, not the edit without controls
   np.testing.assert_allclose([r.adjusted_p for r in out.each], holm([0.01, 0.02]))
@@ -483,9 +490,10 @@ def test_primary_pairs_narrow_the_declared_family_and_its_controls():
 
   results = [UnitResult(name, baseline=[0.5, 0.5], effects=[effect(name, p, m)])
              for name, p, m in (("harmony", 0.01, 0.2), ("justice", 0.02, 0.1), ("freedom", 0.5, -0.3))]
-  config = mlc.ConfigDict({"seed": 0, "intervene": {
-      "primary_test": "each", "alpha": 0.05, "n_boot": 200, "n_controls": 2, "primary_controls": 5,
-      "primary_pairs": ("harmony", "justice"), "control_seed": 0, "controls_at": "all"}})
+  # Independent, layer-matched controls: this test is about how many each edit gets, not how they are drawn.
+  config = _intervene_config(primary_test="each", alpha=0.05, n_boot=200, n_controls=2, primary_controls=5,
+                             primary_pairs=("harmony", "justice"), control_seed=0, controls_at="all",
+                             controls="independent", control_match="layer")
   out = primary(config, results)
   assert out.edits == ("harmony, e", "justice, e")
   assert "of harmony, justice" in declared_primary(config)
