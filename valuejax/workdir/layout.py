@@ -43,8 +43,3 @@ def read(root: str, rel: str) -> Any:
       return json.load(f)
   except FileNotFoundError:
     return None
-
-
-def effects_of(metrics: dict[str, Any] | None) -> list[dict[str, Any]]:
-  """Every computable effect of an intervene run's metrics.json, unit by unit."""
-  return [e for p in (metrics or {}).get("pairs", []) for e in p["effects"]]
