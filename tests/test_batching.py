@@ -1,6 +1,7 @@
-"""valuejax.engine.batching: special ids, the one bucketing rule, and row packing; and that the engine's batch
-layout built from them is the one the hand-written loops made before (same shapes, same pad ids)."""
+"""valuejax.engine.batching: special ids, the one bucketing rule, row packing, and the engine's batch layout
+(a shared prefix first, the rest left-padded to its bucket, empty rows up to the batch bucket)."""
 
+import dataclasses
 from types import SimpleNamespace
 
 import numpy as np
@@ -11,7 +12,11 @@ from valuejax.errors import ValueJaxError
 
 
 def _cfg(model_type="llama", pad=None, eos=(2,), bos=1):
-  return SimpleNamespace(model_type=model_type, pad_token_id=pad, eos_token_ids=tuple(eos), bos_token_id=bos)
+  """The ModelConfig that config.json of a tiny `model_type` gives, with these special ids."""
+  from tests.tiny_models import hf_config
+  from valuejax.models.config import ModelConfig
+  cfg = ModelConfig.from_hf(hf_config(model_type))
+  return dataclasses.replace(cfg, pad_token_id=pad, eos_token_ids=tuple(eos), bos_token_id=bos)
 
 
 def _tok(pad=None, eos=None):
@@ -81,7 +86,7 @@ def test_bucket_beyond_the_largest():
 
 
 def test_bucket_matches_both_old_policies():
-  from valuejax.engine.generate import BATCH_BUCKETS, PROMPT_BUCKETS
+  from valuejax.engine.batching import BATCH_BUCKETS, PROMPT_BUCKETS
   from valuejax.evaluate.scoring import bucket_length
 
   def old_generate(n, buckets):
@@ -150,75 +155,79 @@ def test_pack_rows_errors():
     pack_rows([[1]], pad_id=0, fill="last")
 
 
-# -- the engine's layout is the one the old loops built ---------------------------------------------------
+# -- the engine's layout ---------------------------------------------------------------------------------
 
-def _old_prepare(input_ids, attention_mask, buckets, pad_id, prefix_multiple, batch_buckets):
-  """The hand-written engine layout before valuejax.engine.batching (left_pad, _split_prefix, empty rows)."""
-  def old_bucket(n, bs):
-    for b in bs:
-      if n <= b:
-        return b
-    return int(-(-n // bs[-1]) * bs[-1])
+def _right_padded(rows, width_extra=2, pad=77):
+  width = max(len(r) for r in rows)
+  ids = np.full((len(rows), width + width_extra), pad, np.int32)
+  mask = np.zeros_like(ids)
+  for i, r in enumerate(rows):
+    ids[i, :len(r)], mask[i, :len(r)] = r, 1
+  return ids, mask
 
-  input_ids, attention_mask = np.asarray(input_ids), np.asarray(attention_mask)
-  n = input_ids.shape[0]
-  longest = int(attention_mask.sum(1).max()) if n else 0
-  length = old_bucket(max(longest, 1), buckets)
-  ids = np.full((n, length), pad_id, np.int32)
-  mask = np.zeros((n, length), np.int32)
-  for i in range(n):
-    row = input_ids[i][attention_mask[i].astype(bool)]
-    if len(row):
-      ids[i, length - len(row):], mask[i, length - len(row):] = row, 1
-  prefix = np.zeros(0, np.int32)
-  rows = [r[m.astype(bool)] for r, m in zip(ids, mask)]
-  real = [r for r in rows if len(r)]
-  if prefix_multiple and len(real) >= 2 and len(real) == len(rows):
-    shortest = min(map(len, real))
-    first = real[0][:shortest - 1]
-    same = np.ones(len(first), bool)
-    for r in real[1:]:
-      same &= r[:len(first)] == first
-    shared = int(np.argmin(same)) if not same.all() else len(first)
-    p = shared // prefix_multiple * prefix_multiple
-    if p:
-      length = old_bucket(max(len(r) for r in real) - p, buckets)
-      ids = np.full((n, p + length), pad_id, np.int32)
-      mask = np.zeros((n, p + length), np.int32)
-      ids[:, :p], mask[:, :p] = first[:p], 1
-      for i, r in enumerate(rows):
-        ids[i, p + length - (len(r) - p):], mask[i, p + length - (len(r) - p):] = r[p:], 1
-      prefix = np.asarray(first[:p], np.int32)
-  b = old_bucket(n, batch_buckets) if batch_buckets and n else n
-  if b != n:
-    ids = np.concatenate([ids, np.full((b - n, ids.shape[1]), pad_id, np.int32)])
-    mask = np.concatenate([mask, np.zeros((b - n, ids.shape[1]), np.int32)])
-  return ids, mask, prefix
+
+def test_shared_prefix_rounds_down_and_leaves_each_row_a_token():
+  from valuejax.engine.batching import shared_prefix
+  rng = np.random.default_rng(1)
+  head = rng.integers(3, 90, 21)
+  rows = [np.concatenate([head, rng.integers(3, 90, k)]) for k in (4, 0, 6)]
+  # Row 1 is the bare 21-token prefix: every row keeps at least one token of its own, so 20 -> 16 shared.
+  assert shared_prefix(rows, 8) == 16 and shared_prefix(rows, 1) == 20
+  assert shared_prefix(rows, 32) == 0  # less than one multiple
+  assert shared_prefix(rows[:1], 8) == 0  # one row
+  assert shared_prefix(rows + [np.zeros(0, np.int32)], 8) == 0  # a row without tokens
+  other = rows[2].copy()
+  other[5] = 2  # the rows part at token 5
+  assert shared_prefix([rows[0], other], 1) == 5 and shared_prefix([rows[0], other], 8) == 0
 
 
 @pytest.mark.parametrize("multiple", [0, 8])
 @pytest.mark.parametrize("batch_buckets", [None, (1, 2, 4, 8)])
-def test_engine_layout_is_unchanged(multiple, batch_buckets):
-  from valuejax.engine.generate import _prepare_batch
+def test_engine_layout(multiple, batch_buckets):
+  """Whatever the padding of the input, each row's real tokens come back in order: a shared prefix (when
+  sharing, rounded down to the multiple, each row keeping a token) in slots [0, P), the rest of each row
+  ending at the right edge of a length bucket, then empty rows (all pad, group -1) up to the batch bucket."""
+  from valuejax.engine.batching import prepare_batch
   rng = np.random.default_rng(0)
   shared = rng.integers(3, 90, 21)
   cases = []
   for lengths in [(4, 9, 1), (0, 5), (12,), (30, 2, 7)]:  # right-padded rows of random tokens
     rows = [rng.integers(3, 90, k) for k in lengths]
-    cases.append(rows)
-    cases.append([np.concatenate([shared, r]) for r in rows])  # a 21-token shared prefix
-  cases.append([shared[:17], shared[:17]])  # identical rows
-  for rows in cases:
-    width = max(len(r) for r in rows)
-    ids = np.full((len(rows), width + 2), 77, np.int32)
-    mask = np.zeros_like(ids)
+    cases.append((rows, 0))
+    cases.append(([np.concatenate([shared, r]) for r in rows], 16))  # 21 shared: 16 with a multiple of 8
+  cases.append(([shared[:17], shared[:17]], 16))  # identical rows: the last token stays each row's own
+  for rows, want_prefix in cases:
+    ids, mask = _right_padded(rows)
+    new_ids, new_mask, groups, prefix = prepare_batch(ids, mask, None, (8, 16, 32), 0, prefix_multiple=multiple,
+                                                      batch_buckets=batch_buckets)
+    n = len(rows)
+    p = want_prefix if multiple and len(rows) > 1 and want_prefix >= multiple else 0
+    longest = max(len(r) for r in rows)
+    length = bucket(max(longest - p, 1), (8, 16, 32))
+    batch = bucket(n, batch_buckets) if batch_buckets else n
+    assert new_ids.shape == new_mask.shape == (batch, p + length)
+    assert new_ids.dtype == np.int32 and prefix.dtype == np.int32 and new_mask.dtype == bool
+    np.testing.assert_array_equal(prefix, rows[0][:p])
     for i, r in enumerate(rows):
-      ids[i, :len(r)], mask[i, :len(r)] = r, 1
-    new_ids, new_mask, groups, new_prefix = _prepare_batch(ids, mask, None, (8, 16, 32), 0, None, None,
-                                                           prefix_multiple=multiple, batch_buckets=batch_buckets)
-    old_ids, old_mask, old_prefix = _old_prepare(ids, mask, (8, 16, 32), 0, multiple, batch_buckets)
-    np.testing.assert_array_equal(new_ids, old_ids)
-    np.testing.assert_array_equal(new_mask.astype(np.int32), old_mask)
-    np.testing.assert_array_equal(new_prefix, old_prefix)
-    assert new_ids.dtype == np.int32 and new_prefix.dtype == np.int32 and new_mask.dtype == bool
-    assert groups.tolist() == [0] * len(rows) + [-1] * (len(new_ids) - len(rows))
+      np.testing.assert_array_equal(new_ids[i][new_mask[i]], r)  # the row's tokens, in order
+      if len(r):
+        assert new_mask[i, :p].all() and new_mask[i, -1]  # prefix first, the rest ends at the right edge
+        assert new_mask[i, p:].sum() == len(r) - p and new_mask[i, p + length - (len(r) - p):].all()
+    assert (new_ids[~new_mask] == 0).all()  # pad id everywhere else
+    assert not new_mask[n:].any()
+    assert groups.tolist() == [0] * n + [-1] * (batch - n)
+
+
+def test_prepare_batch_groups_and_data_axis():
+  from valuejax.engine.batching import prepare_batch
+  ids, mask = _right_padded([[5, 6, 7], [8]])
+  out, out_mask, groups, _ = prepare_batch(ids, mask, [1, 0], (4,), 0, data=4, num_groups=2)
+  assert out.shape == (4, 4) and groups.tolist() == [1, 0, -1, -1]  # rounded up to the data axis
+  np.testing.assert_array_equal(out[:2], [[0, 5, 6, 7], [0, 0, 0, 8]])
+  with pytest.raises(ValueJaxError, match=r"group ids must lie in \[0, 2\)"):
+    prepare_batch(ids, mask, [2, 0], (4,), 0, num_groups=2)
+  with pytest.raises(ValueJaxError, match="one group per row"):
+    prepare_batch(ids, mask, [0], (4,), 0)
+  with pytest.raises(ValueJaxError, match="positive"):
+    from valuejax.engine.batching import batch_buckets
+    batch_buckets((0, 4))

@@ -303,10 +303,9 @@ def test_decode_segments():
 
 
 def test_split_prefix_layout():
-  from valuejax.engine.generate import _split_prefix, left_pad
+  from valuejax.engine.batching import prepare_batch
   ids, mask = tiny_models.shared_prefix_batch(prefix_len=21, suffix_lengths=(4, 0, 6))
-  ids, mask = left_pad(ids, mask, ids.shape[1], 0)
-  out_ids, out_mask, prefix = _split_prefix(ids, mask, (8, 16), 0, 8)
+  out_ids, out_mask, _, prefix = prepare_batch(ids, mask, None, (8, 16), 0, prefix_multiple=8)
   # Row 1 is the bare 21-token prefix: every row keeps at least one token of its own, so 20 -> 16 shared.
   assert len(prefix) == 16 and out_ids.shape == (3, 16 + 16)
   for r in range(3):
@@ -316,9 +315,9 @@ def test_split_prefix_layout():
   # No sharing: a row without tokens, a short common prefix, or a single row.
   empty = mask.copy()
   empty[1] = 0
-  assert len(_split_prefix(ids, empty, (8, 16), 0, 8)[2]) == 0
-  assert len(_split_prefix(ids, mask, (8, 16), 0, 32)[2]) == 0
-  assert len(_split_prefix(ids[:1], mask[:1], (8, 16), 0, 8)[2]) == 0
+  assert len(prepare_batch(ids, empty, None, (8, 16), 0, prefix_multiple=8)[3]) == 0
+  assert len(prepare_batch(ids, mask, None, (8, 16), 0, prefix_multiple=32)[3]) == 0
+  assert len(prepare_batch(ids[:1], mask[:1], None, (8, 16), 0, prefix_multiple=8)[3]) == 0
 
 
 @pytest.mark.parametrize("arch", ["llama", "gemma3_text", "gpt2"])

@@ -57,49 +57,12 @@ def read_model_config(path: str) -> ModelConfig:
   return model_config(read_hf_config(path), path)
 
 
-def abstract_params(cfg: ModelConfig, dtype: str = "float32") -> dict:
-  """The stacked params of `cfg` as `jax.ShapeDtypeStruct`s: the tree `valuejax.models.convert` builds from
-  a checkpoint (every leaf, in the load dtype), with no arrays."""
-  import jax
-  dt = _np_dtype(dtype)
-  leaf = lambda *shape: jax.ShapeDtypeStruct(tuple(int(s) for s in shape), dt)
-  L, D, F, V = cfg.num_layers, cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size
-  q, kv = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
-
-  def dense(n_in, n_out, bias):
-    return {"kernel": leaf(L, n_in, n_out), **({"bias": leaf(L, n_out)} if bias else {})}
-
-  def norm(size, stacked=True):
-    shape = (L, size) if stacked else (size,)
-    return {"scale": leaf(*shape), **({"bias": leaf(*shape)} if cfg.norm_kind == "layer" else {})}
-
-  layers = {"attn_norm": norm(D), "mlp_norm": norm(D),
-            "q": dense(D, q, cfg.qkv_bias), "k": dense(D, kv, cfg.qkv_bias), "v": dense(D, kv, cfg.qkv_bias),
-            "o": dense(q, D, cfg.o_bias), "gate": dense(D, F, cfg.mlp_bias), "down": dense(F, D, cfg.mlp_bias)}
-  if cfg.gated_mlp:
-    layers["up"] = dense(D, F, cfg.mlp_bias)
-  if cfg.sandwich_norm:
-    layers.update(post_attn_norm=norm(D), post_mlp_norm=norm(D))
-  if cfg.qk_norm:
-    layers.update(q_norm=norm(cfg.head_dim), k_norm=norm(cfg.head_dim))
-  params = {"embed": leaf(V, D), "final_norm": norm(D, stacked=False), "layers": layers}
-  if cfg.learned_positions:
-    params["pos_embed"] = leaf(cfg.max_position_embeddings, D)
-  if not cfg.tie_embeddings:
-    params["lm_head"] = leaf(D, V)
-  return params
-
-
-def layout_params(abstract: dict, layout: str) -> dict:
-  """Abstract params in `layout` ("stacked" or "decode" as a sharded run makes it: whole matrices, no row
-  blocks), by `jax.eval_shape` of the engine's own conversion."""
-  import jax
-  from valuejax.models.forward import LAYOUTS, unstack_layers
-  if layout not in LAYOUTS:
-    raise ValueJaxError(f"layout {layout!r} is unknown", "layout", f"use one of {', '.join(LAYOUTS)}")
-  if layout == "stacked":
-    return abstract
-  return jax.eval_shape(lambda p: unstack_layers(p, 1), abstract)
+def abstract_params(cfg: ModelConfig, dtype: str = "float32", layout: str = "stacked") -> dict:
+  """The params of `cfg` as `jax.ShapeDtypeStruct`s in `layout`: every leaf the loader makes (the stacked
+  tree `valuejax.models.convert` builds from a checkpoint, in the load dtype), or that tree in the decode
+  layout as a sharded run makes it (whole matrices, no row blocks); no arrays (see `param_shapes`)."""
+  from valuejax.models.layout import param_shapes
+  return param_shapes(cfg, layout, parts=1, dtype=_np_dtype(dtype))
 
 
 def _split(spec, axis_sizes: dict[str, int]) -> tuple[int, ...]:
@@ -312,7 +275,7 @@ def memory_plan(cfg: ModelConfig, *, data: int = 1, model: int = 1, dtype: str =
   fraction) free. Layout "auto" means "stacked", the layout an accelerator runs.
   """
   from valuejax.engine.batching import bucket
-  from valuejax.engine.generate import BATCH_BUCKETS, PROMPT_BUCKETS
+  from valuejax.engine.batching import BATCH_BUCKETS, PROMPT_BUCKETS
   from valuejax.engine.histogram import hist_edges
   for name, value, least in (("mesh data", data, 1), ("mesh model", model, 1), ("batch", batch, 1),
                              ("prompt tokens", prompt_tokens, 1), ("groups", groups, 1),
@@ -331,12 +294,12 @@ def memory_plan(cfg: ModelConfig, *, data: int = 1, model: int = 1, dtype: str =
   item = _itemsize(dtype)
   axes = {"data": int(data), "model": int(model)}
 
-  abstract = layout_params(abstract_params(cfg, dtype), layout)
+  abstract = abstract_params(cfg, dtype, layout)
   w_dev, w_total = weight_bytes(abstract, axes, params, rules)
   ways = activation_splits(abstract, axes, params, rules)
   kv_split = ways["kv"]
 
-  # Rows and tokens as the engine pads them (generate._prepare_batch, _layout).
+  # Rows and tokens as the engine pads them (batching.prepare_batch).
   run_batch = -(-bucket(batch, BATCH_BUCKETS) // data) * data
   rows = run_batch // data
   prompt = bucket(prompt_tokens, PROMPT_BUCKETS)

@@ -1,38 +1,36 @@
 """Batched generation with a preallocated KV cache, the whole decode loop inside one jit.
 
 Per-neuron statistics are reduced inside the compiled loop (prompt and generated tokens kept apart), so
-activations never leave the device. Shapes are bucketed so that a whole run compiles a handful of times.
+activations never leave the device. Batches are laid out and bucketed by `valuejax.engine.batching`, so that
+a whole run compiles a handful of times; the decoding rule is `valuejax.engine.sampling`'s and what the
+statistics reduce is `valuejax.engine.stats`'s (`Sampling` and `StatsSpec` stay importable from here).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
 import time
-from typing import NamedTuple, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from valuejax.engine import sharding as shd
-from valuejax.engine.batching import bucket, pack_rows, special_ids
-from valuejax.engine.histogram import hist_edges
-from valuejax.engine.stats import DeviceStats, device_stats, make_reducer
+# Buckets are batching's; PROMPT_BUCKETS and BATCH_BUCKETS stay importable from here.
+from valuejax.engine.batching import (BATCH_BUCKETS, PROMPT_BUCKETS, batch_buckets as _batch_buckets,  # noqa: F401
+                                      prepare_batch, special_ids)
+from valuejax.engine.sampling import Sampling, select
+from valuejax.engine.stats import DeviceStats, StatsSpec, device_stats, stats_shardings  # noqa: F401
 from valuejax.errors import ValueJaxError
 from valuejax.models.config import ModelConfig
 from valuejax.models.edit import NeuronEdit
-from valuejax.models.forward import (KVCache, forward, forward_cached, params_dtype, positions_from_mask,
-                                     rope_tables)
+from valuejax.models.forward import KVCache, forward, forward_cached, positions_from_mask, rope_tables
+from valuejax.models.layout import check_current, layout_of, params_dtype
 
 log = logging.getLogger("valuejax")
 
-# Padding is computed like real tokens, so buckets are fine where prompts are short and coarse beyond.
-PROMPT_BUCKETS = (8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096, 8192)
-# Batches are padded with empty rows (no tokens, no group) to one of these sizes, so that a run whose last
-# batch is short, or a caller whose batch sizes vary, does not compile for every size.
-BATCH_BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 EDIT_SCOPES = ("prompt", "generated", "all")
 # A prefix that every prompt of a batch shares (system prompt, chat template, instruction) is run once, as
 # one row whose keys and values every row attends to; its length is rounded down to a multiple of this, so
@@ -44,103 +42,12 @@ SEGMENT_TOKENS = 64
 MAX_SEGMENTS = 4
 
 
-@dataclasses.dataclass(frozen=True)
-class Sampling:
-  """Decoding rule. temperature 0 is greedy. repetition_penalty follows transformers (1.0 = off)."""
-  temperature: float = 0.0
-  top_p: float = 1.0
-  repetition_penalty: float = 1.0
-
-  def __post_init__(self):
-    if self.temperature < 0 or not 0 < self.top_p <= 1 or self.repetition_penalty <= 0:
-      raise ValueJaxError(f"invalid sampling settings {self}",
-                          fix="temperature >= 0, 0 < top_p <= 1, repetition_penalty > 0")
-
-
-@dataclasses.dataclass(frozen=True)
-class StatsSpec:
-  """What to reduce: over `num_groups` groups, of the "act" or "hidden" hook point, with a histogram or not
-  (of `hist_bins` kind, "full" or "compact": see engine/histogram.py)."""
-  num_groups: int
-  hist: bool = False
-  target: str = "act"
-  hist_bins: str = "full"
-
-  def reducer(self, onehot, weight, mesh=None, batch_axis: str | None = "data"):
-    return make_reducer(onehot, weight, hist=self.hist, target=self.target, hist_bins=self.hist_bins, mesh=mesh,
-                        batch_axis=batch_axis)
-
-  def zeros(self, cfg: ModelConfig, sharding=None) -> dict:
-    """Zero sums in the layer scan's [L, G, F] order (split over neurons as `sharding` says)."""
-    shape = (cfg.num_layers, self.num_groups, cfg.intermediate_size)
-    out = {"count": jnp.zeros(shape, jnp.int32), "s1": jnp.zeros(shape, jnp.float32),
-           "s2": jnp.zeros(shape, jnp.float32)}
-    if self.hist:
-      out["hist"] = jnp.zeros(shape + (hist_edges(self.hist_bins).size + 1,), jnp.int32)
-    return out if sharding is None else jax.lax.with_sharding_constraint(out, sharding)
-
-
-def stats_shardings(mesh, spec: StatsSpec | None, num_neurons: int):
-  """(DeviceStats of shardings, the in-loop [L, G, F] sums' shardings): per-neuron arrays split over the
-  `model` axis (as FSDP splits the weights), so that no device holds a whole [G, L, F] array, let alone a
-  whole histogram; token counts replicated. Neurons are split only when the axis divides them."""
-  if mesh is None or spec is None:
-    return None, None
-  from jax.sharding import NamedSharding, PartitionSpec as P
-  axis = "model" if num_neurons % mesh.shape["model"] == 0 else None
-  neurons = NamedSharding(mesh, P(None, None, axis))
-  hist = NamedSharding(mesh, P(None, None, axis, None)) if spec.hist else None
-  rep = shd.replicated(mesh)
-  loop = {"count": neurons, "s1": neurons, "s2": neurons}
-  if spec.hist:
-    loop["hist"] = hist
-  return DeviceStats(rep, rep, neurons, neurons, neurons, hist), loop
-
-
 class GenerateOutput(NamedTuple):
   tokens: np.ndarray  # [B, N] int32, pad_id after the end of each row
   lengths: np.ndarray  # [B] response tokens before EOS (EOS excluded)
   finished: np.ndarray  # [B] bool: the row produced an EOS
   prompt_stats: DeviceStats | None  # [G, L, F] sums over prompt tokens
   gen_stats: DeviceStats | None  # [G, L, F] sums over generated tokens (EOS and after excluded)
-
-
-def _real_rows(input_ids, attention_mask) -> list[np.ndarray]:
-  """Each row's real tokens (where the mask is set), wherever the padding was."""
-  input_ids, attention_mask = np.asarray(input_ids), np.asarray(attention_mask).astype(bool)
-  return [row[m] for row, m in zip(input_ids, attention_mask)]
-
-
-def left_pad(input_ids: np.ndarray, attention_mask: np.ndarray, length: int, pad_id: int):
-  """Moves every row's real tokens to the right end of a [B, length] array; returns ids and a bool mask."""
-  return pack_rows(_real_rows(input_ids, attention_mask), pad_id=pad_id, length=length, side="left")
-
-
-def _argmax(logits):
-  """jnp.argmax over the last axis (first index of the maximum) as two plain reductions, which XLA's CPU
-  backend runs several times faster than argmax's paired value-index reduction over a vocabulary."""
-  top = logits.max(axis=-1, keepdims=True)
-  iota = jax.lax.broadcasted_iota(jnp.int32, logits.shape, logits.ndim - 1)
-  return jnp.min(jnp.where(logits == top, iota, logits.shape[-1]), axis=-1).astype(jnp.int32)
-
-
-def _select(logits, presence, key, sampling: Sampling):
-  """Next token from [B, V] float32 logits, in transformers' order: penalty, temperature, top-p."""
-  if sampling.repetition_penalty != 1.0:
-    pen = sampling.repetition_penalty
-    logits = jnp.where(presence, jnp.where(logits < 0, logits * pen, logits / pen), logits)
-  if sampling.temperature == 0.0:
-    return _argmax(logits)
-  logits = logits / sampling.temperature
-  if sampling.top_p < 1.0:
-    order = jnp.argsort(-logits, axis=-1)
-    sorted_logits = jnp.take_along_axis(logits, order, axis=-1)
-    probs = jax.nn.softmax(sorted_logits, axis=-1)
-    before = jnp.cumsum(probs, axis=-1) - probs  # mass of strictly more likely tokens
-    drop_sorted = before >= sampling.top_p  # the most likely token is always kept
-    drop = jnp.zeros_like(drop_sorted).at[jnp.arange(logits.shape[0])[:, None], order].set(drop_sorted)
-    logits = jnp.where(drop, -jnp.inf, logits)
-  return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
 
 
 def default_segments(max_new_tokens: int) -> int:
@@ -166,12 +73,26 @@ def _step_edit(edit: NeuronEdit | None, step) -> NeuronEdit | None:
   return edit._replace(key=jax.random.key_data(key))
 
 
+class _LoopState(NamedTuple):
+  """What the decode loop carries from one step to the next (the `lax.while_loop` state of one segment)."""
+  k: jax.Array  # int32 []: steps taken; this step feeds the token in out[:, k]
+  cache: KVCache | None  # this segment's own slots (see Generator's `segments`); None between segments
+  kv_valid: jax.Array  # bool [B, slots]: the slots that hold real tokens, up to and including this step's
+  out: jax.Array  # int32 [B, max_new]: the tokens chosen so far, pad_id after them
+  presence: jax.Array  # bool [B, V]: the tokens each row holds (prompt and chosen), for the repetition penalty
+  finished: jax.Array  # bool [B]: the row fed an EOS (or is an empty row)
+  counted: jax.Array  # int32 [B]: the response tokens fed while live, whose activations the sums count
+  pos: jax.Array  # int32 [B]: the position id of the last token fed
+  rope: Any  # the rope tables of the next step's token (see rope_tables), or None for learned positions
+  sums: dict | None  # the per-layer [L, G, F] sums over generated tokens so far; None without statistics
+
+
 def _generate_core(params, input_ids, attention_mask, group_ids, prefix_ids, key, edit, *, cfg: ModelConfig,
                    max_new: int, sampling: Sampling, eos_ids: tuple[int, ...], pad_id: int,
                    stats: StatsSpec | None, edit_scope: str, segments: int, out_sharding, loop_sharding=None,
                    mesh=None):
   """input_ids [B, P + S]: the shared prefix (prefix_ids [P], possibly empty) in slots [0, P) of every real
-  row, then each row's remaining prompt tokens left-padded to S (see _layout)."""
+  row, then each row's remaining prompt tokens left-padded to S (see batching.prompt_layout)."""
   b, p = input_ids.shape
   n_prefix = prefix_ids.shape[0]
   mask = attention_mask.astype(bool)
@@ -185,7 +106,7 @@ def _generate_core(params, input_ids, attention_mask, group_ids, prefix_ids, key
   # also holds the prompt (the prefill writes it).
   steps = _segments(n_steps, segments)
   first = steps[0][1] if steps else 0
-  per_layer = isinstance(params["layers"], list)
+  per_layer = layout_of(params) == "decode"
   kv_valid = jnp.zeros((b, slots), bool).at[:, :p].set(mask)
   positions = positions_from_mask(attention_mask)
   onehot = (jax.nn.one_hot(group_ids, stats.num_groups, dtype=jnp.float32) if stats else None)
@@ -225,7 +146,7 @@ def _generate_core(params, input_ids, attention_mask, group_ids, prefix_ids, key
   if sampling.repetition_penalty != 1.0:
     presence = presence.at[jnp.arange(b)[:, None], input_ids].max(mask)
   eos = jnp.asarray(eos_ids if eos_ids else (-1,), jnp.int32)
-  first = _select(logits, presence, jax.random.fold_in(key, 0), sampling)
+  first = select(logits, presence, jax.random.fold_in(key, 0), sampling)
   first = jnp.where(row_real, first, pad_id)
   out = jnp.full((b, max_new), pad_id, jnp.int32).at[:, 0].set(first)
   presence = presence.at[jnp.arange(b), first].set(True)
@@ -234,39 +155,40 @@ def _generate_core(params, input_ids, attention_mask, group_ids, prefix_ids, key
   zero_stats = stats.zeros(cfg, loop_sharding) if stats else None
   dtype = params_dtype(params)
   next_rope = lambda pos: rope_tables(cfg, (pos + 1)[:, None], dtype)  # the tables of the next step's token
-  s = dict(k=jnp.int32(0), kv_valid=kv_valid, out=out, presence=presence, finished=~row_real,
-           counted=jnp.zeros((b,), jnp.int32), sums=zero_stats, pos=positions[:, -1],
-           rope=next_rope(positions[:, -1]))
+  s = _LoopState(k=jnp.int32(0), cache=None, kv_valid=kv_valid, out=out, presence=presence, finished=~row_real,
+                 counted=jnp.zeros((b,), jnp.int32), pos=positions[:, -1], rope=next_rope(positions[:, -1]),
+                 sums=zero_stats)
   past = []  # the caches of the finished segments
 
-  def body(s, end):
-    k = s["k"]
-    tok = s["out"][:, k]
-    finished = s["finished"] | jnp.isin(tok, eos)
+  def body(s: _LoopState, end) -> _LoopState:
+    k = s.k
+    tok = s.out[:, k]
+    finished = s.finished | jnp.isin(tok, eos)
     live = ~finished
     slot = p + k
-    kv_valid = s["kv_valid"].at[:, slot].set(True)
-    pos = s["pos"] + 1
+    kv_valid = s.kv_valid.at[:, slot].set(True)
+    pos = s.pos + 1
     weight = live.astype(jnp.float32)[:, None]
     logits, sums, cache = forward_cached(
-        params, cfg, tok[:, None], pos[:, None], s["cache"], slot, kv_valid[:, :end],
+        params, cfg, tok[:, None], pos[:, None], s.cache, slot, kv_valid[:, :end],
         capture=reducer(onehot, weight), edit=_step_edit(decode_edit, k + 1), edit_mask=live[:, None],
-        prefix=prefix, past=tuple(past), rope=s["rope"])
-    nxt = _select(logits, s["presence"], jax.random.fold_in(key, k + 1), sampling)
+        prefix=prefix, past=tuple(past), rope=s.rope)
+    nxt = select(logits, s.presence, jax.random.fold_in(key, k + 1), sampling)
     write = jnp.minimum(k + 1, max_new - 1)
     keep_old = finished | (k + 1 >= max_new)
-    out = s["out"].at[:, write].set(jnp.where(keep_old, s["out"][:, write], nxt))
-    presence = s["presence"].at[jnp.arange(b), nxt].max(~keep_old)
-    return dict(k=k + 1, cache=cache, kv_valid=kv_valid, out=out, presence=presence, finished=finished,
-                counted=s["counted"] + live.astype(jnp.int32), pos=pos, rope=next_rope(pos),
-                sums=None if stats is None else _constrain(jax.tree.map(jnp.add, s["sums"], sums), loop_sharding))
+    out = s.out.at[:, write].set(jnp.where(keep_old, s.out[:, write], nxt))
+    presence = s.presence.at[jnp.arange(b), nxt].max(~keep_old)
+    return _LoopState(k=k + 1, cache=cache, kv_valid=kv_valid, out=out, presence=presence, finished=finished,
+                      counted=s.counted + live.astype(jnp.int32), pos=pos, rope=next_rope(pos),
+                      sums=None if stats is None else _constrain(jax.tree.map(jnp.add, s.sums, sums), loop_sharding))
 
   for start, stop in steps:
-    s["cache"] = cache if start == 0 else KVCache.zeros(cfg, b, stop - start, dtype, per_layer=per_layer)
-    s = jax.lax.while_loop(lambda s, stop=stop: (s["k"] < stop) & ~jnp.all(s["finished"]),
+    s = s._replace(cache=cache if start == 0 else KVCache.zeros(cfg, b, stop - start, dtype, per_layer=per_layer))
+    s = jax.lax.while_loop(lambda s, stop=stop: (s.k < stop) & ~jnp.all(s.finished),
                            functools.partial(body, end=p + stop), s)
-    past.append(s.pop("cache"))
-  out, counted = s["out"], s["counted"]
+    past.append(s.cache)
+    s = s._replace(cache=None)
+  out, counted = s.out, s.counted
   hit_eos = jnp.isin(out, eos) & row_real[:, None]
   first_eos = jnp.where(hit_eos.any(1), jnp.argmax(hit_eos, axis=1), max_new)
   lengths = jnp.where(row_real, first_eos, 0).astype(jnp.int32)
@@ -275,7 +197,7 @@ def _generate_core(params, input_ids, attention_mask, group_ids, prefix_ids, key
   gen_stats = None
   if stats:
     # One weight column holding each row's count of response tokens gives device_stats the right totals.
-    gen_stats = device_stats(s["sums"], onehot, counted.astype(jnp.float32)[:, None])
+    gen_stats = device_stats(s.sums, onehot, counted.astype(jnp.float32)[:, None])
   result = (out, lengths, hit_eos.any(1), prompt_stats, gen_stats)
   if out_sharding is not None:
     result = jax.lax.with_sharding_constraint(result, out_sharding)
@@ -284,81 +206,6 @@ def _generate_core(params, input_ids, attention_mask, group_ids, prefix_ids, key
 
 def _constrain(x, sharding):
   return x if sharding is None else jax.lax.with_sharding_constraint(x, sharding)
-
-
-def _shared_prefix(rows: Sequence[np.ndarray], multiple: int) -> int:
-  """Length of the prefix that every row shares, rounded down to `multiple` tokens and leaving each row at
-  least one token of its own; 0 (no sharing) when a row has no tokens or there is only one row."""
-  real = [r for r in rows if len(r)]
-  if len(real) < 2 or len(real) < len(rows):
-    return 0
-  shortest = min(map(len, real))
-  first = real[0][:shortest - 1]
-  same = np.ones(len(first), bool)
-  for r in real[1:]:
-    same &= r[:len(first)] == first
-  shared = int(np.argmin(same)) if not same.all() else len(first)
-  return shared // multiple * multiple
-
-
-def _layout(rows: Sequence[np.ndarray], buckets, pad_id: int, n_prefix: int, batch: int):
-  """The engine's batch layout: the first `n_prefix` tokens (shared by every row) in slots [0, P) of each
-  row, the rest of each row left-padded to its length bucket; rows past len(rows) empty. Returns ids, mask
-  and the prefix [P]."""
-  longest = max((len(r) for r in rows), default=0)
-  length = bucket(max(longest - n_prefix, 1), buckets)
-  ids, mask = pack_rows([r[n_prefix:] for r in rows], pad_id=pad_id, length=length, batch=batch, side="left")
-  prefix = np.asarray(rows[0][:n_prefix] if n_prefix else [], np.int32)
-  if n_prefix:
-    head_ids, head_mask = pack_rows([prefix] * len(rows), pad_id=pad_id, batch=batch)
-    ids, mask = np.concatenate([head_ids, ids], 1), np.concatenate([head_mask, mask], 1)
-  return ids, mask, prefix
-
-
-def _split_prefix(ids: np.ndarray, mask: np.ndarray, buckets, pad_id: int, multiple: int):
-  """Moves the prefix that every real row shares (see _shared_prefix) to slots [0, P) and left-pads the
-  rest to its bucket; returns ids, mask and the prefix [P] (the inputs as they are when P is 0)."""
-  rows = _real_rows(ids, mask)
-  n = _shared_prefix(rows, multiple)
-  if n == 0:
-    return ids, mask, np.zeros(0, np.int32)
-  return _layout(rows, buckets, pad_id, n, len(rows))
-
-
-def _prepare_batch(input_ids, attention_mask, group_ids, buckets, pad_id: int, mesh, stats: StatsSpec | None,
-                   prefix_multiple: int = 0, batch_buckets: Sequence[int] | None = None):
-  """Left-pads to the length bucket and pads the batch with empty rows to its batch bucket (none: as it is),
-  rounded up to a multiple of the data axis.
-
-  With prefix_multiple > 0, a prefix all rows share goes first (see _shared_prefix); returns ids, mask,
-  groups and that prefix ([0] when there is none).
-  """
-  input_ids = np.asarray(input_ids)
-  attention_mask = np.ones_like(input_ids) if attention_mask is None else np.asarray(attention_mask)
-  n = input_ids.shape[0]
-  rows = _real_rows(input_ids, attention_mask)
-  groups = np.zeros(n, np.int32) if group_ids is None else np.asarray(group_ids, np.int32)
-  if groups.shape != (n,):
-    raise ValueJaxError(f"group ids have shape {groups.shape}, expected ({n},): one group per row")
-  if stats is not None and (groups.min(initial=0) < -1 or groups.max(initial=0) >= stats.num_groups):
-    raise ValueJaxError(f"group ids must lie in [0, {stats.num_groups}) (or -1 for none)")
-  size = bucket(n, batch_buckets) if batch_buckets and n else n
-  b = -(-size // shd.data_size(mesh)) * shd.data_size(mesh)
-  n_prefix = _shared_prefix(rows, prefix_multiple) if prefix_multiple else 0
-  # Rows past n are empty: no tokens, no group.
-  ids, mask, prefix = _layout(rows, buckets, pad_id, n_prefix, b)
-  groups = np.concatenate([groups, np.full(b - n, -1, np.int32)])
-  return ids, mask, groups, prefix
-
-
-def _batch_buckets(buckets: Sequence[int] | None) -> tuple[int, ...] | None:
-  """Sorted batch buckets, or None (no padding) for None or empty."""
-  if not buckets:
-    return None
-  out = tuple(sorted({int(b) for b in buckets}))
-  if out[0] < 1:
-    raise ValueJaxError(f"batch buckets must be positive sizes, got {tuple(buckets)}")
-  return out
 
 
 def _edit_signature(edit: NeuronEdit | None):
@@ -382,9 +229,10 @@ class Generator:
                pad_id: int | None = None, eos_ids: Sequence[int] | None = None,
                share_prefix: bool = True, segments: int | None = None,
                batch_buckets: Sequence[int] | None = BATCH_BUCKETS):
-    """params: either layout (see `valuejax.models.forward.LAYOUTS`), used as given: the Generator holds
-    no copy of the weights. The decode layout (`Model.relayout("decode")`, or `load_model(...,
-    layout="decode")`) decodes faster on a CPU; the stacked one compiles one layer body.
+    """params: either layout (see `valuejax.models.layout`), used as given: the Generator holds no copy of
+    the weights, so a `Model.relayout` after it is built replaces them under it, and it then refuses to run
+    (build it again on the model's new params). The decode layout (`Model.relayout("decode")`, or
+    `load_model(..., layout="decode")`) decodes faster on a CPU; the stacked one compiles one layer body.
     share_prefix: run a prefix that every prompt of a batch shares once (see PREFIX_MULTIPLE). Results
     are the same up to float rounding, edits of the prompt included: a pass draws its keep mask per layer
     call from the edit's key and step alone, so the prefix's pass and the rest's draw the same one.
@@ -416,9 +264,11 @@ class Generator:
       raise ValueJaxError(f"edit scope {edit_scope!r} is unknown", fix=f"use one of {EDIT_SCOPES}")
     n = np.shape(input_ids)[0]
     share = PREFIX_MULTIPLE if self.share_prefix else 0
-    ids, mask, groups, prefix = _prepare_batch(input_ids, attention_mask, group_ids, self.prompt_buckets,
-                                               self.pad_id, self.mesh, stats, prefix_multiple=share,
-                                               batch_buckets=self.batch_buckets)
+    check_current(self.params, "Generator")
+    ids, mask, groups, prefix = prepare_batch(input_ids, attention_mask, group_ids, self.prompt_buckets, self.pad_id,
+                                              data=shd.data_size(self.mesh),
+                                              num_groups=None if stats is None else stats.num_groups,
+                                              prefix_multiple=share, batch_buckets=self.batch_buckets)
     b, p = ids.shape
     args = [self.params, ids, mask, groups, prefix, jax.random.key(seed), edit]
     if self.mesh is not None:
@@ -489,13 +339,15 @@ class TeacherForcer:
 
   def __call__(self, input_ids, attention_mask, group_ids, stats: StatsSpec,
                edit: NeuronEdit | None = None) -> DeviceStats:
-    ids, mask, groups, _ = _prepare_batch(input_ids, attention_mask, group_ids, self.buckets, self.pad_id,
-                                          self.mesh, stats, batch_buckets=self.batch_buckets)
+    check_current(self.params, "TeacherForcer")
+    ids, mask, groups, _ = prepare_batch(input_ids, attention_mask, group_ids, self.buckets, self.pad_id,
+                                         data=shd.data_size(self.mesh), num_groups=stats.num_groups,
+                                         batch_buckets=self.batch_buckets)
     args = [self.params, ids, mask, groups, edit]
     if self.mesh is not None:
       args[1:4] = shd.shard_batch(self.mesh, ids, mask, groups)
-    static = dict(cfg=self.cfg, stats=stats, out_sharding=stats_shardings(self.mesh, stats, self.cfg.intermediate_size)[0],
-                  mesh=self.mesh)
+    out_sharding = stats_shardings(self.mesh, stats, self.cfg.intermediate_size)[0]
+    static = dict(cfg=self.cfg, stats=stats, out_sharding=out_sharding, mesh=self.mesh)
     key = (*ids.shape, stats, _edit_signature(edit))
     what = f"teacher-forced statistics for batch {ids.shape[0]}, length {ids.shape[1]}"
     compiled = _compiled(self._compiled, key, _teacher_forced_core, static, args, what)

@@ -40,7 +40,7 @@ def make_mesh(data: int | None = None, model: int = 1, devices: Sequence[jax.Dev
 # tuple of mesh axis names or None per dimension (shorter tuples leave the trailing dimensions whole).
 # FSDP splits each weight matrix along its non-contracted dimension over the `model` axis; a leading
 # [L] axis is never split. The rules cover both layouts the engine runs: the stacked one (layers on axis
-# 0, kernels [in, out]) and the decode one (see `unstack_layers`: a list of layers, q/k/v and gate/up
+# 0, kernels [in, out]) and the decode one (see `valuejax.models.layout`: a list of layers, q/k/v and gate/up
 # fused, kernels transposed to [out, in] as `kernel_t`, possibly cut into row blocks).
 REPLICATED_RULES = ((r".*", ()),)
 FSDP_RULES = (

@@ -223,3 +223,44 @@ class NeuronStats:
       return NotImplemented
     a, b = self.to_arrays(), other.to_arrays()
     return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+@dataclasses.dataclass(frozen=True)
+class StatsSpec:
+  """What to reduce: over `num_groups` groups, of the "act" or "hidden" hook point, with a histogram or not
+  (of `hist_bins` kind, "full" or "compact": see engine/histogram.py)."""
+  num_groups: int
+  hist: bool = False
+  target: str = "act"
+  hist_bins: str = "full"
+
+  def reducer(self, onehot, weight, mesh=None, batch_axis: str | None = "data"):
+    return make_reducer(onehot, weight, hist=self.hist, target=self.target, hist_bins=self.hist_bins, mesh=mesh,
+                        batch_axis=batch_axis)
+
+  def zeros(self, cfg, sharding=None) -> dict:
+    """Zero sums in the layer scan's [L, G, F] order for ModelConfig `cfg` (split over neurons as
+    `sharding` says)."""
+    shape = (cfg.num_layers, self.num_groups, cfg.intermediate_size)
+    out = {"count": jnp.zeros(shape, jnp.int32), "s1": jnp.zeros(shape, jnp.float32),
+           "s2": jnp.zeros(shape, jnp.float32)}
+    if self.hist:
+      out["hist"] = jnp.zeros(shape + (hist_edges(self.hist_bins).size + 1,), jnp.int32)
+    return out if sharding is None else jax.lax.with_sharding_constraint(out, sharding)
+
+
+def stats_shardings(mesh, spec: StatsSpec | None, num_neurons: int):
+  """(DeviceStats of shardings, the in-loop [L, G, F] sums' shardings): per-neuron arrays split over the
+  `model` axis (as FSDP splits the weights), so that no device holds a whole [G, L, F] array, let alone a
+  whole histogram; token counts replicated. Neurons are split only when the axis divides them."""
+  if mesh is None or spec is None:
+    return None, None
+  from jax.sharding import NamedSharding, PartitionSpec as P
+  axis = "model" if num_neurons % mesh.shape["model"] == 0 else None
+  neurons = NamedSharding(mesh, P(None, None, axis))
+  hist = NamedSharding(mesh, P(None, None, axis, None)) if spec.hist else None
+  rep = NamedSharding(mesh, P())
+  loop = {"count": neurons, "s1": neurons, "s2": neurons}
+  if spec.hist:
+    loop["hist"] = hist
+  return DeviceStats(rep, rep, neurons, neurons, neurons, hist), loop

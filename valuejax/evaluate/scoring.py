@@ -14,8 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from valuejax.engine.batching import bucket, pack_rows
-from valuejax.engine.generate import BATCH_BUCKETS
+from valuejax.engine.batching import BATCH_BUCKETS, bucket, pack_rows
 from valuejax.errors import ValueJaxError
 from valuejax.intervene.batch import run_edits
 from valuejax.intervene.edits import Edit, edit_mask_for, identity_neurons
@@ -162,7 +161,8 @@ def _prompt_cache(params, cfg, ids, attn, neurons=None, edit_mask=None):
   """Left-padded prompts [P, t] into a float32 cache of exactly their t slots (float32 holds any compute
   dtype exactly, so cached keys equal recomputed ones), and the logits after each prompt's last token [P, V].
   An edit's keep mask is drawn as generation's prompt pass draws it (step 0)."""
-  from valuejax.models.forward import KVCache, forward_cached, layout_of, positions_from_mask
+  from valuejax.models.forward import KVCache, forward_cached, positions_from_mask
+  from valuejax.models.layout import layout_of
   b, t = ids.shape
   cache = KVCache.zeros(cfg, b, t, jnp.float32, per_layer=layout_of(params) == "decode")
   last, _, cache = forward_cached(params, cfg, ids, positions_from_mask(attn), cache, jnp.zeros((), jnp.int32),
@@ -187,7 +187,8 @@ def _continuations(params, cfg, prompts, batch, neurons, edit_mask):
   Continuation rows are right-padded (see _continuation_block), so column j holds every row's token j, which
   generation feeds at decode step j (key folded with j + 1): column j draws that step's keep mask, one for
   all rows, as the decode step does."""
-  from valuejax.models.forward import KVCache, forward_cached, layout_of
+  from valuejax.models.forward import KVCache, forward_cached
+  from valuejax.models.layout import layout_of
   ids = batch["input_ids"]
   r, c = ids.shape
   own = KVCache.zeros(cfg, r, c, jnp.float32, per_layer=layout_of(params) == "decode")

@@ -66,6 +66,12 @@ class ModelConfig:
   bos_token_id: int | None = None
   eos_token_ids: tuple[int, ...] = ()
   pad_token_id: int | None = None
+  bos_first: bool = False  # put <bos> first on a prompt without a chat template (Gemma: garbage without it)
+
+  @property
+  def prompt_bos_id(self) -> int | None:
+    """The token put first on a prompt that has no chat template (see `bos_first`), or None."""
+    return self.bos_token_id if self.bos_first else None
 
   @property
   def scale(self) -> float:
@@ -166,7 +172,7 @@ def _from_hf_dict(mt: str, d: Mapping[str, Any]) -> ModelConfig:
       max_position_embeddings=d.get("max_position_embeddings", 2048),
       tie_embeddings=d.get("tie_word_embeddings", gemma),
       bos_token_id=d.get("bos_token_id"), eos_token_ids=_eos(d), pad_token_id=d.get("pad_token_id"),
-      norm_offset=gemma, embed_scale=gemma)
+      norm_offset=gemma, embed_scale=gemma, bos_first=gemma)
   types = d.get("layer_types")
   window = d.get("sliding_window")
 

@@ -1,12 +1,8 @@
 """Hugging Face state dicts (torch names, numpy arrays) -> valuejax params with layers stacked on axis 0.
 
-Layout (kernels are [in, out]; every `layers` leaf has a leading [L] axis):
-  embed [V, D]; pos_embed [P, D] (GPT-2); final_norm {scale, bias?}; lm_head [D, V] (untied only)
-  layers: attn_norm, mlp_norm, post_attn_norm / post_mlp_norm (sandwich), q_norm / k_norm [L, hd],
-          q [L, D, H*hd], k, v [L, D, KV*hd], o [L, H*hd, D] (each {kernel, bias?}),
-          gate [L, D, F] (for a non-gated MLP: the input projection, GPT-2's c_fc), up [L, D, F] (gated only),
-          down [L, F, D].
-Norm scales keep Hugging Face's meaning (Gemma's are offsets: the forward multiplies by 1 + w).
+The tree built is the stacked layout of `valuejax.models.layout.param_shapes` (which lists every weight
+and its shape); kernels are [in, out]. Norm scales keep Hugging Face's meaning (Gemma's are offsets: the
+forward multiplies by 1 + w).
 """
 
 from __future__ import annotations
@@ -81,32 +77,37 @@ def params_from_hf(state: Mapping[str, np.ndarray], cfg: ModelConfig, dtype=np.f
 
 
 def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
-  """The shape the config implies for each weight of the stacked layout ("layers/gate/kernel": [L, H, F])."""
-  L, H, F, V = cfg.num_layers, cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size
-  q, kv = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
-  out = {"embed": (V, H), "layers/gate/kernel": (L, H, F), "layers/down/kernel": (L, F, H),
-         "layers/q/kernel": (L, H, q), "layers/o/kernel": (L, q, H)}
-  if cfg.gated_mlp:
-    out["layers/up/kernel"] = (L, H, F)
-  if cfg.model_type != "gpt2":
-    out.update({"layers/k/kernel": (L, H, kv), "layers/v/kernel": (L, H, kv)})
-  if not cfg.tie_embeddings:
-    out["lm_head"] = (H, V)
-  return out
+  """The shape the config implies for each weight of the stacked layout ("layers/gate/kernel": [L, H, F]),
+  from `param_shapes`."""
+  import jax
+  from valuejax.models.layout import param_shapes
+  flat = jax.tree_util.tree_flatten_with_path(param_shapes(cfg, "stacked"))[0]
+  return {"/".join(str(k.key) for k in path): tuple(leaf.shape) for path, leaf in flat}
 
 
 def check_shapes(params: Mapping[str, Any], cfg: ModelConfig) -> None:
-  for path, want in expected_shapes(cfg).items():
-    node: Any = params
-    for part in path.split("/"):
-      node = node.get(part) if isinstance(node, Mapping) else None
-    if node is None:
-      continue
-    if tuple(node.shape) != want:
-      raise ValueJaxError(f"weight {path} has shape {tuple(node.shape)}, but config.json implies {want} "
-                          f"(num_layers {cfg.num_layers}, hidden {cfg.hidden_size}, intermediate "
-                          f"{cfg.intermediate_size}, vocab {cfg.vocab_size})",
+  """Every weight the config implies is present with its shape, and there is no other."""
+  want = expected_shapes(cfg)
+  got = {}
+
+  def walk(node, prefix):
+    for key, value in node.items():
+      (walk(value, prefix + key + "/") if isinstance(value, Mapping) else got.__setitem__(prefix + key, value))
+
+  walk(params, "")
+  sizes = (f"(num_layers {cfg.num_layers}, hidden {cfg.hidden_size}, intermediate {cfg.intermediate_size}, "
+           f"vocab {cfg.vocab_size})")
+  for path, shape in want.items():
+    if path not in got:
+      raise ValueJaxError(f"weight {path} is missing, but config.json implies it {sizes}",
                           fix="use the config.json that belongs to these weights")
+    if tuple(got[path].shape) != shape:
+      raise ValueJaxError(f"weight {path} has shape {tuple(got[path].shape)}, but config.json implies {shape} "
+                          + sizes, fix="use the config.json that belongs to these weights")
+  extra = sorted(set(got) - set(want))
+  if extra:
+    raise ValueJaxError(f"weights {', '.join(extra)} are not part of the {cfg.model_type} layout config.json "
+                        f"implies {sizes}", fix="use the config.json that belongs to these weights")
 
 
 def _params_from_hf(state: Mapping[str, np.ndarray], cfg: ModelConfig, dtype=np.float32) -> dict:

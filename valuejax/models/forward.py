@@ -1,13 +1,13 @@
 """The pure-functional decoder: one forward pass for every supported architecture, switched by ModelConfig.
 
-Layers are stacked on a leading axis and run with `lax.scan`; the MLP neuron activations (the papers'
-hook point) come back per layer, or are reduced per layer by a caller-supplied function inside the scan.
+Params come in either layout of `valuejax.models.layout`: stacked layers run with `lax.scan`, the decode
+layout's list of layers unrolled. The MLP neuron activations (the papers' hook point) come back per layer,
+or are reduced per layer by a caller-supplied function inside the scan.
 """
 
 from __future__ import annotations
 
 import functools
-import os
 from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
@@ -16,6 +16,9 @@ import numpy as np
 
 from valuejax.models.config import ModelConfig, RoPE, rope_inv_freq
 from valuejax.models.edit import NeuronEdit, apply_edit
+# The layouts and their conversion live in valuejax.models.layout; these names stay importable from here.
+from valuejax.models.layout import (LAYOUTS, default_layout, default_parts, layout_of, params_dtype,  # noqa: F401
+                                    relayout, stack_layers, unstack_layers)
 
 # capture: None, "act" (a = act(gate(x))), "hidden" (a * up(x), the input of `down`), or a function
 # fn(layer, a, h) -> pytree called inside the scan for each layer; its outputs are stacked on axis 0.
@@ -51,196 +54,6 @@ class KVCache(NamedTuple):
   @property
   def slots(self) -> int:
     return self.v[0].shape[-2]
-
-
-def default_parts() -> int:
-  """How many blocks `unstack_layers` cuts each weight matrix into: one per CPU core (at most 4) on the CPU
-  backend, one elsewhere. XLA's CPU runtime spreads one matmul over the cores itself, but for the few rows of
-  a decode step one matmul per block is faster (SmolLM2, 2 cores: 65 -> 56 ms per batch-8 step)."""
-  if jax.default_backend() != "cpu":
-    return 1
-  cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-  return max(1, min(cores, 4))  # the cores this process may run on, as XLA's thread pool counts them
-
-
-def _row_blocks(w: jax.Array, parts: int):
-  """w [out, in] as a tuple of `parts` row blocks (fewer when out is small), or w itself for one part."""
-  n = min(parts, w.shape[0])
-  if n <= 1:
-    return w
-  bounds = [w.shape[0] * j // n for j in range(n + 1)]
-  return tuple(w[a:b] for a, b in zip(bounds[:-1], bounds[1:]))
-
-
-def _fuse(layer: dict, names: tuple[str, ...], fused: str) -> None:
-  """Replaces the dense layers `names` of one layer by one whose outputs are theirs side by side (biases
-  zero where a part has none); leaves the layer as it is unless all of them are present."""
-  if not all(isinstance(layer.get(n), dict) and "kernel" in layer[n] for n in names):
-    return
-  parts = [layer.pop(n) for n in names]
-  out = {"kernel": jnp.concatenate([p["kernel"] for p in parts], axis=1)}
-  if any("bias" in p for p in parts):
-    out["bias"] = jnp.concatenate([p["bias"] if "bias" in p else jnp.zeros(p["kernel"].shape[1], p["kernel"].dtype)
-                                   for p in parts])
-  layer[fused] = out
-
-
-LAYOUTS = ("stacked", "decode")
-
-
-def layout_of(params: dict) -> str:
-  """"decode" for params made by `unstack_layers` (a list of layers), else "stacked"."""
-  return "decode" if isinstance(params["layers"], (list, tuple)) else "stacked"
-
-
-def unstack_layers(params: dict, parts: int | None = None, *, donate: bool = False) -> dict:
-  """Params in the layout of fast decoding: `layers` is a list of per-layer dicts (`forward` then unrolls
-  the layers), the q, k and v projections are one matrix (`qkv`), as are gate and up (`gate_up`), and dense
-  kernels are stored transposed and cut into row blocks.
-
-  Inside `lax.scan`, each layer's weights are dynamic slices of the stacked arrays, which XLA copies before
-  the matmul reads them: for decoding (one token per row) that copy costs as much as the matmul. Unrolled
-  layers read their weights in place, at the price of a longer compile. Their dense kernels are stored
-  transposed, [out, in] as `kernel_t`: a few rows times such a matrix streams each output's weights
-  contiguously, which XLA's CPU matmul runs 10-20% faster at 8-32 rows (and no slower at thousands).
-  With parts > 1 (default: `default_parts()`), `kernel_t` is a tuple of row blocks, each its own matmul,
-  and the unembedding matrix likewise (`unembed_t`, [V, d] in blocks replacing `lm_head`; a tied embedding
-  is itself cut into blocks, which the lookup and the unembedding both read): on a CPU the blocks run on
-  different cores. Fusing q/k/v and gate/up halves the
-  number of matmuls per layer and balances the blocks (the small k and v products otherwise ran one after
-  another on one core): SmolLM2 decoding 132 -> 147 tok/s at batch 8, 271 -> 292 tok/s at batch 32.
-
-  The result is a second copy of the weights. With `donate=True` each stacked array is deleted as soon as
-  its layers are copied out, so the conversion never holds much more than one copy, and `params` must not
-  be used afterwards (see `Model.relayout`, which replaces the model's params this way). Leaves the layout
-  keeps as they are (norms; the embedding with parts = 1) are shared, not deleted.
-  """
-  layers = params["layers"]
-  if isinstance(layers, (list, tuple)):
-    return params
-  parts = default_parts() if parts is None else int(parts)
-  flat, tree = jax.tree.flatten(layers)
-  n = flat[0].shape[0]
-  per_layer = [[] for _ in range(n)]  # per layer, its leaves in `flat` order
-  for j, a in enumerate(flat):
-    for i in range(n):
-      per_layer[i].append(a[i])
-    if donate:
-      flat[j] = None
-      a.delete()
-  del flat
-
-  def one(leaves):
-    layer = jax.tree.unflatten(tree, leaves)
-    _fuse(layer, ("q", "k", "v"), "qkv")
-    _fuse(layer, ("gate", "up"), "gate_up")
-    return {name: ({**{k: v for k, v in p.items() if k != "kernel"}, "kernel_t": _row_blocks(p["kernel"].T, parts)}
-                   if isinstance(p, dict) and "kernel" in p else p) for name, p in layer.items()}
-
-  out_layers = []
-  for i in range(n):
-    out_layers.append(one(per_layer[i]))
-    per_layer[i] = None
-  out = {**params, "layers": out_layers}
-  if parts > 1:
-    # Untied: the head as `unembed_t` blocks, replacing lm_head. Tied: the embedding itself is cut into
-    # row blocks, which both the lookup and the unembedding read (never a second copy of a [V, d] matrix).
-    key = "lm_head" if "lm_head" in params else "embed"
-    head = out.pop(key)
-    out["unembed_t" if key == "lm_head" else "embed"] = _row_blocks(head.T if key == "lm_head" else head, parts)
-    if donate:
-      head.delete()
-  return out
-
-
-def _kernel(p: dict) -> jax.Array:
-  """A dense layer's [in, out] kernel, from either layout."""
-  if "kernel" in p:
-    return p["kernel"]
-  return _rows(p["kernel_t"]).T
-
-
-def stack_layers(params: dict, cfg: ModelConfig, *, donate: bool = False) -> dict:
-  """The inverse of `unstack_layers`: the canonical stacked layout (see `valuejax.models.convert`).
-  `donate`: as in `unstack_layers`."""
-  layers = params["layers"]
-  if not isinstance(layers, (list, tuple)):
-    return params
-  nh, nkv, hd, f = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.intermediate_size
-  splits = {"qkv": (("q", nh * hd), ("k", nkv * hd), ("v", nkv * hd)), "gate_up": (("gate", f), ("up", f))}
-
-  def one(layer):
-    out = {}
-    for name, p in layer.items():
-      if not (isinstance(p, dict) and ("kernel_t" in p or "kernel" in p)):
-        out[name] = p
-        continue
-      kernel = _kernel(p)
-      if name not in splits:
-        out[name] = {**{k: v for k, v in p.items() if k not in ("kernel", "kernel_t")}, "kernel": kernel}
-        continue
-      start = 0
-      for part, size in splits[name]:
-        piece = {"kernel": kernel[:, start:start + size]}
-        if "bias" in p:
-          piece["bias"] = p["bias"][start:start + size]
-        out[part] = piece
-        start += size
-    return out
-
-  unrolled, passed = [], []  # per layer; the arrays it passes through as they are (norms)
-  for i in range(len(layers)):
-    unrolled.append(one(layers[i]))
-    if donate:
-      kept = {id(a) for a in jax.tree.leaves(unrolled[-1])}
-      for a in jax.tree.leaves(layers[i]):
-        (passed.append(a) if id(a) in kept else a.delete())
-  stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *unrolled)
-  del unrolled
-  for a in passed:
-    a.delete()
-  out = {k: v for k, v in params.items() if k not in ("layers", "unembed_t")}
-  out["layers"] = stacked
-  replaced = []
-  if "unembed_t" in params:  # the untied head, [V, d] (in blocks): lm_head [d, V] again
-    out["lm_head"] = _kernel({"kernel_t": params["unembed_t"]})
-    replaced.append(params["unembed_t"])
-  if isinstance(params["embed"], (tuple, list)):  # a tied embedding in blocks: whole again
-    out["embed"] = _rows(params["embed"])
-    replaced.append(params["embed"])
-  if donate:
-    for a in jax.tree.leaves(replaced):
-      a.delete()
-  return out
-
-
-def _rows(w) -> jax.Array:
-  """A matrix kept as row blocks (see `_row_blocks`), whole."""
-  return jnp.concatenate(list(w), axis=0) if isinstance(w, (tuple, list)) else w
-
-
-def params_dtype(params: dict):
-  """The dtype of the weights (of the embedding, in either layout)."""
-  return jax.tree.leaves(params["embed"])[0].dtype
-
-
-def relayout(params: dict, cfg: ModelConfig, layout: str, parts: int | None = None, *,
-             donate: bool = False) -> dict:
-  """`params` in `layout` ("stacked" or "decode", see LAYOUTS); unchanged when already in it."""
-  if layout not in LAYOUTS:
-    raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
-  if layout == layout_of(params):
-    return params
-  if layout == "decode":
-    return unstack_layers(params, parts, donate=donate)
-  return stack_layers(params, cfg, donate=donate)
-
-
-def default_layout() -> str:
-  """The layout to generate from: "decode" on the CPU backend, where unrolled layers decode faster (see
-  `unstack_layers`); "stacked" on accelerators, where one compiled layer body keeps compiles short. (Scoring
-  many vmapped edits is faster over stacked layers even on a CPU: see launch/runtime.py's stage_layout.)"""
-  return "decode" if jax.default_backend() == "cpu" else "stacked"
 
 
 def positions_from_mask(attention_mask: jax.Array) -> jax.Array:
@@ -416,7 +229,7 @@ def _decode(params, cfg: ModelConfig, input_ids, positions, *, q_slots, kv_valid
       h = _norm(h, lp["post_mlp_norm"], cfg)
     return x + h, cache, captured
 
-  if isinstance(params["layers"], (list, tuple)):  # unrolled: see unstack_layers
+  if layout_of(params) == "decode":  # unrolled: see unstack_layers
     caps, ks, vs = [], [], []
     for i, lp in enumerate(params["layers"]):
       # This layer's own [KV, B, ...] cache arrays (cache_layer None): attention updates and reads them in place.

@@ -39,10 +39,10 @@ ALIASES = {
 
 @dataclasses.dataclass
 class Model:
-  """A loaded model. `params` is in one of two layouts (`layout`): "stacked", the canonical one of
-  `valuejax.models.convert` (layers stacked on axis 0), or "decode" (see `valuejax.models.forward.
-  unstack_layers`). Every consumer (forward, generation, scoring, folding, sharding) accepts both; the model
-  holds exactly one copy of its weights."""
+  """A loaded model. `params` is in one of two layouts (`layout`, see `valuejax.models.layout`): "stacked",
+  the canonical one (layers stacked on axis 0), or "decode" (`layout.unstack_layers`). Every consumer
+  (forward, generation, scoring, folding, sharding) accepts both; the model holds exactly one copy of its
+  weights."""
   config: ModelConfig
   params: dict
   tokenizer: Any  # a transformers tokenizer; None for a folder that ships no tokenizer files
@@ -51,14 +51,16 @@ class Model:
 
   @property
   def layout(self) -> str:
-    from valuejax.models.forward import layout_of
+    from valuejax.models.layout import layout_of
     return layout_of(self.params)
 
   def relayout(self, layout: str = "auto", parts: int | None = None) -> "Model":
-    """Converts `params` to `layout` ("stacked", "decode", or "auto": see `forward.default_layout`) in
+    """Converts `params` to `layout` ("stacked", "decode", or "auto": see `layout.default_layout`) in
     place, deleting each old array once it is copied out, so the conversion never needs a second copy of
-    the model. Arrays taken from `params` before the call are invalid after it. Returns the model."""
-    from valuejax.models.forward import default_layout, relayout
+    the model. Arrays taken from `params` before the call are invalid after it: an engine built on them
+    (Generator, TeacherForcer) then refuses to run, with a ValueJaxError that says to build it again
+    (`layout.check_current`). Returns the model."""
+    from valuejax.models.layout import default_layout, relayout
     layout = default_layout() if layout == "auto" else layout
     self.params = relayout(self.params, self.config, layout, parts, donate=True)
     return self
