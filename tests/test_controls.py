@@ -17,9 +17,12 @@ L, F = 3, 60
 
 
 def _config(n: int = 5, controls: str = "mirrored", match: str = "p") -> mlc.ConfigDict:
-  c = mlc.ConfigDict()
-  c.intervene = mlc.ConfigDict({"n_controls": n, "control_seed": 4, "controls": controls, "control_match": match,
-                                "controls_at": "all"})
+  """The shared sections every run has (configs/common.py), with these control entries (no extra primary
+  controls, so every edit gets n)."""
+  from configs import common
+  c = common.base_config("valuelocate")
+  c.intervene.update({"n_controls": n, "control_seed": 4, "controls": controls, "control_match": match,
+                      "controls_at": "all", "primary_controls": 0})
   return c
 
 
@@ -181,3 +184,34 @@ def test_independent_activity_matched_controls_are_each_edits_own():
       for layer in range(L):
         np.testing.assert_array_equal(np.bincount(bins[layer][c.edited_mask()[layer]], minlength=10),
                                       np.bincount(bins[layer][located[layer]], minlength=10))
+
+
+def test_mirror_correlation_by_hand():
+  from valuejax.evaluate import PooledEdit, mirror_correlation
+  base = np.zeros(4)
+  # Pair "a": replicate effects (means over the 4 items) of enhance 1, 2, 3 and of reverse -1, -3, -2, so
+  # enhance and -reverse are (1, 2, 3) and (1, 3, 2): centred (-1, 0, 1) and (-1, 1, 0), r = 1 / 2.
+  ce = np.repeat(np.array([[1.0], [2.0], [3.0]]), 4, axis=1)
+  cr = np.repeat(np.array([[-1.0], [-3.0], [-2.0]]), 4, axis=1)
+  # Located per-item effects: enhance (1, 2, 3, 4), reverse (-2, -1, -4, -3): -reverse (2, 1, 4, 3), centred
+  # (-1.5, -.5, .5, 1.5) and (-.5, -1.5, 1.5, .5), r = (.75 + .75 + .75 + .75) / 5 = 0.6.
+  up, down = np.array([1.0, 2, 3, 4]), np.array([-2.0, -1, -4, -3])
+  a = [PooledEdit(base, up, ce, 1.0, "a"), PooledEdit(base, down, cr, -1.0, "a")]
+  # Pair "b": the same replicates shifted by +10 (enhance) and -10 (reverse), a NaN item in one control, a 4th
+  # replicate only enhance has: per pair r = 1 / 2 again, and centring keeps the shift out of the pooled r.
+  ce_b, cr_b = np.vstack([ce + 10, np.ones((1, 4))]), cr - 10
+  ce_b[0, 0] = np.nan  # the mean of the other three items is still 11
+  b = [PooledEdit(base, up, ce_b, 1.0, "b"), PooledEdit(base, down, cr_b, -1.0, "b")]
+  m = mirror_correlation(a + b)
+  # Float tolerance: sums of a few small integers and halves, exact up to one rounding of the square root.
+  assert [p["stratum"] for p in m.pairs] == ["a", "b"]
+  for p in m.pairs:
+    assert p["rho"] == pytest.approx(0.5, abs=1e-12) and p["replicates"] == 3
+    assert p["item_rho"] == pytest.approx(0.6, abs=1e-12) and p["items"] == 4
+  # Pooled: two copies of the same centred values, so the same r as each pair (uncentred, the +-10 shifts
+  # would drive it to about -1).
+  assert m.rho == pytest.approx(0.5, abs=1e-12) and m.n == 6
+  assert m.item_rho == pytest.approx(0.6, abs=1e-12) and m.n_items == 8
+  # Fewer than 3 replicates, or no spread: no rho.
+  short = mirror_correlation([PooledEdit(base, base, ce[:2], 1.0, "s"), PooledEdit(base, base, cr[:2], -1.0, "s")])
+  assert short.rho is None and short.pairs[0]["item_rho"] is None and short.pairs[0]["replicates"] == 2

@@ -7,8 +7,8 @@ from valuejax.evaluate.parse import (OptionSupport, PairedSupport, SupportSummar
                                      parse_option_support, summarize_support)
 from valuejax.evaluate.records import GenerationRecord, read_records, write_records
 from valuejax.evaluate.stats import (EffectSummary, PooledEdit, PooledTest, SequentialP, bootstrap_ci, excess_interval,
-                                     holm, paired_differences, permutation_p, pooled_test, prediction_t_p,
-                                     replicate_effects, sequential_p, summarize_effect)
+                                     holm, MirrorCorrelation, mirror_correlation, paired_differences, permutation_p,
+                                     pooled_test, prediction_t_p, replicate_effects, sequential_p, summarize_effect)
 
 _LAZY = {  # these need jax; the rest of the package stays importable without it
     "ContinuationScores": "valuejax.evaluate.scoring",
@@ -32,7 +32,8 @@ __all__ = [
     "SupportSummary", "Unparsed", "PairedSupport", "paired_support", "parse_option_support", "summarize_support", "GenerationRecord",
     "read_records", "write_records", "EffectSummary", "PooledEdit", "PooledTest", "pooled_test", "bootstrap_ci", "holm",
     "paired_differences", "permutation_p",
-    "SequentialP", "sequential_p", "prediction_t_p", "excess_interval", "replicate_effects", "summarize_effect", *_LAZY,
+    "SequentialP", "sequential_p", "MirrorCorrelation", "mirror_correlation", "prediction_t_p", "excess_interval",
+    "replicate_effects", "summarize_effect", *_LAZY,
 ]
 
 

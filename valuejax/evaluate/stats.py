@@ -400,3 +400,62 @@ def pooled_test(edits: Sequence[PooledEdit], *, level: float = 0.95, alpha: floa
   return PooledTest(observed, float(lo), float(hi), p, len(edits), len(ctrl), ctrl, level, alpha,
                     None if seq is None else seq.to_dict(), scored_n, prediction_t_p(observed, ctrl),
                     *(excess if excess is not None else (None, None, None)), method)
+
+
+def _pearson(x: np.ndarray, y: np.ndarray) -> float | None:
+  """Pearson's r of paired values (non-finite pairs dropped); None with fewer than 3 pairs or no spread."""
+  ok = np.isfinite(x) & np.isfinite(y)
+  x, y = x[ok] - x[ok].mean(), y[ok] - y[ok].mean()
+  if x.size < 3 or not (np.any(x) and np.any(y)):
+    return None
+  return float(np.sum(x * y) / np.sqrt(np.sum(x * x) * np.sum(y * y)))
+
+
+@dataclasses.dataclass(frozen=True)
+class MirrorCorrelation:
+  """rho over replicates between a pair's two mirrored edits (enhance and -reverse; toward support and -toward
+  conflict), per pair (`pairs`: stratum, rho, replicates, item_rho, items) and pooled over the family (`rho`,
+  `n`), beside the same correlation over items for the located edits (`item_rho`, `n_items`)."""
+  rho: float | None
+  n: int
+  item_rho: float | None
+  n_items: int
+  pairs: list[dict]
+
+  def to_dict(self) -> dict:
+    return dataclasses.asdict(self)
+
+
+def mirror_correlation(edits: Sequence[PooledEdit]) -> MirrorCorrelation:
+  """How much a pair's two mirrored edits move together, counted in their predicted directions.
+
+  In each stratum the edits predicted up (sign +1) pair, in order, with those predicted down (sign -1). For a
+  pair (a, b) and replicate r: x_r = sign_a * mean(control_a[r] - baseline), y_r = sign_b * mean(control_b[r] -
+  baseline) (NaN items left out), over the replicates both have; rho is Pearson's r of (x_r, y_r). Mirrored
+  replicates use one random family for both edits, as the located pair uses one located family, so their
+  effects are correlated the way the located pair's are; the located edits' per-item effects (x_i = sign_a *
+  (edited_a - baseline) on item i, y_i likewise) give the reference correlation. Pooled over pairs: Pearson's
+  r of every pair's values centred on that pair's means, so pairs whose effects differ in level do not make a
+  correlation that is in no pair. None where fewer than 3 values or no spread.
+  """
+  pairs, xs, ys, ixs, iys = [], [], [], [], []
+  strata = list(dict.fromkeys(e.stratum for e in edits))
+  for s in strata:
+    up = [e for e in edits if e.stratum == s and e.sign > 0]
+    down = [e for e in edits if e.stratum == s and e.sign < 0]
+    for a, b in zip(up, down):
+      r = min(a.controls.shape[0], b.controls.shape[0])
+      with np.errstate(all="ignore"):
+        x = a.sign * np.nanmean(a.controls[:r] - a.baseline, axis=1) if r else np.zeros(0)
+        y = b.sign * np.nanmean(b.controls[:r] - b.baseline, axis=1) if r else np.zeros(0)
+      ix, iy = a.sign * (a.edited - a.baseline), b.sign * (b.edited - b.baseline)
+      ok, iok = np.isfinite(x) & np.isfinite(y), np.isfinite(ix) & np.isfinite(iy)
+      pairs.append({"stratum": s, "rho": _pearson(x, y), "replicates": int(ok.sum()),
+                    "item_rho": _pearson(ix, iy), "items": int(iok.sum())})
+      for v, w, keep, to_x, to_y in ((x, y, ok, xs, ys), (ix, iy, iok, ixs, iys)):
+        if keep.any():
+          to_x.append(v[keep] - v[keep].mean())
+          to_y.append(w[keep] - w[keep].mean())
+  cat = lambda parts: np.concatenate(parts) if parts else np.zeros(0)
+  x, y, ix, iy = cat(xs), cat(ys), cat(ixs), cat(iys)
+  return MirrorCorrelation(_pearson(x, y), int(x.size), _pearson(ix, iy), int(ix.size), pairs)

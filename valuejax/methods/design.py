@@ -142,7 +142,7 @@ def in_primary(c: mlc.ConfigDict, e: EffectRecord) -> bool:
 
 def primary(config: mlc.ConfigDict, results: Sequence[UnitResult]) -> PrimaryResult | None:
   """The declared primary test over the located edits it names (None when the config declares none)."""
-  from valuejax.evaluate import holm, pooled_test
+  from valuejax.evaluate import holm, mirror_correlation, pooled_test
   c = config.intervene
   if not c.get("primary_test"):
     return None
@@ -150,6 +150,11 @@ def primary(config: mlc.ConfigDict, results: Sequence[UnitResult]) -> PrimaryRes
   out = PrimaryResult(c.primary_test, declared_primary(config), c.alpha, [f"{r.unit}, {e.edit}" for r, e in family])
   if not family:
     return out
+  # How the mirrored edits' replicates move together, beside the located edits' items (the report prints it).
+  up = next((e.edit for _, e in family if e.expected == "greater"), "")
+  down = next((e.edit for _, e in family if e.expected != "greater"), "")
+  mirror = {**mirror_correlation(pooled_edits(family)).to_dict(), "edits": [up, down]}
+  out = dataclasses.replace(out, extra={**out.extra, "mirror": mirror})
   if c.primary_test == "pooled":
     # With intervene.sequential_h the p is the sequential one, over the replicates in the order they were
     # scored, at most the fewest any primary edit had planned (R_max).
