@@ -32,7 +32,9 @@ def intervene(config: mlc.ConfigDict, wd: Workdir, force: bool = False, model=No
     method = methods.METHODS.get(config.method)
     metric = metrics.METRICS.get(config.intervene.metric)()
     dataset = method.load_dataset(config)
-    plan = method.plan(config, dataset, workdir.load_sets(wd), metric, _activity(wd))
+    activity = _activity(wd)
+    plan = method.plan(config, dataset, workdir.load_sets(wd), metric, activity)
+    _add_silent_share(plan, activity)
     model = runtime.load_model(config, "intervene", model)
     checked = _manipulation_check(config, wd, method, dataset, model, force)
     generated: list[Any] = []
@@ -59,6 +61,30 @@ def _activity(wd: Workdir) -> dict[str, Any] | None:
     return None
   stats = NeuronStats.load(path)
   return neuron_activity(stats.count, stats.s1, stats.tokens)
+
+
+# A neuron that fires on fewer than 1% of recorded tokens counts as silent in the report's control table:
+# deactivating or clamping it changes almost nothing, so controls rich in such neurons are weak controls.
+SILENT_P = 0.01
+
+
+def _add_silent_share(plan: list[Any], activity: dict[str, Any] | None) -> None:
+  """Adds to every experiment's `control_activity` the share of silent neurons (p < SILENT_P) among the
+  located neurons and among its controls' neurons (pooled over replicates): {"silent": {"below": SILENT_P,
+  "located": share, "control": share}}. Nothing without recorded activity."""
+  import numpy as np
+  if activity is None or "p" not in activity:
+    return
+  p = np.asarray(activity["p"], np.float64)
+  for unit in plan:
+    for e in unit.experiments:
+      if not e.controls or not getattr(e, "control_activity", None):
+        continue
+      ctrl = np.concatenate([p[np.asarray(c.edited_mask(), bool)] for c in e.controls])
+      located = p[np.asarray(e.edit.edited_mask(), bool)]
+      share = lambda v: float(np.mean(v < SILENT_P)) if v.size else None
+      e.control_activity = {**e.control_activity,
+                            "silent": {"below": SILENT_P, "located": share(located), "control": share(ctrl)}}
 
 
 def _manipulation_check(config: mlc.ConfigDict, wd: Workdir, method: Any, dataset: Any, model: Any, force: bool

@@ -188,3 +188,42 @@ def test_a_metrics_own_section_comes_from_its_hook(tmp_path):
   assert pvq[0] == "## Value profiles" and os.path.isfile(tmp_path / "report" / "profile_a_vs_b.png")
   assert METRICS.get("forced_choice")().report_section(InterveneResults("valuelocate", "forced_choice", [unit]),
                                                        str(tmp_path)) == []
+
+
+def test_primary_prints_mirror_rho_and_the_controls_table_after_a_round_trip():
+  import json
+  import numpy as np
+  from configs import common
+  from valuejax.methods.design import primary
+  from valuejax.report.markdown import _controls
+  rng = np.random.default_rng(0)
+  config = common.base_config("valuelocate")
+  config.intervene.update({"primary_test": "pooled", "sequential_h": 0})
+  summary = {"quantiles": [0.1, 0.25, 0.5, 0.75, 0.9], "located": [0.02, 0.05, 0.1, 0.2, 0.4],
+             "control": [0.01, 0.04, 0.09, 0.21, 0.38]}
+  activity = {"controls": "mirrored", "match": "p", "fallbacks": 3, "p": summary, "mean": summary,
+              "silent": {"below": 0.01, "located": 0.0, "control": 0.125}}
+  base = rng.random(6)
+  shared = rng.normal(size=(9, 1))  # a replicate's shift shared by its two mirrored edits: rho > 0
+  effects = [EffectRecord("a", f"{m} gamma=2", x, {"mode": m, "gamma": 2.0}, mean=0.1, ci_low=0.0, ci_high=0.2,
+                          p_value=0.5, scores=tuple(base + s * 0.1), control_effects=tuple(range(9)),
+                          control_scores=tuple(map(tuple, base + s * (shared + 0.1 * rng.normal(size=(9, 6))))),
+                          controls_planned=9, control_activity=activity)
+             for m, x, s in (("enhance", "greater", 1.0), ("reverse", "less", -1.0))]
+  results = _results(("a", effects, []))
+  results = dataclasses.replace(results, units=[dataclasses.replace(results.units[0], baseline=tuple(base))])
+  results = dataclasses.replace(results, primary=primary(config, results.units))
+  back = InterveneResults.from_json(json.loads(json.dumps(results.to_json())))
+  mirror = back.primary.extra["mirror"]
+  assert mirror["edits"] == ["enhance gamma=2", "reverse gamma=2"] and mirror["n"] == 9 and mirror["rho"] > 0.5
+  text = "\n".join(_headline(back))
+  assert f"Mirrored replicates: rho = {mirror['rho']:.2f} between enhance gamma=2 and -(reverse gamma=2)" in text
+  table = "\n".join(_controls(back))
+  assert "## Controls: how they were drawn" in table and "mirrored" in table and "activation probability" in table
+  assert "| a, enhance gamma=2 | located | 0.02 | 0.1 | 0.4 | 0% |  |" in table
+  assert "|  | controls | 0.01 | 0.09 | 0.38 | 12% | 3 |" in table
+  # Runs without recorded statistics say so instead of a table.
+  bare = [dataclasses.replace(e, control_activity={"controls": "independent", "match": "layer", "fallbacks": 0})
+          for e in effects]
+  text = "\n".join(_controls(_results(("a", bare, []))))
+  assert "independent" in text and "No activation statistics" in text and "| located |" not in text

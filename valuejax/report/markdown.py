@@ -34,6 +34,7 @@ def write_report(workdir: str) -> str:
   parts += _neurons(root, layout.read(root, layout.LOCATE_SUMMARY))
   parts += _grid(root, results)
   parts += _effects(root, results)
+  parts += _controls(results)
   parts += metric_section(results, root)
   parts += _examples(layout.read(root, layout.EXAMPLES))
   parts += _timings(layout.read(root, layout.TIMINGS) or {})
@@ -190,12 +191,25 @@ def _primary(results: InterveneResults, effects: list[EffectRecord], missing: li
       lines.append(f"- {r.edit}: {r.mean:+.3g} [{r.ci_low:+.3g}, {r.ci_high:+.3g}], p = "
                    f"{r.p_value:.3g}, Holm-adjusted p = {r.adjusted_p:.3g}: "
                    f"**{'significant' if r.significant else 'not significant'}**")
+  lines += _mirror(pt.extra.get("mirror"))
   lines += ["", "Every edit on its own (exploratory: uncorrected, read as hypotheses for a new primary test):", ""]
   for e in effects:
     label, why = verdict(e)
     lines.append(f"- {e.unit}, {e.edit}: {label} - {why}")
   lines += missing
   return lines + [""] + metric_note(results)
+
+
+def _mirror(m: dict[str, Any] | None) -> list[str]:
+  """One line: rho over replicates between each pair's mirrored edits (valuejax.evaluate.mirror_correlation),
+  beside the located edits' rho over items; nothing when the primary family has no such pair."""
+  if not m or not m.get("pairs"):
+    return []
+  r = lambda v: "-" if v is None else f"{v:.2f}"
+  up, down = (m.get("edits") or ["enhance", "reverse"])[:2]
+  units = ", ".join(f"{p['stratum']} {r(p['rho'])}" for p in m["pairs"])
+  return ["", f"Mirrored replicates: rho = {r(m['rho'])} between {up} and -({down}) over {m['n']} replicates "
+              f"(per unit: {units}); the located edits' items: rho = {r(m['item_rho'])} ({m['n_items']} items)."]
 
 
 def metric_section(results: InterveneResults | None, root: str) -> list[str]:
@@ -352,6 +366,49 @@ def _effects(root: str, results: InterveneResults | None) -> list[str]:
             "Per-item scores: `intervene/metrics.csv` (long format); one row per edit: `intervene/effects.csv`.",
             ""]
   return lines
+
+
+_MATCHING = {"p": "the located neuron's decile of activation probability (p = C / T) within its layer",
+             "mean": "the located neuron's decile of mean activation (S1 / T) within its layer",
+             "layer": "the layer only (any neuron of the same layer)"}
+
+
+def _controls(results: InterveneResults | None) -> list[str]:
+  """How the controls were drawn (mirrored or independent, what they were matched on) and, per located edit
+  of the primary family (every tested edit without one), the activation probability of its neurons beside
+  its controls' neurons: 10/50/90% quantiles, the share of silent neurons and the fallbacks out of their bin."""
+  effects = [e for e in (results.effects() if results else []) if e.control_effects and e.control_activity]
+  if results is not None and results.primary is not None and results.primary.edits:
+    family = set(results.primary.edits)
+    effects = [e for e in effects if f"{e.unit}, {e.edit}" in family] or effects
+  if not effects:
+    return []
+  first = effects[0].control_activity
+  mode, match = first.get("controls", "independent"), first.get("match", "layer")
+  how = ("mirrored: replicate r is one random counterpart of a unit's whole family of located edits, so its "
+         "edits (enhance and reverse, or toward support and toward conflict) act on the same two random sets "
+         "with roles swapped, as the located edits do" if mode == "mirrored" else
+         "independent: each edit's controls drawn on their own")
+  lines = ["## Controls: how they were drawn", "",
+           f"Controls are {how}. Each located neuron is replaced by a random neuron outside the located sets, from "
+           f"{_MATCHING.get(match, match)}; a fallback is a replacement taken from the nearest bin with room.", ""]
+  if not any("p" in e.control_activity for e in effects):
+    return lines + ["No activation statistics were recorded, so the activity of the neurons is not shown.", ""]
+  lines += ["Activation probability p of the located neurons and of the controls' neurons (pooled over replicates):",
+            "", "| edit | neurons | p 10% | p 50% | p 90% | silent (p < 0.01) | fallbacks |",
+            "|---|---|---:|---:|---:|---:|---:|"]
+  fmt = lambda v: "-" if v is None else f"{v:.3g}"
+  for e in effects:
+    act = e.control_activity
+    summary, silent = act.get("p") or {}, act.get("silent") or {}
+    qs = list(summary.get("quantiles") or [])
+    pick = lambda vals: [fmt(vals[qs.index(q)]) if vals and q in qs else "-" for q in (0.1, 0.5, 0.9)]
+    share = lambda v: "-" if v is None else f"{v:.0%}"
+    for who, key, fb in (("located", "located", ""), ("controls", "control", str(act.get("fallbacks", "-")))):
+      name = f"{e.unit}, {e.edit}" if key == "located" else ""
+      lines.append(f"| {name} | {who} | " + " | ".join(pick(summary.get(key))) + f" | {share(silent.get(key))} | "
+                   f"{fb} |")
+  return lines + [""]
 
 
 def _examples(examples: Any, per_question: int = 4, max_questions: int = 4) -> list[str]:
