@@ -109,6 +109,10 @@ def base_config(method: str) -> mlc.ConfigDict:
   c.record.top_p = 1.0
   c.record.checkpoint_every = 2  # batches between statistics checkpoints
   c.record.keep_checkpoints = 2
+  # Split-half recording: each group's items counted as two seeded halves (data.half_seed) whose sums are the
+  # group's statistics; the locate stage then reports how stable each set is across the halves, and the
+  # intervene stage can test a placebo set located between two halves of one group. No extra generation.
+  c.record.halves = False
 
   c.intervene = mlc.ConfigDict()
   c.intervene.n_controls = 8  # random neuron sets with the located set's per-layer counts
@@ -135,6 +139,13 @@ def base_config(method: str) -> mlc.ConfigDict:
   c.intervene.primary_point = ""  # the primary test's grid point (with intervene.grid); "" = none
   c.intervene.primary_pairs = ()  # the units in the primary test; () = all
   c.intervene.sequential_h = 0  # the sequential p's h; 0 = every primary replicate, the fixed-R p
+  # Yardsticks beside each effect of a forced choice (valuejax/metrics/effects.py): the share of items whose
+  # preferred action flips, the change in log-odds, the prompt yardstick (the unedited model told the value in
+  # one sentence of the taxonomy's definition) and each located edit's fraction of it.
+  c.intervene.yardsticks = True
+  # The side-effect column: loss per token on neutral sentences under each located edit beside the unedited
+  # model's. "shipped" = data/neutral_text.jsonl; a path to a JSON-lines file of {"id", "lang", "text"}; "" = none.
+  c.intervene.neutral_text = "shipped"
   c.intervene.grid = ()  # grid points "size=S,gamma=G,steer=p|v95"; () = every gamma at the one located size
 
   # A sweep: {"intervene": {"gamma": ((0.5,), (2.0,))}, "model": ("a", "b")} mirrors the config's keys;

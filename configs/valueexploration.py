@@ -41,8 +41,12 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
   c.data.items_per_group = arg.per_group  # 0 = all
   c.data.questions_per_description = 1
   c.data.seed = 0
+  c.data.half_seed = 0  # the split of each group's items into halves (record.halves)
 
   c.record.max_new_tokens = arg.tokens
+  # Each group's items recorded as two seeded halves (their sums are the group's statistics; no extra
+  # generation, the host holds twice the group sums): the stability of every located set and the placebo.
+  c.record.halves = True
 
   c.locate = mlc.ConfigDict()
   c.locate.rule = "vape"

@@ -22,7 +22,8 @@ def record(config: mlc.ConfigDict, wd: Workdir, force: bool = False, model=None)
   with Timer() as t:
     model = runtime.load_model(config, "record", model)
     state, n_batches = _run(config, wd, force, model)
-    outputs = workdir.write_record(wd, state, generated=config.record.mode == "generate")
+    outputs = workdir.write_record(wd, state, generated=config.record.mode == "generate",
+                                   halves=bool(config.record.halves))
   wd.mark_done("record", t.seconds, outputs, batches=n_batches, tokens=state.tokens)
   wd.add_timing("record", t.seconds, tokens=state.tokens, engine_seconds=round(state.seconds, 3))
   logging.info("record: done in %.1f s, %d tokens (%.0f tokens/s in the engine)", t.seconds, state.tokens,
@@ -30,15 +31,18 @@ def record(config: mlc.ConfigDict, wd: Workdir, force: bool = False, model=None)
 
 
 def _run(config: mlc.ConfigDict, wd: Workdir, force: bool, model):
-  from valuejax.engine.record import Recorder, RecordState
+  from valuejax.engine.record import Recorder, RecordState, split_halves
   r = config.record
   method = methods.METHODS.get(config.method)
   groups, prompts = method.record_prompts(config, method.load_dataset(config))
-  recorder = Recorder(model, groups=groups, batch_size=r.batch_size, max_new_tokens=r.max_new_tokens,
+  # Split-half recording counts each group's items into two seeded halves: the same prompts, batches and
+  # generated tokens, only the sums they count towards are split (write_record stores both and their sum).
+  stats_groups, group_of = split_halves(groups, prompts, _half_seed(config)) if r.halves else (groups, None)
+  recorder = Recorder(model, groups=stats_groups, batch_size=r.batch_size, max_new_tokens=r.max_new_tokens,
                       mode=r.mode, hist=r.hist, hist_bins=r.hist_bins,
                       repetition_penalty=r.repetition_penalty,
                       temperature=r.temperature, top_p=r.top_p, seed=config.seed,
-                      mesh=runtime.mesh(config))
+                      mesh=runtime.mesh(config), group_of=group_of)
   n_batches = len(_batches(config, recorder, prompts))
   logging.info("record: %d prompts in %d groups (%s), %d batches of %d, mode %s", len(prompts), len(groups),
                ", ".join(groups), n_batches, r.batch_size, r.mode)
@@ -67,6 +71,17 @@ def _run(config: mlc.ConfigDict, wd: Workdir, force: bool, model):
   state = recorder.run(prompts, state, on_batch)
   ckpt.close()
   return state, n_batches
+
+
+def _half_seed(config: mlc.ConfigDict) -> int:
+  """The seed of the split into halves (data.half_seed), which a config recording halves must name."""
+  from valuejax.validate import require
+  require(config, ["data.half_seed"], "split-half recording (record.halves = True)")
+  seed = config.data.half_seed
+  if isinstance(seed, bool) or not isinstance(seed, int):
+    raise ValueJaxError(f"record.halves = True needs an integer data.half_seed, got {seed!r}", "--config.data.half_seed",
+                        "set --config.data.half_seed=0 (or record.halves=False)")
+  return seed
 
 
 def _batches(config: mlc.ConfigDict, recorder, prompts):

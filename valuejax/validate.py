@@ -58,7 +58,7 @@ BASE_KEYS: dict[str, Any] = {
     "record.mode": Choice(("generate", "teacher_forced")),
     "record.batch_size": POSITIVE, "record.max_new_tokens": POSITIVE, "record.checkpoint_every": POSITIVE,
     "record.keep_checkpoints": POSITIVE,
-    "record.hist": None, "record.hist_bins": Choice(("full", "compact")),
+    "record.hist": None, "record.halves": None, "record.hist_bins": Choice(("full", "compact")),
     "record.temperature": Range(0.0, math.inf, True, False, "a finite number >= 0 (0 = greedy)"),
     "record.top_p": Range(0.0, 1.0, False, True, "a probability in (0, 1]"),
     "record.repetition_penalty": Range(0.0, math.inf, False, False, "a finite positive number (1 = none)"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+import zlib
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -85,7 +86,8 @@ class Recorder:
                mode: str = "generate", hist: bool = False, hist_bins: str = "full", target: str = "act",
                repetition_penalty: float = 1.1,
                temperature: float = 0.0, top_p: float = 1.0, seed: int = 0, mesh=None,
-               max_prompt_tokens: int = 2048, edit=None, edit_scope: str = "generated", params=None):
+               max_prompt_tokens: int = 2048, edit=None, edit_scope: str = "generated", params=None,
+               group_of: dict[str, str] | None = None):
     if mode not in ("generate", "teacher_forced"):
       raise ValueJaxError(f"record mode {mode!r} is unknown", fix="use 'generate' or 'teacher_forced'")
     if batch_size < 1:
@@ -98,6 +100,9 @@ class Recorder:
     self.sampling = Sampling(temperature, top_p, repetition_penalty)
     self.seed, self.max_prompt_tokens = seed, max_prompt_tokens
     self.edit, self.edit_scope = edit, edit_scope
+    # The statistics group of a prompt (by id) when it is not the prompt's own (the halves of `split_halves`):
+    # the prompts, their ids and their texts stay as they are, only the sums they count towards change.
+    self.group_of = dict(group_of or {})
     cfg, tok = model.config, model.tokenizer
     params = model.params if params is None else params
     special = special_ids(tok, cfg)
@@ -112,14 +117,17 @@ class Recorder:
   def _encode(self, prompts: Sequence[Prompt]) -> list[list[int]]:
     out = []
     for p in prompts:
-      if p.group not in self.groups:
-        raise ValueJaxError(f"prompt {p.id!r} has group {p.group!r}, which is not recorded",
+      if self._group(p) not in self.groups:
+        raise ValueJaxError(f"prompt {p.id!r} has group {self._group(p)!r}, which is not recorded",
                             fix=f"groups: {', '.join(self.groups)}")
       ids = encode_prompt(self.model.tokenizer, p, self.bos)
       if len(ids) > self.max_prompt_tokens:
         raise PromptTooLong(p, len(ids), self.max_prompt_tokens)
       out.append(ids)
     return out
+
+  def _group(self, p: Prompt) -> str:
+    return self.group_of.get(p.id, p.group)
 
   def batches(self, prompts: Sequence[Prompt]) -> list[list[tuple[Prompt, list[int]]]]:
     """Deterministic batches of (prompt, token ids): sorted by length (less padding, fewer buckets)."""
@@ -155,7 +163,7 @@ class Recorder:
       batch = batches[index]
       t0 = time.perf_counter()
       ids, mask = pack_rows([row for _, row in batch], pad_id=self.engine.pad_id, side="left")
-      groups = np.array([self.groups.index(p.group) for p, _ in batch], np.int32)
+      groups = np.array([self.groups.index(self._group(p)) for p, _ in batch], np.int32)
       if self.mode == "generate":
         out = self.engine(ids, mask, self.max_new_tokens, sampling=self.sampling, seed=self.seed + index,
                           group_ids=groups, stats=self.stats_spec, edit=self.edit, edit_scope=self.edit_scope)
@@ -181,6 +189,71 @@ class Recorder:
     if bar is not None:
       bar.close()
     return state
+
+
+# Split-half recording: each group's items fall at random (seeded) into two halves, recorded as groups
+# "<group>#a" and "<group>#b". Statistics are sums, so a group's own are the sum of its halves' (counts exactly;
+# float sums up to rounding), and each half alone locates a set whose overlap with the other's measures how
+# stable the located neurons are; the two halves of one group are a contrast without any value difference.
+HALVES = ("a", "b")
+HALF_SEP = "#"
+
+
+def half_group(group: str, half: str) -> str:
+  """The recorded name of one half of a group."""
+  return f"{group}{HALF_SEP}{half}"
+
+
+def split_halves(groups: Sequence[str], prompts: Sequence[Prompt], seed: int) -> tuple[list[str], dict[str, str]]:
+  """(half groups, {prompt id: half group}): each group's items (by item id, so the prompts of one item stay
+  together) shuffled with a seed of (seed, group name), the first ceil(n / 2) in half a, the rest in half b.
+
+  Seeded per group, so a group's halves do not change when other groups are added or dropped."""
+  by_group: dict[str, list[str]] = {g: [] for g in groups}
+  for p in prompts:
+    if p.group not in by_group:
+      raise ValueJaxError(f"prompt {p.id!r} has group {p.group!r}, which is not recorded",
+                          fix=f"groups: {', '.join(groups)}")
+    if p.item_id not in by_group[p.group]:
+      by_group[p.group].append(p.item_id)
+  half_of: dict[tuple[str, str], str] = {}
+  for g, items in by_group.items():
+    order = np.random.default_rng([int(seed), zlib.crc32(g.encode())]).permutation(len(items))
+    cut = (len(items) + 1) // 2
+    for rank, i in enumerate(order):
+      half_of[g, items[i]] = HALVES[0] if rank < cut else HALVES[1]
+  half_groups = [half_group(g, h) for g in groups for h in HALVES]
+  return half_groups, {p.id: half_group(p.group, half_of[p.group, p.item_id]) for p in prompts}
+
+
+def _select(stats: NeuronStats, index: Sequence[int], names: Sequence[str]) -> NeuronStats:
+  idx = np.asarray(index, np.int64)
+  return NeuronStats(tuple(names), stats.tokens[idx], stats.items[idx], stats.count[idx], stats.s1[idx],
+                     stats.s2[idx], None if stats.hist is None else stats.hist[idx], stats.hist_edges)
+
+
+def half_names(stats: NeuronStats) -> list[str]:
+  """The groups whose halves `stats` holds, in order; an error when it is not split-half statistics."""
+  names = list(stats.group_names)
+  groups = [n.rpartition(HALF_SEP)[0] for n in names[::len(HALVES)]]
+  if names != [half_group(g, h) for g in groups for h in HALVES]:
+    raise ValueJaxError(f"statistics of groups {names[:4]}... are not split-half statistics",
+                        fix="record with record.halves = True")
+  return groups
+
+
+def half_stats(stats: NeuronStats, half: str) -> NeuronStats:
+  """One half's statistics alone, under the groups' own names (what a locator reads)."""
+  groups = half_names(stats)
+  return _select(stats, [stats.group(half_group(g, half)) for g in groups], groups)
+
+
+def join_halves(stats: NeuronStats) -> NeuronStats:
+  """Each group's statistics as the sum of its halves', under the group's own name."""
+  out = half_stats(stats, HALVES[0])
+  for half in HALVES[1:]:
+    out = out.add(half_stats(stats, half))
+  return out
 
 
 def _check_finite(stats: NeuronStats | None, what: str, index: int, n_batches: int, ids: list[str]) -> None:

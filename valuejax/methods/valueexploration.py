@@ -28,7 +28,7 @@ MANIPULATION_METRIC = ("P(value-aligned action) after the recording prompt, from
 class ValueExploration(ContrastMethod):
   name = "valueexploration"
   config_keys = {"data.value_ids": None, "data.conflict_persona": None, "data.cvoice_activation": None,
-                 "data.cvoice_eval": None, "intervene.manipulation_items": None}
+                 "data.cvoice_eval": None, "intervene.manipulation_items": None, "data.half_seed": None}
 
   def load_dataset(self, config: mlc.ConfigDict) -> vdata.Dataset:
     """The shipped C-voice data, or the released workbooks by path (the activation folder and/or the

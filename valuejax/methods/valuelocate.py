@@ -43,7 +43,8 @@ def pair_contrast(plus: str, minus: str) -> str:
 class ValueLocate(ContrastMethod):
   name = "valuelocate"
   config_keys = {"locate.contrast": Choice(tuple(CONTRAST_WORDS)), "locate.pairs": None,
-                 "data.questions_per_description": None, "data.seed": None}
+                 "data.questions_per_description": None, "data.seed": None,
+                 "data.half_seed": None}
 
   def pairs(self, config: mlc.ConfigDict, dataset: vdata.Dataset) -> list[Pair]:
     """`locate.pairs` ("X:X_reversed" or "X:Y" opposing aspects), else the contrast's default pairs: every

@@ -16,25 +16,55 @@ from valuejax.workdir.results import InterveneResults, UnitResult
 from valuejax.workdir.state import Workdir
 
 
-def write_record(wd: Workdir, state: Any, generated: bool) -> list[str]:
+# The statistics of each group's two halves (record.halves): groups "<group>#a" and "<group>#b", of the same
+# tokens as record/stats.npz, which holds their sums (valuejax.engine.record.join_halves).
+RECORD_HALVES = os.path.join("record", "halves.npz")
+
+
+def write_record(wd: Workdir, state: Any, generated: bool, halves: bool = False) -> list[str]:
   """The statistics the locators read (of generated tokens, or of every input token when teacher-forced),
-  the prompt statistics, the generated texts and a summary; returns the files (relative paths)."""
+  the prompt statistics, the generated texts and a summary; returns the files (relative paths).
+
+  With `halves` the state holds split-half groups: the halves are stored as they are (RECORD_HALVES) and every
+  other file holds each group's own statistics, their sum."""
   out = [layout.RECORD_STATS, layout.PROMPT_STATS, layout.RECORD_TEXTS, layout.RECORD_SUMMARY]
+  out += [RECORD_HALVES] if halves else []
   if not wd.writer:
     return out
   from valuejax.evaluate import GenerationRecord, write_records
   stats = state.gen_stats if generated else state.prompt_stats
+  prompt_stats = state.prompt_stats
+  if halves:
+    from valuejax.engine.record import join_halves
+    stats.save(wd.path(RECORD_HALVES))
+    stats, prompt_stats = join_halves(stats), join_halves(prompt_stats)
   stats.save(wd.path(layout.RECORD_STATS))
-  state.prompt_stats.save(wd.path(layout.PROMPT_STATS))
+  prompt_stats.save(wd.path(layout.PROMPT_STATS))
   records = [GenerationRecord(item_id, "", text, "baseline", 0, {"group": item_id.split("/", 1)[0]})
              for item_id, text in sorted(state.texts.items())]
   write_records(wd.path(layout.RECORD_TEXTS), records)
   vio.write_json(wd.path(layout.RECORD_SUMMARY), {
       "groups": list(stats.group_names), "tokens": stats.tokens.tolist(), "items": stats.items.tolist(),
       "counted": "generated tokens" if generated else "every input token",
+      **({"halves": {"file": RECORD_HALVES, "items": state_items(state, generated)}} if halves else {}),
       "batches": state.batches_done, "tokens_processed": state.tokens,
       "engine_seconds": round(state.seconds, 3)})
   return out
+
+
+def state_items(state: Any, generated: bool) -> dict[str, int]:
+  """Items counted per half group of a split-half record state."""
+  stats = state.gen_stats if generated else state.prompt_stats
+  return {g: int(n) for g, n in zip(stats.group_names, stats.items)}
+
+
+def read_halves(root: str) -> Any:
+  """The split-half statistics of the workdir at `root` (NeuronStats), None when it recorded no halves."""
+  path = os.path.join(root, RECORD_HALVES)
+  if not os.path.exists(path):
+    return None
+  from valuejax.engine.stats import NeuronStats
+  return NeuronStats.load(path)
 
 
 def write_sets(wd: Workdir, sets: dict[str, Any]) -> list[str]:
