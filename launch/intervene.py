@@ -16,7 +16,8 @@ import ml_collections as mlc
 from launch import cli, runtime
 from valuejax import methods, metrics, workdir
 from valuejax.methods.examples import examples as example_answers
-from valuejax.metrics.effects import evaluate
+from valuejax.metrics.effects import add_yardsticks, evaluate
+from valuejax.metrics.forced_choice import unit_sentences
 from valuejax.errors import ValueJaxError
 from valuejax.workdir import Timer, Workdir
 from valuejax.workdir.outputs import MANIPULATION, read_manipulation, write_manipulation
@@ -33,18 +34,21 @@ def intervene(config: mlc.ConfigDict, wd: Workdir, force: bool = False, model=No
     metric = metrics.METRICS.get(config.intervene.metric)()
     dataset = method.load_dataset(config)
     activity = _activity(wd)
-    plan = method.plan(config, dataset, workdir.load_sets(wd), metric, activity)
+    sets = workdir.load_sets(wd)
+    plan = method.plan(config, dataset, sets, metric, activity)
     _add_silent_share(plan, activity)
     model = runtime.load_model(config, "intervene", model)
     checked = _manipulation_check(config, wd, method, dataset, model, force)
     generated: list[Any] = []
     results = evaluate(config, model, plan, metric, generated)
+    results, neutral = add_yardsticks(config, model, metric, plan, results,
+                                      unit_sentences(dataset, method.units(config, dataset, sets)))
     examples = example_answers(config, model, plan) + generated
     outputs = workdir.write_intervene(wd, workdir.InterveneResults(
         method=config.method, metric=config.intervene.metric, units=results,
         metric_description=metric.description, effect_of=metric.effect_of, alpha=config.intervene.alpha,
         n_controls=config.intervene.n_controls, primary=methods.primary(config, results),
-        grid=methods.grid_summary(config, results)), examples) + checked
+        grid=methods.grid_summary(config, results), neutral_loss=neutral), examples) + checked
   wd.mark_done("intervene", t.seconds, outputs)
   wd.add_timing("intervene", t.seconds, evaluations=sum(r.evaluations for r in results))
 

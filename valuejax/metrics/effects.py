@@ -191,6 +191,9 @@ def evaluate(config: mlc.ConfigDict, model: Any, plan: list[Any], metric: Metric
           p_value = permutation_p(summary.mean, control_effects, e.alternative)
         summary = dataclasses.replace(summary, p_value=p_value, n_controls=len(control_effects),
                                       control_mean=float(np.mean(control_effects)))
+      if getattr(metric, "probability", False) and c.get("yardsticks", False):
+        common["yardsticks"] = effect_yardsticks(base, edited, [all_scores[j] for j in ctrl_ks], n_boot=c.n_boot,
+                                                 level=summary.level, seed=config.seed)
       effects.append(EffectRecord(
           **common, computable=True, n=summary.n, mean=summary.mean, ci_low=summary.ci_low,
           ci_high=summary.ci_high, level=summary.level, p_value=summary.p_value, n_controls=summary.n_controls,
@@ -276,3 +279,144 @@ def _sequential(config: mlc.ConfigDict, metric: Metric, units: dict[int, _Unit],
         still.append(g)
     active = still
   return out
+
+
+# -- yardsticks: how big an effect on a probability is, on other scales --------------------------------------
+
+# P(aligned) is kept this far from 0 and 1 before its log-odds are taken: a forced choice's probability is a
+# sigmoid of a log-likelihood difference, which float64 rounds to exactly 0 or 1 beyond about 37 nats; the
+# clip bounds a log-odds at +-13.8 (log(1e6)), beyond any difference a scored choice has shown.
+LOGIT_EPS = 1e-6
+
+
+def log_odds(p: np.ndarray) -> np.ndarray:
+  """log(p / (1 - p)), elementwise, with p clipped to [LOGIT_EPS, 1 - LOGIT_EPS] (NaN stays NaN)."""
+  p = np.clip(np.asarray(p, np.float64), LOGIT_EPS, 1.0 - LOGIT_EPS)
+  return np.log(p) - np.log1p(-p)
+
+
+def flip_share(baseline: np.ndarray, edited: np.ndarray) -> float | None:
+  """The share of items, among those scored under both, whose preferred action changes under the edit:
+  P(aligned) above 0.5 on one side and not on the other. None when no item is scored under both."""
+  b, x = np.asarray(baseline, np.float64), np.asarray(edited, np.float64)
+  ok = np.isfinite(b) & np.isfinite(x)
+  if not ok.any():
+    return None
+  return float(np.mean((b[ok] > 0.5) != (x[ok] > 0.5)))
+
+
+def effect_yardsticks(baseline: np.ndarray, edited: np.ndarray, controls: list[np.ndarray], *, n_boot: int,
+                      level: float = 0.95, seed: int = 0) -> dict[str, Any]:
+  """An edit's change in a probability on two more scales: the share of items whose preferred action flips
+  (the edit's, and its controls' mean), and the mean change in log-odds with its bootstrap CI (the controls'
+  mean beside it). The log-odds CI resamples items as the effect's own CI does."""
+  from valuejax.evaluate import bootstrap_ci
+  b, x = np.asarray(baseline, np.float64), np.asarray(edited, np.float64)
+  ok = np.isfinite(b) & np.isfinite(x)
+  d = log_odds(x[ok]) - log_odds(b[ok])
+  lo, hi = bootstrap_ci(d, level=level, n_boot=n_boot, seed=seed) if d.size else (None, None)
+  ctrl_flips = [f for f in (flip_share(b, c) for c in controls) if f is not None]
+
+  def ctrl_logodds(c: np.ndarray) -> float | None:
+    both = np.isfinite(b) & np.isfinite(c)
+    return float(np.mean(log_odds(c[both]) - log_odds(b[both]))) if both.any() else None
+  ctrl_lo = [v for v in (ctrl_logodds(np.asarray(c, np.float64)) for c in controls) if v is not None]
+  return {"flips": flip_share(b, x), "control_flips": float(np.mean(ctrl_flips)) if ctrl_flips else None,
+          "logodds": float(d.mean()) if d.size else None, "logodds_ci": [lo, hi],
+          "control_logodds": float(np.mean(ctrl_lo)) if ctrl_lo else None,
+          "control_logodds_sd": float(np.std(ctrl_lo, ddof=1)) if len(ctrl_lo) > 1 else None}
+
+
+def prompt_yardstick(config: mlc.ConfigDict, model: Any, metric: Metric, items: list[Any], baseline: np.ndarray,
+                     sentence: str) -> dict[str, Any]:
+  """The unedited model told the value: the same forced choice with `sentence` before every question, its
+  mean change against the unedited scores (`baseline`, the unit's), the CI of that mean, and the told scores.
+  How far the metric moves when the model is told the value, the scale a located effect is read against."""
+  from valuejax.evaluate import bootstrap_ci
+  from valuejax.intervene import baseline as identity
+  from valuejax.metrics.forced_choice import told_items
+  shape = (model.config.num_layers, model.config.intermediate_size)
+  told = np.asarray(metric.score(config, model, told_items(items, sentence), [identity(shape)]).values[0], np.float64)
+  b = np.asarray(baseline, np.float64)
+  ok = np.isfinite(b) & np.isfinite(told)
+  d = told[ok] - b[ok]
+  lo, hi = bootstrap_ci(d, n_boot=config.intervene.n_boot, seed=config.seed) if d.size else (None, None)
+  return {"sentence": sentence, "n": int(d.size), "mean": float(d.mean()) if d.size else None, "ci": [lo, hi],
+          "logodds": float(np.mean(log_odds(told[ok]) - log_odds(b[ok]))) if d.size else None,
+          "flips": flip_share(b, told), "scores": json_scores(told)}
+
+
+# Every neutral sentence is scored as the continuation of this context, so that a steering edit (scope
+# "generated") reaches every one of its tokens, as it reaches an answer's. A visible word, not a newline: a
+# tokenizer without a BOS token would leave a bare newline with nothing to condition on.
+NEUTRAL_PREFIX = "Text:"
+
+
+def read_neutral_text(config: mlc.ConfigDict) -> list[str]:
+  """The neutral sentences of `intervene.neutral_text` ("shipped": data/neutral_text.jsonl; else a path to a
+  JSON-lines file of {"id", "lang", "text"}); [] when it is ""."""
+  import json
+  import os
+  from valuejax.data.readers import shipped_data_dir
+  from valuejax.errors import ValueJaxError
+  where = config.intervene.neutral_text
+  if not where:
+    return []
+  path = str(shipped_data_dir() / "neutral_text.jsonl") if where == "shipped" else where
+  if not os.path.isfile(path):
+    raise ValueJaxError(f"no neutral text file at {path}", "--config.intervene.neutral_text",
+                        "give a JSON-lines file of {\"id\", \"lang\", \"text\"}, 'shipped' or '' (none)")
+  with open(path, encoding="utf-8") as f:
+    rows = [json.loads(line) for line in f if line.strip()]
+  texts = [r.get("text") for r in rows]
+  if not texts or any(not isinstance(t, str) or not t.strip() for t in texts):
+    raise ValueJaxError(f"{path} has no sentences, or a row without a \"text\"", "--config.intervene.neutral_text",
+                        "write one {\"id\", \"lang\", \"text\"} object per line")
+  return texts
+
+
+def neutral_losses(config: mlc.ConfigDict, model: Any, texts: list[str], edits: list[Any]) -> tuple[float, list[float]]:
+  """Loss per token (nats, all sentences' tokens pooled) of `texts` on the unedited model and under each edit."""
+  from valuejax.evaluate import continuation_logprobs_many
+  from valuejax.metrics.base import scoring_kwargs
+  scores = continuation_logprobs_many(model.params, model.config, model.tokenizer, [NEUTRAL_PREFIX] * len(texts),
+                                      texts, [None] + list(edits), **scoring_kwargs(config))
+  loss = [float(-np.sum(s.sum_logprob) / np.sum(s.num_tokens)) for s in scores]
+  return loss[0], loss[1:]
+
+
+def add_yardsticks(config: mlc.ConfigDict, model: Any, metric: Metric, plan: list[Any], results: list[UnitResult],
+                   sentences: dict[str, str]) -> tuple[list[UnitResult], dict[str, Any] | None]:
+  """The results with each unit's prompt yardstick (`sentences`: {unit: the sentence stating its value}; a
+  unit without one gets none), each effect's share of it (signed in the predicted direction: 1 = the edit
+  moves the metric as far as telling the model the value does), and each located edit's loss on the neutral
+  text beside the unedited model's. Returns (results, the neutral text's summary or None)."""
+  c = config.intervene
+  if not (getattr(metric, "probability", False) and c.get("yardsticks", False)):
+    return results, None
+  texts = read_neutral_text(config)
+  by_name = {p.name: p for p in plan}
+  edits = [(r.unit, e.edit) for r in results for e in r.effects]
+  exp_of = {(p.name, e.edit.name): e.edit for p in plan for e in p.experiments}
+  base_loss, losses = neutral_losses(config, model, texts, [exp_of[k] for k in edits]) if texts and edits else (
+      None, [])
+  loss_of = dict(zip(edits, losses))
+  out = []
+  for r in results:
+    told = None
+    if r.unit in sentences and r.unit in by_name:
+      told = prompt_yardstick(config, model, metric, by_name[r.unit].items, np.asarray(
+          [np.nan if v is None else v for v in r.baseline], np.float64), sentences[r.unit])
+    effects = []
+    for e in r.effects:
+      y = dict(e.yardsticks or {})
+      if told and told["mean"]:
+        sign = 1.0 if e.expected == "greater" else -1.0
+        y["prompt_fraction"] = sign * e.mean / told["mean"]
+      if (r.unit, e.edit) in loss_of:
+        y["neutral_loss"] = loss_of[(r.unit, e.edit)]
+        y["neutral_change"] = loss_of[(r.unit, e.edit)] - base_loss
+      effects.append(dataclasses.replace(e, yardsticks=y or None))
+    out.append(dataclasses.replace(r, effects=effects, prompt_yardstick=told))
+  neutral = {"baseline": base_loss, "sentences": len(texts), "prefix": NEUTRAL_PREFIX} if texts else None
+  return out, neutral

@@ -34,6 +34,7 @@ def write_report(workdir: str) -> str:
   parts += _neurons(root, layout.read(root, layout.LOCATE_SUMMARY))
   parts += _grid(root, results)
   parts += _effects(root, results)
+  parts += _yardsticks(results)
   parts += _controls(results)
   parts += metric_section(results, root)
   parts += _examples(layout.read(root, layout.EXAMPLES))
@@ -365,6 +366,53 @@ def _effects(root: str, results: InterveneResults | None) -> list[str]:
   lines += ["", f"![effects]({plots.relpath(path, root)})", "",
             "Per-item scores: `intervene/metrics.csv` (long format); one row per edit: `intervene/effects.csv`.",
             ""]
+  return lines
+
+
+def _num(v: Any, fmt: str = "+.3g") -> str:
+  return "-" if v is None else format(v, fmt)
+
+
+def _yardsticks(results: InterveneResults | None) -> list[str]:
+  """How big each located effect is on other scales: flips, log-odds, the prompt yardstick, the neutral loss."""
+  effects = [e for e in (results.effects() if results else []) if e.yardsticks]
+  if not effects:
+    return []
+  lines = ["## How big is each effect?", "",
+           "Yardsticks for a change in a probability: the share of items whose preferred action flips (P(aligned) "
+           "crossing 0.5) under the edit and, on average, under its controls; the mean change in log-odds "
+           "[95% CI] beside the controls' mean; the effect as a fraction of the prompt yardstick (the unedited "
+           "model told the value in one sentence; signed in the predicted direction: 1 = as far as telling it); "
+           "and the loss per token on neutral text under the edit minus the unedited model's (nats; an edit that "
+           "breaks the model shows here).", "",
+           "| pair | edit | change | flips | controls' flips | log-odds [95% CI] | controls' log-odds | "
+           "share of prompt yardstick | neutral loss change |",
+           "|---|---|---:|---:|---:|---|---:|---:|---:|"]
+  for e in effects:
+    y = e.yardsticks
+    lo, hi = (y.get("logodds_ci") or [None, None])[:2]
+    ci = f" [{_num(lo)}, {_num(hi)}]" if lo is not None else ""
+    flips = lambda v: "-" if v is None else f"{v:.0%}"
+    lines.append(f"| {e.unit} | {e.edit} | {e.mean:+.3g} | {flips(y.get('flips'))} | {flips(y.get('control_flips'))} "
+                 f"| {_num(y.get('logodds'))}{ci} | {_num(y.get('control_logodds'))} | "
+                 f"{_num(y.get('prompt_fraction'), '.2g')} | {_num(y.get('neutral_change'))} |")
+  told = [u for u in results.units if u.prompt_yardstick]
+  if told:
+    lines += ["", "The prompt yardstick: the same forced choice on the unedited model with one sentence stating the "
+              "value before each question (how far the metric moves when the model is *told* the value):", "",
+              "| pair | sentence | change in P(aligned) [95% CI] | log-odds | flips | items |", "|---|---|---|---:|---:|---:|"]
+    for u in told:
+      t = u.prompt_yardstick
+      lo, hi = (t.get("ci") or [None, None])[:2]
+      lines.append(f"| {u.unit} | {t.get('sentence', '')} | {_num(t.get('mean'))} [{_num(lo)}, {_num(hi)}] | "
+                   f"{_num(t.get('logodds'))} | {'-' if t.get('flips') is None else format(t['flips'], '.0%')} | "
+                   f"{t.get('n', '')} |")
+  if results.neutral_loss:
+    n = results.neutral_loss
+    lines += ["", f"Neutral text: {n.get('sentences')} plain sentences (`data/neutral_text.jsonl` unless "
+              f"`intervene.neutral_text` names another file); the unedited model's loss is "
+              f"{_num(n.get('baseline'), '.4g')} nats per token."]
+  lines.append("")
   return lines
 
 

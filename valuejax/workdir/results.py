@@ -132,6 +132,11 @@ class EffectRecord:
   # The located and control neurons' recorded activity and how the controls were drawn (Experiment's
   # control_activity: controls, match, fallbacks, a summary per activity measure); None in older runs.
   control_activity: Mapping[str, Any] | None = None
+  # How big the effect is on other scales (forced-choice metrics; valuejax.metrics.effects.yardsticks): the share
+  # of items whose preferred action flips, for the edit and its controls' mean; the mean change in log-odds with
+  # its CI; the located effect as a fraction of the prompt yardstick; the loss on neutral text under the edit.
+  # None in older runs and for other metrics.
+  yardsticks: Mapping[str, Any] | None = None
   extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # keys of a newer writer, kept as they are
 
   def __post_init__(self):
@@ -188,6 +193,9 @@ class UnitResult:
   not_computable: tuple[EffectRecord, ...] = ()
   evaluations: int = 0
   detail: Mapping[str, Any] | None = None  # the metric's extras for the unedited model (e.g. pvq's profile)
+  # The unedited model told the value in the prompt (forced choice): the mean change in the metric, its CI and
+  # the told scores (valuejax.metrics.effects.prompt_yardstick); None in older runs and for other metrics.
+  prompt_yardstick: Mapping[str, Any] | None = None
   extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
   def __post_init__(self):
@@ -384,11 +392,19 @@ class InterveneResults:
   grid: tuple[GridPoint, ...] | None = None
   schema_version: int = SCHEMA_VERSION
   extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  # The edit taken apart at the primary point (valuejax.methods.design.decomposition) and the fit of the
+  # effect against gamma per set size (design.dose_response); the unedited model's loss on neutral text. JSON
+  # as written; None when not run (older runs included).
+  decomposition: Mapping[str, Any] | None = None
+  dose_response: tuple[Mapping[str, Any], ...] | None = None
+  neutral_loss: Mapping[str, Any] | None = None
 
   def __post_init__(self):
     object.__setattr__(self, "units", _tuple(self.units))
     if self.grid is not None:
       object.__setattr__(self, "grid", tuple(self.grid))
+    if self.dose_response is not None:
+      object.__setattr__(self, "dose_response", tuple(self.dose_response))
 
   def effects(self) -> list[EffectRecord]:
     """Every computable effect, unit by unit."""
@@ -402,7 +418,8 @@ class InterveneResults:
             "metric_description": self.metric_description, "effect_of": self.effect_of, "alpha": self.alpha,
             "n_controls": self.n_controls, "primary": None if self.primary is None else self.primary.to_json(),
             "grid": None if self.grid is None else [g.to_json() for g in self.grid],
-            "units": [u.to_json() for u in self.units], **self.extra}
+            "units": [u.to_json() for u in self.units], **self.extra,
+            **{k: _plain_json(getattr(self, k)) for k in _OPTIONAL if getattr(self, k) is not None}}
 
   @classmethod
   def from_json(cls, d: Mapping[str, Any], where: str = "metrics.json") -> InterveneResults:
@@ -414,7 +431,7 @@ class InterveneResults:
       raise ValueJaxError(f"intervene results of schema version {version}; this valuejax reads {SCHEMA_VERSION}",
                           where, "use the valuejax that wrote them, or " + fix)
     known = ("schema_version", "method", "metric", "metric_description", "effect_of", "alpha", "n_controls",
-             "primary", "grid", "units", "pairs")
+             "primary", "grid", "units", "pairs") + _OPTIONAL
     try:
       if version is None:
         units = [UnitResult.from_old(u) for u in d.get("pairs", [])]
@@ -425,10 +442,15 @@ class InterveneResults:
                  d.get("effect_of") or "value orientation", d.get("alpha", 0.05), d.get("n_controls"),
                  PrimaryResult.from_json(d.get("primary")), None if grid is None else [GridPoint.from_json(g)
                                                                                       for g in grid],
-                 SCHEMA_VERSION, {k: v for k, v in d.items() if k not in known})
+                 SCHEMA_VERSION, {k: v for k, v in d.items() if k not in known},
+                 **{k: d.get(k) for k in _OPTIONAL})
     except (KeyError, TypeError, ValueError, AttributeError) as e:
       raise ValueJaxError(f"intervene results in an unreadable layout ({type(e).__name__}: {e})", where,
                           fix) from None
+
+
+# InterveneResults' optional sections, written only when present.
+_OPTIONAL = ("decomposition", "dose_response", "neutral_loss")
 
 
 def effects_of(results: InterveneResults | None) -> list[EffectRecord]:
