@@ -76,25 +76,25 @@ def params_from_hf(state: Mapping[str, np.ndarray], cfg: ModelConfig, dtype=np.f
   return params
 
 
+def _leaves(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+  """The leaves of a nested dict by "/"-joined path, in the dict's own order."""
+  out = {}
+  for key, value in tree.items():
+    out.update(_leaves(value, prefix + key + "/") if isinstance(value, Mapping) else {prefix + key: value})
+  return out
+
+
 def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
   """The shape the config implies for each weight of the stacked layout ("layers/gate/kernel": [L, H, F]),
-  from `param_shapes`."""
-  import jax
+  from `param_shapes`, in its order (embedding, final norm, then each layer's weights from input to output)."""
   from valuejax.models.layout import param_shapes
-  flat = jax.tree_util.tree_flatten_with_path(param_shapes(cfg, "stacked"))[0]
-  return {"/".join(str(k.key) for k in path): tuple(leaf.shape) for path, leaf in flat}
+  return {path: tuple(leaf.shape) for path, leaf in _leaves(param_shapes(cfg, "stacked")).items()}
 
 
 def check_shapes(params: Mapping[str, Any], cfg: ModelConfig) -> None:
-  """Every weight the config implies is present with its shape, and there is no other."""
-  want = expected_shapes(cfg)
-  got = {}
-
-  def walk(node, prefix):
-    for key, value in node.items():
-      (walk(value, prefix + key + "/") if isinstance(value, Mapping) else got.__setitem__(prefix + key, value))
-
-  walk(params, "")
+  """Every weight the config implies is present with its shape, and there is no other; the first weight
+  that differs is named."""
+  want, got = expected_shapes(cfg), _leaves(params)
   sizes = (f"(num_layers {cfg.num_layers}, hidden {cfg.hidden_size}, intermediate {cfg.intermediate_size}, "
            f"vocab {cfg.vocab_size})")
   for path, shape in want.items():
