@@ -53,6 +53,10 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
   c.locate.presets = ("semantic", "decision")  # (filter, top, bar) = (0.5, .01, 0.5) / (0.95, .01, 0.95)
   c.locate.denominator = "tokens"  # "items" reproduces the authors' released masks (C / Q)
   c.locate.top_rate = 0.0  # share of all neurons kept per preset; 0 = the preset's
+  # Stability, read as declared here before any set exists: each set is located again on each half of the items
+  # (record.halves) and called "stable" when the two halves' sets overlap (Jaccard) more than stable_factor times
+  # the Jaccard of two random sets of the same sizes.
+  c.locate.stable_factor = 10.0
 
   c.intervene.kind = "value_exploration"
   c.intervene.regions = ("combined",)  # semantic neurons in middle layers, decision neurons at both ends

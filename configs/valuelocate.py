@@ -13,6 +13,11 @@ The sizes (12 descriptions per group answered with 32 new tokens, 8 held-out sit
 set by the demo's budget of 5 minutes on a 2-core CPU, installation included, not by power: the powered,
 pre-declared answer is configs/study.py (every description, 128 new tokens, every held-out situation, 99
 control replicates).
+
+`:decompose` (on in `:smoke` and in configs/study.py) also runs every primary edit taken apart, its push alone
+and its clamp alone, each with its own controls from the same mirrored family: exploratory, outside the
+primary test. Off by default here: with controls at the strongest gamma only it would nearly triple this
+demo's evaluations (two parts x two modes x 19 controls per pair).
 """
 
 import ml_collections as mlc
@@ -22,9 +27,9 @@ from configs import common
 
 def get_config(arg: str | None = None) -> mlc.ConfigDict:
   arg = common.parse_arg(arg, smoke=False, aspects=False, items=12, tokens=32, controls=19, eval_items=8,
-                         sweep_gamma=False)
+                         sweep_gamma=False, decompose=False)
   if arg.smoke:
-    common.preset(arg, items=2, tokens=6, controls=2, eval_items=4)
+    common.preset(arg, items=2, tokens=6, controls=2, eval_items=4, decompose=True)
   c = common.base_config("valuelocate")
 
   # LAPE language neurons on the same model, at a reduced size (about a minute): the report's "Can this run
@@ -68,12 +73,19 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
   c.locate.size = "0.005"
   c.locate.sizes = ()  # several sizes located at once, each set named <pair>@<size> (a grid); () = locate.size
   c.locate.steer_value = "p"  # "p" (activation probability) or "v95" (NPTI; needs record.hist)
+  # Stability, read as declared here before any set exists: each set is located again on each half of the items
+  # (record.halves) and called "stable" when the two halves' sets overlap (Jaccard) more than stable_factor times
+  # the Jaccard of two random sets of the same sizes.
+  c.locate.stable_factor = 10.0
 
   # Steering at decode steps: target a <- a + gamma * v * sigmoid(10 (delta - 0.15)), opposite min(a, 0).
   c.intervene.kind = "steering"
   c.intervene.gamma = (0.5, 2.0)
   c.intervene.modes = ("enhance", "reverse")
   c.intervene.keep_prob = 0.9
+  # The primary edits taken apart as well: push-only and clamp-only, each with its own mirrored controls
+  # (exploratory; design.decomposition). See the docstring for the cost.
+  c.intervene.decompose = arg.decompose
   c.intervene.metric = "forced_choice"  # p(aligned action) by continuation likelihood, judge-free
   # The question is the user turn; each action is scored as the start of the assistant's answer.
   c.intervene.choice_template = "{question}\nAnswer in one sentence, in the first person."

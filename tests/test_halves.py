@@ -67,3 +67,55 @@ def test_half_stats_refuses_whole_statistics():
   from valuejax.engine.stats import NeuronStats
   with pytest.raises(ValueJaxError, match="not split-half"):
     half_stats(NeuronStats.zeros(["up", "down"], 2, 3), HALVES[0])
+
+
+def _set(name, groups, n_layers=2, n_neurons=10):
+  from valuejax.locate import GroupNeurons, NeuronSet
+  made = {g: GroupNeurons.create(np.asarray([i // n_neurons for i in idx], np.int64),
+                                 np.asarray([i % n_neurons for i in idx], np.int64), n_layers, n_neurons)
+          for g, idx in groups.items()}
+  return NeuronSet(made, {"method": name})
+
+
+def test_jaccard_and_its_chance_value_by_hand():
+  from valuejax.locate.stability import chance_jaccard, reading, set_overlaps, split_half_stability
+  # 4 and 5 neurons among 20: 20 / 20 = 1 shared expected, union 4 + 5 - 1 = 8, so 1/8.
+  assert chance_jaccard(4, 5, 20) == pytest.approx(1 / 8)
+  assert chance_jaccard(20, 20, 20) == 1.0 and np.isnan(chance_jaccard(0, 0, 20))
+  with pytest.raises(ValueJaxError):
+    chance_jaccard(21, 1, 20)
+  a = _set("a", {"x": [0, 1, 2, 3], "y": [10, 11]})
+  b = _set("b", {"x": [2, 3, 4, 5, 6], "y": [12, 13]})
+  st = split_half_stability({"s": a}, {"s": b}, factor=2.0)
+  # x: {2, 3} shared of 7 in the union = 2/7; chance 1/8, ratio 16/7 > 2: stable. y: nothing shared.
+  assert st["s"]["x"]["jaccard"] == pytest.approx(2 / 7) and st["s"]["x"]["chance"] == pytest.approx(1 / 8)
+  assert st["s"]["x"]["ratio"] == pytest.approx(16 / 7) and st["s"]["x"]["reading"] == "stable"
+  assert (st["s"]["x"]["a"], st["s"]["x"]["b"]) == (4, 5)
+  assert st["s"]["y"]["jaccard"] == 0.0 and st["s"]["y"]["reading"] == "unstable"
+  assert split_half_stability({"s": a}, {"s": b}, factor=3.0)["s"]["x"]["reading"] == "unstable"
+  assert reading(float("nan"), float("nan"), 10.0) == "empty"
+  ov = set_overlaps({"s": a, "t": b})
+  assert ov["s: x"]["s: x"] == 1.0 and ov["s: x"]["t: x"] == pytest.approx(2 / 7) and ov["s: y"]["s: x"] == 0.0
+
+
+def test_smoke_run_reports_stability(smoke_run):
+  from valuejax.workdir import layout
+  from valuejax.workdir.outputs import RECORD_HALVES
+  wd = smoke_run.workdir
+  assert os.path.exists(os.path.join(wd, RECORD_HALVES))
+  summary = layout.read(wd, layout.LOCATE_SUMMARY)
+  halves = helpers.arrays(os.path.join(wd, RECORD_HALVES))
+  measurable = bool((halves["tokens"] > 0).all())
+  for name, s in summary.items():
+    for g, info in s["groups"].items():
+      st = info["stability"]
+      assert info["overlap"][f"{name}: {g}"] == 1.0
+      if not measurable:  # a half of a group generated no counted token: nothing to locate on, and said so
+        assert st["reading"] == "not measured" and "total 0" in st["why"]
+        continue
+      assert st["reading"] in ("stable", "unstable", "empty")
+      # The halves locate sets of the run's size (locate.size = 12 in the smoke flags).
+      assert st["a"] == st["b"] == info["count"] == 12
+      assert 0.0 <= st["jaccard"] <= 1.0
+  report = open(os.path.join(wd, layout.REPORT), encoding="utf-8").read()
+  assert "## Are the located sets stable?" in report and "| Jaccard a vs b |" in report

@@ -19,6 +19,7 @@ from valuejax import data as vdata
 from valuejax.data.templates import CONFLICT_PERSONAS
 from valuejax.errors import ValueJaxError
 from valuejax.methods.base import METHODS, ContrastMethod, Pair, check_groups
+from valuejax.validate import Range
 
 # What the manipulation check scores, as the report names it.
 MANIPULATION_METRIC = ("P(value-aligned action) after the recording prompt, from length-normalised "
@@ -28,7 +29,9 @@ MANIPULATION_METRIC = ("P(value-aligned action) after the recording prompt, from
 class ValueExploration(ContrastMethod):
   name = "valueexploration"
   config_keys = {"data.value_ids": None, "data.conflict_persona": None, "data.cvoice_activation": None,
-                 "data.cvoice_eval": None, "intervene.manipulation_items": None, "data.half_seed": None}
+                 "data.cvoice_eval": None, "intervene.manipulation_items": None, "data.half_seed": None,
+                 "locate.stable_factor": Range(0.0, float("inf"), False, False, "a positive number (how many times "
+                                               "chance a split-half Jaccard must exceed)")}
 
   def load_dataset(self, config: mlc.ConfigDict) -> vdata.Dataset:
     """The shipped C-voice data, or the released workbooks by path (the activation folder and/or the

@@ -20,7 +20,7 @@ from valuejax import data as vdata
 from valuejax.data.schema import REVERSED_SUFFIX
 from valuejax.errors import ValueJaxError
 from valuejax.methods.base import METHODS, ContrastMethod, Pair
-from valuejax.validate import Choice
+from valuejax.validate import Choice, Range
 
 CONTRASTS = ("reversed", "aspects")
 # What each contrast compares, in the words of reports and results pages.
@@ -44,7 +44,9 @@ class ValueLocate(ContrastMethod):
   name = "valuelocate"
   config_keys = {"locate.contrast": Choice(tuple(CONTRAST_WORDS)), "locate.pairs": None,
                  "data.questions_per_description": None, "data.seed": None,
-                 "data.half_seed": None}
+                 "data.half_seed": None,
+                 "locate.stable_factor": Range(0.0, float("inf"), False, False, "a positive number (how many times "
+                                               "chance a split-half Jaccard must exceed)")}
 
   def pairs(self, config: mlc.ConfigDict, dataset: vdata.Dataset) -> list[Pair]:
     """`locate.pairs` ("X:X_reversed" or "X:Y" opposing aspects), else the contrast's default pairs: every

@@ -32,9 +32,11 @@ def write_report(workdir: str) -> str:
   parts += _positive_control(root, config)
   parts += _what_ran(root, cfg)
   parts += _neurons(root, layout.read(root, layout.LOCATE_SUMMARY))
+  parts += _stability(root, config, layout.read(root, layout.LOCATE_SUMMARY))
   parts += _grid(root, results)
   parts += _effects(root, results)
   parts += _yardsticks(results)
+  parts += _decomposition(results)
   parts += _controls(results)
   parts += metric_section(results, root)
   parts += _examples(layout.read(root, layout.EXAMPLES))
@@ -315,6 +317,69 @@ def _neurons(root: str, located: Any) -> list[str]:
   return lines
 
 
+def _stability(root: str, config: dict[str, Any], located: Any) -> list[str]:
+  """Are the located sets stable? Each set located again on each half of the recording items, the halves'
+  Jaccard against chance (the config's pre-declared reading), and the overlap between the located groups (and
+  with the positive control's language sets, when that run has located them)."""
+  if not located:
+    return []
+  rows = [(name, g, info) for name, s in located.items() for g, info in s["groups"].items()]
+  lines = ["## Are the located sets stable?", ""]
+  factor = config.get("locate", {}).get("stable_factor")
+  if any("stability" in info for _, _, info in rows):
+    lines += [f"Each set located again on each random half of the recording items alone (same rule and size); "
+              f"read as declared before any set existed: **stable** when the halves' Jaccard index exceeds "
+              f"{factor:g}x the Jaccard of two random sets of the same sizes.", "",
+              "| set | group | neurons (half a, b) | Jaccard a vs b | chance | ratio | reading |",
+              "|---|---|---:|---:|---:|---:|---|"]
+    for name, g, info in rows:
+      st = info.get("stability")
+      if st and "why" in st:
+        lines.append(f"| {name} | {g} | - | - | - | - | not measured: {st['why']} |")
+      elif st:
+        lines.append(f"| {name} | {g} | {st['a']}, {st['b']} | {_fmt(st['jaccard'])} | {_fmt(st['chance'])} | "
+                     f"{_fmt(st['ratio'], '.1f')} | {st['reading']} |")
+  else:
+    lines.append("The run recorded no halves (record.halves = False): the stability of the sets is not measured.")
+  lines.append("")
+  names = [f"{name}: {g}" for name, g, _ in rows]
+  if len(names) > 1 and all("overlap" in info for _, _, info in rows):
+    lines += ["Overlap between the located groups (Jaccard index):", "",
+              "| | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    for r, (_, _, info) in zip(names, rows):
+      lines.append(f"| {r} | " + " | ".join(_fmt(info["overlap"].get(c)) for c in names) + " |")
+    lines.append("")
+  lines += _language_overlap(root, located)
+  return lines
+
+
+def _language_overlap(root: str, located: Any) -> list[str]:
+  """The located groups' Jaccard with the positive control's language sets on the same model, when both sets
+  are readable; nothing otherwise."""
+  from valuejax.locate import NeuronSet
+  from valuejax.locate.stability import cross_overlaps
+  sub = os.path.join(root, layout.POSITIVE_CONTROL)
+  theirs = layout.read(sub, layout.LOCATE_SUMMARY)
+  if not theirs:
+    return []
+  try:
+    load = lambda base, names: {n: NeuronSet.load(os.path.join(base, layout.neuron_set(n))) for n in names}
+    table = cross_overlaps(load(root, located), load(sub, theirs))
+  except (OSError, ValueError, KeyError, ValueJaxError):
+    return []
+  cols = sorted({c for row in table.values() for c in row})
+  if not cols:
+    return []
+  lines = ["Overlap with the positive control's language neurons (Jaccard index):", "",
+           "| | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
+  lines += [f"| {r} | " + " | ".join(_fmt(row.get(c)) for c in cols) + " |" for r, row in table.items()]
+  return lines + [""]
+
+
+def _fmt(v: Any, fmt: str = ".3f") -> str:
+  return "-" if v is None else format(v, fmt)
+
+
 def _grid(root: str, results: InterveneResults | None) -> list[str]:
   """A study's grid: every point's pooled effect against its matched controls, a figure, and per pair."""
   grid = results.grid if results else None
@@ -412,6 +477,34 @@ def _yardsticks(results: InterveneResults | None) -> list[str]:
     lines += ["", f"Neutral text: {n.get('sentences')} plain sentences (`data/neutral_text.jsonl` unless "
               f"`intervene.neutral_text` names another file); the unedited model's loss is "
               f"{_num(n.get('baseline'), '.4g')} nats per token."]
+  lines.append("")
+  return lines
+
+
+def _decomposition(results: InterveneResults | None) -> list[str]:
+  """The primary edits taken apart: full, push-only and clamp-only, each against its own controls."""
+  d = results.decomposition if results else None
+  if not d:
+    return []
+  lines = ["## The edit taken apart", "",
+           "Each primary edit run whole, with its push alone (the opposite set left unclamped) and with its clamp "
+           "alone (no push), each against its own random controls (the same mirrored family: a part's control "
+           "is that part of the full edit's control). Exploratory: outside the primary test and uncorrected. "
+           "Pooled = the mean change over the pairs and modes, signed in the predicted direction, against the "
+           "same mean over control replicates.", "",
+           "| part | edits | pooled signed change [95% CI] | p vs controls | replicates |", "|---|---:|---|---:|---:|"]
+  label = {"full": "full edit", "push": "push only", "clamp": "clamp only"}
+  for part, v in d.get("parts", {}).items():
+    pooled = v.get("pooled") or {}
+    lo, hi = (pooled.get("ci") or [None, None])[:2]
+    lines.append(f"| {label.get(part, part)} | {len(v.get('edits', []))} | {_num(pooled.get('mean'))} "
+                 f"[{_num(lo)}, {_num(hi)}] | {_num(pooled.get('p'), '.3g')} | {pooled.get('replicates', '-')} |")
+  lines += ["", "Per edit:", "", "| pair | mode | part | change [95% CI] | p | controls |", "|---|---|---|---|---:|---:|"]
+  for part, v in d.get("parts", {}).items():
+    for e in v.get("edits", []):
+      lo, hi = (e.get("ci") or [None, None])[:2]
+      lines.append(f"| {e['unit']} | {e.get('mode')} | {label.get(part, part)} | {_num(e.get('mean'))} "
+                   f"[{_num(lo)}, {_num(hi)}] | {_num(e.get('p'), '.3g')} | {e.get('n_controls', 0)} |")
   lines.append("")
   return lines
 

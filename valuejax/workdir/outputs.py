@@ -67,13 +67,18 @@ def read_halves(root: str) -> Any:
   return NeuronStats.load(path)
 
 
-def write_sets(wd: Workdir, sets: dict[str, Any]) -> list[str]:
+def write_sets(wd: Workdir, sets: dict[str, Any], stability: dict[str, Any] | None = None) -> list[str]:
   """Each set as npz (what intervene reads) and JSON (for people), with a per-layer plot, and a summary;
-  returns the files (relative paths) whose content the intervene stage depends on."""
+  returns the files (relative paths) whose content the intervene stage depends on.
+
+  In the summary every group also has its Jaccard index with every located group ("overlap"), and, with
+  `stability` (valuejax.locate.stability.split_half_stability), its split-half stability ("stability")."""
   out = [layout.LOCATE_SUMMARY] + [layout.neuron_set(n, ext) for n in sets for ext in ("npz", "json")]
   if not wd.writer:
     return out
   from valuejax.locate import plot_counts_per_layer
+  from valuejax.locate.stability import set_overlaps
+  overlaps = set_overlaps(sets)
   summary = {}
   for name, ns in sets.items():
     ns.save_json(wd.path(layout.neuron_set(name, "json")))
@@ -83,10 +88,19 @@ def write_sets(wd: Workdir, sets: dict[str, Any]) -> list[str]:
     summary[name] = {"method": ns.provenance.get("method"), "num_layers": ns.num_layers,
                      "num_neurons": ns.num_neurons, "plot": os.path.relpath(plot, wd.root),
                      "groups": {g: {"count": len(ns[g]), "per_layer": ns.counts_per_layer(g).tolist(),
-                                    "mean_delta": _mean(ns[g].scores.get("delta"))}
+                                    "mean_delta": _mean(ns[g].scores.get("delta")),
+                                    "overlap": overlaps[f"{name}: {g}"],
+                                    **({"stability": _stability_of(stability, name, g)} if stability else {})}
                                 for g in ns.names}}
   vio.write_json(wd.path(layout.LOCATE_SUMMARY), summary)
   return out
+
+
+def _stability_of(stability: dict[str, Any], name: str, group: str) -> dict[str, Any]:
+  """One group's split-half stability, or why it was not measured (stability["unmeasured"])."""
+  if "unmeasured" in stability:
+    return {"reading": "not measured", "why": stability["unmeasured"]}
+  return stability[name][group]
 
 
 def load_sets(wd: Workdir) -> dict[str, Any]:
