@@ -210,9 +210,12 @@ def _plan(located: str, r_max: int):
 
 
 def _config(h: int, test: str = "pooled"):
-  import ml_collections as mlc
-  return mlc.ConfigDict({"seed": 0, "intervene": {"primary_test": test, "primary_gamma": 2.0, "alpha": 0.05,
-                                                  "n_boot": 300, "n_controls": 4, "sequential_h": h}})
+  """The shared sections every run has (configs/common.py), with this test's intervene entries."""
+  from configs import common
+  config = common.base_config("valuelocate")
+  config.intervene.update({"primary_test": test, "primary_gamma": 2.0, "alpha": 0.05, "n_boot": 300,
+                           "n_controls": 4, "sequential_h": h})
+  return config
 
 
 def test_evaluate_stops_scoring_primary_replicates_once_the_sequential_rule_decides():

@@ -155,7 +155,10 @@ class Edit:
       raise ValueJaxError(f"edits with different scopes cannot run in one batch: {sorted(scopes)}",
                           fix="run each scope as its own batch")
     scope = scopes.pop() if scopes else edits[0].scope
-    neurons = jax.tree.map(lambda *xs: jnp.stack(xs), *[e.neurons for e in edits])
+    # Stacked on the host, then one transfer per field: jnp.stack over thousands of device arrays compiles a
+    # concatenation of that arity (a minute for 4,000 edits), np.stack takes milliseconds.
+    neurons = jax.tree.map(lambda *xs: jnp.asarray(np.stack([np.asarray(x) for x in xs])),
+                           *[e.neurons for e in edits])
     return EditBatch(neurons, scope, tuple(e.name for e in edits), tuple(dict(e.metadata) for e in edits))
 
 
