@@ -10,6 +10,7 @@ import numpy as np
 
 from valuejax.errors import ValueJaxError
 from valuejax.intervene.edits import Edit
+from valuejax.models.layout import layout_of
 
 
 def fold_reasons(edit: Edit) -> list[str]:
@@ -48,7 +49,7 @@ def fold_edit(params: dict, edit: Edit) -> dict:
                         fix="pass it to forward(edit=...) on the activation path instead")
   scale = jnp.asarray(edit.neurons.scale, jnp.float32)
   layers = params["layers"]
-  stacked = not isinstance(layers, (list, tuple))
+  stacked = layout_of(params) == "stacked"
   shape = (tuple(layers["down"]["kernel"].shape[:2]) if stacked else
            (len(layers), jax.tree.leaves(layers[0]["down"]["kernel_t"])[0].shape[1]))
   if tuple(scale.shape) != shape:
