@@ -20,6 +20,10 @@ Everything the conclusion rests on is fixed here, before any score exists:
 - Primary test: one pooled test per model at size 0.5%, gamma 2, steer value p: the mean over the four
   values x {enhance, reverse} of each edit's mean change in P(value-aligned action), reverse counted with
   its sign flipped, against 99 control replicates (p can reach 0.01), one-sided, alpha 0.05.
+- Taken apart (exploratory): each primary edit's push alone and clamp alone (intervene.decompose), with the
+  exploratory points' control replicates from the same mirrored family; a few evaluations per pair.
+- Dose-response (exploratory): effect = a + b * gamma per size over the grid's located edits, with
+  paired-bootstrap CIs; the grid points carry the fit, not a test of their own.
 - Exploratory: the grid below, each point with `explore` control replicates (fewer than the primary's,
   to fit the budget of 60 minutes per model on a 2-core CPU: the grid's controls were cut, never the
   primary test's). Read them as hypotheses for the next pre-declared test.
@@ -58,6 +62,7 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
       f"size={arg.primary_size},gamma=2,steer=v95",)
   c.intervene.gamma = GAMMAS  # the grid's gammas (checked against primary_gamma; unused with a grid)
   c.intervene.controls_at = "all"
+  c.intervene.decompose = True  # 2 parts x 2 modes x (1 + explore) evaluations per pair: small beside the grid
   c.intervene.n_controls = arg.explore  # per exploratory point
   c.intervene.primary_test = "pooled"
   c.intervene.primary_gamma = 0.0  # replaced by the point below

@@ -108,3 +108,53 @@ def test_smoke_run_writes_and_reports_yardsticks(smoke_run):
   with open(os.path.join(smoke_run.workdir, "report.md"), encoding="utf-8") as f:
     report = f.read()
   assert "## How big is each effect?" in report and "prompt yardstick" in report
+
+
+# -- the edit taken apart ------------------------------------------------------------------------------------
+
+def test_push_and_clamp_parts_reproduce_the_full_edit_at_the_activations():
+  import jax.numpy as jnp
+  from valuejax.intervene import SteerSet, steering
+  from valuejax.models.edit import apply_edit
+  rng = np.random.default_rng(0)
+  shape = (2, 16)
+  plus, minus = np.zeros(shape, bool), np.zeros(shape, bool)
+  plus[:, :5], minus[:, 4:9] = True, True  # neuron 4 of each layer is in both sets
+  v, delta = rng.uniform(0.2, 1.0, shape), rng.uniform(0.0, 0.5, shape)
+  target, opposite = SteerSet(plus, v, delta), SteerSet(minus, v[::-1], delta[::-1])
+  a = jnp.asarray(rng.normal(size=(3, 4, shape[1])), jnp.float32)
+  steps = jnp.arange(4)
+  for mode in ("enhance", "reverse"):
+    edits = {p: steering(target, opposite, 2.0, mode=mode, keep_prob=0.7, seed=3, part=p)
+             for p in ("full", "push", "clamp")}
+    for layer in range(shape[0]):
+      out = {p: np.asarray(apply_edit(a, jnp.asarray(layer), e.neurons, None, steps=steps)) for p, e in edits.items()}
+      pushed, clamped = (plus, minus) if mode == "enhance" else (minus, plus)
+      only_push, only_clamp = pushed[layer] & ~clamped[layer], clamped[layer] & ~pushed[layer]
+      both, neither = pushed[layer] & clamped[layer], ~(pushed[layer] | clamped[layer])
+      # Exact: the same float32 operations on the same values, the same keep draws (seed and steps).
+      np.testing.assert_array_equal(out["push"][..., only_push], out["full"][..., only_push])
+      np.testing.assert_array_equal(out["clamp"][..., only_clamp], out["full"][..., only_clamp])
+      np.testing.assert_array_equal(out["push"][..., only_clamp], np.asarray(a)[..., only_clamp])
+      np.testing.assert_array_equal(out["clamp"][..., only_push], np.asarray(a)[..., only_push])
+      for p in out:
+        np.testing.assert_array_equal(out[p][..., neither], np.asarray(a)[..., neither])
+      # On the overlap the full edit is the clamp, then the push: min(a, 0) + (push(a) - a).
+      np.testing.assert_allclose(out["full"][..., both], out["clamp"][..., both] + out["push"][..., both]
+                                 - np.asarray(a)[..., both], atol=1e-6)
+    assert edits["push"].metadata["part"] == "push" and "part" not in edits["full"].metadata
+
+
+def test_smoke_run_takes_the_primary_edits_apart(smoke_run):
+  from valuejax.workdir.outputs import read_intervene
+  results = read_intervene(smoke_run.workdir)
+  d = results.decomposition
+  assert set(d["parts"]) == {"full", "push", "clamp"}
+  for part in ("push", "clamp"):
+    assert len(d["parts"][part]["edits"]) == len(d["parts"]["full"]["edits"]) == 2 * len(results.units)
+    assert d["parts"][part]["pooled"]["replicates"] >= 1
+  # The parts stay outside the primary family.
+  assert all("-only" not in name for name in results.primary.edits)
+  assert len(results.primary.edits) == 2 * len(results.units)
+  with open(os.path.join(smoke_run.workdir, "report.md"), encoding="utf-8") as f:
+    assert "## The edit taken apart" in f.read()

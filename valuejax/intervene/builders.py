@@ -76,8 +76,12 @@ def steer_strength(v: np.ndarray, delta: np.ndarray, gamma: float) -> np.ndarray
   return (gamma * np.asarray(v, np.float64) * gate).astype(np.float32)
 
 
+# The parts of a steering edit (steering(part=)): the whole edit, its push alone, its clamp alone.
+STEER_PARTS = ("full", "push", "clamp")
+
+
 def steering(target: SteerSet, opposite: SteerSet | MaskLike, gamma: float, *, mode: str = "enhance",
-             keep_prob: float = 0.9, seed: int = 0, name: str | None = None) -> Edit:
+             keep_prob: float = 0.9, seed: int = 0, name: str | None = None, part: str = "full") -> Edit:
   """ValueLocate / NPTI steering, applied to generated tokens only, as the authors' hook applies it.
 
   enhance: opposite neurons are clamped, a <- min(a, 0), at every generated token; target neurons are pushed,
@@ -90,7 +94,14 @@ def steering(target: SteerSet, opposite: SteerSet | MaskLike, gamma: float, *, m
   A neuron in both sets is clamped, then pushed (min(a, 0) + push), as in the hook, which clamps the whole
   opposite set before it adds to the target set: the push survives. `metadata["n_overlap"]` counts them;
   `n_target` and `n_opposite` count the whole pushed and clamped sets, overlap included.
+
+  `part` takes the edit apart: "push" keeps only the push (the same strengths, keep_prob and seed, so the same
+  draws), "clamp" only the clamp, "full" both. On neurons in neither set's overlap the two parts are the full
+  edit's two halves exactly; a neuron in both sets gets a + push from "push" and min(a, 0) from "clamp". The
+  counts in `metadata` stay those of the full edit's sets; `metadata["part"]` names the part.
   """
+  if part not in STEER_PARTS:
+    raise ValueJaxError(f"unknown steering part {part!r}", fix=f"use one of {', '.join(STEER_PARTS)}")
   if mode not in ("enhance", "reverse"):
     raise ValueJaxError(f"unknown steering mode {mode!r}", fix="use 'enhance' or 'reverse'")
   if not isinstance(opposite, SteerSet):
@@ -106,13 +117,13 @@ def steering(target: SteerSet, opposite: SteerSet | MaskLike, gamma: float, *, m
     raise ValueJaxError(f"target and opposite sets differ in shape: {shape} vs {opposite.mask.shape}")
   both = target.mask & opposite.mask
   push, clamp = target.mask, opposite.mask
-  add = np.where(push, steer_strength(target.v, target.delta, gamma), 0.0).astype(np.float32)
-  clamp_max = np.where(clamp, 0.0, np.inf).astype(np.float32)
+  add = np.where(push & (part != "clamp"), steer_strength(target.v, target.delta, gamma), 0.0).astype(np.float32)
+  clamp_max = np.where(clamp & (part != "push"), 0.0, np.inf).astype(np.float32)
   meta = {"kind": "steer", "mode": mode, "gamma": float(gamma), "keep_prob": float(keep_prob),
           "seed": int(seed), "n_target": int(push.sum()), "n_opposite": int(clamp.sum()),
-          "n_overlap": int(both.sum())}
+          "n_overlap": int(both.sum()), **({} if part == "full" else {"part": part})}
   return Edit(make_neuron_edit(shape, add=add, clamp_max=clamp_max, keep_prob=keep_prob, seed=seed),
-              "generated", name or f"steer-{mode}-g{gamma:g}", meta)
+              "generated", name or f"steer-{mode}-g{gamma:g}" + ("" if part == "full" else f"-{part}"), meta)
 
 
 def region_layers(region: str, split: LayerSplit) -> np.ndarray:

@@ -128,7 +128,10 @@ def declared_primary(config: mlc.ConfigDict) -> str:
 def primary_params(c: mlc.ConfigDict, params: dict[str, Any], pair: str | None = None) -> bool:
   """Whether an edit with these parameters (of this pair or target, when given) belongs to the declared
   primary family. `intervene.primary_pairs` (a tuple of pair names; () = all) narrows the family to those
-  units, declared before any score, e.g. where controls for every unit do not fit the budget."""
+  units, declared before any score, e.g. where controls for every unit do not fit the budget. A part of an
+  edit taken apart (params "part": push or clamp) is never in the family: the decomposition is exploratory."""
+  if params.get("part", "full") != "full":
+    return False
   if c.primary_pairs and pair is not None and pair not in tuple(c.primary_pairs):
     return False
   if c.primary_point:
@@ -181,7 +184,8 @@ def grid_summary(config: mlc.ConfigDict, results: Sequence[UnitResult]) -> list[
   out = []
   for point in grid_points(config):
     at = [(r, e) for r in results for e in r.effects
-          if all(e.params.get(k) == v for k, v in point.items()) and e.control_scores]
+          if all(e.params.get(k) == v for k, v in point.items()) and e.control_scores
+          and e.params.get("part", "full") == "full"]
     if not at:
       continue
     summaries: dict[str, PooledResult] = {}
@@ -211,3 +215,31 @@ def pooled_edits(family: Sequence[tuple[UnitResult, EffectRecord]]) -> list[Any]
 def toward(e: EffectRecord) -> bool:
   """The effect itself lies in the predicted direction (a rank p can be small for a tiny effect)."""
   return e.mean > 0 if e.expected == "greater" else e.mean < 0
+
+
+# -- the edit taken apart, and the dose-response fit (exploratory, outside the primary family) ------------------
+
+def decomposition(config: mlc.ConfigDict, results: Sequence[UnitResult]) -> dict[str, Any] | None:
+  """The decomposed edits (intervene.decompose) beside their full edits: per part (full, push, clamp), every
+  (unit, mode)'s mean change with its CI and p among its controls, and the pooled signed effect over the
+  units and modes against the same pooled mean over control replicates (valuejax.evaluate.pooled_test), with
+  its CI and p. Exploratory; None when nothing was taken apart."""
+  from valuejax.evaluate import pooled_test
+  c = config.intervene
+  taken = {(r.unit, e.params.get("mode")) for r in results for e in r.effects if e.params.get("part")}
+  if not taken:
+    return None
+  out: dict[str, Any] = {"parts": {}}
+  for part in ("full", "push", "clamp"):
+    family = [(r, e) for r in results for e in r.effects if (r.unit, e.params.get("mode")) in taken
+              and e.params.get("part", "full") == part and (part != "full" or primary_params(c, e.params, e.unit))]
+    rows = [{"unit": r.unit, "edit": e.edit, "mode": e.params.get("mode"), "expected": e.expected, "mean": e.mean,
+             "ci": [e.ci_low, e.ci_high], "p": e.p_value, "n_controls": len(e.control_effects)} for r, e in family]
+    pooled = None
+    with_controls = [(r, e) for r, e in family if e.control_scores]
+    if with_controls:
+      t = pooled_test(pooled_edits(with_controls), alpha=c.alpha, n_boot=c.n_boot, seed=config.seed)
+      pooled = {"mean": t.mean, "ci": [t.ci_low, t.ci_high], "p": t.p_value, "replicates": len(t.control_effects),
+                "edits": len(with_controls)}
+    out["parts"][part] = {"edits": rows, "pooled": pooled}
+  return out

@@ -12,7 +12,7 @@ import ml_collections as mlc
 
 from valuejax.errors import ValueJaxError
 from valuejax.methods.base import EDITS, Experiment, Pair, Target, exclusive_mask, set_name
-from valuejax.methods.design import grid_points
+from valuejax.methods.design import grid_points, primary_params
 from valuejax.validate import Range, Subset, declare
 
 
@@ -25,10 +25,17 @@ def _need(unit: Any, kind: type, edit: str) -> None:
 
 @EDITS.register("steering")
 @declare({"intervene.modes": Subset(("enhance", "reverse")), "intervene.gamma": None,
-          "intervene.keep_prob": Range(0.0, 1.0, False, True, "a probability in (0, 1]"), "locate.steer_value": None})
+          "intervene.keep_prob": Range(0.0, 1.0, False, True, "a probability in (0, 1]"), "locate.steer_value": None,
+          "intervene.decompose": None})
 def steering(config: mlc.ConfigDict, sets: dict[str, Any], pair: Pair, metric: Any) -> list[Experiment]:
   """ValueLocate: steer one aspect's neurons up and the opposite aspect's down (enhance), or the reverse,
-  at every grid point (size, gamma, steer value)."""
+  at every grid point (size, gamma, steer value).
+
+  With `intervene.decompose`, each edit of the primary family also runs taken apart: its push alone and its
+  clamp alone (params "part": "push" / "clamp"), exploratory, never in the primary test (design.primary_params).
+  They are experiments of the same unit, so their controls come from the same mirrored family: replicate r
+  moves the parts' neurons through the full edit's map, and a part's control is that part of the full edit's
+  control."""
   from valuejax.intervene import SteerSet, steering as steer
   _need(pair, Pair, "steering")
   c = config.intervene
@@ -41,9 +48,14 @@ def steering(config: mlc.ConfigDict, sets: dict[str, Any], pair: Pair, metric: A
       side = lambda g: SteerSet.from_arrays(ns.mask(g), ns[g].score_map(v), ns[g].score_map("delta"), shape)
       gamma = point["gamma"]
       name = f"{mode} gamma={gamma:g}" + (f" size={point['size']} steer={v}" if "size" in point else "")
-      edit = steer(side(pair.plus), side(pair.minus), gamma, mode=mode, keep_prob=c.keep_prob, seed=config.seed,
-                   name=name)
-      out.append(Experiment(pair.name, edit, "greater" if mode == "enhance" else "less", {"mode": mode, **point}, []))
+      expected, params = "greater" if mode == "enhance" else "less", {"mode": mode, **point}
+      parts = ["full"]
+      if c.decompose and primary_params(c, params, pair.name):
+        parts += ["push", "clamp"]
+      for part in parts:
+        edit = steer(side(pair.plus), side(pair.minus), gamma, mode=mode, keep_prob=c.keep_prob, seed=config.seed,
+                     name=name + ("" if part == "full" else f" {part}-only"), part=part)
+        out.append(Experiment(pair.name, edit, expected, params if part == "full" else {**params, "part": part}, []))
   return out
 
 

@@ -37,6 +37,7 @@ def write_report(workdir: str) -> str:
   parts += _effects(root, results)
   parts += _yardsticks(results)
   parts += _decomposition(results)
+  parts += _decomposition(results)
   parts += _controls(results)
   parts += metric_section(results, root)
   parts += _examples(layout.read(root, layout.EXAMPLES))
@@ -477,6 +478,34 @@ def _yardsticks(results: InterveneResults | None) -> list[str]:
     lines += ["", f"Neutral text: {n.get('sentences')} plain sentences (`data/neutral_text.jsonl` unless "
               f"`intervene.neutral_text` names another file); the unedited model's loss is "
               f"{_num(n.get('baseline'), '.4g')} nats per token."]
+  lines.append("")
+  return lines
+
+
+def _decomposition(results: InterveneResults | None) -> list[str]:
+  """The primary edits taken apart: full, push-only and clamp-only, each against its own controls."""
+  d = results.decomposition if results else None
+  if not d:
+    return []
+  lines = ["## The edit taken apart", "",
+           "Each primary edit run whole, with its push alone (the opposite set left unclamped) and with its clamp "
+           "alone (no push), each against its own random controls (the same mirrored family: a part's control "
+           "is that part of the full edit's control). Exploratory: outside the primary test and uncorrected. "
+           "Pooled = the mean change over the pairs and modes, signed in the predicted direction, against the "
+           "same mean over control replicates.", "",
+           "| part | edits | pooled signed change [95% CI] | p vs controls | replicates |", "|---|---:|---|---:|---:|"]
+  label = {"full": "full edit", "push": "push only", "clamp": "clamp only"}
+  for part, v in d.get("parts", {}).items():
+    pooled = v.get("pooled") or {}
+    lo, hi = (pooled.get("ci") or [None, None])[:2]
+    lines.append(f"| {label.get(part, part)} | {len(v.get('edits', []))} | {_num(pooled.get('mean'))} "
+                 f"[{_num(lo)}, {_num(hi)}] | {_num(pooled.get('p'), '.3g')} | {pooled.get('replicates', '-')} |")
+  lines += ["", "Per edit:", "", "| pair | mode | part | change [95% CI] | p | controls |", "|---|---|---|---|---:|---:|"]
+  for part, v in d.get("parts", {}).items():
+    for e in v.get("edits", []):
+      lo, hi = (e.get("ci") or [None, None])[:2]
+      lines.append(f"| {e['unit']} | {e.get('mode')} | {label.get(part, part)} | {_num(e.get('mean'))} "
+                   f"[{_num(lo)}, {_num(hi)}] | {_num(e.get('p'), '.3g')} | {e.get('n_controls', 0)} |")
   lines.append("")
   return lines
 
