@@ -15,7 +15,7 @@ import ml_collections as mlc
 
 from launch import cli, runtime
 from valuejax import methods, metrics, workdir
-from valuejax.methods.design import decomposition
+from valuejax.methods.design import decomposition, dose_response
 from valuejax.methods.examples import examples as example_answers
 from valuejax.metrics.effects import add_yardsticks, evaluate
 from valuejax.metrics.forced_choice import unit_sentences
@@ -50,7 +50,8 @@ def intervene(config: mlc.ConfigDict, wd: Workdir, force: bool = False, model=No
         metric_description=metric.description, effect_of=metric.effect_of, alpha=config.intervene.alpha,
         n_controls=config.intervene.n_controls, primary=methods.primary(config, results),
         grid=methods.grid_summary(config, results), neutral_loss=neutral,
-        decomposition=decomposition(config, results)), examples) + checked
+        decomposition=decomposition(config, results),
+        dose_response=dose_response(config, results)), examples) + checked
   wd.mark_done("intervene", t.seconds, outputs)
   wd.add_timing("intervene", t.seconds, evaluations=sum(r.evaluations for r in results))
 

@@ -158,3 +158,67 @@ def test_smoke_run_takes_the_primary_edits_apart(smoke_run):
   assert len(results.primary.edits) == 2 * len(results.units)
   with open(os.path.join(smoke_run.workdir, "report.md"), encoding="utf-8") as f:
     assert "## The edit taken apart" in f.read()
+
+
+# -- the dose-response fit -----------------------------------------------------------------------------------
+
+def _dose_edits(a: float, b: float, gammas=(0.5, 1.0, 2.0, 4.0), n: int = 12):
+  from valuejax.evaluate.stats import DoseEdit
+  rng = np.random.default_rng(1)
+  out = []
+  for unit in ("u1", "u2"):
+    base = rng.uniform(0.2, 0.8, n)
+    # Item offsets that sum to 0: every edit's mean change is exactly a + b * gamma, yet a resample of items
+    # moves it, by the same amount at every gamma (the draw is shared), so the bootstrap's b stays b.
+    offset = rng.normal(0, 0.01, n)
+    offset -= offset.mean()
+    for g in gammas:
+      for sign in (1.0, -1.0):
+        out.append(DoseEdit(g, base, base + sign * (a + b * g + offset), sign, unit))
+  return out
+
+
+def test_dose_response_fit_recovers_a_and_b():
+  from valuejax.evaluate.stats import dose_response_fit
+  fit = dose_response_fit(_dose_edits(0.004, 0.002), n_boot=300)
+  # Least squares on exact lines: equal up to float64 rounding of the means (~1e-17 on values ~1e-2).
+  assert fit["a"] == pytest.approx(0.004, abs=1e-12) and fit["b"] == pytest.approx(0.002, abs=1e-12)
+  # The shared draw moves every gamma's effect by the same amount: b's CI collapses onto b, a's holds a.
+  assert fit["b_ci"][0] == pytest.approx(0.002, abs=1e-12) and fit["b_ci"][1] == pytest.approx(0.002, abs=1e-12)
+  assert fit["a_ci"][0] < 0.004 < fit["a_ci"][1]
+  np.testing.assert_allclose(fit["means"], [0.004 + 0.002 * g for g in (0.5, 1.0, 2.0, 4.0)], atol=1e-12)
+  with pytest.raises(Exception, match="two gammas"):
+    dose_response_fit([e for e in _dose_edits(0.0, 1.0) if e.gamma == 2.0])
+
+
+def test_dose_response_from_results():
+  from configs import study
+  from valuejax.methods.design import dose_response
+  from valuejax.workdir.results import EffectRecord, UnitResult
+  config = study.get_config("smoke")
+  config.intervene.n_boot = 200
+  units = {}
+  for e in _dose_edits(0.01, -0.003):
+    units.setdefault(e.stratum, (e.baseline, []))[1].append(EffectRecord(
+        e.stratum, f"g{e.gamma}", "greater" if e.sign > 0 else "less",
+        {"gamma": e.gamma, "size": "0.005", "steer": "p", "mode": "enhance" if e.sign > 0 else "reverse"},
+        scores=e.edited.tolist(), mean=float(np.mean(e.edited - e.baseline))))
+  # A part of an edit taken apart and a v95 point stay out of the fit.
+  extra = EffectRecord("u1", "push", "greater", {"gamma": 9.0, "size": "0.005", "steer": "p", "part": "push"},
+                       scores=[1.0] * 12, mean=0.5)
+  results = [UnitResult(u, baseline=b.tolist(), effects=effs + ([extra] if u == "u1" else []))
+             for u, (b, effs) in units.items()]
+  fits = dose_response(config, results)
+  assert len(fits) == 1 and fits[0]["size"] == "0.005" and fits[0]["gammas"] == [0.5, 1.0, 2.0, 4.0]
+  assert fits[0]["a"] == pytest.approx(0.01, abs=1e-12) and fits[0]["b"] == pytest.approx(-0.003, abs=1e-12)
+
+
+def test_smoke_run_fits_the_dose_response(smoke_run):
+  from valuejax.workdir.outputs import read_intervene
+  results = read_intervene(smoke_run.workdir)
+  # configs/valuelocate.py runs gamma 0.5 and 2 at one size: one fit over both.
+  (fit,) = results.dose_response
+  assert fit["gammas"] == [0.5, 2.0] and fit["n_edits"] == 4 * len(results.units)
+  assert fit["a_ci"][0] <= fit["a"] <= fit["a_ci"][1] and fit["b_ci"][0] <= fit["b"] <= fit["b_ci"][1]
+  with open(os.path.join(smoke_run.workdir, "report.md"), encoding="utf-8") as f:
+    assert "## Dose-response" in f.read()

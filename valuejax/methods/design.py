@@ -243,3 +243,28 @@ def decomposition(config: mlc.ConfigDict, results: Sequence[UnitResult]) -> dict
                 "edits": len(with_controls)}
     out["parts"][part] = {"edits": rows, "pooled": pooled}
   return out
+
+
+def dose_response(config: mlc.ConfigDict, results: Sequence[UnitResult]) -> list[dict[str, Any]] | None:
+  """effect = a + b * gamma per set size, over the located (full) edits of every unit and mode at that size
+  and the run's steer value, each signed in its predicted direction, with paired-bootstrap CIs for a and b
+  (valuejax.evaluate.stats.dose_response_fit: one draw of items per unit, the same for every gamma). The grid
+  points carry the fit, not a test of their own: exploratory. None when no size has two gammas."""
+  from valuejax.evaluate.stats import DoseEdit, dose_response_fit
+  c = config.intervene
+  steer = config.locate.get("steer_value", "p") if "locate" in config else "p"
+  arr = lambda v: np.asarray([np.nan if x is None else x for x in v], np.float64)
+  by_size: dict[str, list[Any]] = {}
+  for r in results:
+    for e in r.effects:
+      if e.params.get("part", "full") != "full" or "gamma" not in e.params or e.params.get("steer", steer) != steer:
+        continue
+      size = str(e.params.get("size", config.locate.get("size", "") if "locate" in config else ""))
+      by_size.setdefault(size, []).append(DoseEdit(float(e.params["gamma"]), arr(r.baseline), arr(e.scores),
+                                                   1.0 if e.expected == "greater" else -1.0, r.unit))
+  out = []
+  for size, edits in by_size.items():
+    if len({e.gamma for e in edits}) < 2:
+      continue
+    out.append({"size": size, "steer": steer, **dose_response_fit(edits, n_boot=c.n_boot, seed=config.seed)})
+  return out or None

@@ -37,7 +37,7 @@ def write_report(workdir: str) -> str:
   parts += _effects(root, results)
   parts += _yardsticks(results)
   parts += _decomposition(results)
-  parts += _decomposition(results)
+  parts += _dose_response(results)
   parts += _controls(results)
   parts += metric_section(results, root)
   parts += _examples(layout.read(root, layout.EXAMPLES))
@@ -510,30 +510,24 @@ def _decomposition(results: InterveneResults | None) -> list[str]:
   return lines
 
 
-def _decomposition(results: InterveneResults | None) -> list[str]:
-  """The primary edits taken apart: full, push-only and clamp-only, each against its own controls."""
-  d = results.decomposition if results else None
-  if not d:
+def _dose_response(results: InterveneResults | None) -> list[str]:
+  """effect = a + b * gamma per set size, with paired-bootstrap CIs."""
+  fits = results.dose_response if results else None
+  if not fits:
     return []
-  lines = ["## The edit taken apart", "",
-           "Each primary edit run whole, with its push alone (the opposite set left unclamped) and with its clamp "
-           "alone (no push), each against its own random controls (the same mirrored family: a part's control "
-           "is that part of the full edit's control). Exploratory: outside the primary test and uncorrected. "
-           "Pooled = the mean change over the pairs and modes, signed in the predicted direction, against the "
-           "same mean over control replicates.", "",
-           "| part | edits | pooled signed change [95% CI] | p vs controls | replicates |", "|---|---:|---|---:|---:|"]
-  label = {"full": "full edit", "push": "push only", "clamp": "clamp only"}
-  for part, v in d.get("parts", {}).items():
-    pooled = v.get("pooled") or {}
-    lo, hi = (pooled.get("ci") or [None, None])[:2]
-    lines.append(f"| {label.get(part, part)} | {len(v.get('edits', []))} | {_num(pooled.get('mean'))} "
-                 f"[{_num(lo)}, {_num(hi)}] | {_num(pooled.get('p'), '.3g')} | {pooled.get('replicates', '-')} |")
-  lines += ["", "Per edit:", "", "| pair | mode | part | change [95% CI] | p | controls |", "|---|---|---|---|---:|---:|"]
-  for part, v in d.get("parts", {}).items():
-    for e in v.get("edits", []):
-      lo, hi = (e.get("ci") or [None, None])[:2]
-      lines.append(f"| {e['unit']} | {e.get('mode')} | {label.get(part, part)} | {_num(e.get('mean'))} "
-                   f"[{_num(lo)}, {_num(hi)}] | {_num(e.get('p'), '.3g')} | {e.get('n_controls', 0)} |")
+  lines = ["## Dose-response", "",
+           "effect = a + b * gamma per set size, by least squares over the located edits of every pair and mode "
+           "(each signed in its predicted direction), with paired-bootstrap CIs (the items of each pair resampled "
+           "once per replicate, the same draw for every gamma). a is what the edit does without any push (the "
+           "clamp's share), b what each unit of push adds. The grid points carry no controls of their own for "
+           "this: their role is the dose-response, exploratory.", "",
+           "| size | steer | gammas | mean signed change per gamma | a [95% CI] | b [95% CI] | edits |",
+           "|---|---|---|---|---|---|---:|"]
+  for f in fits:
+    ci = lambda k: f"[{_num((f.get(k) or [None])[0])}, {_num((f.get(k) or [None, None])[1])}]"
+    lines.append(f"| {f.get('size')} | {f.get('steer')} | {', '.join(f'{g:g}' for g in f.get('gammas', []))} | "
+                 f"{', '.join(_num(m) for m in f.get('means', []))} | {_num(f.get('a'))} {ci('a_ci')} | "
+                 f"{_num(f.get('b'))} {ci('b_ci')} | {f.get('n_edits')} |")
   lines.append("")
   return lines
 
