@@ -84,4 +84,11 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
   # effect (p = 10 / replicates looked at), else run to the last (p down to 1 / (R + 1)); a clear null stops after
   # about 10 / p replicates instead of paying for all. 0 = every replicate, the fixed-R rank p.
   c.intervene.sequential_h = min(10, arg.controls)
+  # The placebo, fixed before any score: the same rule and sizes locate a "set" between two random halves of one
+  # group's items (placebo_pair "" = the run's first pair, whose plus group is halved: the first value's support
+  # group), and the same edits, controls and pooled sequential test run on that pair's eval items. A contrast without
+  # any value difference must come out null; if it does not, the test cannot say no. Not part of the primary
+  # test. Costs one more unit's scoring.
+  c.intervene.placebo = True
+  c.intervene.placebo_pair = ""
   return c

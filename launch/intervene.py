@@ -37,23 +37,65 @@ def intervene(config: mlc.ConfigDict, wd: Workdir, force: bool = False, model=No
     activity = _activity(wd)
     sets = workdir.load_sets(wd)
     plan = method.plan(config, dataset, sets, metric, activity)
-    _add_silent_share(plan, activity)
+    placebo_plan = _placebo_plan(config, wd, method, dataset, metric, activity)
+    _add_silent_share(plan + [p[0] for p in placebo_plan if p[0] is not None], activity)
     model = runtime.load_model(config, "intervene", model)
     checked = _manipulation_check(config, wd, method, dataset, model, force)
     generated: list[Any] = []
     results = evaluate(config, model, plan, metric, generated)
     results, neutral = add_yardsticks(config, model, metric, plan, results,
                                       unit_sentences(dataset, method.units(config, dataset, sets)))
+    placebo = _placebo(config, model, placebo_plan, metric)
     examples = example_answers(config, model, plan) + generated
     outputs = workdir.write_intervene(wd, workdir.InterveneResults(
         method=config.method, metric=config.intervene.metric, units=results,
         metric_description=metric.description, effect_of=metric.effect_of, alpha=config.intervene.alpha,
         n_controls=config.intervene.n_controls, primary=methods.primary(config, results),
         grid=methods.grid_summary(config, results), neutral_loss=neutral,
-        decomposition=decomposition(config, results),
-        dose_response=dose_response(config, results)), examples) + checked
+        decomposition=decomposition(config, results), dose_response=dose_response(config, results),
+        placebo=placebo), examples) + checked
   wd.mark_done("intervene", t.seconds, outputs)
   wd.add_timing("intervene", t.seconds, evaluations=sum(r.evaluations for r in results))
+
+
+def _placebo_plan(config: mlc.ConfigDict, wd: Workdir, method: Any, dataset: Any, metric: Any,
+                  activity: dict[str, Any] | None) -> list[Any]:
+  """[(the placebo unit's plan, the pair whose group it halves, the unit's name, why it could not be located)]
+  when the config asks for the placebo (the plan None with a reason when a half is too small to locate on)."""
+  if not (hasattr(method, "placebo_plan") and config.intervene.placebo):
+    return []
+  from valuejax.workdir.outputs import read_halves
+  halves = read_halves(wd.root)
+  if halves is None:
+    raise ValueJaxError("intervene.placebo needs the halves of the recording, and the record stage stored none",
+                        wd.path("record"), "rerun the record stage (--force) with record.halves = True")
+  placebo, real = method.placebo_pairs(config, dataset)
+  try:
+    unit, _ = method.placebo_plan(config, dataset, halves, metric, activity)
+  except ValueJaxError as e:
+    # A half too small to locate on (a group half with no counted token): the placebo is reported as not
+    # computable, with why, rather than failing the real units' stage.
+    logging.warning("intervene: the placebo could not be located (%s)", e.what)
+    return [(None, real, placebo.name, e.what)]
+  return [(unit, real, placebo.name, None)]
+
+
+def _placebo(config: mlc.ConfigDict, model: Any, placebo_plan: list[Any], metric: Any) -> dict[str, Any] | None:
+  """The placebo unit scored and tested as the primary test is (same pooled test, replicates and sequential
+  p), apart from the primary test's family: {"group", "pair", "unit", "primary", "units"}."""
+  if not placebo_plan:
+    return None
+  import copy
+  unit, real, name, why = placebo_plan[0]
+  if unit is None:
+    return {"group": real.plus, "pair": real.name, "unit": name, "primary": None, "units": [], "why": why}
+  results = evaluate(config, model, [unit], metric, [])
+  # The primary test's declaration with every unit in its family: a primary_pairs list names real units only.
+  c = copy.deepcopy(config)
+  c.intervene.primary_pairs = ()
+  test = methods.primary(c, results)
+  return {"group": real.plus, "pair": real.name, "unit": name,
+          "primary": None if test is None else test.to_json(), "units": [r.to_json() for r in results]}
 
 
 def _activity(wd: Workdir) -> dict[str, Any] | None:

@@ -98,14 +98,27 @@ def test_jaccard_and_its_chance_value_by_hand():
   assert ov["s: x"]["s: x"] == 1.0 and ov["s: x"]["t: x"] == pytest.approx(2 / 7) and ov["s: y"]["s: x"] == 0.0
 
 
-def test_smoke_run_reports_stability(smoke_run):
+@pytest.fixture(scope="module")
+def counted_run(tiny_model, tmp_path_factory):
+  """The smoke config teacher-forced: every prompt token counts, so no half of a group is empty (the tiny model
+  often ends its answers at once, leaving a one-item half without generated tokens)."""
+  wd = str(tmp_path_factory.mktemp("halves_run") / "w")
+  helpers.ok(helpers.launch("launch.run", *helpers.smoke_args(tiny_model, wd), "--config.record.mode=teacher_forced"))
+  return wd
+
+
+@pytest.mark.parametrize("which", ["smoke", "counted"])
+def test_smoke_run_reports_stability_and_placebo(which, request):
+  """Both runs write the stability numbers and the placebo; with empty halves (the generating smoke run) both
+  say why they were not measured, with every half counted (teacher-forced) both are measured."""
   from valuejax.workdir import layout
   from valuejax.workdir.outputs import RECORD_HALVES
-  wd = smoke_run.workdir
+  wd = request.getfixturevalue("smoke_run").workdir if which == "smoke" else request.getfixturevalue("counted_run")
   assert os.path.exists(os.path.join(wd, RECORD_HALVES))
   summary = layout.read(wd, layout.LOCATE_SUMMARY)
   halves = helpers.arrays(os.path.join(wd, RECORD_HALVES))
   measurable = bool((halves["tokens"] > 0).all())
+  assert measurable or which == "smoke"
   for name, s in summary.items():
     for g, info in s["groups"].items():
       st = info["stability"]
@@ -119,3 +132,17 @@ def test_smoke_run_reports_stability(smoke_run):
       assert 0.0 <= st["jaccard"] <= 1.0
   report = open(os.path.join(wd, layout.REPORT), encoding="utf-8").read()
   assert "## Are the located sets stable?" in report and "| Jaccard a vs b |" in report
+  # The placebo: its own pooled test, next to (not inside) the primary test.
+  from valuejax.workdir.outputs import read_intervene
+  results = read_intervene(wd)
+  pl = results.placebo
+  assert pl["group"] == "openness_to_change" and pl["unit"] == "placebo_openness_to_change"
+  assert "## Can it say no? (placebo)" in report
+  assert not any(u.unit == pl["unit"] for u in results.units)
+  assert not any(e.startswith(pl["unit"]) for e in results.primary.edits)
+  if measurable:
+    from valuejax.workdir.results import PrimaryResult
+    test = PrimaryResult.from_json(pl["primary"])
+    assert test.pooled is not None and test.pooled.n_edits * len(results.units) == results.primary.pooled.n_edits
+  else:
+    assert "total 0" in pl["why"] and "**Not computable**" in report

@@ -153,7 +153,50 @@ class ContrastMethod(Method):
   """A method of opposing pairs whose eval items are choices between a value-aligned and a violating
   action (ValueLocate's situations, ValueExploration's dilemmas)."""
 
-  config_keys = {"data.lang": None, "intervene.eval_split": None, "intervene.eval_items": NON_NEGATIVE}
+  config_keys = {"data.lang": None, "intervene.eval_split": None, "intervene.eval_items": NON_NEGATIVE,
+                 "intervene.placebo": None, "intervene.placebo_pair": None}
+
+  def preflight(self, config: mlc.ConfigDict, metric: Any) -> None:
+    """The base checks, and a placebo that can be located: it needs the halves of the recording, and its pair
+    is one of the run's."""
+    super().preflight(config, metric)
+    if config.intervene.placebo:
+      if not config.record.halves:
+        raise ValueJaxError("intervene.placebo locates its set between two halves of one group's items, and "
+                            "this run records no halves", "--config.intervene.placebo",
+                            "set --config.record.halves=True, or --config.intervene.placebo=False")
+      self.placebo_pairs(config, self.load_dataset(config))
+
+  # -- the placebo: a set located by the same rule between two random halves of one group -----------------
+
+  def placebo_pairs(self, config: mlc.ConfigDict, dataset: vdata.Dataset) -> tuple[Pair, Pair]:
+    """(placebo, real): the real pair is `intervene.placebo_pair` ("" = the run's first pair); the placebo
+    contrasts the two halves of the real pair's `plus` group (ValueLocate's value X, ValueExploration's support
+    group) as if they were plus and minus. Nothing but chance tells them apart: no value difference."""
+    from valuejax.engine.record import HALVES, half_group
+    pairs = list(self.pairs(config, dataset) or ())
+    name = config.intervene.placebo_pair
+    real = next((p for p in pairs if p.name == name), None) if name else (pairs[0] if pairs else None)
+    if real is None:
+      raise ValueJaxError(f"intervene.placebo_pair = {name!r} is not a pair of this run", "--config.intervene.placebo_pair",
+                          f"use '' (the first pair) or one of: {', '.join(p.name for p in pairs)}")
+    plus, minus = (half_group(real.plus, h) for h in HALVES)
+    return Pair(f"placebo_{real.plus}", plus, minus, real.eval_key), real
+
+  def placebo_plan(self, config: mlc.ConfigDict, dataset: vdata.Dataset, halves: Any, metric: Any,
+                   activity: dict[str, np.ndarray] | None = None) -> tuple[UnitPlan, dict[str, Any]]:
+    """The placebo unit and its sets: located from the split-half statistics `halves` by the config's rule
+    and sizes, edited by the config's edit kind with the same controls (number, matching, mirrored family)
+    as every real unit, and scored on the real pair's eval items. Its controls are seeded as one more unit
+    after the real ones."""
+    placebo, real = self.placebo_pairs(config, dataset)
+    prov = {"model": config.model, "data": config.data.framework, "record_mode": config.record.mode,
+            "placebo": f"{placebo.plus} vs {placebo.minus}"}
+    sets = RULES.get(config.locate.rule)(config, halves, [placebo], prov)
+    exps = EDITS.get(config.intervene.kind)(config, sets, placebo, metric)
+    with_controls(config, exps, offset=self.seed_stride * len(self.units(config, dataset, sets)),
+                  activity=activity)
+    return UnitPlan(placebo.name, metric.items(config, dataset, self, real), exps), sets
 
   def choice_sources(self, config: mlc.ConfigDict, dataset: vdata.Dataset, pair: Pair) -> list[Any]:
     """The eval split's situations or dilemmas of one pair (before the eval_items cap)."""

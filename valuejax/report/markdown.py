@@ -30,6 +30,7 @@ def write_report(workdir: str) -> str:
   parts += _manipulation(root, cfg)
   parts += _headline(results)
   parts += _positive_control(root, config)
+  parts += _placebo(results)
   parts += _what_ran(root, cfg)
   parts += _neurons(root, layout.read(root, layout.LOCATE_SUMMARY))
   parts += _stability(root, config, layout.read(root, layout.LOCATE_SUMMARY))
@@ -257,6 +258,36 @@ def _positive_control(root: str, config: dict[str, Any]) -> list[str]:
                  "result above says nothing about the value neurons.** Check the control's own report.")
   lines.append("")
   return lines
+
+
+def _placebo(results: InterveneResults | None) -> list[str]:
+  """Whether the test can say no: a set located by the same rule and sizes between two random halves of one
+  group's items (no value difference), edited and tested as the primary test is, must come out null."""
+  pl = results.placebo if results is not None else None
+  if not pl:
+    return []
+  from valuejax.workdir.results import PrimaryResult
+  test = PrimaryResult.from_json(pl.get("primary"))
+  lines = ["## Can it say no? (placebo)", "",
+           f"Placebo: the same rule and sizes locate a set between two random halves of `{pl['group']}`'s recording "
+           f"items (unit `{pl['unit']}`, nothing but chance between them), edited with the same edits, controls and "
+           f"pooled test as the primary test, on the eval items of {pl['pair']}. Pre-declared: it must come out null. "
+           "It is not part of the primary test.", ""]
+  res = test.pooled if test is not None else None
+  if res is None:
+    why = pl.get("why") or "no placebo edit with controls at the primary test's setting"
+    return lines + [f"**Not computable** ({why}): this run does not show that its test can say no.", ""]
+  p = "-" if res.p_value is None else f"{res.p_value:.3g}"
+  lines.append(f"Pooled signed effect {res.mean:+.3g} [{res.ci_low:+.3g}, {res.ci_high:+.3g}] (95% CI) over "
+               f"{res.n_edits} edits, p = {p} against {len(res.control_effects)} control replicates.")
+  lines.append("")
+  if res.significant:
+    lines.append("**No: the placebo came out significant.** A contrast without any value difference passed the "
+                 "test, so a significant primary result above cannot be read as evidence for value neurons.")
+  else:
+    lines.append(f"Yes: the placebo is null ({verdict(res)[0]}), as it must be; the test does not call every "
+                 "located set an effect.")
+  return lines + [""]
 
 
 def contrast(root: str, config: dict[str, Any]) -> str | None:

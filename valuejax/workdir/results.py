@@ -398,6 +398,9 @@ class InterveneResults:
   decomposition: Mapping[str, Any] | None = None
   dose_response: tuple[Mapping[str, Any], ...] | None = None
   neutral_loss: Mapping[str, Any] | None = None
+  # The placebo (intervene.placebo): a set located between two random halves of one group, edited and tested
+  # as the primary test is ({"group", "pair", "unit", "primary": PrimaryResult JSON, "units": [UnitResult JSON]}).
+  placebo: Mapping[str, Any] | None = None
 
   def __post_init__(self):
     object.__setattr__(self, "units", _tuple(self.units))
@@ -450,7 +453,7 @@ class InterveneResults:
 
 
 # InterveneResults' optional sections, written only when present.
-_OPTIONAL = ("decomposition", "dose_response", "neutral_loss")
+_OPTIONAL = ("decomposition", "dose_response", "neutral_loss", "placebo")
 
 
 def effects_of(results: InterveneResults | None) -> list[EffectRecord]:
