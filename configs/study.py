@@ -45,11 +45,12 @@ GAMMAS = (0.5, 1.0, 2.0, 4.0)
 def get_config(arg: str | None = None) -> mlc.ConfigDict:
   # sizes / primary_size exist for models too small for 0.1% to be a neuron (the tests' tiny ones).
   arg = common.parse_arg(arg, smoke=False, aspects=False, primary=99, explore=4, tokens=128,
-                         sizes="0.001+0.005+0.01+paper", primary_size="0.005")
+                         sizes="0.001+0.005+0.01+paper", primary_size="0.005", decompose=True)
   sizes = tuple(arg.sizes.split("+"))
   c = valuelocate.get_config(",".join(k for k in ("smoke", "aspects") if getattr(arg, k)) or None)
   if arg.smoke:
-    common.preset(arg, primary=3, explore=2, tokens=6)
+    # The smoke run checks the grid alone (valuelocate.py:smoke runs the decomposition).
+    common.preset(arg, primary=3, explore=2, tokens=6, decompose=False)
   c.positive_control = "" if arg.smoke else "languages.py:demo"
 
   c.data.items_per_group = 2 if arg.smoke else 0  # every description of each aspect
@@ -62,7 +63,7 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
       f"size={arg.primary_size},gamma=2,steer=v95",)
   c.intervene.gamma = GAMMAS  # the grid's gammas (checked against primary_gamma; unused with a grid)
   c.intervene.controls_at = "all"
-  c.intervene.decompose = True  # 2 parts x 2 modes x (1 + explore) evaluations per pair: small beside the grid
+  c.intervene.decompose = arg.decompose  # 2 parts x 2 modes x (1 + explore) evaluations a pair: small
   c.intervene.n_controls = arg.explore  # per exploratory point
   c.intervene.primary_test = "pooled"
   c.intervene.primary_gamma = 0.0  # replaced by the point below
