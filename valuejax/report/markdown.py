@@ -497,7 +497,8 @@ def _yardsticks(results: InterveneResults | None) -> list[str]:
   if told:
     lines += ["", "The prompt yardstick: the same forced choice on the unedited model with one sentence stating the "
               "value before each question (how far the metric moves when the model is *told* the value):", "",
-              "| pair | sentence | change in P(aligned) [95% CI] | log-odds | flips | items |", "|---|---|---|---:|---:|---:|"]
+              "| pair | sentence | change in P(aligned) [95% CI] | log-odds | flips | items |",
+              "|---|---|---|---:|---:|---:|"]
     for u in told:
       t = u.prompt_yardstick
       lo, hi = (t.get("ci") or [None, None])[:2]
@@ -531,7 +532,8 @@ def _decomposition(results: InterveneResults | None) -> list[str]:
     lo, hi = (pooled.get("ci") or [None, None])[:2]
     lines.append(f"| {label.get(part, part)} | {len(v.get('edits', []))} | {_num(pooled.get('mean'))} "
                  f"[{_num(lo)}, {_num(hi)}] | {_num(pooled.get('p'), '.3g')} | {pooled.get('replicates', '-')} |")
-  lines += ["", "Per edit:", "", "| pair | mode | part | change [95% CI] | p | controls |", "|---|---|---|---|---:|---:|"]
+  lines += ["", "Per edit:", "", "| pair | mode | part | change [95% CI] | p | controls |",
+            "|---|---|---|---|---:|---:|"]
   for part, v in d.get("parts", {}).items():
     for e in v.get("edits", []):
       lo, hi = (e.get("ci") or [None, None])[:2]
