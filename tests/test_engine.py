@@ -33,6 +33,7 @@ def _trim(row, eos=2):
 
 
 @pytest.mark.parametrize("arch,segments", [("llama", None), ("gemma2", 3), ("gpt2", 5)])
+@pytest.mark.slow
 def test_greedy_matches_transformers_generate(arch, segments):
   """segments: the decode loop in that many segments, each with a cache of its own steps' slots."""
   model, cfg, params = tiny_models.valuejax_model(arch)
@@ -99,6 +100,7 @@ def _check(stats, ref):
 
 
 @pytest.mark.parametrize("arch,segments", [("llama", 1), ("gemma3_text", 3)])
+@pytest.mark.slow
 def test_generation_statistics_equal_brute_force(arch, segments):
   _, cfg, params = tiny_models.valuejax_model(arch)
   ids, mask = _prompts(seed=1)
@@ -162,6 +164,7 @@ def _assert_same_stats(x, y):
 
 
 @pytest.mark.parametrize("mesh_shape,mode", [((8, 1), "replicated"), ((4, 2), "fsdp")])
+@pytest.mark.slow
 def test_eight_devices_give_the_statistics_of_one(mesh_shape, mode):
   assert jax.device_count() == 8
   _, cfg, params = tiny_models.valuejax_model("llama")
@@ -180,6 +183,7 @@ def test_eight_devices_give_the_statistics_of_one(mesh_shape, mode):
   _assert_same_stats(single, multi)
 
 
+@pytest.mark.slow
 def test_sampling_is_seeded_and_top_p_tiny_is_greedy():
   _, cfg, params = tiny_models.valuejax_model("mistral")
   ids, mask = _prompts()
@@ -195,6 +199,7 @@ def test_sampling_is_seeded_and_top_p_tiny_is_greedy():
   np.testing.assert_array_equal(greedy, nucleus)
 
 
+@pytest.mark.slow
 def test_edits_in_generation_respect_their_scope():
   _, cfg, params = tiny_models.valuejax_model("llama")
   ids, mask = _prompts()
@@ -212,6 +217,7 @@ def test_edits_in_generation_respect_their_scope():
   assert np.asarray(both.prompt_stats.count)[0, 0, :10].sum() == 0
 
 
+@pytest.mark.slow
 def test_one_compile_per_bucket():
   _, cfg, params = tiny_models.valuejax_model("qwen2")
   gen = Generator(params, cfg, pad_id=0, eos_ids=(2,), prompt_buckets=(8, 16))
@@ -224,6 +230,7 @@ def test_one_compile_per_bucket():
   assert len(gen._compiled) == 2
 
 
+@pytest.mark.slow
 def test_batch_buckets_add_empty_rows_that_change_nothing():
   """A batch runs as its bucket's size, the rest empty rows: tokens (greedy and sampled), lengths and exact
   counts equal those of the batch run as it is, and batch sizes of one bucket share an executable."""
@@ -258,6 +265,7 @@ def test_batch_buckets_add_empty_rows_that_change_nothing():
     Generator(params, cfg, batch_buckets=(0, 8))
 
 
+@pytest.mark.slow
 def test_unrolled_and_scanned_layers_agree():
   """Generation over unstacked (unrolled) layers equals the lax.scan path, statistics and edits included
   (a random push too: both paths fold the same layer index into the key)."""
@@ -280,6 +288,7 @@ def test_unrolled_and_scanned_layers_agree():
     np.testing.assert_allclose(x, y, rtol=0, atol=tiny_models.reorder_atol(y, terms))
 
 
+@pytest.mark.slow
 def test_decode_segments():
   from valuejax.engine.generate import _segments, default_segments
   assert _segments(10, 3) == [(0, 3), (3, 6), (6, 10)]
@@ -321,6 +330,7 @@ def test_split_prefix_layout():
 
 
 @pytest.mark.parametrize("arch", ["llama", "gemma3_text", "gpt2"])
+@pytest.mark.slow
 def test_shared_prefix_generation_equals_brute_force(arch):
   """A prefix shared by every prompt runs once; tokens and statistics are those of the full computation.
   The engine runs with weight matrices in 3 row blocks, the unshared reference with whole ones."""
@@ -347,6 +357,7 @@ def test_shared_prefix_generation_equals_brute_force(arch):
     assert np.abs(np.cumsum(a - b, axis=-1)).max() <= 1  # at most a move to an adjacent bin
 
 
+@pytest.mark.slow
 def test_shared_prefix_with_edits_and_devices():
   _, cfg, params = tiny_models.valuejax_model("llama")
   ids, mask = tiny_models.shared_prefix_batch(suffix_lengths=(5, 9, 1, 7, 3, 2, 8, 4, 6, 5))

@@ -267,6 +267,7 @@ PROMPTS = ["Should I help?", "A friend asks for money. What now", "Hi"]
 CONTS = [" yes", " lend it, then ask nothing back", " no"]
 
 
+@pytest.mark.slow
 def test_continuation_logprobs_match_an_unpadded_reference(llama):
   cfg, params = llama
   tok = CharTokenizer()
@@ -284,6 +285,7 @@ def test_continuation_logprobs_match_an_unpadded_reference(llama):
     ve.continuation_logprobs(params, cfg, tok, ["x"], [""])
 
 
+@pytest.mark.slow
 def test_continuation_logprobs_under_edits(llama):
   from valuejax import intervene as vi
   cfg, params = llama
@@ -351,6 +353,7 @@ def test_letter_token_ids_take_every_single_token_spelling():
     ve.letter_token_ids(LetterTokenizer(), letters="ABG")
 
 
+@pytest.mark.slow
 def test_likert_scores_and_next_token_logprobs(llama):
   import jax
   import jax.numpy as jnp

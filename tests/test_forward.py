@@ -75,6 +75,7 @@ def test_logits_last_and_none():
 
 
 @pytest.mark.parametrize("arch", ["mistral", "gemma2", "gemma3_text", "gpt2"])
+@pytest.mark.slow
 def test_cached_decoding_matches_full_forward(arch):
   """Prefill then one token at a time through the KV cache gives the full forward's logits."""
   _, cfg, params = tiny_models.valuejax_model(arch)

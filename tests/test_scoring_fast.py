@@ -57,6 +57,7 @@ def _one_by_one(cfg, params, tok, edits, prompts=PROMPTS, conts=CONTS):
                    for e in edits])
 
 
+@pytest.mark.slow
 def test_many_edits_equal_one_at_a_time(tiny):
   cfg, params, tok = tiny
   edits = _deterministic_edits(cfg)
@@ -92,6 +93,7 @@ def test_one_token_continuations_need_no_continuation_pass(tiny):
 
 
 @pytest.mark.parametrize("scope", ["generated", "all"])
+@pytest.mark.slow
 def test_stochastic_edits(tiny, scope):
   """keep_prob < 1: every position draws the keep mask of the decode step that would feed its token (prompt
   step 0, continuation token j step j + 1), whatever the pass, batch or stack: the draws are reproducible,
@@ -113,6 +115,7 @@ def test_stochastic_edits(tiny, scope):
   assert np.abs(a - run([reseeded], 1)[0].sum_logprob).max() > 1e-5
 
 
+@pytest.mark.slow
 def test_forced_choice_many_equals_forced_choice(tiny):
   cfg, params, tok = tiny
   items = [ve.ForcedChoiceItem("w1 w2 w3 w4 w5", "w6 w7 w8", "w9", "a"),
@@ -134,6 +137,7 @@ def test_forced_choice_many_equals_forced_choice(tiny):
   np.testing.assert_allclose(plain[0].p_aligned_norm, got[0].p_aligned_norm, rtol=0, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_one_trace_for_any_number_of_edits(tiny):
   from valuejax.evaluate import scoring
   from valuejax.intervene.batch import _compiled
