@@ -146,3 +146,52 @@ def test_smoke_run_reports_stability_and_placebo(which, request):
     assert test.pooled is not None and test.pooled.n_edits * len(results.units) == results.primary.pooled.n_edits
   else:
     assert "total 0" in pl["why"] and "**Not computable**" in report
+
+
+def test_placebo_is_planned_as_the_real_units(counted_run):
+  """Same rule and sizes (neurons per side), same edit kind and parameters, same number and kind of controls,
+  and the real pair's eval items."""
+  from configs import valuelocate
+  from valuejax import methods, metrics
+  from valuejax.engine.stats import NeuronStats
+  from valuejax.intervene import neuron_activity
+  from valuejax.workdir import layout
+  from valuejax.workdir.outputs import read_halves
+  config = valuelocate.get_config("smoke")
+  config.locate.size = "12"
+  method = methods.METHODS.get("valuelocate")
+  metric = metrics.METRICS.get(config.intervene.metric)()
+  dataset = method.load_dataset(config)
+  stats = NeuronStats.load(os.path.join(counted_run, layout.RECORD_STATS))
+  activity = neuron_activity(stats.count, stats.s1, stats.tokens)
+  real_plan = method.plan(config, dataset, method.locate(config, dataset, stats), metric, activity)
+  unit, sets = method.placebo_plan(config, dataset, read_halves(counted_run), metric, activity)
+  placebo, real = method.placebo_pairs(config, dataset)
+  assert real.name == real_plan[0].name and placebo.plus == "openness_to_change#a"
+  assert set(sets) == {placebo.name} and sets[placebo.name].names == (placebo.plus, placebo.minus)
+  assert [len(sets[placebo.name][g]) for g in sets[placebo.name].names] == [12, 12]
+  assert [it.item_id for it in unit.items] == [it.item_id for it in real_plan[0].items]
+  for other in real_plan:
+    assert [(e.params, e.alternative, type(e.edit), len(e.controls)) for e in unit.experiments] == \
+        [(e.params, e.alternative, type(e.edit), len(e.controls)) for e in other.experiments]
+    for e, r in zip(unit.experiments, other.experiments):
+      assert int(np.sum(e.edit.edited_mask())) == int(np.sum(r.edit.edited_mask()))
+      assert all(int(np.sum(c.edited_mask())) == int(np.sum(e.edit.edited_mask())) for c in e.controls)
+  k = next(i for i, e in enumerate(unit.experiments) if e.controls)  # controls_at = "strongest": the last gamma
+  assert unit.experiments[k].control_activity["controls"] == "mirrored"
+  # The placebo's controls are seeded as one more unit after the real ones: not a real unit's replicates.
+  first = lambda plan_unit: np.asarray(plan_unit.experiments[k].controls[0].edited_mask())
+  assert all(not np.array_equal(first(unit), first(other)) for other in real_plan)
+
+
+def test_placebo_needs_halves():
+  from configs import valuelocate
+  from valuejax import methods, metrics
+  config = valuelocate.get_config("smoke")
+  config.record.halves = False
+  method = methods.METHODS.get("valuelocate")
+  with pytest.raises(ValueJaxError, match="records no halves"):
+    method.preflight(config, metrics.METRICS.get(config.intervene.metric)())
+  config.record.halves, config.intervene.placebo_pair = True, "nope"
+  with pytest.raises(ValueJaxError, match="not a pair of this run"):
+    method.preflight(config, metrics.METRICS.get(config.intervene.metric)())
