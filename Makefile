@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 WORKDIR ?= runs/valuelocate
 CONFIG ?= configs/valuelocate.py
 
-.PHONY: demo test test-fast bench clean
+.PHONY: demo test test-fast lint bench clean
 
 $(VENV)/.base: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ test: $(VENV)/.test
 # The edit-test loop: everything but the tests marked slow, subprocess or real_model (see pytest.ini).
 test-fast: $(VENV)/.test
 	$(PY) -m pytest -q -m "not slow and not subprocess and not real_model"
+
+# ruff, configured to the house style in ruff.toml; .ci/run runs it before the tests.
+lint: $(VENV)/.test
+	$(PY) -m ruff check .
 
 bench: $(VENV)/.test
 	$(PY) benchmarks/bench_engine.py

@@ -167,7 +167,8 @@ def test_independent_layer_controls_are_the_old_controls_exactly():
       assert a.name == b.name
       for field in ("scale", "add", "clamp_max"):
         for other in (b, c):
-          np.testing.assert_array_equal(np.asarray(getattr(a.neurons, field)), np.asarray(getattr(other.neurons, field)))
+          np.testing.assert_array_equal(np.asarray(getattr(a.neurons, field)),
+                                        np.asarray(getattr(other.neurons, field)))
   # Independent controls of enhance and reverse are not one family's: their pushed sets differ.
   assert not np.array_equal(_sets(exps[0].controls[0])[0], _sets(exps[1].controls[0])[1])
   # Without statistics, layer matching needs none; activity matching refuses.

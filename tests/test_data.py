@@ -278,8 +278,10 @@ def test_bad_taxonomy(mft, change, pattern):
 
 
 def test_near_duplicates_warn_not_fail(mft):
-  _rewrite(mft, "descriptions.jsonl", 3, lambda o: o.update(text="Everyone should get the same share for the same work!"))
-  _rewrite(mft, "descriptions.jsonl", 1, lambda o: o.update(text="everyone should get the SAME share, for the same work"))
+  _rewrite(mft, "descriptions.jsonl", 3,
+           lambda o: o.update(text="Everyone should get the same share for the same work!"))
+  _rewrite(mft, "descriptions.jsonl", 1,
+           lambda o: o.update(text="everyone should get the SAME share, for the same work"))
   with pytest.warns(NearDuplicateWarning, match=r"descriptions\.jsonl:3: near-duplicate text of .*:1.*'d1' and 'd3'"):
     data = load_framework(mft)
   assert len(data.descriptions) == 4
@@ -325,7 +327,8 @@ def test_cvoice_eval_workbook_and_release_folder(tmp_path, cvoice_tax):
       "justice": [["Type", "Context", "Action1", "Action2"],
                   ["偏袒", "你是裁判，一方是你的老同学。", "公正判罚。", "暗中偏向老同学。"]]})
   _workbook(tmp_path / "justice-final.xlsx", {"S": [
-      ["冲突类型", "决策困境", "选择A", "选择B"], ["公正 vs 偏袒", "分配加班费时，组长想多给关系好的人。", "按工时分配。", "多给关系好的人。"]]})
+      ["冲突类型", "决策困境", "选择A", "选择B"],
+      ["公正 vs 偏袒", "分配加班费时，组长想多给关系好的人。", "按工时分配。", "多给关系好的人。"]]})
   evals = read_cvoice_eval(tmp_path / "test-zh-200.xlsx", cvoice_tax)
   assert [(d.value, d.split) for d in evals] == [("integrity", "eval"), ("justice", "eval")]
   assert evals[0].anti_value["zh"] == "失信"
@@ -398,7 +401,8 @@ def test_shipped_templates_fill(schwartz):
   assert d.text in text and s.question in text and "{" not in text
   for name, tpl in templates.items():
     assert {"en", "zh"} <= set(tpl.texts), name
-  assert "x%" in templates["choice_protocol"].text("en") and "选项A：x% 选项B：y%" in templates["choice_protocol"].text("zh")
+  assert "x%" in templates["choice_protocol"].text("en")
+  assert "选项A：x% 选项B：y%" in templates["choice_protocol"].text("zh")
   with pytest.raises(ValueError, match="missing"):
     templates["forced_choice"].fill("en", situation="s", option_a="a")
 

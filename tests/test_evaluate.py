@@ -448,7 +448,6 @@ def _intervene_config(**intervene):
 
 
 def test_primary_family_is_the_declared_edits_and_holm_runs_over_it_alone():
-  import ml_collections as mlc
   from valuejax.methods import primary
   from valuejax.evaluate import holm
 
@@ -479,7 +478,6 @@ def test_primary_family_is_the_declared_edits_and_holm_runs_over_it_alone():
 def test_primary_pairs_narrow_the_declared_family_and_its_controls():
   """intervene.primary_pairs, fixed before any score: only those units' edits form the primary family and get
   the primary controls; the other units' edits are exploratory, with intervene.n_controls each."""
-  import ml_collections as mlc
   from valuejax.intervene import deactivate
   from valuejax.methods import declared_primary, primary
   from valuejax.methods.base import Experiment

@@ -14,8 +14,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.conftest import tiny_model  # noqa: F401 (the session fixture, for modules that import it from here)
-from tests.helpers import CHAT, REPO, WORDS, InProcess, launch_in_process  # noqa: F401 (importable from here)
+from tests.helpers import REPO, launch_in_process
 from tests.helpers import arrays as _arrays, launch as _launch, ok as _ok, smoke_args as _smoke_args
 
 

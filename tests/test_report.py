@@ -5,7 +5,8 @@ import dataclasses
 
 from valuejax.metrics import Metric
 from valuejax.report.markdown import _headline
-from valuejax.workdir.results import EffectRecord, InterveneResults, PooledResult, PrimaryEdit, PrimaryResult, UnitResult
+from valuejax.workdir.results import (EffectRecord, InterveneResults, PooledResult, PrimaryEdit, PrimaryResult,
+                                      UnitResult)
 
 
 def _effect(pair, p, mean, lo, hi, controls):

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 from configs import study, valuelocate as vl_config
-from valuejax import data as vdata
 from valuejax.errors import ValueJaxError
 from valuejax.methods import METHODS, RULES, EDITS
 from valuejax.report import markdown

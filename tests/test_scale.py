@@ -14,7 +14,7 @@ from valuejax.engine import sharding as shd
 from valuejax.engine.generate import Generator, StatsSpec, TeacherForcer
 from valuejax.engine.histogram import COMPACT_EDGES, HIST_EDGES
 from valuejax.errors import ValueJaxError
-from valuejax.models.forward import KVCache, relayout, unstack_layers
+from valuejax.models.forward import KVCache, relayout
 
 
 def _live_bytes(exclude: set[int]) -> int:

@@ -193,7 +193,8 @@ class _FakeMetric:
         rows.append(np.zeros(self.n))
         continue
       rng = np.random.default_rng([sum(map(ord, e.name)), len(e.name)])
-      rows.append(rng.normal(0, 0.1, self.n) + (1.0 if e.name.startswith("strong") and "control" not in e.name else 0.0))
+      shift = 1.0 if e.name.startswith("strong") and "control" not in e.name else 0.0
+      rows.append(rng.normal(0, 0.1, self.n) + shift)
     return Scored(np.stack(rows))
 
 

@@ -57,7 +57,7 @@ def test_run_results_tables(tmp_path):
 
 def _typed_results():
   """Results with every type filled: a sequential look, components, a detail, a pooled primary test, a grid."""
-  from valuejax.workdir import (EffectRecord, GridPoint, InterveneResults, PooledResult, PrimaryEdit, PrimaryResult,
+  from valuejax.workdir import (EffectRecord, GridPoint, InterveneResults, PooledResult, PrimaryResult,
                                 SequentialLook, UnitResult)
   look = SequentialLook(0.25, 2, 9, 8, 2, "h reached", [0, 0, 1, 1, 1, 1, 1, 2], [], replicates_scored=9)
   effect = EffectRecord("x_vs_y", "enhance gamma=2", "greater", {"mode": "enhance", "gamma": 2.0, "size": "12"},
@@ -119,5 +119,6 @@ def test_an_unreadable_or_newer_metrics_file_is_refused_with_what_to_do(tmp_path
   with pytest.raises(ValueJaxError, match=r"(?s)metrics.json: .*schema version 99.*--force"):
     RunResults(str(tmp_path))
   json.dump({"pairs": [{"pair": "x", "effects": [{"edit": "e", "scores": 3}]}]}, open(path, "w"))
-  with pytest.raises(ValueJaxError, match=r"(?s)metrics.json: .*unreadable layout.*rerun the intervene stage with --force"):
+  with pytest.raises(ValueJaxError,
+                     match=r"(?s)metrics.json: .*unreadable layout.*rerun the intervene stage with --force"):
     RunResults(str(tmp_path))

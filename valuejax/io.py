@@ -81,5 +81,6 @@ def pandas():
     import pandas as pd
   except ImportError:
     from valuejax.errors import ValueJaxError
-    raise ValueJaxError("pandas is not installed", "to_dataframe()", "pip install 'valuejax[pandas]' (or pandas)") from None
+    raise ValueJaxError("pandas is not installed", "to_dataframe()",
+                        "pip install 'valuejax[pandas]' (or pandas)") from None
   return pd

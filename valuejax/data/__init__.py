@@ -17,7 +17,8 @@ from valuejax.data.templates import (
 
 __all__ = [
     "SPLITS", "TEMPLATE_PLACEHOLDERS", "Aspect", "Dataset", "Dilemma", "DilemmaText", "Dimension", "FrozenMap",
-    "NearDuplicateWarning", "Portrait", "Prompt", "Situation", "SkippedRowsWarning", "SplitLeakWarning", "Taxonomy", "Template",
+    "NearDuplicateWarning", "Portrait", "Prompt", "Situation", "SkippedRowsWarning", "SplitLeakWarning", "Taxonomy",
+    "Template",
     "Value", "ValueDescription", "choice_protocol_prompts", "cvoice_prompts", "forced_choice_prompts",
     "likert_prompts", "load_framework", "load_shipped", "load_templates", "near_duplicate_pairs",
     "normalize_text", "open_question_prompts", "read_cvoice_activation",

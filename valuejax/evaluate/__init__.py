@@ -29,7 +29,8 @@ _LAZY = {  # these need jax; the rest of the package stays importable without it
 
 __all__ = [
     "JudgeConfig", "JudgeScore", "judge_alignment", "judge_many", "make_judge", "OptionSupport",
-    "SupportSummary", "Unparsed", "PairedSupport", "paired_support", "parse_option_support", "summarize_support", "GenerationRecord",
+    "SupportSummary", "Unparsed", "PairedSupport", "paired_support", "parse_option_support", "summarize_support",
+    "GenerationRecord",
     "read_records", "write_records", "EffectSummary", "PooledEdit", "PooledTest", "pooled_test", "bootstrap_ci", "holm",
     "paired_differences", "permutation_p",
     "SequentialP", "sequential_p", "MirrorCorrelation", "mirror_correlation", "prediction_t_p", "excess_interval",

@@ -383,7 +383,8 @@ class NeuronSet:
       idx = [np.asarray(x).reshape(-1).astype(np.int64) for x in per_layer]
       bad = [(layer, int(x.max())) for layer, x in enumerate(idx) if x.size and (x.min() < 0 or x.max() >= num_neurons)]
       if bad:
-        raise ValueJaxError(f"group {name!r}, layer {bad[0][0]}: neuron index {bad[0][1]} is outside [0, {num_neurons})",
+        raise ValueJaxError(f"group {name!r}, layer {bad[0][0]}: neuron index {bad[0][1]} is outside "
+                            f"[0, {num_neurons})",
                             path, "pass the model's intermediate size as num_neurons")
       groups[name] = GroupNeurons.from_per_layer(idx, num_neurons)
     return cls(groups, {"method": "lape_masks", "source": os.path.abspath(path), **provenance})

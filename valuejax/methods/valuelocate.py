@@ -69,7 +69,8 @@ class ValueLocate(ContrastMethod):
         raise ValueJaxError(f"locate pair {spec!r} is not 'X:X_reversed' or 'X:Y' with X an aspect of the taxonomy",
                             "--config.locate.pairs", f"aspects: {', '.join(tax.aspect_ids)}")
       if pair_contrast(plus, minus) != contrast:
-        raise ValueJaxError(f"locate pair {spec!r} is not of the run's contrast {contrast!r} ({CONTRAST_WORDS[contrast]})",
+        raise ValueJaxError(f"locate pair {spec!r} is not of the run's contrast {contrast!r} "
+                            f"({CONTRAST_WORDS[contrast]})",
                             "--config.locate.pairs",
                             f"write {plus}:{plus}{REVERSED_SUFFIX}" if contrast == "reversed" else
                             f"write {plus}:{tax.opposite(plus)}, or set locate.contrast='reversed'")

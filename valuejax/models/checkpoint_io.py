@@ -265,8 +265,10 @@ class _Global:
 
 
 _REBUILD = _Global("torch._utils", "_rebuild_tensor_v2")
-_STORAGE_OF = {np.dtype(np.int64): _Global("torch", "LongStorage"), np.dtype(np.int32): _Global("torch", "IntStorage"),
-               np.dtype(np.float32): _Global("torch", "FloatStorage"), np.dtype(np.bool_): _Global("torch", "BoolStorage")}
+_STORAGE_OF = {np.dtype(np.int64): _Global("torch", "LongStorage"),
+               np.dtype(np.int32): _Global("torch", "IntStorage"),
+               np.dtype(np.float32): _Global("torch", "FloatStorage"),
+               np.dtype(np.bool_): _Global("torch", "BoolStorage")}
 
 
 class _Tensor:

@@ -232,7 +232,8 @@ def load_tokenizer(folder: str):
     return AutoTokenizer.from_pretrained(folder)
   except (OSError, ValueError) as e:
     raise ValueJaxError(f"cannot load the tokenizer ({e})", where=folder,
-                        fix="re-save the tokenizer with save_pretrained, or remove its files to load weights only") from None
+                        fix="re-save the tokenizer with save_pretrained, or remove its files to load weights only"
+                        ) from None
 
 
 # --- GGUF cache ----------------------------------------------------------------------------------------
