@@ -79,7 +79,8 @@ def _half_seed(config: mlc.ConfigDict) -> int:
   require(config, ["data.half_seed"], "split-half recording (record.halves = True)")
   seed = config.data.half_seed
   if isinstance(seed, bool) or not isinstance(seed, int):
-    raise ValueJaxError(f"record.halves = True needs an integer data.half_seed, got {seed!r}", "--config.data.half_seed",
+    raise ValueJaxError(f"record.halves = True needs an integer data.half_seed, got {seed!r}",
+                        "--config.data.half_seed",
                         "set --config.data.half_seed=0 (or record.halves=False)")
   return seed
 

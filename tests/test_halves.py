@@ -63,6 +63,21 @@ def test_halves_sum_to_the_whole_recording():
     assert (a.items > 0).all() and (b.items > 0).all()
 
 
+def test_split_half_recording_resumes_exactly():
+  """A checkpointed split-half state (through its arrays, as the record stage saves it) resumes to the same
+  statistics and texts as an uninterrupted run."""
+  from valuejax.engine.record import RecordState
+  model = tiny_models.tiny_model_object("llama")
+  prompts = _prompts(9)
+  groups, group_of = split_halves(["up", "down"], prompts, seed=5)
+  rec = Recorder(model, groups=groups, batch_size=2, max_new_tokens=4, group_of=group_of)
+  saved = []
+  full = rec.run(prompts, on_batch=lambda s: saved.append(RecordState.from_arrays(s.to_arrays())), progress=False)
+  resumed = rec.run(prompts, state=saved[1], progress=False)
+  assert resumed.gen_stats == full.gen_stats and resumed.prompt_stats == full.prompt_stats
+  assert resumed.texts == full.texts and full.gen_stats.group_names == tuple(groups)
+
+
 def test_half_stats_refuses_whole_statistics():
   from valuejax.engine.stats import NeuronStats
   with pytest.raises(ValueJaxError, match="not split-half"):

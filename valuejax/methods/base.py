@@ -178,7 +178,8 @@ class ContrastMethod(Method):
     name = config.intervene.placebo_pair
     real = next((p for p in pairs if p.name == name), None) if name else (pairs[0] if pairs else None)
     if real is None:
-      raise ValueJaxError(f"intervene.placebo_pair = {name!r} is not a pair of this run", "--config.intervene.placebo_pair",
+      raise ValueJaxError(f"intervene.placebo_pair = {name!r} is not a pair of this run",
+                          "--config.intervene.placebo_pair",
                           f"use '' (the first pair) or one of: {', '.join(p.name for p in pairs)}")
     plus, minus = (half_group(real.plus, h) for h in HALVES)
     return Pair(f"placebo_{real.plus}", plus, minus, real.eval_key), real
