@@ -98,7 +98,7 @@ def _batches(config: mlc.ConfigDict, recorder, prompts):
     raise ValueJaxError(
         f"the recording prompt of item '{p.item_id}' (group '{p.group}', template '{p.template}') is {e.tokens} "
         f"tokens long; the record stage takes prompts of at most {e.limit} tokens", data or "the run's data",
-        f"shorten that item's text in the data files (or remove the item), or set data.framework to data "
+        "shorten that item's text in the data files (or remove the item), or set data.framework to data "
         "whose items are shorter; the limit is not a config entry") from None
 
 
