@@ -51,7 +51,7 @@ def _edit(e: EffectRecord) -> tuple[str, str]:
   if against:
     return OPPOSITE, f"moves the metric against the prediction ({ci})"
   if not toward:
-    return NO_EFFECT, f"no effect: the 95% CI of the change includes 0 ({ci})"
+    return NO_EFFECT, f"the 95% CI of the change includes 0 ({ci})"
   controls = list(e.control_effects)
   if not controls:
     return UNTESTED, f"changes the metric as predicted ({ci}); no random controls ran at this setting"
