@@ -183,7 +183,7 @@ class NeuronStats:
 
   def to_dataframe(self):
     """One row per (group, layer, neuron): tokens, count, p, mean and variance (pandas, an optional extra)."""
-    from valuejax.io import pandas
+    from valuejax.fileio import pandas
     g, layers, f = self.count.shape
     grid = np.meshgrid(np.arange(g), np.arange(layers), np.arange(f), indexing="ij")
     return pandas().DataFrame({
@@ -208,8 +208,8 @@ class NeuronStats:
                None if hist is None else np.asarray(d.get("hist_edges", HIST_EDGES), np.float64))
 
   def save(self, path: str) -> None:
-    from valuejax import io
-    with io.atomic_path(path) as tmp:
+    from valuejax import fileio
+    with fileio.atomic_path(path) as tmp:
       with open(tmp, "wb") as f:
         np.savez(f, **self.to_arrays())
 

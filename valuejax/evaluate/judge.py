@@ -245,7 +245,7 @@ class JudgmentCache:
   def save(self) -> None:
     if not self.path or not self.dirty:
       return
-    from valuejax.io import write_json
+    from valuejax.fileio import write_json
     with self._lock:
       merged = {**self._read(), **self.entries}
       self.entries = merged

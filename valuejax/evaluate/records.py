@@ -9,7 +9,7 @@ import json
 import os
 from typing import Any, Iterable, Mapping
 
-from valuejax import io
+from valuejax import fileio
 from valuejax.errors import ValueJaxError
 
 
@@ -31,7 +31,7 @@ _FIELDS = {f.name for f in dataclasses.fields(GenerationRecord)}
 
 def write_records(path: str | os.PathLike, records: Iterable[GenerationRecord]) -> None:
   lines = [json.dumps(r.to_dict(), ensure_ascii=False) for r in records]
-  io.write_text(path, "".join(line + "\n" for line in lines))
+  fileio.write_text(path, "".join(line + "\n" for line in lines))
 
 
 def read_records(path: str | os.PathLike) -> list[GenerationRecord]:

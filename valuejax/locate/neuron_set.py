@@ -5,7 +5,7 @@ output of every locator and the input of every edit, saved as JSON or npz.
 from __future__ import annotations
 
 import dataclasses
-import io as _io
+import io
 import json
 import math
 import os
@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from valuejax import io as vio
+from valuejax import fileio as vio
 from valuejax.errors import ValueJaxError
 from valuejax.locate import checks
 
@@ -330,7 +330,7 @@ class NeuronSet:
       arrays[f"g{i}/layer"], arrays[f"g{i}/index"] = g.layer, g.index
       for k, v in g.scores.items():
         arrays[f"g{i}/score/{k}"] = v
-    buf = _io.BytesIO()
+    buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
     vio.write_bytes(path, buf.getvalue())
 
@@ -391,7 +391,7 @@ class NeuronSet:
 
   def to_dataframe(self):
     """One row per (group, neuron): layer, index and every score column (pandas, an optional extra)."""
-    from valuejax.io import pandas
+    from valuejax.fileio import pandas
     frames = []
     for name, g in self.groups.items():
       cols = {"group": [name] * len(g), "layer": g.layer, "neuron": g.index}

@@ -4,14 +4,14 @@ overlap heatmaps. Each function writes one file atomically into a folder and ret
 
 from __future__ import annotations
 
-import io as _io
+import io
 import os
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from valuejax import io as vio
+from valuejax import fileio as vio
 from valuejax.errors import ValueJaxError
 from valuejax.locate.analysis import Overlap
 from valuejax.locate.neuron_set import NeuronSet
@@ -20,7 +20,7 @@ from valuejax.locate.neuron_set import NeuronSet
 def _save(fig: Figure, folder: str, filename: str) -> str:
   # An explicit Agg canvas keeps plotting headless without touching pyplot's global backend.
   FigureCanvasAgg(fig)
-  buf = _io.BytesIO()
+  buf = io.BytesIO()
   fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
   path = os.path.join(folder, filename)
   vio.write_bytes(path, buf.getvalue())

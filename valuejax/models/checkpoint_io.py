@@ -307,8 +307,8 @@ class _TorchPickler(pickle._Pickler):  # the pure-Python pickler: save_global ca
 def write_torch_object(path: str, obj: Any) -> None:
   """`obj` (nested lists / tuples / dicts of numpy arrays of int64, int32, float32 or bool) as a torch zip
   file that `torch.load` reads back as tensors, written without torch, atomically."""
-  from valuejax.io import write_bytes
-  import io as _io
+  from valuejax.fileio import write_bytes
+  import io
   tensors: list[_Tensor] = []
 
   def wrap(x: Any) -> Any:
@@ -325,10 +325,10 @@ def write_torch_object(path: str, obj: Any) -> None:
     return x
 
   wrapped = wrap(obj)
-  buf = _io.BytesIO()
+  buf = io.BytesIO()
   _TorchPickler(buf, protocol=2).dump(wrapped)
   name = os.path.splitext(os.path.basename(path))[0] or "archive"
-  out = _io.BytesIO()
+  out = io.BytesIO()
   with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as z:
     z.writestr(f"{name}/data.pkl", buf.getvalue())
     z.writestr(f"{name}/byteorder", "little")

@@ -17,7 +17,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from valuejax.errors import ValueJaxError
-from valuejax.io import atomic_dir, write_json
+from valuejax.fileio import atomic_dir, write_json
 from valuejax.models.checkpoint_io import load_state_dict
 from valuejax.models.config import ModelConfig
 

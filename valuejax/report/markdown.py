@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from valuejax import io as vio
+from valuejax import fileio as vio
 from valuejax.data.schema import REVERSED_SUFFIX
 from valuejax.methods.valuelocate import CONTRAST_WORDS
 from valuejax.errors import ValueJaxError

@@ -4,7 +4,7 @@ effects of its random controls, and the located neurons per layer of every group
 
 from __future__ import annotations
 
-import io as _io
+import io
 import os
 from typing import Mapping, Sequence
 
@@ -12,13 +12,13 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from valuejax import io as vio
+from valuejax import fileio as vio
 from valuejax.workdir.results import EffectRecord, GridPoint
 
 
 def _save(fig: Figure, path: str) -> str:
   FigureCanvasAgg(fig)  # headless, without touching pyplot's global backend
-  buf = _io.BytesIO()
+  buf = io.BytesIO()
   fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
   vio.write_bytes(path, buf.getvalue())
   return path

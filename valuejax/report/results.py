@@ -10,7 +10,7 @@ import re
 import shutil
 from typing import Any, Sequence
 
-from valuejax import io as vio
+from valuejax import fileio as vio
 from valuejax.errors import ValueJaxError
 from valuejax.evaluate.stats import holm
 from valuejax.report import markdown

@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from valuejax import io as vio
+from valuejax import fileio as vio
 from valuejax.workdir import layout
 from valuejax.workdir.results import InterveneResults, UnitResult
 from valuejax.workdir.state import Workdir
@@ -226,7 +226,7 @@ class RunResults:
     self.results: InterveneResults = results
 
   def to_dataframe(self, kind: str = "effects"):
-    from valuejax.io import pandas
+    from valuejax.fileio import pandas
     pd = pandas()
     if kind == "effects":
       return pd.read_csv(io.StringIO(effects_csv(self.results.units)))

@@ -21,7 +21,7 @@ from typing import Any, Iterator, Sequence
 from absl import logging
 import ml_collections as mlc
 
-from valuejax import io as vio
+from valuejax import fileio as vio
 from valuejax.errors import ValueJaxError
 from valuejax.workdir.layout import CONFIG, STAGES, TIMINGS, done_file
 
