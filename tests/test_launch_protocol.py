@@ -76,7 +76,8 @@ def _run(answers_by_edit, aligned, controls=()):
   """_evaluate over one pair; answers_by_edit maps edit name -> one text per item."""
   items = [ProtocolItem(f"d{i}", f"q{i}", a) for i, a in enumerate(aligned)]
   answers = {(e, i + 1): t for e, texts in answers_by_edit.items() for i, t in enumerate(texts)}
-  cfg_ids = types.SimpleNamespace(pad_token_id=0, eos_token_ids=(), model_type="llama", bos_token_id=None)
+  cfg_ids = types.SimpleNamespace(pad_token_id=0, eos_token_ids=(), model_type="llama", bos_token_id=None,
+                                  prompt_bos_id=None)
   model = types.SimpleNamespace(tokenizer=_Tok(items, answers), config=cfg_ids, params=None)
   cfg = _config()
   gen = _Gen()
