@@ -85,14 +85,13 @@ def _placebo(config: mlc.ConfigDict, model: Any, placebo_plan: list[Any], metric
   p), apart from the primary test's family: {"group", "pair", "unit", "primary", "units"}."""
   if not placebo_plan:
     return None
-  import copy
+  from valuejax.methods.base import placebo_config
   unit, real, name, why = placebo_plan[0]
   if unit is None:
     return {"group": real.plus, "pair": real.name, "unit": name, "primary": None, "units": [], "why": why}
-  results = evaluate(config, model, [unit], metric, [])
-  # The primary test's declaration with every unit in its family: a primary_pairs list names real units only.
-  c = copy.deepcopy(config)
-  c.intervene.primary_pairs = ()
+  # Planned, scored and tested with every unit in the primary family: a primary_pairs list names real units only.
+  c = placebo_config(config)
+  results = evaluate(c, model, [unit], metric, [])
   test = methods.primary(c, results)
   return {"group": real.plus, "pair": real.name, "unit": name,
           "primary": None if test is None else test.to_json(), "units": [r.to_json() for r in results]}

@@ -197,6 +197,10 @@ def test_placebo_is_planned_as_the_real_units(counted_run):
   # The placebo's controls are seeded as one more unit after the real ones: not a real unit's replicates.
   first = lambda plan_unit: np.asarray(plan_unit.experiments[k].controls[0].edited_mask())
   assert all(not np.array_equal(first(unit), first(other)) for other in real_plan)
+  # A primary family narrowed to other units, with more replicates for it: the placebo still gets them.
+  config.intervene.primary_controls, config.intervene.primary_pairs = 3, (real_plan[1].name,)
+  unit, _ = method.placebo_plan(config, dataset, read_halves(counted_run), metric, activity)
+  assert [len(e.controls) for e in unit.experiments if e.controls and "part" not in e.params] == [3, 3]
 
 
 def test_placebo_needs_halves():

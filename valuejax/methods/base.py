@@ -191,6 +191,7 @@ class ContrastMethod(Method):
     as every real unit, and scored on the real pair's eval items. Its controls are seeded as one more unit
     after the real ones."""
     placebo, real = self.placebo_pairs(config, dataset)
+    config = placebo_config(config)
     prov = {"model": config.model, "data": config.data.framework, "record_mode": config.record.mode,
             "placebo": f"{placebo.plus} vs {placebo.minus}"}
     sets = RULES.get(config.locate.rule)(config, halves, [placebo], prov)
@@ -240,6 +241,16 @@ class ContrastMethod(Method):
     """A few open questions of the pair's eval items, answered before and after editing in the report."""
     return [vdata.Prompt(it.question, unit.name, it.item_id, chat=bool(config.data.chat))
             for it in self.choice_items(config, dataset, unit)[:n]]
+
+
+def placebo_config(config: mlc.ConfigDict) -> mlc.ConfigDict:
+  """The config the placebo unit is planned, scored and tested under: the run's own, with every unit in the
+  primary family (`intervene.primary_pairs` names real units only), so that the placebo gets the primary edits'
+  replicates, their sequential scoring and the primary test's pooled test."""
+  import copy
+  out = copy.deepcopy(config)
+  out.intervene.primary_pairs = ()
+  return out
 
 
 def _written_in(x: Any, lang: str) -> bool:
