@@ -252,16 +252,20 @@ def dose_response(config: mlc.ConfigDict, results: Sequence[UnitResult]) -> list
   points carry the fit, not a test of their own: exploratory. None when no size has two gammas."""
   from valuejax.evaluate.stats import DoseEdit, dose_response_fit
   c = config.intervene
-  steer = config.locate.get("steer_value", "p") if "locate" in config else "p"
+  steered = [(r, e) for r in results for e in r.effects
+             if "gamma" in e.params and e.params.get("part", "full") == "full"]
+  if not steered:
+    return None  # no steering edits (ValueExploration, LAPE): nothing to fit
+  # Only steering runs get here, and their configs (configs/valuelocate.py) declare both entries.
+  steer = config.locate.steer_value
   arr = lambda v: np.asarray([np.nan if x is None else x for x in v], np.float64)
   by_size: dict[str, list[Any]] = {}
-  for r in results:
-    for e in r.effects:
-      if e.params.get("part", "full") != "full" or "gamma" not in e.params or e.params.get("steer", steer) != steer:
-        continue
-      size = str(e.params.get("size", config.locate.get("size", "") if "locate" in config else ""))
-      by_size.setdefault(size, []).append(DoseEdit(float(e.params["gamma"]), arr(r.baseline), arr(e.scores),
-                                                   1.0 if e.expected == "greater" else -1.0, r.unit))
+  for r, e in steered:
+    if e.params.get("steer", steer) != steer:
+      continue
+    size = str(e.params.get("size", config.locate.size))
+    by_size.setdefault(size, []).append(DoseEdit(float(e.params["gamma"]), arr(r.baseline), arr(e.scores),
+                                                 1.0 if e.expected == "greater" else -1.0, r.unit))
   out = []
   for size, edits in by_size.items():
     if len({e.gamma for e in edits}) < 2:

@@ -191,7 +191,7 @@ def evaluate(config: mlc.ConfigDict, model: Any, plan: list[Any], metric: Metric
           p_value = permutation_p(summary.mean, control_effects, e.alternative)
         summary = dataclasses.replace(summary, p_value=p_value, n_controls=len(control_effects),
                                       control_mean=float(np.mean(control_effects)))
-      if getattr(metric, "probability", False) and c.get("yardsticks", False):
+      if getattr(metric, "probability", False) and c.yardsticks:
         common["yardsticks"] = effect_yardsticks(base, edited, [all_scores[j] for j in ctrl_ks], n_boot=c.n_boot,
                                                  level=summary.level, seed=config.seed)
       effects.append(EffectRecord(
@@ -392,7 +392,7 @@ def add_yardsticks(config: mlc.ConfigDict, model: Any, metric: Metric, plan: lis
   moves the metric as far as telling the model the value does), and each located edit's loss on the neutral
   text beside the unedited model's. Returns (results, the neutral text's summary or None)."""
   c = config.intervene
-  if not (getattr(metric, "probability", False) and c.get("yardsticks", False)):
+  if not (getattr(metric, "probability", False) and c.yardsticks):
     return results, None
   texts = read_neutral_text(config)
   by_name = {p.name: p for p in plan}
