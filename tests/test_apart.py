@@ -95,6 +95,8 @@ def test_neutral_text_ships_and_is_plain():
 
 # -- the smoke run -------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_smoke_run_writes_and_reports_yardsticks(smoke_run):
   from valuejax.workdir.outputs import read_intervene
   results = read_intervene(smoke_run.workdir)
@@ -145,6 +147,8 @@ def test_push_and_clamp_parts_reproduce_the_full_edit_at_the_activations():
     assert edits["push"].metadata["part"] == "push" and "part" not in edits["full"].metadata
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_smoke_run_takes_the_primary_edits_apart(smoke_run):
   from valuejax.workdir.outputs import read_intervene
   results = read_intervene(smoke_run.workdir)
@@ -213,6 +217,8 @@ def test_dose_response_from_results():
   assert fits[0]["a"] == pytest.approx(0.01, abs=1e-12) and fits[0]["b"] == pytest.approx(-0.003, abs=1e-12)
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_smoke_run_fits_the_dose_response(smoke_run):
   from valuejax.workdir.outputs import read_intervene
   results = read_intervene(smoke_run.workdir)
