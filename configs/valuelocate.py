@@ -9,8 +9,9 @@ the other contrast (each dimension's two opposing aspects, "holds X vs holds Y";
 the authors' contrast was the default used). 19 random controls per strongest edit: the fewest with which a
 permutation p-value can reach 0.05.
 
-The sizes (12 descriptions per group answered with 32 new tokens, 8 held-out situations per dimension) are
-set by the demo's budget of 5 minutes on a 2-core CPU, installation included, not by power: the powered,
+The sizes (12 descriptions per group answered with 32 new tokens, 6 held-out situations per dimension, the
+sequential p's h = 5) are set by the demo's budget of 5 minutes on a 2-core CPU, installation included, not by
+power: the powered,
 pre-declared answer is configs/study.py (every description, 128 new tokens, every held-out situation, 99
 control replicates).
 
@@ -26,7 +27,7 @@ from configs import common
 
 
 def get_config(arg: str | None = None) -> mlc.ConfigDict:
-  arg = common.parse_arg(arg, smoke=False, aspects=False, items=12, tokens=32, controls=19, eval_items=8,
+  arg = common.parse_arg(arg, smoke=False, aspects=False, items=12, tokens=32, controls=19, eval_items=6,
                          sweep_gamma=False, decompose=False)
   if arg.smoke:
     common.preset(arg, items=2, tokens=6, controls=2, eval_items=4, decompose=True)
@@ -99,10 +100,11 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
   # are exploratory.
   c.intervene.primary_test = "pooled"  # "pooled", "each" (Holm across the primary edits) or "" (none)
   c.intervene.primary_gamma = 2.0
-  # Sequential p (Besag & Clifford), fixed before any score: the primary replicates stop once 10 reach the located
-  # effect (p = 10 / replicates looked at), else run to the last (p down to 1 / (R + 1)); a clear null stops after
-  # about 10 / p replicates instead of paying for all. 0 = every replicate, the fixed-R rank p.
-  c.intervene.sequential_h = min(10, arg.controls)
+  # Sequential p (Besag & Clifford), fixed before any score: the primary replicates stop once h reach the located
+  # effect (p = h / replicates looked at), else run to the last (p down to 1 / (R + 1)); a clear null stops after
+  # about h / p replicates instead of paying for all. 0 = every replicate, the fixed-R rank p. h = 5 here (the
+  # demo's budget; p still reaches 1 / 20 when no replicate reaches the effect), 10 in the studies.
+  c.intervene.sequential_h = min(5, arg.controls)
   # The placebo, fixed before any score: the same rule and sizes locate a "set" between two random halves of one
   # group's items (placebo_pair "" = the run's first pair, whose plus group is halved: the first value X), and
   # the same edits, controls and pooled sequential test run on that pair's eval items. A contrast without
