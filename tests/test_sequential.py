@@ -283,7 +283,20 @@ def test_sequential_h_is_checked_before_anything_loads():
   from valuejax.validate import check_config
   cfg = importlib.import_module("configs.valuelocate").get_config()
   check_config(cfg)
-  for bad, why in [(-1, "integer >= 0"), (1000, "at most the primary test's replicates")]:
+  for bad in (-1, -5):  # (a ConfigDict refuses a float for an integer entry itself)
     cfg.intervene.sequential_h = bad
-    with pytest.raises(ValueJaxError, match=why):
+    with pytest.raises(ValueJaxError, match="integer >= 0"):
       check_config(cfg)
+  # An h above the replicates is allowed (a lowered n_controls): the rule then looks at every replicate.
+  cfg.intervene.sequential_h = 1000
+  check_config(cfg)
+
+
+def test_an_h_above_the_replicates_gives_the_fixed_rank_p():
+  from valuejax.evaluate import permutation_p
+  from valuejax.methods import primary
+  from valuejax.metrics.effects import evaluate
+  results = evaluate(_config(100), None, _plan("null", 6), _FakeMetric(6))
+  out = primary(_config(100), results).pooled
+  assert out.replicates_scored == 6 and out.sequential.looked == 6 and out.sequential.h == 6
+  assert out.p_value == pytest.approx(permutation_p(out.mean, out.control_effects, "greater"))

@@ -163,8 +163,9 @@ def primary(config: mlc.ConfigDict, results: Sequence[UnitResult]) -> PrimaryRes
     # scored, at most the fewest any primary edit had planned (R_max).
     h = int(c.get("sequential_h", 0) or 0)
     r_max = min(e.controls_planned if e.controls_planned is not None else len(e.control_scores) for _, e in family)
-    t = pooled_test(pooled_edits(family), alpha=c.alpha, n_boot=c.n_boot, seed=config.seed, sequential_h=h,
-                    r_max=r_max if h else None)
+    # h above R_max never stops early: the rule looks at every replicate (h = R_max, the fixed-R rank p).
+    t = pooled_test(pooled_edits(family), alpha=c.alpha, n_boot=c.n_boot, seed=config.seed,
+                    sequential_h=min(h, r_max) if r_max else h, r_max=r_max if h else None)
     return dataclasses.replace(out, pooled=PooledResult.from_json(t.to_dict()))
   adjusted = holm([e.p_value for _, e in family])
   return dataclasses.replace(out, each=[

@@ -267,7 +267,7 @@ def _sequential(config: mlc.ConfigDict, metric: Metric, units: dict[int, _Unit],
     for g in active:
       obs, stats, alternative = state(g)
       r_max = min(len(units[u].plan.experiments[i].controls) for u, i in g)
-      sp = sequential_p(obs, stats, h, r_max, alternative)
+      sp = sequential_p(obs, stats, min(h, r_max), r_max, alternative)  # h > R_max: every replicate
       if sp.decided or r >= r_max:
         looked = SequentialLook.from_json({**sp.to_dict(), "replicates_scored": min(len(units[u].control_rows[i])
                                                                                     for u, i in g)})
