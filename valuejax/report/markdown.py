@@ -432,7 +432,8 @@ def _grid(root: str, results: InterveneResults | None) -> list[str]:
                  f"{s.n_controls} | {'primary' if g.primary else 'exploratory'} |")
   path = plots.plot_grid(grid, os.path.join(root, layout.FIGURES, "grid.png"), results.metric)
   lines += ["", f"![effect against gamma]({plots.relpath(path, root)})", "", "Per pair (both modes pooled):", "",
-            "| pair | size | gamma | steer | change [95% CI] | controls 5-95% | p | verdict |", "|---|---|---:|---|---|---|---:|---|"]
+            "| pair | size | gamma | steer | change [95% CI] | controls 5-95% | p | verdict |",
+            "|---|---|---:|---|---|---|---:|---|"]
   for g in grid:
     for unit, r in g.units.items():
       p = "-" if r.p_value is None else f"{r.p_value:.3g}"
@@ -628,7 +629,8 @@ def _examples(examples: Any, per_question: int = 4, max_questions: int = 4) -> l
 def _timings(timings: dict[str, Any]) -> list[str]:
   if not timings:
     return []
-  lines = ["## Time per stage", "", "| stage | seconds | peak RSS (MiB, process so far) | note |", "|---|---:|---:|---|"]
+  lines = ["## Time per stage", "", "| stage | seconds | peak RSS (MiB, process so far) | note |",
+           "|---|---:|---:|---|"]
   for stage, t in timings.items():
     note = "skipped (outputs reused; time of the run that made them)" if t.get("skipped") else ""
     if t.get("tokens"):
