@@ -455,7 +455,7 @@ type_handlers.NumpyHandler._open_and_write = _open_and_write
 
 
 def _record_args(model: str) -> list[str]:
-  # 8 prompts in 4 batches, a checkpoint after each.
+  # 16 prompts (2 of each of the 8 groups) in 8 batches, a checkpoint after each.
   return ["--config=configs/valuelocate.py:smoke", f"--config.model={model}", "--config.record.batch_size=2",
           "--config.record.checkpoint_every=1"]
 
@@ -499,7 +499,7 @@ def test_a_full_disk_while_a_checkpoint_is_written_is_one_paragraph_and_the_run_
   assert not os.path.exists(os.path.join(wd, "record", "done.json")) and not os.path.exists(
       os.path.join(wd, ".lock"))
   resumed = _ok(_launch("launch.record", *_record_args(model), f"--workdir={wd}"))
-  assert "record: resuming from the checkpoint after batch 2 of 4" in resumed.stderr
+  assert "record: resuming from the checkpoint after batch 2 of 8" in resumed.stderr
   _same_record(whole, wd)
 
 
@@ -549,7 +549,7 @@ def test_kill_9_inside_a_checkpoint_write_resumes_bit_identical(whole_record, tm
   assert steps == [1, 2] and [n[:2] for n in unfinished] == ["3."]  # killed inside the write of step 3
   resumed = _ok(_launch("launch.record", *_record_args(model), f"--workdir={wd}"))
   assert "no longer running; taking it over" in resumed.stderr  # the killed run's lock
-  assert "record: resuming from the checkpoint after batch 2 of 4" in resumed.stderr
+  assert "record: resuming from the checkpoint after batch 2 of 8" in resumed.stderr
   _same_record(whole, wd)
   assert _checkpoint_folder(wd)[1] == []
 

@@ -236,5 +236,8 @@ def check_data(config: mlc.ConfigDict) -> None:
     return
   metric = metrics.METRICS.get(config.intervene.metric)()
   methods.METHODS.get(config.method).preflight(config, metric)
+  if has_key(config, "model"):
+    from valuejax.models.loading import check_hub_id
+    check_hub_id(str(config.model))  # an id the hub cache cannot give fails here, before the devices start
   if hasattr(metric, "preflight"):
     metric.preflight(config)  # a service the metric needs (the LLM judge) answers, before any model loads

@@ -81,7 +81,7 @@ def load_model(spec: str | os.PathLike, dtype: str = "float32", cache_dir: str |
   spec = os.fspath(spec)
   if spec in ALIASES:
     folder = _alias_folder(spec, cache_root(cache_dir))
-  elif not os.path.exists(spec) and _HUB_ID.fullmatch(spec) and not os.path.isdir(spec.split("/")[0]):
+  elif is_hub_id(spec):
     repo, _, at = spec.partition("@")
     folder = hub_folder(repo, revision or at or None)
   elif os.path.isdir(spec):
@@ -103,6 +103,22 @@ _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?")
 _HUB_FILES = ["config.json", "generation_config.json", "*.safetensors", "model.safetensors.index.json",
               "flax_model.msgpack", "tokenizer*", "special_tokens_map.json", "vocab.json", "merges.txt",
               "chat_template.*"]
+
+
+def is_hub_id(spec: str) -> bool:
+  """Whether `spec` names a Hugging Face model id ("org/name[@revision]") rather than a path or an alias."""
+  return (spec not in ALIASES and not os.path.exists(spec) and bool(_HUB_ID.fullmatch(spec))
+          and not os.path.isdir(spec.split("/")[0]))
+
+
+def check_hub_id(spec: str) -> None:
+  """For a Hugging Face model id, its snapshot is in the hub cache (or is fetched now, where the network is
+  allowed); a ValueJaxError otherwise. Called before anything loads, so that a model id that cannot be had
+  fails in the launcher's first paragraph, not after the devices start. Paths and aliases are checked as
+  they load."""
+  if is_hub_id(spec):
+    repo, _, at = spec.partition("@")
+    hub_folder(repo, at or None)
 
 
 def hub_folder(repo_id: str, revision: str | None = None) -> str:
