@@ -28,11 +28,14 @@ def test_the_pages_python_is_one_module_that_registers_its_metric(tmp_path, monk
   monkeypatch.syspath_prepend(str(tmp_path))
   from valuejax.methods import EDITS, METHODS, RULES
   from valuejax.metrics import METRICS
+  for registry in (EDITS, METHODS, RULES, METRICS):  # the page's names leave the registries after the test
+    registry.names()  # the built-in ones first, so that the restored registry keeps them
+    monkeypatch.setattr(registry, "_items", dict(registry._items))
   method = METHODS.get("mylab_page:FirstPairOnly")
   assert method.name == "first_pair_only"
   assert RULES.get("mylab_page:six_per_group").__name__ == "six_per_group"
   assert EDITS.get("mylab_page:deactivate_plus").__name__ == "deactivate_plus"
-  assert METRICS.get("mylab_page:aligned_logprob").name == "aligned_logprob"
+  assert METRICS.get("mylab_page:aligned_action_logprob").name == "aligned_action_logprob"
 
 
 @pytest.mark.slow

@@ -81,7 +81,7 @@ def test_positive_control_runs_inside_the_main_run_and_is_reported(bilingual_mod
   assert str(page) in proc.stdout
   text = page.read_text(encoding="utf-8")
   assert text.startswith("# Smoke results") and "nothing on this page is typed by hand" in text
-  assert f"| run | `{bilingual_model}` | valuelocate |" in text and "zh: " in text
+  assert f"| run | `{bilingual_model}` | valuelocate (reversed contrast) |" in text and "zh: " in text
   assert "### Can this run see an effect?" in text and "python -m launch.run --config=" in text
   assert "**Time per model**" in text and f"`{bilingual_model}` " in text and "min (1 run)" in text
   assert (tmp_path / "docs" / "run" / "effects.png").is_file() and "](run/effects.png)" in text

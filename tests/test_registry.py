@@ -106,6 +106,7 @@ def test_a_users_method_rule_edit_and_metric_run_through_the_launchers(tiny_mode
               "--config.locate.rule=tests.test_registry:six_per_aspect",
               "--config.intervene.kind=tests.test_registry:deactivate_plus",
               "--config.intervene.metric=tests.test_registry:aligned_logprob", "--config.intervene.n_controls=3",
+              "--config.intervene.sequential_h=0",  # every replicate: this test counts them
               "--config.intervene.primary_test=each", "--config.intervene.primary_gamma=0"))
   sets = json.load(open(os.path.join(wd, "locate", "summary.json")))
   (name,) = sets  # the first pair only

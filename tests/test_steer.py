@@ -17,8 +17,9 @@ def test_steer_prints_every_variant_side_by_side(smoke_run, tmp_path):
   out = _ok(_launch("launch.steer", f"--workdir={wd}", "--gamma=4", "--prompt=what would you do",
                     "--prompt=how do you choose a new job", "--max_new_tokens=5", "--controls=2")).stdout
   assert out.count("== prompt") == 2 and "== prompt 2: how do you choose a new job" in out
-  for variant in ("-- unedited:", "-- enhance openness_to_change (gamma 4):", "-- reverse: toward conservation",
-                  "-- random neurons, same counts, enhanced (1):", "-- random neurons, same counts, enhanced (2):"):
+  for variant in ("-- unedited:", "-- enhance openness_to_change (gamma 4):",
+                  "-- reverse: toward openness_to_change_reversed", "-- random neurons, same counts, enhanced (1):",
+                  "-- random neurons, same counts, enhanced (2):"):
     assert out.count(variant) == 2, (variant, out)
 
 
