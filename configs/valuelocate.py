@@ -9,11 +9,11 @@ the other contrast (each dimension's two opposing aspects, "holds X vs holds Y";
 the authors' contrast was the default used). 19 random controls per strongest edit: the fewest with which a
 permutation p-value can reach 0.05.
 
-The sizes (12 descriptions per group answered with 32 new tokens, 6 held-out situations per dimension, the
+The sizes (12 descriptions per group answered with 32 new tokens, 4 held-out situations per dimension, the
 sequential p's h = 5) are set by the demo's budget of 5 minutes on a 2-core CPU, installation included, not by
-power: the powered,
-pre-declared answer is configs/study.py (every description, 128 new tokens, every held-out situation, 99
-control replicates).
+power (a pooled test of 8 edits against 19 replicates scores up to 160 edits, each a forward pass over the
+options): the powered, pre-declared answer is configs/study.py (every description, 128 new tokens, every
+held-out situation, 99 control replicates).
 
 `:decompose` (on in `:smoke` and in configs/study.py) also runs every primary edit taken apart, its push alone
 and its clamp alone, each with its own controls from the same mirrored family: exploratory, outside the
@@ -27,7 +27,7 @@ from configs import common
 
 
 def get_config(arg: str | None = None) -> mlc.ConfigDict:
-  arg = common.parse_arg(arg, smoke=False, aspects=False, items=12, tokens=32, controls=19, eval_items=6,
+  arg = common.parse_arg(arg, smoke=False, aspects=False, items=12, tokens=32, controls=19, eval_items=4,
                          sweep_gamma=False, decompose=False)
   if arg.smoke:
     common.preset(arg, items=2, tokens=6, controls=2, eval_items=4, decompose=True)

@@ -71,6 +71,17 @@ class Metric:
     return []
 
 
+def answer_generator(config: mlc.ConfigDict, model: Any) -> Any:
+  """The Generator a metric that generates answers under its edits uses (choice_protocol, judge): the model's
+  special ids, and every batch run as `intervene.batch_size` rows, a short last one included, so that it
+  compiles once per length bucket."""
+  from valuejax.engine import special_ids
+  from valuejax.engine.generate import Generator
+  ids = special_ids(model.tokenizer, model.config)
+  return Generator(model.params, model.config, pad_id=ids.pad, eos_ids=list(ids.eos),
+                   batch_buckets=(config.intervene.batch_size,))
+
+
 def item_ids(items: Sequence[Any]) -> list[str]:
   """The ids of eval items (each item type names its id `item_id` or `id`)."""
   return [getattr(x, "item_id", None) or getattr(x, "id") for x in items]

@@ -9,7 +9,7 @@ from typing import Any, Sequence
 import ml_collections as mlc
 import numpy as np
 
-from valuejax.metrics.base import METRICS, Metric, Scored, chat_template, needs
+from valuejax.metrics.base import METRICS, Metric, Scored, answer_generator, chat_template, needs
 from valuejax.validate import POSITIVE
 
 
@@ -48,12 +48,7 @@ class ChoiceProtocol(Metric):
 
   def generator(self, config: mlc.ConfigDict, model: Any):
     if self._generator is None:
-      from valuejax.engine import special_ids
-      from valuejax.engine.generate import Generator
-      ids = special_ids(model.tokenizer, model.config)
-      # Every batch runs as batch_size rows, a short last one included: one compile per length bucket.
-      self._generator = Generator(model.params, model.config, pad_id=ids.pad, eos_ids=list(ids.eos),
-                                  batch_buckets=(config.intervene.batch_size,))
+      self._generator = answer_generator(config, model)
     return self._generator
 
   def score(self, config: mlc.ConfigDict, model: Any, items: Sequence[ProtocolItem], edits: Sequence[Any]

@@ -26,7 +26,7 @@ import ml_collections as mlc
 import numpy as np
 
 from valuejax.errors import ValueJaxError
-from valuejax.metrics.base import METRICS, Metric, Scored, needs
+from valuejax.metrics.base import METRICS, Metric, Scored, answer_generator, needs
 from valuejax.validate import POSITIVE
 
 log = logging.getLogger("valuejax")
@@ -196,11 +196,7 @@ class Judge(Metric):
 
   def generator(self, config: mlc.ConfigDict, model: Any):
     if self._generator is None:
-      from valuejax.engine import special_ids
-      from valuejax.engine.generate import Generator
-      ids = special_ids(model.tokenizer, model.config)
-      self._generator = Generator(model.params, model.config, pad_id=ids.pad, eos_ids=list(ids.eos),
-                                  batch_buckets=(config.intervene.batch_size,))
+      self._generator = answer_generator(config, model)
     return self._generator
 
   def answers(self, config: mlc.ConfigDict, model: Any, items: Sequence[JudgeItem], edits: Sequence[Any]
