@@ -471,6 +471,12 @@ def _num(v: Any, fmt: str = "+.3g") -> str:
   return "-" if v is None else format(v, fmt)
 
 
+def _interval(bounds: Any) -> str:
+  """"[lo, hi]" of a stored (lo, hi) pair, "-" for a bound (or a pair) that is missing."""
+  lo, hi = (bounds or [None, None])[:2]
+  return f"[{_num(lo)}, {_num(hi)}]"
+
+
 def _yardsticks(results: InterveneResults | None) -> list[str]:
   """How big each located effect is on other scales: flips, log-odds, the prompt yardstick, the neutral loss."""
   effects = [e for e in (results.effects() if results else []) if e.yardsticks]
@@ -502,8 +508,7 @@ def _yardsticks(results: InterveneResults | None) -> list[str]:
               "|---|---|---|---:|---:|---:|"]
     for u in told:
       t = u.prompt_yardstick
-      lo, hi = (t.get("ci") or [None, None])[:2]
-      lines.append(f"| {u.unit} | {t.get('sentence', '')} | {_num(t.get('mean'))} [{_num(lo)}, {_num(hi)}] | "
+      lines.append(f"| {u.unit} | {t.get('sentence', '')} | {_num(t.get('mean'))} {_interval(t.get('ci'))} | "
                    f"{_num(t.get('logodds'))} | {'-' if t.get('flips') is None else format(t['flips'], '.0%')} | "
                    f"{t.get('n', '')} |")
   if results.neutral_loss:
@@ -530,16 +535,14 @@ def _decomposition(results: InterveneResults | None) -> list[str]:
   label = {"full": "full edit", "push": "push only", "clamp": "clamp only"}
   for part, v in d.get("parts", {}).items():
     pooled = v.get("pooled") or {}
-    lo, hi = (pooled.get("ci") or [None, None])[:2]
     lines.append(f"| {label.get(part, part)} | {len(v.get('edits', []))} | {_num(pooled.get('mean'))} "
-                 f"[{_num(lo)}, {_num(hi)}] | {_num(pooled.get('p'), '.3g')} | {pooled.get('replicates', '-')} |")
+                 f"{_interval(pooled.get('ci'))} | {_num(pooled.get('p'), '.3g')} | {pooled.get('replicates', '-')} |")
   lines += ["", "Per edit:", "", "| pair | mode | part | change [95% CI] | p | controls |",
             "|---|---|---|---|---:|---:|"]
   for part, v in d.get("parts", {}).items():
     for e in v.get("edits", []):
-      lo, hi = (e.get("ci") or [None, None])[:2]
       lines.append(f"| {e['unit']} | {e.get('mode')} | {label.get(part, part)} | {_num(e.get('mean'))} "
-                   f"[{_num(lo)}, {_num(hi)}] | {_num(e.get('p'), '.3g')} | {e.get('n_controls', 0)} |")
+                   f"{_interval(e.get('ci'))} | {_num(e.get('p'), '.3g')} | {e.get('n_controls', 0)} |")
   lines.append("")
   return lines
 
@@ -558,10 +561,9 @@ def _dose_response(results: InterveneResults | None) -> list[str]:
            "| size | steer | gammas | mean signed change per gamma | a [95% CI] | b [95% CI] | edits |",
            "|---|---|---|---|---|---|---:|"]
   for f in fits:
-    ci = lambda k: f"[{_num((f.get(k) or [None])[0])}, {_num((f.get(k) or [None, None])[1])}]"
     lines.append(f"| {f.get('size')} | {f.get('steer')} | {', '.join(f'{g:g}' for g in f.get('gammas', []))} | "
-                 f"{', '.join(_num(m) for m in f.get('means', []))} | {_num(f.get('a'))} {ci('a_ci')} | "
-                 f"{_num(f.get('b'))} {ci('b_ci')} | {f.get('n_edits')} |")
+                 f"{', '.join(_num(m) for m in f.get('means', []))} | {_num(f.get('a'))} {_interval(f.get('a_ci'))} | "
+                 f"{_num(f.get('b'))} {_interval(f.get('b_ci'))} | {f.get('n_edits')} |")
   lines.append("")
   return lines
 
