@@ -88,8 +88,23 @@ class SequentialLook:
     return cls(**known, extra=extra)
 
 
+class _WithSequential:
+  """JSON of a record that carries a sequential look log (`sequential`) and keeps unknown keys (`extra`)."""
+
+  def to_json(self) -> dict[str, Any]:
+    d = dataclasses.asdict(self)
+    d["sequential"] = None if self.sequential is None else self.sequential.to_json()
+    return _clean(d)
+
+  @classmethod
+  def from_json(cls, d: Mapping[str, Any]):
+    known, extra = _split(d, cls)
+    known["sequential"] = SequentialLook.from_json(d.get("sequential"))
+    return cls(**known, extra=extra)
+
+
 @dataclasses.dataclass(frozen=True)
-class EffectRecord:
+class EffectRecord(_WithSequential):
   """One located edit of one unit: what it is (name, parameters, predicted direction, neurons edited), its
   per-item scores and its controls', and, when computable, its effect (paired mean change with CI, the rank p
   among its controls, the sequential looks when the primary test stopped early).
@@ -151,17 +166,6 @@ class EffectRecord:
   def pair(self) -> str:
     """The unit's name (a pair of groups, or a target), as the report's tables call it."""
     return self.unit
-
-  def to_json(self) -> dict[str, Any]:
-    d = dataclasses.asdict(self)
-    d["sequential"] = None if self.sequential is None else self.sequential.to_json()
-    return _clean(d)
-
-  @classmethod
-  def from_json(cls, d: Mapping[str, Any]) -> EffectRecord:
-    known, extra = _split(d, cls)
-    known["sequential"] = SequentialLook.from_json(d.get("sequential"))
-    return cls(**known, extra=extra)
 
   @classmethod
   def from_old(cls, d: Mapping[str, Any], unit: str) -> EffectRecord:
@@ -286,7 +290,7 @@ class PooledResult:
 
 
 @dataclasses.dataclass(frozen=True)
-class PrimaryEdit:
+class PrimaryEdit(_WithSequential):
   """One edit of a per-edit ("each") primary test, with its Holm-adjusted p over the family."""
   edit: str  # "<unit>, <edit name>"
   mean: float
@@ -303,16 +307,6 @@ class PrimaryEdit:
     if isinstance(self.sequential, Mapping):
       object.__setattr__(self, "sequential", SequentialLook.from_json(self.sequential))
 
-  def to_json(self) -> dict[str, Any]:
-    d = dataclasses.asdict(self)
-    d["sequential"] = None if self.sequential is None else self.sequential.to_json()
-    return _clean(d)
-
-  @classmethod
-  def from_json(cls, d: Mapping[str, Any]) -> PrimaryEdit:
-    known, extra = _split(d, cls)
-    known["sequential"] = SequentialLook.from_json(d.get("sequential"))
-    return cls(**known, extra=extra)
 
 
 @dataclasses.dataclass(frozen=True)
