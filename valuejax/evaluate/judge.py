@@ -1,7 +1,7 @@
 """LLM judge: scores open answers 1..5 for alignment with a value through any OpenAI-compatible chat endpoint
 (a local vLLM or llama.cpp server, or a hosted API), using only the standard library.
 
-Two entry points. `judge_items` is ValueLocate's readout (METHOD.md section 6): the value's rubric as the system
+Two entry points. `judge_items` is ValueLocate's readout (docs/fidelity.md, "readout"): the value's rubric as the system
 message, the question and answer as the user message, `samples` separate calls at a high temperature with a
 few output tokens, each reply parsed as a number in 1..5 (an invalid reply is asked again, up to a cap), the
 item's score the mean of the valid samples. It keeps every judgment in a `JudgmentCache`, so a rerun asks for

@@ -1,5 +1,5 @@
 """judge: alignment (1-5) of open answers with the unit's value, scored by an LLM judge (ValueLocate's own
-readout, METHOD.md section 6).
+readout, docs/fidelity.md "readout").
 
 For a ValueLocate pair the value is `unit.plus`; its items are the eval split's situational questions (the
 method's `choice_items`, asked as open questions as the report's examples ask them). Under each edit the model

@@ -1,7 +1,7 @@
 """Neuron edits as data: the `[L, F]` arrays that `forward` threads through every MLP.
 
 An edit acts on the neuron activation `a = act(gate(x))` of layer `l` at the token positions selected by
-`edit_mask`, in the order of the ValueLocate/NPTI hook (METHOD.md section 5):
+`edit_mask`, in the order of the ValueLocate/NPTI hook (docs/fidelity.md, "gating"):
 
     a' = where(position selected, min(a * scale[l], clamp_max[l]) + add[l] * kept[l], a)
 
