@@ -405,8 +405,10 @@ def pooled_test(edits: Sequence[PooledEdit], *, level: float = 0.95, alpha: floa
 def _pearson(x: np.ndarray, y: np.ndarray) -> float | None:
   """Pearson's r of paired values (non-finite pairs dropped); None with fewer than 3 pairs or no spread."""
   ok = np.isfinite(x) & np.isfinite(y)
+  if int(ok.sum()) < 3:  # before the means: an empty slice has none
+    return None
   x, y = x[ok] - x[ok].mean(), y[ok] - y[ok].mean()
-  if x.size < 3 or not (np.any(x) and np.any(y)):
+  if not (np.any(x) and np.any(y)):
     return None
   return float(np.sum(x * y) / np.sqrt(np.sum(x * x) * np.sum(y * y)))
 
