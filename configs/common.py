@@ -113,6 +113,16 @@ def base_config(method: str) -> mlc.ConfigDict:
   # group's statistics; the locate stage then reports how stable each set is across the halves, and the
   # intervene stage can test a placebo set located between two halves of one group. No extra generation.
   c.record.halves = False
+  # The stability of located sets under a shorter token budget: the generated tokens' statistics also summed
+  # over each answer's first budget_tokens alone, in the same pass (the first tokens of a longer answer are the
+  # shorter one's), and every set located again on them. 0 = off; else a count below max_new_tokens. No extra
+  # generation; the host holds a second copy of the generated tokens' sums.
+  c.record.budget_tokens = 0
+  # The stability of located sets under another pairing of the recording items: the groups recorded again with
+  # data.seed = pairing_seed2 (which situation each description answers), every set located again on them.
+  # One more recording as long as the first (it doubles the record stage's time). 0 = off; only for a method
+  # whose recording prompts depend on data.seed (ValueLocate's; ValueExploration's personas do not).
+  c.record.pairing_seed2 = 0
 
   c.intervene = mlc.ConfigDict()
   c.intervene.n_controls = 8  # random neuron sets with the located set's per-layer counts

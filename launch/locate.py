@@ -29,6 +29,7 @@ def locate(config: mlc.ConfigDict, wd: Workdir, force: bool = False) -> None:
     sets = method.locate(config, dataset, NeuronStats.load(wd.path(layout.RECORD_STATS)))
     stability = _stability(config, wd, method, dataset) if config.record.halves else None
     outputs = workdir.write_sets(wd, sets, stability)
+    _variations(config, wd, method, dataset, sets)
   wd.mark_done("locate", t.seconds, outputs)
   wd.add_timing("locate", t.seconds)
   logging.info("locate: %d neuron sets in %.1f s", len(sets), t.seconds)
@@ -54,6 +55,48 @@ def _stability(config: mlc.ConfigDict, wd: Workdir, method, dataset) -> dict:
     logging.warning("locate: the halves could not be located on (%s); stability not measured", e.what)
     return {"unmeasured": f"a half could not be located on: {e.what}"}
   return split_half_stability(a, b, config.locate.stable_factor)
+
+
+# The recording's variations beside the split halves: (summary key, the record stage's file, the config entry
+# that records it, what the summary says of it).
+VARIATIONS = (("budget_stability", "budget", "record.budget_tokens", "tokens"),
+              ("pairing_stability", "pairing", "record.pairing_seed2", "seed"))
+
+
+def _variations(config: mlc.ConfigDict, wd: Workdir, method, dataset, sets: dict) -> None:
+  """Every set located again, same rule and sizes, on the short token budget's statistics and on the second
+  item pairing's (when the record stage recorded them), each against the run's own sets by Jaccard vs chance,
+  read by locate.stable_factor; added to every group's entry of the locate summary."""
+  from valuejax import fileio as vio
+  from valuejax.locate.stability import compare_located
+  from valuejax.validate import get_key, has_key, require
+  from valuejax.workdir import stability_records as sr
+  found = {}
+  for key, name, entry, label in VARIATIONS:
+    if not (has_key(config, entry) and get_key(config, entry)):
+      continue
+    stats = sr.read_stats(wd.root, sr.RECORD_BUDGET if name == "budget" else sr.RECORD_PAIRING)
+    if stats is None:
+      raise ValueJaxError(f"{entry} is set but the record stage stored no {name} statistics", wd.path("record"),
+                          f"rerun the record stage (--force) with {entry} set")
+    require(config, ["locate.stable_factor"], f"the stability of located sets ({entry})")
+    info = {label: get_key(config, entry)}
+    try:
+      other = method.locate(config, dataset, stats)
+      found[key] = {n: {g: {**v, **info} for g, v in groups.items()}
+                    for n, groups in compare_located(sets, other, config.locate.stable_factor, name).items()}
+    except ValueJaxError as e:
+      logging.warning("locate: the %s statistics could not be located on (%s); not measured", name, e.what)
+      found[key] = {n: {g: {"reading": "not measured", "why": f"could not be located on: {e.what}", **info}
+                        for g in ns.names} for n, ns in sets.items()}
+  if not found or not wd.writer:
+    return
+  summary = layout.read(wd.root, layout.LOCATE_SUMMARY)
+  for key, per_set in found.items():
+    for n, groups in per_set.items():
+      for g, v in groups.items():
+        summary[n]["groups"][g][key] = v
+  vio.write_json(wd.path(layout.LOCATE_SUMMARY), summary)
 
 
 def main(config: mlc.ConfigDict) -> None:

@@ -48,6 +48,7 @@ class GenerateOutput(NamedTuple):
   finished: np.ndarray  # [B] bool: the row produced an EOS
   prompt_stats: DeviceStats | None  # [G, L, F] sums over prompt tokens
   gen_stats: DeviceStats | None  # [G, L, F] sums over generated tokens (EOS and after excluded)
+  budget_stats: DeviceStats | None = None  # gen_stats over each row's first StatsSpec.budget tokens alone
 
 
 def default_segments(max_new_tokens: int) -> int:
@@ -169,9 +170,16 @@ def _generate_core(params, input_ids, attention_mask, group_ids, prefix_ids, key
     kv_valid = s.kv_valid.at[:, slot].set(True)
     pos = s.pos + 1
     weight = live.astype(jnp.float32)[:, None]
+    capture = reducer(onehot, weight)
+    if stats and stats.budget:
+      # The budget's sums: the same reduction with the weight of steps past the budget zeroed, as groups
+      # G..2G-1 beside the full sums' 0..G-1 (one [L, 2G, F] carry, split after the loop).
+      short = reducer(onehot, weight * (k < stats.budget).astype(jnp.float32))
+      capture = lambda layer, a, h, full=capture, short=short: jax.tree.map(
+          lambda x, y: jnp.concatenate([x, y], axis=0), full(layer, a, h), short(layer, a, h))
     logits, sums, cache = forward_cached(
         params, cfg, tok[:, None], pos[:, None], s.cache, slot, kv_valid[:, :end],
-        capture=reducer(onehot, weight), edit=_step_edit(decode_edit, k + 1), edit_mask=live[:, None],
+        capture=capture, edit=_step_edit(decode_edit, k + 1), edit_mask=live[:, None],
         prefix=prefix, past=tuple(past), rope=s.rope)
     nxt = select(logits, s.presence, jax.random.fold_in(key, k + 1), sampling)
     write = jnp.minimum(k + 1, max_new - 1)
@@ -194,11 +202,17 @@ def _generate_core(params, input_ids, attention_mask, group_ids, prefix_ids, key
   lengths = jnp.where(row_real, first_eos, 0).astype(jnp.int32)
   after = jnp.arange(max_new)[None, :] > first_eos[:, None]
   out = jnp.where(after, pad_id, out)
-  gen_stats = None
+  gen_stats = budget_stats = None
   if stats:
     # One weight column holding each row's count of response tokens gives device_stats the right totals.
-    gen_stats = device_stats(s.sums, onehot, counted.astype(jnp.float32)[:, None])
-  result = (out, lengths, hit_eos.any(1), prompt_stats, gen_stats)
+    g = stats.num_groups
+    gen_stats = device_stats({n: x[:, :g] for n, x in s.sums.items()}, onehot, counted.astype(jnp.float32)[:, None])
+    if stats.budget:
+      # A row is live on a prefix of the steps (finished never clears), so its tokens within the budget are
+      # min(counted, budget).
+      budget_stats = device_stats({n: x[:, g:] for n, x in s.sums.items()}, onehot,
+                                  jnp.minimum(counted, stats.budget).astype(jnp.float32)[:, None])
+  result = (out, lengths, hit_eos.any(1), prompt_stats, gen_stats, budget_stats)
   if out_sharding is not None:
     result = jax.lax.with_sharding_constraint(result, out_sharding)
   return result
@@ -278,7 +292,8 @@ class Generator:
     rep = None if self.mesh is None else shd.replicated(self.mesh)
     static = dict(cfg=self.cfg, max_new=int(max_new_tokens), sampling=sampling, eos_ids=self.eos_ids,
                   pad_id=self.pad_id, stats=stats, edit_scope=edit_scope, segments=segments,
-                  out_sharding=None if self.mesh is None else (rep, rep, rep, stats_out, stats_out),
+                  out_sharding=None if self.mesh is None else (rep, rep, rep, stats_out, stats_out,
+                                                               stats_out if stats and stats.budget else None),
                   loop_sharding=loop, mesh=self.mesh)
     cache_key = (b, p, len(prefix), int(max_new_tokens), sampling, stats, edit_scope, _edit_signature(edit),
                  segments)
@@ -286,9 +301,9 @@ class Generator:
             + f", {max_new_tokens} new tokens" + (f" in {segments} segments" if segments > 1 else "")
             + ("" if stats is None else f", statistics over {stats.num_groups} groups"))
     compiled = _compiled(self._compiled, cache_key, _generate_core, static, args, what)
-    out, lengths, finished, pstats, gstats = compiled(*args)
+    out, lengths, finished, pstats, gstats, bstats = compiled(*args)
     take = lambda x: np.asarray(x)[:n]
-    return GenerateOutput(take(out), take(lengths), take(finished), pstats, gstats)
+    return GenerateOutput(take(out), take(lengths), take(finished), pstats, gstats, bstats)
 
 
 def generate(params, cfg: ModelConfig, input_ids, attention_mask=None, max_new_tokens: int = 32, **kwargs):

@@ -31,11 +31,15 @@ class RecordState:
   batches_done: int = 0
   tokens: int = 0  # tokens processed (prompt + generated), for throughput reports
   seconds: float = 0.0
+  # The generated tokens' statistics over each row's first `budget_tokens` alone (Recorder's budget_tokens)
+  budget_stats: NeuronStats | None = None
 
   def to_arrays(self) -> dict[str, np.ndarray]:
     out = {f"prompt/{k}": v for k, v in self.prompt_stats.to_arrays().items()}
     if self.gen_stats is not None:
       out.update({f"gen/{k}": v for k, v in self.gen_stats.to_arrays().items()})
+    if self.budget_stats is not None:
+      out.update({f"budget/{k}": v for k, v in self.budget_stats.to_arrays().items()})
     ids = list(self.texts)
     out["texts/ids"] = np.array(ids, dtype=np.str_)
     out["texts/values"] = np.array([self.texts[i] for i in ids], dtype=np.str_)
@@ -46,11 +50,12 @@ class RecordState:
   @classmethod
   def from_arrays(cls, d: dict[str, Any]) -> "RecordState":
     part = lambda prefix: {k[len(prefix):]: v for k, v in d.items() if k.startswith(prefix)}
-    gen = part("gen/")
+    gen, budget = part("gen/"), part("budget/")
     progress = np.asarray(d["progress"])
     return cls(NeuronStats.from_arrays(part("prompt/")), NeuronStats.from_arrays(gen) if gen else None,
                dict(zip(np.asarray(d["texts/ids"]).tolist(), np.asarray(d["texts/values"]).tolist())),
-               int(progress[0]), int(progress[1]), float(np.asarray(d.get("seconds", 0.0))))
+               int(progress[0]), int(progress[1]), float(np.asarray(d.get("seconds", 0.0))),
+               NeuronStats.from_arrays(budget) if budget else None)
 
 
 def encode_prompt(tokenizer, prompt: Prompt, bos_token_id: int | None = None) -> list[int]:
@@ -87,16 +92,24 @@ class Recorder:
                repetition_penalty: float = 1.1,
                temperature: float = 0.0, top_p: float = 1.0, seed: int = 0, mesh=None,
                max_prompt_tokens: int = 2048, edit=None, edit_scope: str = "generated", params=None,
-               group_of: dict[str, str] | None = None):
+               group_of: dict[str, str] | None = None, budget_tokens: int = 0):
+    """budget_tokens > 0 (generate mode): also the generated tokens' statistics over each row's first
+    `budget_tokens` alone (RecordState.budget_stats), from the same generation: the tokens are those a run with
+    max_new_tokens = budget_tokens generates, since step k's token is drawn with the key folded with k and
+    reads only the tokens before it (see test_stability_more)."""
     if mode not in ("generate", "teacher_forced"):
       raise ValueJaxError(f"record mode {mode!r} is unknown", fix="use 'generate' or 'teacher_forced'")
+    if budget_tokens and (mode != "generate" or not 0 < budget_tokens < max_new_tokens):
+      raise ValueJaxError(f"a token budget of {budget_tokens} in {mode} mode with max_new_tokens {max_new_tokens}",
+                          fix="a budget is a count of generated tokens below max_new_tokens, in generate mode")
     if batch_size < 1:
       raise ValueJaxError(f"batch size must be positive, got {batch_size}")
     self.model, self.groups = model, tuple(groups)
     if len(set(self.groups)) != len(self.groups):
       raise ValueJaxError(f"group names repeat: {self.groups}")
     self.batch_size, self.max_new_tokens, self.mode = batch_size, max_new_tokens, mode
-    self.stats_spec = StatsSpec(len(self.groups), hist=hist, target=target, hist_bins=hist_bins)
+    self.stats_spec = StatsSpec(len(self.groups), hist=hist, target=target, hist_bins=hist_bins,
+                                budget=int(budget_tokens))
     self.sampling = Sampling(temperature, top_p, repetition_penalty)
     self.seed, self.max_prompt_tokens = seed, max_prompt_tokens
     self.edit, self.edit_scope = edit, edit_scope
@@ -144,7 +157,8 @@ class Recorder:
     cfg = self.model.config
     spec = self.stats_spec
     zeros = lambda: NeuronStats.zeros(self.groups, cfg.num_layers, cfg.intermediate_size, spec.hist, spec.hist_bins)
-    return RecordState(zeros(), zeros() if self.mode == "generate" else None, {})
+    return RecordState(zeros(), zeros() if self.mode == "generate" else None, {},
+                       budget_stats=zeros() if spec.budget else None)
 
   def run(self, prompts: Sequence[Prompt], state: RecordState | None = None,
           on_batch: Callable[[RecordState], None] | None = None, progress: bool = True) -> RecordState:
@@ -168,19 +182,21 @@ class Recorder:
         out = self.engine(ids, mask, self.max_new_tokens, sampling=self.sampling, seed=self.seed + index,
                           group_ids=groups, stats=self.stats_spec, edit=self.edit, edit_scope=self.edit_scope)
         prompt_stats, gen_stats = state.prompt_stats.add(out.prompt_stats), state.gen_stats.add(out.gen_stats)
+        budget_stats = None if state.budget_stats is None else state.budget_stats.add(out.budget_stats)
         texts = dict(state.texts)
         for (p, _), row, n in zip(batch, out.tokens, out.lengths):
           texts[p.id] = tok.decode(row[:n].tolist(), skip_special_tokens=True)
         new_tokens = int(mask.sum() + out.lengths.sum())
       else:
         st = self.engine(ids, mask, groups, self.stats_spec, edit=self.edit)
-        prompt_stats, gen_stats, texts = state.prompt_stats.add(st), None, state.texts
+        prompt_stats, gen_stats, budget_stats, texts = state.prompt_stats.add(st), None, None, state.texts
         new_tokens = int(mask.sum())
       for what, st in (("prompt", prompt_stats), ("generated", gen_stats)):
         _check_finite(st, what, index, len(batches), [p.id for p, _ in batch])
       dt = time.perf_counter() - t0
       # A new state object per batch: a checkpoint written by on_batch never sees a half-updated one.
-      state = RecordState(prompt_stats, gen_stats, texts, index + 1, state.tokens + new_tokens, state.seconds + dt)
+      state = RecordState(prompt_stats, gen_stats, texts, index + 1, state.tokens + new_tokens, state.seconds + dt,
+                          budget_stats)
       if bar is not None:
         bar.update(1)
         bar.set_postfix(tok_s=f"{state.tokens / max(state.seconds, 1e-9):.0f}")

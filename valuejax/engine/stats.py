@@ -228,11 +228,16 @@ class NeuronStats:
 @dataclasses.dataclass(frozen=True)
 class StatsSpec:
   """What to reduce: over `num_groups` groups, of the "act" or "hidden" hook point, with a histogram or not
-  (of `hist_bins` kind, "full" or "compact": see engine/histogram.py)."""
+  (of `hist_bins` kind, "full" or "compact": see engine/histogram.py).
+
+  `budget` > 0: generation also keeps a second set of sums over only the first `budget` generated tokens of
+  each row (decode steps k < budget), in the same pass: a shorter token budget's statistics without a second
+  generation (the first tokens of a longer generation are the shorter one's; see Generator)."""
   num_groups: int
   hist: bool = False
   target: str = "act"
   hist_bins: str = "full"
+  budget: int = 0
 
   def reducer(self, onehot, weight, mesh=None, batch_axis: str | None = "data"):
     return make_reducer(onehot, weight, hist=self.hist, target=self.target, hist_bins=self.hist_bins, mesh=mesh,
@@ -240,8 +245,8 @@ class StatsSpec:
 
   def zeros(self, cfg, sharding=None) -> dict:
     """Zero sums in the layer scan's [L, G, F] order for ModelConfig `cfg` (split over neurons as
-    `sharding` says)."""
-    shape = (cfg.num_layers, self.num_groups, cfg.intermediate_size)
+    `sharding` says); with a `budget`, [L, 2G, F]: the full sums' groups, then the budget's."""
+    shape = (cfg.num_layers, self.num_groups * (2 if self.budget else 1), cfg.intermediate_size)
     out = {"count": jnp.zeros(shape, jnp.int32), "s1": jnp.zeros(shape, jnp.float32),
            "s2": jnp.zeros(shape, jnp.float32)}
     if self.hist:

@@ -1,6 +1,8 @@
 """How stable located sets are: each set located again on each half of the recording items (split-half
 statistics), the two halves' sets compared by Jaccard index against the Jaccard of two random sets of the same
-sizes, and the overlap between different sets.
+sizes, and the overlap between different sets. The same comparison reads two more variations of the recording
+(`compare_located`): a shorter token budget (the first record.budget_tokens generated tokens of the same
+answers) and a second item pairing (record.pairing_seed2), each set located on them against the run's own.
 """
 
 from __future__ import annotations
@@ -36,9 +38,17 @@ def split_half_stability(sets_a: dict[str, NeuronSet], sets_b: dict[str, NeuronS
                          ) -> dict[str, dict[str, dict[str, Any]]]:
   """{set: {group: {"jaccard", "chance", "ratio", "a", "b", "reading"}}}: each group's neurons located on half
   a against those located on half b (same rule and size), with the chance value of sets of those sizes."""
-  if sets_a.keys() != sets_b.keys():
-    raise ValueJaxError(f"the halves located different sets: {sorted(sets_a)} and {sorted(sets_b)}",
-                        "split_half_stability", "locate both halves with the same config")
+  return compare_located(sets_a, sets_b, factor, "the halves")
+
+
+def compare_located(sets_a: dict[str, NeuronSet], sets_b: dict[str, NeuronSet], factor: float,
+                    what: str = "the two recordings") -> dict[str, dict[str, dict[str, Any]]]:
+  """{set: {group: {"jaccard", "chance", "ratio", "a", "b", "reading"}}}: each group's neurons located on one
+  recording (a: the run's own, or half a) against those located by the same rule and sizes on another (b), with
+  the chance Jaccard of random sets of those sizes and the pre-declared reading (`reading`, `factor`)."""
+  if sets_a.keys() != sets_b.keys() or any(sets_a[n].names != sets_b[n].names for n in sets_a):
+    raise ValueJaxError(f"{what} located different sets: {sorted(sets_a)} and {sorted(sets_b)}",
+                        "compare_located", "locate both with the same config")
   out: dict[str, dict[str, dict[str, Any]]] = {}
   for name, a in sets_a.items():
     b = sets_b[name]

@@ -32,7 +32,7 @@ _SECTIONS = {"record": ("method", "model", "dtype", "seed", "data", "record"), "
 _NO_EFFECT = ("record.checkpoint_every", "record.keep_checkpoints")
 # Entries added after workdirs already existed: at these values they hash as if absent, so a finished run
 # is not recomputed because its config predates them.
-_ADDED = {"dtype": "float32", "record.hist_bins": "full"}
+_ADDED = {"dtype": "float32", "record.hist_bins": "full", "record.budget_tokens": 0, "record.pairing_seed2": 0}
 
 
 def is_writer() -> bool:
