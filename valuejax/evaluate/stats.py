@@ -170,6 +170,56 @@ def prediction_t_p(observed: float, controls: Sequence[float], alternative: str 
   return float(sps.t.sf(t if alternative == "greater" else -t, c.size - 1))
 
 
+# The declared reading of the t prediction p: trusted only when Shapiro-Wilk does not reject the replicates'
+# normality at NORMALITY_ALPHA and there are at least NORMALITY_MIN_N of them (below that the test can hardly
+# reject anything); otherwise the Monte Carlo (rank or sequential) p is the one to read.
+NORMALITY_ALPHA = 0.05
+NORMALITY_MIN_N = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class Normality:
+  """Whether the control replicates' effects look normal, as the t prediction p assumes: their number, the
+  Shapiro-Wilk W and p, the sample skewness and excess kurtosis (bias-corrected, as scipy's bias=False), and
+  the declared reading (`trusted`, and `reading` in words)."""
+  n: int
+  w: float | None
+  p: float | None
+  skew: float | None
+  excess_kurtosis: float | None
+  trusted: bool
+  reading: str
+
+  def to_dict(self) -> dict:
+    return dataclasses.asdict(self)
+
+
+def normality_check(controls: Sequence[float], *, alpha: float = NORMALITY_ALPHA,
+                    min_n: int = NORMALITY_MIN_N) -> Normality:
+  """Shapiro-Wilk, skewness and excess kurtosis of the finite control replicates, read as declared: the t
+  prediction p is "trusted" only when Shapiro-Wilk does not reject at `alpha` and n >= `min_n`. W and p need
+  n >= 3 and replicates that are not all equal (None otherwise), skewness n >= 3, kurtosis n >= 4."""
+  from scipy import stats as sps
+  c = np.asarray(controls, np.float64).reshape(-1)
+  c = c[np.isfinite(c)]
+  n = int(c.size)
+  varies = n >= 3 and bool(np.ptp(c) > 0)
+  w = p = skew = kurt = None
+  if varies:
+    w, p = (float(x) for x in sps.shapiro(c))
+    skew = float(sps.skew(c, bias=False))
+    kurt = float(sps.kurtosis(c, fisher=True, bias=False)) if n >= 4 else None
+  if not varies:
+    reading = "cannot check normality (fewer than 3 replicates, or all equal): read the Monte Carlo p"
+  elif p < alpha:
+    reading = "normality rejected: read the Monte Carlo p"
+  elif n < min_n:
+    reading = f"too few replicates to check normality (n < {min_n}): read the Monte Carlo p"
+  else:
+    reading = "trusted"
+  return Normality(n, w, p, skew, kurt, reading == "trusted", reading)
+
+
 def excess_interval(observed: float, observed_se: float, controls: Sequence[float], *,
                     level: float = 0.95) -> tuple[float, float, float] | None:
   """The excess over controls, observed - mean_c, and its `level` interval (estimate, low, high).
@@ -291,7 +341,7 @@ class PooledTest:
   With a sequential p (`sequential` set), `p_value` is its p, `n_controls` and `control_effects` are the
   replicates it looked at, and `replicates_scored` may be more (a block scored past the stop). `t_p` and the
   excess over controls (`excess`, `excess_low`, `excess_high`) are read beside the rank p (see prediction_t_p
-  and excess_interval)."""
+  and excess_interval); `normality` (normality_check of the same replicates) says whether t_p may be trusted."""
   mean: float
   ci_low: float
   ci_high: float
@@ -308,6 +358,7 @@ class PooledTest:
   excess_low: float | None = None
   excess_high: float | None = None
   ci_method: str = "percentile"  # or "bootstrap-t" below SMALL_N items in a stratum
+  normality: dict | None = None  # Normality.to_dict() of the replicates behind t_p: whether to trust it
 
   @property
   def significant(self) -> bool:
@@ -399,7 +450,8 @@ def pooled_test(edits: Sequence[PooledEdit], *, level: float = 0.95, alpha: floa
   excess = excess_interval(observed, float(np.nanstd(boot, ddof=1)), ctrl, level=level)
   return PooledTest(observed, float(lo), float(hi), p, len(edits), len(ctrl), ctrl, level, alpha,
                     None if seq is None else seq.to_dict(), scored_n, prediction_t_p(observed, ctrl),
-                    *(excess if excess is not None else (None, None, None)), method)
+                    *(excess if excess is not None else (None, None, None)), method,
+                    normality_check(ctrl).to_dict())
 
 
 def _pearson(x: np.ndarray, y: np.ndarray) -> float | None:

@@ -186,7 +186,8 @@ def _primary(results: InterveneResults, effects: list[EffectRecord], missing: li
       t_p = "-" if res.t_p is None else f"{res.t_p:.3g}"
       lines.append(f"Beside the rank p: excess over the controls' mean {res.excess:+.3g} "
                    f"[{res.excess_low:+.3g}, {res.excess_high:+.3g}] (95%, the located effect's item SE and "
-                   f"the controls' mean's SE); t prediction-interval p = {t_p} (assumes normal replicates).")
+                   f"the controls' mean's SE); t prediction-interval p = {t_p} (assumes normal replicates)"
+                   f"{_normality(res.normality)}.")
   else:
     kept = [r for r in pt.each if r.significant]
     lines.append(f"**{len(kept)} of {len(pt.each)} primary edits move {what} as predicted, further than random "
@@ -349,6 +350,50 @@ def _neurons(root: str, located: Any) -> list[str]:
   return lines
 
 
+# The locate summary's variations of the recording (launch/locate.py VARIATIONS): key, what it is, its label.
+_VARIATIONS = (("budget_stability", "each answer's first {} generated tokens alone (record.budget_tokens), from "
+                "the same generation", "tokens"),
+               ("pairing_stability", "a second recording with the items paired under data.seed = {} "
+                "(record.pairing_seed2)", "seed"))
+
+
+def _variation_rows(rows: list, factor: Any) -> list[str]:
+  """Each set located again, same rule and sizes, on a shorter token budget and on a second item pairing,
+  against the run's own sets (Jaccard vs chance, the same declared reading as the halves'); [] when the run
+  recorded neither."""
+  lines = []
+  for key, what, label in _VARIATIONS:
+    got = [(name, g, info[key]) for name, g, info in rows if key in info]
+    if not got:
+      continue
+    lines += [f"Each set located again on {what.format(got[0][2].get(label))}, against the run's own sets; "
+              f"**stable** when their Jaccard index exceeds {factor:g}x chance.", "",
+              "| set | group | neurons (run, variation) | Jaccard | chance | ratio | reading |",
+              "|---|---|---:|---:|---:|---:|---|"]
+    for name, g, st in got:
+      if "why" in st:
+        lines.append(f"| {name} | {g} | - | - | - | - | not measured: {st['why']} |")
+      else:
+        lines.append(f"| {name} | {g} | {st['a']}, {st['b']} | {_fmt(st['jaccard'])} | {_fmt(st['chance'])} | "
+                     f"{_fmt(st['ratio'], '.1f')} | {st['reading']} |")
+    lines.append("")
+  return lines
+
+
+def _normality(check: Any) -> str:
+  """The normality of the replicates behind the t p, and the declared reading of that p ("" in runs from
+  before the check)."""
+  from valuejax.evaluate.stats import NORMALITY_ALPHA, NORMALITY_MIN_N
+  if check is None:
+    return ""
+  if check.w is None:
+    return f"; {check.reading}"
+  kurt = "-" if check.excess_kurtosis is None else f"{check.excess_kurtosis:+.2f}"
+  return (f"; normality of the {check.n} replicates: Shapiro-Wilk W = {check.w:.3f}, p = {check.p:.3g}, skewness "
+          f"{check.skew:+.2f}, excess kurtosis {kurt}: **{check.reading}** (trusted only when Shapiro-Wilk does "
+          f"not reject at {NORMALITY_ALPHA:g} with at least {NORMALITY_MIN_N} replicates)")
+
+
 def _stability(root: str, config: dict[str, Any], located: Any) -> list[str]:
   """Are the located sets stable? Each set located again on each half of the recording items, the halves'
   Jaccard against chance (the config's pre-declared reading), and the overlap between the located groups (and
@@ -374,6 +419,7 @@ def _stability(root: str, config: dict[str, Any], located: Any) -> list[str]:
   else:
     lines.append("The run recorded no halves (record.halves = False): the stability of the sets is not measured.")
   lines.append("")
+  lines += _variation_rows(rows, factor)
   names = [f"{name}: {g}" for name, g, _ in rows]
   if len(names) > 1 and all("overlap" in info for _, _, info in rows):
     lines += ["Overlap between the located groups (Jaccard index):", "",

@@ -263,9 +263,12 @@ class PooledResult:
   ci_method: str | None = None
   control_band: tuple[float | None, float | None] | None = None  # grid points
   n_neurons: int | None = None  # grid points
+  normality: NormalityCheck | None = None  # whether t_p may be trusted; None in runs written before it
   extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # e.g. a newer writer's replicate statistics
 
   def __post_init__(self):
+    if isinstance(self.normality, Mapping):
+      object.__setattr__(self, "normality", NormalityCheck.from_json(self.normality))
     object.__setattr__(self, "control_effects", _tuple(self.control_effects))
     if self.control_band is not None:
       object.__setattr__(self, "control_band", tuple(self.control_band))
@@ -278,6 +281,8 @@ class PooledResult:
     for k in ("control_band", "n_neurons"):  # a primary test's result has neither
       if d[k] is None:
         del d[k]
+    if self.normality is not None:  # its own unknown keys at its own top level, as it reads them back
+      d["normality"] = _clean(dataclasses.asdict(self.normality))
     return _clean(d)
 
   @classmethod
@@ -286,6 +291,27 @@ class PooledResult:
       return None
     known, extra = _split(d, cls)
     known["sequential"] = SequentialLook.from_json(d.get("sequential"))
+    return cls(**known, extra=extra)
+
+
+@dataclasses.dataclass(frozen=True)
+class NormalityCheck:
+  """The control replicates' normality behind a pooled test's t p (valuejax.evaluate.stats.normality_check):
+  n, Shapiro-Wilk W and p, skewness, excess kurtosis, and whether the t p is trusted (`reading` in words)."""
+  n: int
+  w: float | None = None
+  p: float | None = None
+  skew: float | None = None
+  excess_kurtosis: float | None = None
+  trusted: bool = False
+  reading: str = ""
+  extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+  @classmethod
+  def from_json(cls, d: Mapping[str, Any] | None) -> NormalityCheck | None:
+    if d is None:
+      return None
+    known, extra = _split(d, cls)
     return cls(**known, extra=extra)
 
 
