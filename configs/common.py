@@ -153,6 +153,13 @@ def base_config(method: str) -> mlc.ConfigDict:
   # preferred action flips, the change in log-odds, the prompt yardstick (the unedited model told the value in
   # one sentence of the taxonomy's definition) and each located edit's fraction of it.
   c.intervene.yardsticks = True
+  # With the yardsticks, each primary edit beside additive directions of its own size (metrics/effects.py
+  # direction_yardsticks): the diff-in-means of the pair's two recorded groups over every MLP neuron of the
+  # edited layers, and `random_directions` seeded Gaussian directions, each scaled to the L2 norm of the located
+  # edit's expected change to the mean activation vector. Costs 1 + random_directions evaluations per primary
+  # edit. Off here; on in configs/valuelocate.py and configs/study.py.
+  c.intervene.direction_yardstick = False
+  c.intervene.random_directions = 3
   # The side-effect column: loss per token on neutral sentences under each located edit beside the unedited
   # model's. "shipped" = data/neutral_text.jsonl; a path to a JSON-lines file of {"id", "lang", "text"}; "" = none.
   c.intervene.neutral_text = "shipped"

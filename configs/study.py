@@ -69,6 +69,8 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
   c.intervene.primary_gamma = 0.0  # replaced by the point below
   c.intervene.primary_point = f"size={arg.primary_size},gamma=2,steer=p"
   c.intervene.primary_controls = arg.primary
+  # Each primary edit beside a diff-in-means edit and random directions of its size (1 + 3 evaluations each).
+  c.intervene.direction_yardstick = True
   # Sequential p (Besag & Clifford), fixed before any score: the primary replicates stop once 10 reach the located
   # effect (p = 10 / replicates looked at), else run to the last (p down to 1 / (R + 1)); a clear null stops after
   # about 10 / p replicates instead of paying for all. 0 = every replicate, the fixed-R rank p.

@@ -88,6 +88,9 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
   # (exploratory; design.decomposition). See the docstring for the cost.
   c.intervene.decompose = arg.decompose
   c.intervene.metric = "forced_choice"  # p(aligned action) by continuation likelihood, judge-free
+  # Each primary edit beside a diff-in-means edit and 3 random directions of its size: 4 evaluations per
+  # primary edit (configs/common.py).
+  c.intervene.direction_yardstick = True
   # The question is the user turn; each action is scored as the start of the assistant's answer.
   c.intervene.choice_template = "{question}\nAnswer in one sentence, in the first person."
   c.intervene.eval_split = "eval"

@@ -17,7 +17,7 @@ from launch import cli, runtime
 from valuejax import methods, metrics, workdir
 from valuejax.methods.design import decomposition, dose_response
 from valuejax.methods.examples import examples as example_answers
-from valuejax.metrics.effects import add_yardsticks, evaluate
+from valuejax.metrics.effects import add_yardsticks, direction_yardsticks, evaluate
 from valuejax.metrics.forced_choice import unit_sentences
 from valuejax.errors import ValueJaxError
 from valuejax.workdir import Timer, Workdir
@@ -43,8 +43,9 @@ def intervene(config: mlc.ConfigDict, wd: Workdir, force: bool = False, model=No
     checked = _manipulation_check(config, wd, method, dataset, model, force)
     generated: list[Any] = []
     results = evaluate(config, model, plan, metric, generated)
-    results, neutral = add_yardsticks(config, model, metric, plan, results,
-                                      unit_sentences(dataset, method.units(config, dataset, sets)))
+    units = method.units(config, dataset, sets)
+    results, neutral = add_yardsticks(config, model, metric, plan, results, unit_sentences(dataset, units))
+    results = direction_yardsticks(config, model, metric, plan, results, units, _recorded_stats(wd))
     placebo = _placebo(config, model, placebo_plan, metric)
     examples = example_answers(config, model, plan) + generated
     outputs = workdir.write_intervene(wd, workdir.InterveneResults(
@@ -95,6 +96,16 @@ def _placebo(config: mlc.ConfigDict, model: Any, placebo_plan: list[Any], metric
   test = methods.primary(c, results)
   return {"group": real.plus, "pair": real.name, "unit": name,
           "primary": None if test is None else test.to_json(), "units": [r.to_json() for r in results]}
+
+
+def _recorded_stats(wd: Workdir) -> Any | None:
+  """The record stage's per-neuron statistics (record/stats.npz, a NeuronStats), or None when the run recorded
+  none."""
+  import os
+  from valuejax.engine.stats import NeuronStats
+  from valuejax.workdir import layout
+  path = wd.path(layout.RECORD_STATS)
+  return NeuronStats.load(path) if os.path.exists(path) else None
 
 
 def _activity(wd: Workdir) -> dict[str, Any] | None:

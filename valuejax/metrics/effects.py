@@ -16,7 +16,7 @@ import ml_collections as mlc
 import numpy as np
 
 from valuejax.metrics.base import Metric, Scored, item_ids
-from valuejax.workdir.results import EffectRecord, SequentialLook, UnitResult
+from valuejax.workdir.results import DirectionYardstick, EffectRecord, SequentialLook, UnitResult
 
 log = logging.getLogger("valuejax")
 
@@ -385,11 +385,22 @@ def neutral_losses(config: mlc.ConfigDict, model: Any, texts: list[str], edits: 
   return loss[0], loss[1:]
 
 
+def prompt_scale(told: dict[str, Any] | None) -> bool:
+  """Whether a prompt yardstick can be a scale to read an effect against: it exists and its change is told
+  apart from none (its CI excludes 0). A share of a change that may be 0 has no scale: it can be any size and
+  either sign, so none is reported (the report prints n/a)."""
+  if not told or told.get("mean") is None:
+    return False
+  lo, hi = (told.get("ci") or [None, None])[:2]
+  return lo is not None and hi is not None and (lo > 0 or hi < 0)
+
+
 def add_yardsticks(config: mlc.ConfigDict, model: Any, metric: Metric, plan: list[Any], results: list[UnitResult],
                    sentences: dict[str, str]) -> tuple[list[UnitResult], dict[str, Any] | None]:
   """The results with each unit's prompt yardstick (`sentences`: {unit: the sentence stating its value}; a
   unit without one gets none), each effect's share of it (signed in the predicted direction: 1 = the edit
-  moves the metric as far as telling the model the value does), and each located edit's loss on the neutral
+  moves the metric as far as telling the model the value does; none where `prompt_scale` says the prompt
+  yardstick is no scale), and each located edit's loss on the neutral
   text beside the unedited model's. Returns (results, the neutral text's summary or None)."""
   c = config.intervene
   if not (getattr(metric, "probability", False) and c.yardsticks):
@@ -410,7 +421,7 @@ def add_yardsticks(config: mlc.ConfigDict, model: Any, metric: Metric, plan: lis
     effects = []
     for e in r.effects:
       y = dict(e.yardsticks or {})
-      if told and told["mean"]:
+      if prompt_scale(told):
         sign = 1.0 if e.expected == "greater" else -1.0
         y["prompt_fraction"] = sign * e.mean / told["mean"]
       if (r.unit, e.edit) in loss_of:
@@ -420,3 +431,84 @@ def add_yardsticks(config: mlc.ConfigDict, model: Any, metric: Metric, plan: lis
     out.append(dataclasses.replace(r, effects=effects, prompt_yardstick=told))
   neutral = {"baseline": base_loss, "sentences": len(texts), "prefix": NEUTRAL_PREFIX} if texts else None
   return out, neutral
+
+
+# -- directions of the located edit's size -------------------------------------------------------------------
+
+def direction_yardsticks(config: mlc.ConfigDict, model: Any, metric: Metric, plan: list[Any],
+                         results: list[UnitResult], units: list[Any], stats: Any | None) -> list[UnitResult]:
+  """The results with each located primary edit's direction yardstick (`EffectRecord.directions`): the same
+  items scored under a diff-in-means edit and under `intervene.random_directions` random Gaussian directions,
+  each added to the MLP activations of the located edit's layers at its positions and scaled to the L2 norm
+  of the located edit's expected change to the mean activation vector (valuejax.intervene.directions).
+
+  The diff-in-means direction of a pair (plus X, minus Y) is mean activation of X minus that of Y per neuron,
+  from the recorded statistics (`stats`, record/stats.npz); the norm is taken on the mean activation of X and
+  Y pooled. An edit predicted to raise the metric adds +alpha d, one predicted to lower it -alpha d (enhance
+  and reverse); the random directions take the same sign. Only forced-choice-like metrics (`probability`)
+  with `intervene.yardsticks` and `intervene.direction_yardstick` on, only units that are pairs of recorded
+  groups, and only the primary family's edits (design.in_primary): 1 + K evaluations each, one call per unit.
+  """
+  from valuejax.intervene import directions as dirs
+  from valuejax.methods.design import in_primary
+  from valuejax.validate import require
+  c = config.intervene
+  if not (getattr(metric, "probability", False) and c.yardsticks):
+    return results
+  require(config, ["intervene.direction_yardstick", "intervene.random_directions"], "the direction yardstick")
+  if not c.direction_yardstick or stats is None:
+    return results
+  k = int(c.random_directions)
+  pairs = {u.name: u for u in units if hasattr(u, "plus") and hasattr(u, "minus")}
+  by_name = {p.name: p for p in plan}
+  exp_of = {(p.name, e.edit.name): e.edit for p in plan for e in p.experiments}
+  out = []
+  for r in results:
+    pair, p = pairs.get(r.unit), by_name.get(r.unit)
+    todo = [i for i, e in enumerate(r.effects) if in_primary(c, e) and (r.unit, e.edit) in exp_of]
+    if pair is None or p is None or not todo or not all(g in stats.group_names for g in (pair.plus, pair.minus)):
+      out.append(r)
+      continue
+    d = dirs.diff_in_means(stats, pair.plus, pair.minus)
+    mean = dirs.group_mean(stats, [pair.plus, pair.minus])
+    seed = dirs.direction_seed(config.seed, r.unit)
+    randoms = dirs.random_directions(d.shape, k, seed)
+    edits, info = [], []
+    for i in todo:
+      e = r.effects[i]
+      located = exp_of[(r.unit, e.edit)]
+      layers = dirs.edited_layers(located)
+      norm = dirs.edit_norm(located, mean)
+      sign = 1.0 if e.expected == "greater" else -1.0
+      made = [dirs.direction_edit(d, layers, norm["norm"], sign=sign, scope=located.scope,
+                                  name=f"{e.edit} diff-in-means", kind="diff_in_means")]
+      made += [dirs.direction_edit(x, layers, norm["norm"], sign=sign, scope=located.scope,
+                                   name=f"{e.edit} random direction {j}", kind="random_direction")
+               for j, x in enumerate(randoms)]
+      info.append((i, norm, layers, made[0].metadata))
+      edits += made
+    scored = metric.score(config, model, p.items, edits)
+    base = np.asarray([np.nan if v is None else v for v in r.baseline], np.float64)
+    values = np.vstack([base[None], np.asarray(scored.values, np.float64)])
+    both = Scored(values)
+
+    def change(row: int) -> tuple[float | None, int]:
+      b, x, _ = metric.paired(config, both, p.items, 0, row)
+      return (float((x - b).mean()) if b.size >= MIN_PAIRED else None), int(b.size)
+
+    effects = list(r.effects)
+    for n, (i, norm, layers, meta) in enumerate(info):
+      row = 1 + n * (1 + k)
+      dim_mean, dim_n = change(row)
+      rand = [change(row + 1 + j)[0] for j in range(k)]
+      usable = [v for v in rand if v is not None]
+      effects[i] = dataclasses.replace(effects[i], directions=DirectionYardstick(
+          norm=norm["norm"], push_norm=norm["push_norm"], clamp_norm=norm["clamp_norm"],
+          layers=tuple(int(x) for x in np.flatnonzero(layers)), n_neurons=meta["n_neurons"],
+          groups=(pair.plus, pair.minus), sign=meta["sign"], dim_norm=meta["direction_norm"],
+          alpha=meta["alpha"], mean=dim_mean, n=dim_n, scores=tuple(json_scores(values[row])), seed=seed,
+          random_means=tuple(rand), random_mean=float(np.mean(usable)) if usable else None,
+          random_sd=float(np.std(usable, ddof=1)) if len(usable) > 1 else None))
+    log.info("intervene: %s: diff-in-means and %d random directions for %d primary edits", r.unit, k, len(info))
+    out.append(dataclasses.replace(r, effects=effects))
+  return out

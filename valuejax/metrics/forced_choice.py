@@ -9,6 +9,7 @@ import ml_collections as mlc
 import numpy as np
 
 from valuejax.metrics.base import METRICS, Metric, Scored, chat_template, needs, scoring_kwargs
+from valuejax.validate import NON_NEGATIVE
 
 
 def value_sentence(name: str, definition: str) -> str:
@@ -51,7 +52,8 @@ def direct_template(config: mlc.ConfigDict, tokenizer: Any) -> str:
 class ForcedChoice(Metric):
   name = "forced_choice"
   config_keys = {"intervene.choice_template": None, "data.chat": None, "intervene.yardsticks": None,
-                 "intervene.neutral_text": None}
+                 "intervene.neutral_text": None, "intervene.direction_yardstick": None,
+                 "intervene.random_directions": NON_NEGATIVE}
   # Scores are probabilities: the effects carry yardsticks (flips at 0.5, log-odds; metrics/effects.py).
   probability = True
   description = "P(value-aligned action) in a forced choice, from length-normalised log-likelihoods"

@@ -532,7 +532,8 @@ def _yardsticks(results: InterveneResults | None) -> list[str]:
            "Yardsticks for a change in a probability: the share of items whose preferred action flips (P(aligned) "
            "crossing 0.5) under the edit and, on average, under its controls; the mean change in log-odds "
            "[95% CI] beside the controls' mean; the effect as a fraction of the prompt yardstick (the unedited "
-           "model told the value in one sentence; signed in the predicted direction: 1 = as far as telling it); "
+           "model told the value in one sentence; signed in the predicted direction: 1 = as far as telling it; n/a "
+           "where that change is missing or its CI includes 0); "
            "and the loss per token on neutral text under the edit minus the unedited model's (nats; an edit that "
            "breaks the model shows here).", "",
            "| pair | edit | change | flips | controls' flips | log-odds [95% CI] | controls' log-odds | "
@@ -543,9 +544,11 @@ def _yardsticks(results: InterveneResults | None) -> list[str]:
     lo, hi = (y.get("logodds_ci") or [None, None])[:2]
     ci = f" [{_num(lo)}, {_num(hi)}]" if lo is not None else ""
     flips = lambda v: "-" if v is None else f"{v:.0%}"
+    share = "n/a" if y.get("prompt_fraction") is None else format(y["prompt_fraction"], ".2g")
     lines.append(f"| {e.unit} | {e.edit} | {e.mean:+.3g} | {flips(y.get('flips'))} | {flips(y.get('control_flips'))} "
                  f"| {_num(y.get('logodds'))}{ci} | {_num(y.get('control_logodds'))} | "
-                 f"{_num(y.get('prompt_fraction'), '.2g')} | {_num(y.get('neutral_change'))} |")
+                 f"{share} | {_num(y.get('neutral_change'))} |")
+  lines += _directions(effects)
   told = [u for u in results.units if u.prompt_yardstick]
   if told:
     lines += ["", "The prompt yardstick: the same forced choice on the unedited model with one sentence stating the "
@@ -563,6 +566,31 @@ def _yardsticks(results: InterveneResults | None) -> list[str]:
               f"`intervene.neutral_text` names another file); the unedited model's loss is "
               f"{_num(n.get('baseline'), '.4g')} nats per token."]
   lines.append("")
+  return lines
+
+
+def _directions(effects: list[Any]) -> list[str]:
+  """The primary edits beside a diff-in-means edit and random directions of their own size (EffectRecord's
+  `directions`); nothing when no effect carries them."""
+  rows = [e for e in effects if e.directions is not None]
+  if not rows:
+    return []
+  k = max(e.directions.random_k for e in rows)
+  lines = ["", "Directions of the same size: each primary edit's expected change to the mean activation vector has "
+           "an L2 norm (its push and its clamp, the clamp taken at the mean activation); the same items are scored "
+           "with a vector of that norm added to every MLP neuron of the edited layers at the edit's positions: "
+           "the diff-in-means of the pair's two recorded groups (mean activation of the first minus the second, "
+           "added for an edit predicted to raise the metric, subtracted otherwise), and "
+           f"{k} seeded random Gaussian direction{'s' if k != 1 else ''} (their mean change ± sd). A located effect "
+           "no larger than the random directions' says little about *which* neurons were pushed.", "",
+           "| pair | edit | change | norm (push, clamp) | neurons | diff-in-means change | random directions' change |",
+           "|---|---|---:|---|---:|---:|---|"]
+  for e in rows:
+    d = e.directions
+    rand = "-" if d.random_mean is None else _num(d.random_mean) + (
+        "" if d.random_sd is None else f" ± {d.random_sd:.2g}") + f" ({d.random_k})"
+    lines.append(f"| {e.unit} | {e.edit} | {e.mean:+.3g} | {d.norm:.3g} ({d.push_norm:.3g}, {d.clamp_norm:.3g}) | "
+                 f"{d.n_neurons} | {_num(d.mean)} | {rand} |")
   return lines
 
 

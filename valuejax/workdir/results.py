@@ -88,6 +88,53 @@ class SequentialLook:
     return cls(**known, extra=extra)
 
 
+@dataclasses.dataclass(frozen=True)
+class DirectionYardstick:
+  """A located edit beside directions of its size (valuejax.metrics.effects.direction_yardsticks): the L2 norm of
+  its expected change to the mean activation vector (`norm`; `push_norm` and `clamp_norm` its two parts, the
+  clamp's taken at the mean: valuejax.intervene.directions.expected_change), the edited layers and the neurons
+  the directions span, the two recorded groups (plus, minus) of the diff-in-means direction, the sign added
+  (+1 for an edit predicted to raise the metric), that direction's own norm and the alpha scaling it to `norm`;
+  the mean paired change under it (`mean`, over `n` items; None when fewer than two items pair) and its scores;
+  the mean change under each random Gaussian direction of the same norm (drawn from `seed`), their mean and sd."""
+  norm: float
+  push_norm: float
+  clamp_norm: float
+  layers: tuple[int, ...] = ()
+  n_neurons: int = 0
+  groups: tuple[str, ...] = ()
+  sign: float = 1.0
+  dim_norm: float | None = None
+  alpha: float | None = None
+  mean: float | None = None
+  n: int = 0
+  scores: tuple[float | None, ...] = ()
+  seed: int | None = None
+  random_means: tuple[float | None, ...] = ()
+  random_mean: float | None = None
+  random_sd: float | None = None
+  extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+  def __post_init__(self):
+    for name in ("layers", "groups", "scores", "random_means"):
+      object.__setattr__(self, name, _tuple(getattr(self, name)))
+
+  @property
+  def random_k(self) -> int:
+    """How many random directions were scored."""
+    return len(self.random_means)
+
+  def to_json(self) -> dict[str, Any]:
+    return _clean(dataclasses.asdict(self))
+
+  @classmethod
+  def from_json(cls, d: Mapping[str, Any] | None) -> DirectionYardstick | None:
+    if d is None:
+      return None
+    known, extra = _split(d, cls)
+    return cls(**known, extra=extra)
+
+
 class _WithSequential:
   """JSON of a record that carries a sequential look log (`sequential`) and keeps unknown keys (`extra`)."""
 
@@ -152,9 +199,14 @@ class EffectRecord(_WithSequential):
   # its CI; the located effect as a fraction of the prompt yardstick; the loss on neutral text under the edit.
   # None in older runs and for other metrics.
   yardsticks: Mapping[str, Any] | None = None
+  # The located edit beside a diff-in-means edit and random directions of its size (primary edits of a
+  # forced choice with intervene.direction_yardstick); None in older runs, for other edits and other metrics.
+  directions: DirectionYardstick | None = None
   extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # keys of a newer writer, kept as they are
 
   def __post_init__(self):
+    if isinstance(self.directions, Mapping):
+      object.__setattr__(self, "directions", DirectionYardstick.from_json(self.directions))
     object.__setattr__(self, "scores", _tuple(self.scores))
     object.__setattr__(self, "control_scores", _rows(self.control_scores))
     object.__setattr__(self, "control_n_dropped", _tuple(self.control_n_dropped))
@@ -166,6 +218,12 @@ class EffectRecord(_WithSequential):
   def pair(self) -> str:
     """The unit's name (a pair of groups, or a target), as the report's tables call it."""
     return self.unit
+
+  def to_json(self) -> dict[str, Any]:
+    d = super().to_json()
+    # Its own JSON, so that its unknown keys sit at its top level (as it reads them back), not under "extra".
+    d["directions"] = None if self.directions is None else self.directions.to_json()
+    return d
 
   @classmethod
   def from_old(cls, d: Mapping[str, Any], unit: str) -> EffectRecord:
@@ -240,6 +298,27 @@ class UnitResult:
 
 
 @dataclasses.dataclass(frozen=True)
+class NormalityCheck:
+  """The control replicates' normality behind a pooled test's t p (valuejax.evaluate.stats.normality_check):
+  n, Shapiro-Wilk W and p, skewness, excess kurtosis, and whether the t p is trusted (`reading` in words)."""
+  n: int
+  w: float | None = None
+  p: float | None = None
+  skew: float | None = None
+  excess_kurtosis: float | None = None
+  trusted: bool = False
+  reading: str = ""
+  extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+  @classmethod
+  def from_json(cls, d: Mapping[str, Any] | None) -> NormalityCheck | None:
+    if d is None:
+      return None
+    known, extra = _split(d, cls)
+    return cls(**known, extra=extra)
+
+
+@dataclasses.dataclass(frozen=True)
 class PooledResult:
   """A pooled test (valuejax.evaluate.PooledTest.to_dict): the mean signed effect over several edits, its CI
   and its p against control replicates. A grid point's summary leaves out the replicates' effects and adds
@@ -291,27 +370,6 @@ class PooledResult:
       return None
     known, extra = _split(d, cls)
     known["sequential"] = SequentialLook.from_json(d.get("sequential"))
-    return cls(**known, extra=extra)
-
-
-@dataclasses.dataclass(frozen=True)
-class NormalityCheck:
-  """The control replicates' normality behind a pooled test's t p (valuejax.evaluate.stats.normality_check):
-  n, Shapiro-Wilk W and p, skewness, excess kurtosis, and whether the t p is trusted (`reading` in words)."""
-  n: int
-  w: float | None = None
-  p: float | None = None
-  skew: float | None = None
-  excess_kurtosis: float | None = None
-  trusted: bool = False
-  reading: str = ""
-  extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-
-  @classmethod
-  def from_json(cls, d: Mapping[str, Any] | None) -> NormalityCheck | None:
-    if d is None:
-      return None
-    known, extra = _split(d, cls)
     return cls(**known, extra=extra)
 
 
