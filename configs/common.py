@@ -126,6 +126,9 @@ def base_config(method: str) -> mlc.ConfigDict:
 
   c.intervene = mlc.ConfigDict()
   c.intervene.n_controls = 8  # random neuron sets with the located set's per-layer counts
+  # Controls per part of an edit taken apart (intervene.decompose: push-only, clamp-only), from the same mirrored
+  # family as the full edit's.
+  c.intervene.decompose_controls = 8
   c.intervene.control_seed = 0
   # "mirrored": replicate r is one random counterpart of a unit's whole located family (enhance r and reverse r
   # swap the same two random sets, as the located pair does); "independent": each edit's own random sets, as

@@ -9,11 +9,11 @@ the other contrast (each dimension's two opposing aspects, "holds X vs holds Y";
 the authors' contrast was the default used). 19 random controls per strongest edit: the fewest with which a
 permutation p-value can reach 0.05.
 
-The sizes (12 descriptions per group answered with 32 new tokens, 4 held-out situations per dimension, the
-sequential p's h = 5) are set by the demo's budget of 5 minutes on a 2-core CPU, installation included, not by
-power (a pooled test of 8 edits against 19 replicates scores up to 160 edits, each a forward pass over the
-options): the powered, pre-declared answer is configs/study.py (every description, 128 new tokens, every
-held-out situation, 99 control replicates).
+The sizes (12 descriptions per group answered with 32 new tokens, 4 held-out situations per dimension, one
+gamma, the sequential p's h = 3, the positive control's 12 texts per language) are set by the demo's budget of
+5 minutes on a 2-core CPU, not by power (a pooled test of 8 edits against 19 replicates scores up to 160 edits,
+each a forward pass over the options): the powered, pre-declared answer is configs/study.py (every
+description, 128 new tokens, every held-out situation, a gamma grid, 99 control replicates).
 
 `:decompose` (on in `:smoke` and in configs/study.py) also runs every primary edit taken apart, its push alone
 and its clamp alone, each with its own controls from the same mirrored family: exploratory, outside the
@@ -81,16 +81,21 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
 
   # Steering at decode steps: target a <- a + gamma * v * sigmoid(10 (delta - 0.15)), opposite min(a, 0).
   c.intervene.kind = "steering"
-  c.intervene.gamma = (0.5, 2.0)
+  # One gamma, the primary test's, in this demo (the dose-response over gammas is configs/study.py's grid); the
+  # smoke run keeps two so that the dose-response path runs in the tests.
+  c.intervene.gamma = (0.5, 2.0) if arg.smoke else (2.0,)
+  c.intervene.example_max_new_tokens = 32  # the report's example answers: 48 tokens cost 27 s of the demo
   c.intervene.modes = ("enhance", "reverse")
   c.intervene.keep_prob = 0.9
   # The primary edits taken apart as well: push-only and clamp-only, each with its own mirrored controls
   # (exploratory; design.decomposition). See the docstring for the cost.
   c.intervene.decompose = arg.decompose
+  c.intervene.decompose_controls = arg.controls
   c.intervene.metric = "forced_choice"  # p(aligned action) by continuation likelihood, judge-free
-  # Each primary edit beside a diff-in-means edit and 3 random directions of its size: 4 evaluations per
-  # primary edit (configs/common.py).
+  # Each primary edit beside a diff-in-means edit and random directions of its size: 1 + random_directions
+  # evaluations per primary edit; one random direction in this demo (its budget), 3 in configs/study.py.
   c.intervene.direction_yardstick = True
+  c.intervene.random_directions = 1
   # The question is the user turn; each action is scored as the start of the assistant's answer.
   c.intervene.choice_template = "{question}\nAnswer in one sentence, in the first person."
   c.intervene.eval_split = "eval"
@@ -105,9 +110,10 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
   c.intervene.primary_gamma = 2.0
   # Sequential p (Besag & Clifford), fixed before any score: the primary replicates stop once h reach the located
   # effect (p = h / replicates looked at), else run to the last (p down to 1 / (R + 1)); a clear null stops after
-  # about h / p replicates instead of paying for all. 0 = every replicate, the fixed-R rank p. h = 5 here (the
-  # demo's budget; p still reaches 1 / 20 when no replicate reaches the effect), 10 in the studies.
-  c.intervene.sequential_h = min(5, arg.controls)
+  # about h / p replicates instead of paying for all. 0 = every replicate, the fixed-R rank p. h = 3 here (the
+  # demo's budget: a null near p = 0.3 stops after about 10 replicates instead of 18 with h = 5; p still reaches
+  # 1 / 20 when no replicate reaches the effect, and the test stays exact), 10 in the studies.
+  c.intervene.sequential_h = min(3, arg.controls)
   # The placebo, fixed before any score: the same rule and sizes locate a "set" between two random halves of one
   # group's items (placebo_pair "" = the run's first pair, whose plus group is halved: the first value X), and
   # the same edits, controls and pooled sequential test run on that pair's eval items. A contrast without

@@ -71,8 +71,12 @@ def with_controls(config: mlc.ConfigDict, exps: list[Experiment], offset: int = 
   counts = []
   for e in exps:
     at_all = c.get("controls_at", "all") == "all"
-    # Edits of the declared primary test get at least primary_controls (so that p can reach its floor).
-    n = max(c.n_controls, c.get("primary_controls", 0)) if primary_params(c, e.params, e.pair) else c.n_controls
+    # Edits of the declared primary test get at least primary_controls (so that p can reach its floor); the parts of
+    # an edit taken apart get intervene.decompose_controls, so that a grid can go without controls while they keep some.
+    if e.params.get("part", "full") != "full":
+      n = c.decompose_controls
+    else:
+      n = max(c.n_controls, c.get("primary_controls", 0)) if primary_params(c, e.params, e.pair) else c.n_controls
     counts.append(n if n and (at_all or e.params.get("gamma", strongest) == strongest) else 0)
   if not any(counts):
     return exps

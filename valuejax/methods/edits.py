@@ -13,7 +13,7 @@ import ml_collections as mlc
 from valuejax.errors import ValueJaxError
 from valuejax.methods.base import EDITS, Experiment, Pair, Target, exclusive_mask, set_name
 from valuejax.methods.design import grid_points, primary_params
-from valuejax.validate import Range, Subset, declare
+from valuejax.validate import NON_NEGATIVE, Range, Subset, declare
 
 
 def _need(unit: Any, kind: type, edit: str) -> None:
@@ -26,7 +26,7 @@ def _need(unit: Any, kind: type, edit: str) -> None:
 @EDITS.register("steering")
 @declare({"intervene.modes": Subset(("enhance", "reverse")), "intervene.gamma": None,
           "intervene.keep_prob": Range(0.0, 1.0, False, True, "a probability in (0, 1]"), "locate.steer_value": None,
-          "intervene.decompose": None})
+          "intervene.decompose": None, "intervene.decompose_controls": NON_NEGATIVE})
 def steering(config: mlc.ConfigDict, sets: dict[str, Any], pair: Pair, metric: Any) -> list[Experiment]:
   """ValueLocate: steer one aspect's neurons up and the opposite aspect's down (enhance), or the reverse,
   at every grid point (size, gamma, steer value).
