@@ -127,7 +127,7 @@ def _pairing_prompts(config: mlc.ConfigDict, seed2: int) -> tuple[list, list, in
 def _budget(config: mlc.ConfigDict) -> int:
   """record.budget_tokens: 0 (off) or a count of generated tokens below record.max_new_tokens."""
   r = config.record
-  budget = r.get("budget_tokens", 0)
+  budget = r.budget_tokens
   if isinstance(budget, bool) or not isinstance(budget, int) or budget < 0:
     raise ValueJaxError(f"record.budget_tokens must be an integer >= 0, got {budget!r}",
                         "--config.record.budget_tokens", "set it to 0 (off) or a count of generated tokens")
@@ -141,7 +141,7 @@ def _budget(config: mlc.ConfigDict) -> int:
 
 def _pairing_seed2(config: mlc.ConfigDict) -> int:
   """record.pairing_seed2: 0 (off) or a data.seed other than the run's."""
-  seed2 = config.record.get("pairing_seed2", 0)
+  seed2 = config.record.pairing_seed2
   if isinstance(seed2, bool) or not isinstance(seed2, int):
     raise ValueJaxError(f"record.pairing_seed2 must be an integer, got {seed2!r}", "--config.record.pairing_seed2",
                         "set it to 0 (off) or a seed other than data.seed")

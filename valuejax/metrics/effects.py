@@ -479,6 +479,10 @@ def direction_yardsticks(config: mlc.ConfigDict, model: Any, metric: Metric, pla
       located = exp_of[(r.unit, e.edit)]
       layers = dirs.edited_layers(located)
       norm = dirs.edit_norm(located, mean)
+      # An edit that changes nothing in expectation (no located neuron, or neurons that are never positive under a
+      # clamp), or a recording whose groups do not differ on its layers, has no direction of its size: no yardstick.
+      if not (norm["norm"] > 0 and np.linalg.norm(d[layers]) > 0):
+        continue
       sign = 1.0 if e.expected == "greater" else -1.0
       made = [dirs.direction_edit(d, layers, norm["norm"], sign=sign, scope=located.scope,
                                   name=f"{e.edit} diff-in-means", kind="diff_in_means")]
@@ -487,6 +491,9 @@ def direction_yardsticks(config: mlc.ConfigDict, model: Any, metric: Metric, pla
                for j, x in enumerate(randoms)]
       info.append((i, norm, layers, made[0].metadata))
       edits += made
+    if not edits:
+      out.append(r)
+      continue
     scored = metric.score(config, model, p.items, edits)
     base = np.asarray([np.nan if v is None else v for v in r.baseline], np.float64)
     values = np.vstack([base[None], np.asarray(scored.values, np.float64)])
