@@ -4,18 +4,19 @@ enhance and reverse edits, their mirrored, activity-matched control replicates, 
 edits per compiled vmapped call, pooled_test with the sequential p). A calibrated p rejects at about alpha
 and is uniform at its support points.
 
-Runtime: 200 families take 14-19 s on two busy CPU cores (7 minutes before), so the test is not marked slow.
-Where the time went: not the forward passes (8,000 edits score in about 8 s once compiled) but `Edit.stack` of
-thousands of edits in one call, whose `jnp.stack` over that many operands took minutes to compile. Edits are
-now scored in calls of a fixed BLOCK (the last one padded with the unedited model), so the stack and the
-vmapped scoring compile once each, and replicates are scored in blocks of H, as intervene does under the
-sequential rule: a family's replicates after its stop are never scored (it looks at 10.5 of 19 on average),
-which changes no p, since the sequential p never looks past its stop.
+Runtime: 200 families take 14-19 s on two busy CPU cores (7 minutes before): marked slow, since that is an eighth of
+the fast lane's whole budget. Where the time went: not the forward passes (8,000 edits score in about 8 s once
+compiled) but `Edit.stack` of thousands of edits in one call, whose `jnp.stack` over that many operands took minutes
+to compile. Edits are now scored in calls of a fixed BLOCK (the last one padded with the unedited model), so the stack
+and the vmapped scoring compile once each, and replicates are scored in blocks of H, as intervene does under the
+sequential rule: a family's replicates after its stop are never scored (it looks at 10.5 of 19 on average), which
+changes no p, since the sequential p never looks past its stop.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from scipy import stats as sps
 
 from valuejax import evaluate as ve
@@ -54,6 +55,7 @@ def _scorer(params, cfg, tokenizer):
   return score
 
 
+@pytest.mark.slow
 def test_primary_p_is_calibrated_under_placebo_families():
   from tests.tiny_models import tiny_tokenizer, valuejax_model
   _, cfg, params = valuejax_model("llama", seed=1)
