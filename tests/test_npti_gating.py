@@ -34,6 +34,11 @@ def _acts(params, cfg, ids, mask, neurons, where, steps):
   return acts, logits
 
 
+# keep_mask as the engine calls it, inside a compiled program: called eagerly, its lax.cond would compile anew
+# at every call (60 compiles in the keep-mask test below).
+_keep_mask = jax.jit(keep_mask, static_argnums=2)
+
+
 def _clean(params, cfg, ids):
   mask = jnp.ones(ids.shape, bool)
   return np.asarray(_acts(params, cfg, ids, mask, None, None, None)[0])
@@ -102,7 +107,7 @@ def test_keep_mask_is_one_draw_per_layer_call_shared_by_rows_and_positions(tiny)
       # Per-position step ids (teacher forcing's way) draw the same mask for that step.
       by_id = np.asarray(_acts(params, cfg, ids, mask, edit, mask, jnp.full(ids.shape[1], s, jnp.int32))[0])
       np.testing.assert_array_equal(by_id[layer], a1)
-      np.testing.assert_array_equal(kept[layer, i], np.asarray(keep_mask(edit, jnp.int32(layer), F, jnp.int32(s))))
+      np.testing.assert_array_equal(kept[layer, i], np.asarray(_keep_mask(edit, jnp.int32(layer), F, jnp.int32(s))))
   # 80 neurons of probability 0.5: two independent masks coincide with probability 2^-80.
   for layer in range(L):
     assert len({m.tobytes() for m in kept[layer]}) == len(steps), f"layer {layer} repeats a step's mask"
