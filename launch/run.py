@@ -11,7 +11,7 @@ import os
 from absl import flags
 import ml_collections as mlc
 
-from launch import cli, runtime
+from launch import cli, configfile, runtime
 from launch.intervene import intervene
 from launch.locate import locate
 from launch.record import record
@@ -47,7 +47,7 @@ def positive_control_config(config: mlc.ConfigDict) -> mlc.ConfigDict:
   path = spec.partition(".py:")[0] + ".py" if ".py:" in spec else spec
   if not os.path.isabs(path) and not os.path.isfile(path):
     spec = os.path.join(CONFIGS, spec)
-  pc = cli.load_config(spec)
+  pc = configfile.load_config(spec)
   with pc.unlocked():
     pc.model, pc.log_compiles = config.model, config.log_compiles
     pc.mesh = config.mesh

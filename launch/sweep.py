@@ -13,7 +13,7 @@ from typing import Any
 from absl import flags, logging
 import ml_collections as mlc
 
-from launch import cli
+from launch import cli, configfile
 from valuejax.errors import ValueJaxError
 
 flags.DEFINE_bool("list", False, "Print one launch.run command line per run of the sweep instead of running.")
@@ -36,7 +36,7 @@ def axes(config: mlc.ConfigDict) -> list[tuple[str, tuple[Any, ...]]]:
 
   walk(config.sweep, "")
   for key, _ in out:
-    problem = cli.explain_override(config, key, None)
+    problem = configfile.explain_override(config, key, None)
     if problem or key.split(".")[0] == "sweep":
       raise ValueJaxError(f"sweep entry {key!r} names no config entry" + (f": {problem}" if problem else ""),
                           "config.sweep", "sweep keys mirror the config's keys, e.g. sweep.intervene.gamma")
@@ -108,7 +108,7 @@ def main(config: mlc.ConfigDict) -> None:
   workdir = cli.require_workdir()
   runs = expand(config)
   if flags.FLAGS.list:
-    spec = cli._flag_value(sys.argv, "config") or cli.DEFAULT_CONFIG
+    spec = configfile.flag_value(sys.argv, "config") or configfile.DEFAULT_CONFIG
     extra = [a for a in sys.argv[1:] if a.startswith("--config.")]
     print("\n".join(command_lines(spec, workdir, runs, extra)))
     return

@@ -139,17 +139,17 @@ def get_config(arg=None):
 
 
 def test_sweep_expands_as_declared(tmp_path):
-  from launch import cli, sweep
+  from launch import configfile, sweep
   path = tmp_path / "sweep_config.py"
   path.write_text(SWEEP_CONFIG)
-  config = cli.load_config(str(path))
+  config = configfile.load_config(str(path))
   runs = sweep.expand(config)
   assert [name for name, _ in runs] == [f"gamma={g}_max_new_tokens={n}" for g in ("0.5", "2") for n in (4, 8, 16)]
   assert runs[1][1] == {"intervene.gamma": (0.5,), "record.max_new_tokens": 8}
   applied = sweep.apply(config, runs[1][1])
   assert applied.intervene.gamma == (0.5,) and applied.record.max_new_tokens == 8 and not applied.sweep
   with pytest.raises(Exception, match="max_tokens"):
-    sweep.expand(cli.load_config(f"{path}:bad"))
+    sweep.expand(configfile.load_config(f"{path}:bad"))
 
   listed = _ok(launch_in_process("launch.sweep", f"--config={path}", f"--workdir={tmp_path}/sw", "--list",
                                  "--config.record.batch_size=4"))
