@@ -1,6 +1,7 @@
 """Test set-up: 8 virtual CPU devices (multi-device code runs on CPU), float32 matmuls at full precision, and
-the launchers' compilation cache in a folder of this test session's own (shared by the launcher processes the
-tests start, so each program compiles once per session, and nothing is read from or left in the user's cache).
+the launchers' compilation cache in a folder of this test session's own (shared by the test processes and the
+launcher processes they start, so each program compiles once per session, and nothing is read from or left in
+the user's cache).
 
 The session-wide fixtures here are built once and read by many modules: the tiny chat llama (`tiny_model`)
 and one finished smoke run of it (`smoke_run`). Both are read-only: a test that changes a model folder or a
@@ -22,10 +23,25 @@ import pytest
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("VALUEJAX_COMPILATION_CACHE", tempfile.mkdtemp(prefix="valuejax-xla-"))
+# Tiny models compile in well under jax's default threshold of 1 s; most of the suite's time is compiling them.
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 
 import jax  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
+
+
+def _use_the_compilation_cache() -> None:
+  """The test processes keep their compiled programs in the same cache as the launchers they start: many tests
+  build the same program (the tiny llama's generation loop, its scoring passes) through engines of their own,
+  which jax's in-memory caches do not share, and the xdist workers and launcher processes read each other's."""
+  from launch.runtime import compilation_cache_dir
+  cache = compilation_cache_dir()
+  if cache:
+    jax.config.update("jax_compilation_cache_dir", cache)
+
+
+_use_the_compilation_cache()
 
 from tests import helpers  # noqa: E402
 
