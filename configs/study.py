@@ -9,30 +9,37 @@ locates once per size rule, and evaluates every grid point in the same compiled 
   python -m launch.results --workdirs=runs/study/model=smollm2-135m-instruct,runs/study/model=gemma3-270m \
       --out=docs/results/study.md --title="ValueLocate study"
 
-Everything the conclusion rests on is fixed here, before any score exists:
+Everything the conclusion rests on is fixed here, before any score exists. One model's whole study is this run
+plus configs/study_ve.py in English and in Chinese, in 60 minutes on a 2-core CPU (the budget): this design
+was cut to fit it before any run, and the results page states the time measured.
 - Contrast: the authors' (configs/valuelocate.py): each of the four values against its own reversed
-  descriptions; `study.py:aspects` runs the opposing-aspect contrast instead. docs/results/study.md was made
-  with the aspect contrast, before the authors' became the default (the commit it names); the study under the
-  authors' contrast has not been run yet.
+  descriptions; `study.py:aspects` runs the opposing-aspect contrast instead. Results pages made before
+  the authors' contrast was the default used the aspect contrast (each page names its commit).
 - Data: every value description of the 8 groups (4 values x normal/reversed, 40 each) answers one situational
-  question of the locate split; answers of 128 new tokens; evaluation on every held-out situation of the eval
-  split (40 per dimension), which shares no situation with the locate split.
+  question of the locate split; answers of 64 new tokens (128 before: the budget; the authors generate up to
+  500). Evaluation on the first 20 held-out situations of each dimension in the eval split (of 40), which
+  shares no situation with the locate split.
+- Neurons: 0.5% of the model's MLP neurons per value (locate.size; the share the paper's 2000 neurons are of
+  the 8B models it was sized for); the earlier grid of sizes is cut (budget).
 - Primary test: one pooled test per model at size 0.5%, gamma 2, steer value p: the mean over the four
   values x {enhance, reverse} of each edit's mean change in P(value-aligned action), reverse counted with
-  its sign flipped, against 99 control replicates (p can reach 0.01), one-sided, alpha 0.05.
-- Taken apart (exploratory): each primary edit's push alone and clamp alone (intervene.decompose), with the
-  exploratory points' control replicates from the same mirrored family; a few evaluations per pair.
-- Dose-response (exploratory): effect = a + b * gamma per size over the grid's located edits, with
-  paired-bootstrap CIs; the grid points carry the fit, not a test of their own.
-- Exploratory: the grid below, each point with `explore` control replicates (fewer than the primary's,
-  to fit the budget of 60 minutes per model on a 2-core CPU: the grid's controls were cut, never the
-  primary test's). Read them as hypotheses for the next pre-declared test.
-- Gemma 3 270M (262k vocabulary) runs as `study.py:explore=0`: the same data, sets, grid and primary test
-  with its 99 control replicates, and no controls at the exploratory points (their effects keep their CIs,
-  without a p-value), to fit the same budget.
-  - Its first run (`explore=0,primary=39`, measured 26 s per evaluation with the scoring of the time) had 39
-    replicates, so p could not go below 0.025. The study re-runs with the current scoring at 99;
-    control i does not depend on the number drawn, so the 99 replicates extend those 39. Both are reported.
+  its sign flipped, against mirrored, activity-matched control replicates; one-sided, alpha 0.05. Sequential
+  p (Besag & Clifford): up to 39 replicates (p can reach 0.025), stopping once 10 reach the located effect.
+- Placebo (negative control): the same rule, sizes, edits and sequential test on a "set" located between two
+  random halves of the first value's own descriptions; it must come out null.
+- Positive control: LAPE language neurons on the same model (configs/languages.py:demo), once per model (the
+  ValueExploration runs of the study do not repeat it).
+- Taken apart (exploratory): each primary edit's push alone and clamp alone (intervene.decompose), each part
+  with 4 control replicates from the same mirrored family.
+- Dose-response (exploratory): gammas 0.5, 1, 2 and 4 at size 0.5%, fitted as effect = a + b * gamma with
+  paired-bootstrap CIs; the grid points other than the primary carry no controls of their own (the fit, not a
+  test, is their role).
+- Yardsticks: flips, log-odds, the prompt yardstick, loss on neutral text, and the diff-in-means and one random
+  direction at the located edit's norm, for every located edit at the primary point.
+- Stability: each set located again on two halves of the descriptions (record.halves) and on the first 32 of the
+  64 generated tokens (record.budget_tokens), each Jaccard against its chance value, "stable" above 10x chance.
+- Cost, worst case (every test runs to 39 replicates): about 550 evaluations of 20 situations x 2 actions, each
+  rescoring only the answers (steering acts on generated positions; the prompts are computed once).
 """
 
 import ml_collections as mlc
@@ -43,34 +50,37 @@ GAMMAS = (0.5, 1.0, 2.0, 4.0)
 
 
 def get_config(arg: str | None = None) -> mlc.ConfigDict:
-  # sizes / primary_size exist for models too small for 0.1% to be a neuron (the tests' tiny ones).
-  arg = common.parse_arg(arg, smoke=False, aspects=False, primary=99, explore=4, tokens=128,
-                         sizes="0.001+0.005+0.01+paper", primary_size="0.005", decompose=True)
+  arg = common.parse_arg(arg, smoke=False, aspects=False, primary=39, explore=0, parts=4, tokens=64, eval_items=20,
+                         sizes="0.005", primary_size="0.005", decompose=True, budget_tokens=32)
   sizes = tuple(arg.sizes.split("+"))
   c = valuelocate.get_config(",".join(k for k in ("smoke", "aspects") if getattr(arg, k)) or None)
   if arg.smoke:
     # The smoke run checks the grid alone (valuelocate.py:smoke runs the decomposition).
-    common.preset(arg, primary=3, explore=2, tokens=6, decompose=False)
+    common.preset(arg, primary=3, explore=2, tokens=6, decompose=False, eval_items=4, budget_tokens=3)
   c.positive_control = "" if arg.smoke else "languages.py:demo"
 
   c.data.items_per_group = 2 if arg.smoke else 0  # every description of each aspect
   c.record.max_new_tokens = arg.tokens
-  c.record.hist = True  # the v95 steer value
-  c.locate.sizes = sizes  # one neuron set per pair and size rule, from one recording
+  c.record.budget_tokens = arg.budget_tokens  # the sets located again on the first half of every answer
+  c.locate.size = arg.primary_size
+  c.locate.sizes = sizes if len(sizes) > 1 else ()  # one neuron set per pair and size rule, from one recording
 
-  c.intervene.eval_items = 4 if arg.smoke else 0  # every held-out situation
-  c.intervene.grid = tuple(f"size={s},gamma={g:g},steer=p" for s in sizes for g in GAMMAS) + (
-      f"size={arg.primary_size},gamma=2,steer=v95",)
-  c.intervene.gamma = GAMMAS  # the grid's gammas (checked against primary_gamma; unused with a grid)
+  c.intervene.eval_items = arg.eval_items  # held-out situations per dimension
+  c.intervene.gamma = GAMMAS
+  point = lambda s, g: f"size={s},gamma={g:g},steer=p" if c.locate.sizes else None
+  if c.locate.sizes:
+    c.intervene.grid = tuple(point(s, g) for s in sizes for g in GAMMAS)
+    c.intervene.primary_point = point(arg.primary_size, 2.0)
+    c.intervene.primary_gamma = 0.0  # replaced by the point
+  else:
+    c.intervene.primary_gamma = 2.0
   c.intervene.controls_at = "all"
-  c.intervene.decompose = arg.decompose  # 2 parts x 2 modes x (1 + explore) evaluations a pair: small
-  c.intervene.n_controls = arg.explore  # per exploratory point
+  c.intervene.decompose = arg.decompose
+  c.intervene.decompose_controls = arg.parts  # per part taken apart
+  c.intervene.n_controls = arg.explore  # per exploratory grid point (0: the dose-response fit only)
   c.intervene.primary_test = "pooled"
-  c.intervene.primary_gamma = 0.0  # replaced by the point below
-  c.intervene.primary_point = f"size={arg.primary_size},gamma=2,steer=p"
   c.intervene.primary_controls = arg.primary
-  # Each primary edit beside a diff-in-means edit and random directions of its size (1 + 3 evaluations each).
-  c.intervene.direction_yardstick = True
+  c.intervene.random_directions = 1  # beside each primary edit's diff-in-means direction (1 + 1 evaluations)
   # Sequential p (Besag & Clifford), fixed before any score: the primary replicates stop once 10 reach the located
   # effect (p = 10 / replicates looked at), else run to the last (p down to 1 / (R + 1)); a clear null stops after
   # about 10 / p replicates instead of paying for all. 0 = every replicate, the fixed-R rank p.

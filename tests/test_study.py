@@ -32,7 +32,7 @@ def test_study_grid_shares_one_recording_and_declares_its_primary_point(tiny_mod
     assert {g["count"] for g in sets[f"{p}@12"]["groups"].values()} == {12}
   metrics = read_intervene(wd)
   effects = metrics.effects()
-  assert len(effects) == 2 * 2 * 9  # pairs x modes x (2 sizes x 4 gammas + one v95 point)
+  assert len(effects) == 2 * 2 * 8  # pairs x modes x 2 sizes x 4 gammas
   point = lambda e: (e.params["size"], e.params["gamma"], e.params["steer"])
   primary = [e for e in effects if point(e) == ("12", 2.0, "p")]
   assert len(primary) == 4 and all(len(e.control_effects) == 3 for e in primary)
@@ -41,7 +41,7 @@ def test_study_grid_shares_one_recording_and_declares_its_primary_point(tiny_mod
   assert pt.test == "pooled" and len(pt.edits) == 4 and pt.pooled.n_controls == 3
   assert "size=12,gamma=2,steer=p" in pt.declared
   grid = metrics.grid
-  assert len(grid) == 9 and [g.primary for g in grid].count(True) == 1
+  assert len(grid) == 8 and [g.primary for g in grid].count(True) == 1
   # The grid's pooled effect at a point is the mean of its edits' signed effects.
   for g in grid:
     at = [e for e in effects if point(e) == (g.size, g.gamma, g.steer)]
@@ -60,16 +60,16 @@ def test_study_grid_shares_one_recording_and_declares_its_primary_point(tiny_mod
 
 
 def test_a_grid_point_of_an_unlocated_size_is_refused(tiny_model, tmp_path):
-  proc = launch_in_process("launch.run", "--config=configs/study.py:smoke", f"--workdir={tmp_path}",
-                           f"--config.model={tiny_model}", "--config.locate.sizes=('0.01',)")
-  assert proc.returncode == 2 and "not located: 0.001" in proc.stderr and "Traceback" not in proc.stderr
+  proc = launch_in_process("launch.run", "--config=configs/study.py:smoke,sizes=0.05+12,primary_size=12",
+                           f"--workdir={tmp_path}", f"--config.model={tiny_model}", "--config.locate.sizes=('0.05',)")
+  assert proc.returncode == 2 and "not located: 12" in proc.stderr and "Traceback" not in proc.stderr
 
 
 @pytest.mark.slow
 @pytest.mark.subprocess
 def test_valueexploration_study_declares_its_primary_values(tiny_model, tmp_path):
-  """configs/study_ve.py: the seeded primary values' two directions get the primary controls and form the
-  pooled primary test; the other value's edits are exploratory with their own (fewer) controls."""
+  """configs/study_ve.py: only the seeded primary values are recorded and scored; their two directions get the
+  primary controls and form the pooled primary test."""
   from configs import study_ve
   assert study_ve.PRIMARY_VALUES == tuple(sorted(__import__("random").Random(study_ve.PRIMARY_SEED)
                                                  .sample(study_ve.VALUES, 2)))
@@ -77,11 +77,9 @@ def test_valueexploration_study_declares_its_primary_values(tiny_model, tmp_path
   _ok(_launch("launch.run", "--config=configs/study_ve.py:smoke", f"--workdir={wd}", f"--config.model={tiny_model}"))
   metrics = read_intervene(wd)
   by_pair = {p.unit: p.effects for p in metrics.units}
-  other = [v for v in by_pair if v not in study_ve.PRIMARY_VALUES]
-  assert sorted(by_pair) == sorted(study_ve.PRIMARY_VALUES + tuple(other)) and len(other) == 1
+  assert sorted(by_pair) == sorted(study_ve.PRIMARY_VALUES)
   for v in study_ve.PRIMARY_VALUES:
     assert len(by_pair[v]) == 2 and all(len(e.control_effects) == 3 for e in by_pair[v])
-  assert all(len(e.control_effects) == 2 for e in by_pair[other[0]])
   pt = metrics.primary
   assert pt.test == "pooled" and len(pt.edits) == 4 and pt.pooled.n_controls == 3
   assert all(e.split(",")[0] in study_ve.PRIMARY_VALUES for e in pt.edits)
