@@ -101,9 +101,14 @@ def _missing(results: InterveneResults | None) -> list[str]:
 
 def metric_note(results: InterveneResults) -> list[str]:
   """The paragraph under the result that says what the metric, the change, the CI and p are."""
+  # The controls each tested edit really has (the config's n_controls is only the exploratory points' number: the
+  # primary edits have more, the parts taken apart their own, a sequential test stops early).
+  counts = sorted({len(e.control_effects) for e in results.effects() if e.control_effects})
+  per = (f"{counts[0]} per tested edit" if len(counts) == 1 else
+         f"{counts[0]} to {counts[-1]} per tested edit" if counts else "no edit had controls")
   return [f"Metric: {results.metric_description or results.metric}. Change = edited minus unedited, averaged over "
           "items; 95% bootstrap CI over items; p = rank of the located effect among the random controls' effects "
-          f"({results.n_controls} per tested edit), one-sided in the predicted direction.", ""]
+          f"({per}), one-sided in the predicted direction.", ""]
 
 
 def _headline(results: InterveneResults | None) -> list[str]:
