@@ -1,13 +1,14 @@
 """The pre-declared ValueLocate study: do the located value neurons steer value orientation further than
-random neurons of the same shape, at set sizes scaled to the model? One run per model records once,
-locates once per size rule, and evaluates every grid point in the same compiled calls.
+random neurons of the same shape? One run per model records once, locates once and evaluates every edit in
+the same compiled calls. One model's study (M = smollm2-135m-instruct or gemma3-270m), three runs and a page:
 
-  python -m launch.run --config=configs/study.py --workdir=runs/study/model=smollm2-135m-instruct \
-      --config.model=smollm2-135m-instruct
-  python -m launch.run --config=configs/study.py:explore=0 --workdir=runs/study/model=gemma3-270m \
-      --config.model=gemma3-270m
-  python -m launch.results --workdirs=runs/study/model=smollm2-135m-instruct,runs/study/model=gemma3-270m \
-      --out=docs/results/study.md --title="ValueLocate study"
+  python -m launch.run --config=configs/study.py --workdir=runs/study/model=$M --config.model=$M
+  python -m launch.run --config=configs/study_ve.py:lang=en --workdir=runs/study_ve/lang=en_model=$M \
+      --config.model=$M
+  python -m launch.run --config=configs/study_ve.py:lang=zh --workdir=runs/study_ve/lang=zh_model=$M \
+      --config.model=$M
+  python -m launch.results --workdirs=runs/study/model=$M,runs/study_ve/lang=en_model=$M,... \
+      --out=docs/results/authors/study.md --title="..."
 
 Everything the conclusion rests on is fixed here, before any score exists. One model's whole study is this run
 plus configs/study_ve.py in English and in Chinese, in 60 minutes on a 2-core CPU (the budget): this design

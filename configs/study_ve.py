@@ -1,10 +1,7 @@
 """The pre-declared ValueExploration study: do the VAPE value neurons, scaled x5 / 0 at every position, move a
 model's choices in value dilemmas further than random neurons of the same per-layer counts? One run per model
-and language records once, locates once and scores every edit and control in the same compiled calls.
-
-  python -m launch.sweep --config=configs/study_ve.py --workdir=runs/study_ve     # 2 models x 2 languages
-  python -m launch.results --workdirs=runs/study_ve/lang=en_model=smollm2-135m-instruct,... \
-      --out=docs/results/study_ve.md --title="ValueExploration study"
+and language records once, locates once and scores every edit and control in the same compiled calls; the
+commands of one model's whole study are in configs/study.py.
 
 Everything the conclusion rests on is fixed here, before any score exists. One model's whole study is
 configs/study.py plus this config in English and in Chinese, in 60 minutes on a 2-core CPU (the budget): this
