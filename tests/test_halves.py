@@ -35,6 +35,7 @@ def test_split_is_seeded_per_group_and_balanced():
   assert any(split_halves(["up", "down"], prompts, seed=s)[1] != group_of for s in range(4, 8))
 
 
+@pytest.mark.slow  # compiles generation or scoring programs of its own: seconds each
 def test_halves_sum_to_the_whole_recording():
   """Same prompts, same generated tokens; every count (tokens, items, per-neuron counts, histogram) is equal
   exactly, the float sums up to rounding."""
@@ -63,6 +64,7 @@ def test_halves_sum_to_the_whole_recording():
     assert (a.items > 0).all() and (b.items > 0).all()
 
 
+@pytest.mark.slow  # compiles generation or scoring programs of its own: seconds each
 def test_split_half_recording_resumes_exactly():
   """A checkpointed split-half state (through its arrays, as the record stage saves it) resumes to the same
   statistics and texts as an uninterrupted run."""

@@ -191,6 +191,7 @@ def _word_count_judge(body):
   return str(1 + len(words) % 5) if words else "-1"
 
 
+@pytest.mark.slow  # compiles generation or scoring programs of its own: seconds each
 def test_the_metric_scores_answers_under_each_edit_through_the_judge(tmp_path):
   from tests import tiny_models
   from valuejax.intervene import deactivate

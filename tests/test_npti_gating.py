@@ -189,6 +189,7 @@ def _decode_one_row(params, cfg, prompt, n, edit):
   return np.asarray(tokens), np.asarray(lps), np.stack(acts, 1)
 
 
+@pytest.mark.slow  # compiles generation or scoring programs of its own: seconds each
 def test_generation_draws_do_not_depend_on_the_batch(tiny):
   """One mask per layer and step, shared by the rows: each prompt's greedy answer in a batch is its answer
   alone (per-row draws would change with the row's place and the batch's size)."""
@@ -204,6 +205,7 @@ def test_generation_draws_do_not_depend_on_the_batch(tiny):
   assert (always != together).any()  # the dropped pushes change the answers: the draws are being tested
 
 
+@pytest.mark.slow  # compiles generation or scoring programs of its own: seconds each
 def test_teacher_forced_continuation_sees_what_generation_saw(tiny):
   """Greedy generation under a random steering edit, then its tokens scored teacher-forced under the same
   edit: the same edited activations and log-probs at every continuation token, in the whole-row path and in

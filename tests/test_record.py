@@ -21,6 +21,7 @@ def _prompts(n=7):
   return out
 
 
+@pytest.mark.slow  # compiles generation or scoring programs of its own: seconds each
 def test_resume_from_any_batch_is_exact():
   model = tiny_models.tiny_model_object("llama")
   rec = Recorder(model, groups=["up", "down"], batch_size=2, max_new_tokens=5, hist=True)

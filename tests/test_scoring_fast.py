@@ -81,6 +81,7 @@ def test_many_edits_equal_one_at_a_time(tiny):
   np.testing.assert_allclose(np.stack([g.sum_logprob for g in decode]), want, rtol=0, atol=ATOL)
 
 
+@pytest.mark.slow  # compiles generation or scoring programs of its own: seconds each
 def test_one_token_continuations_need_no_continuation_pass(tiny):
   cfg, params, tok = tiny
   edits = _deterministic_edits(cfg)
@@ -162,6 +163,7 @@ def test_errors(tiny):
     ve.continuation_logprobs_many(params, cfg, tok, PROMPTS, CONTS, [None, vi.baseline((2, 3))])
 
 
+@pytest.mark.slow  # compiles generation or scoring programs of its own: seconds each
 def test_one_prompt_for_many_rows(tiny):
   """Rows that share a prompt (a forced choice's two options, a language's texts after one prefix) run the
   prompt once per edit, also when its rows fill more than one batch."""

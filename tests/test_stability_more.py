@@ -20,6 +20,7 @@ def _prompts(n=9):
           for i in range(n)]
 
 
+@pytest.mark.slow  # compiles generation or scoring programs of its own: seconds each
 @pytest.mark.parametrize("temperature", [0.0, 0.8])
 def test_budget_statistics_are_a_shorter_recording(temperature):
   """The first k generated tokens' sums of a recording of N > k tokens equal a recording of k tokens: step j's
