@@ -132,3 +132,12 @@ def launch_in_process(module: str, *args: str) -> InProcess:
 _EXTRA_FLAGS = {"launch.steer": ("--pair", "--gamma", "--prompt", "--max_new_tokens", "--controls"),
                 "launch.sweep": ("--list",)}
 _NO_PREFLIGHT = ("launch.plan", "launch.report")
+
+
+def neuron_set(name: str, groups: dict, layers: int = 2, neurons: int = 10):
+  """A NeuronSet from flat indices (layer * neurons + neuron) per group, for the stability tests."""
+  from valuejax.locate import GroupNeurons, NeuronSet
+  made = {g: GroupNeurons.create(np.asarray([i // neurons for i in ix], np.int64),
+                                 np.asarray([i % neurons for i in ix], np.int64), layers, neurons)
+          for g, ix in groups.items()}
+  return NeuronSet(made, {"method": name})

@@ -86,14 +86,6 @@ def test_half_stats_refuses_whole_statistics():
     half_stats(NeuronStats.zeros(["up", "down"], 2, 3), HALVES[0])
 
 
-def _set(name, groups, n_layers=2, n_neurons=10):
-  from valuejax.locate import GroupNeurons, NeuronSet
-  made = {g: GroupNeurons.create(np.asarray([i // n_neurons for i in idx], np.int64),
-                                 np.asarray([i % n_neurons for i in idx], np.int64), n_layers, n_neurons)
-          for g, idx in groups.items()}
-  return NeuronSet(made, {"method": name})
-
-
 def test_jaccard_and_its_chance_value_by_hand():
   from valuejax.locate.stability import chance_jaccard, reading, set_overlaps, split_half_stability
   # 4 and 5 neurons among 20: 20 / 20 = 1 shared expected, union 4 + 5 - 1 = 8, so 1/8.
@@ -101,8 +93,8 @@ def test_jaccard_and_its_chance_value_by_hand():
   assert chance_jaccard(20, 20, 20) == 1.0 and np.isnan(chance_jaccard(0, 0, 20))
   with pytest.raises(ValueJaxError):
     chance_jaccard(21, 1, 20)
-  a = _set("a", {"x": [0, 1, 2, 3], "y": [10, 11]})
-  b = _set("b", {"x": [2, 3, 4, 5, 6], "y": [12, 13]})
+  a = helpers.neuron_set("a", {"x": [0, 1, 2, 3], "y": [10, 11]})
+  b = helpers.neuron_set("b", {"x": [2, 3, 4, 5, 6], "y": [12, 13]})
   st = split_half_stability({"s": a}, {"s": b}, factor=2.0)
   # x: {2, 3} shared of 7 in the union = 2/7; chance 1/8, ratio 16/7 > 2: stable. y: nothing shared.
   assert st["s"]["x"]["jaccard"] == pytest.approx(2 / 7) and st["s"]["x"]["chance"] == pytest.approx(1 / 8)

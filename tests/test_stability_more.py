@@ -55,19 +55,10 @@ def test_budget_refused_where_it_means_nothing():
       Recorder(model, groups=["up"], **kw)
 
 
-def _set(name, groups, layers=2, neurons=10):
-  """A NeuronSet of flat indices (layer * neurons + neuron) per group."""
-  from valuejax.locate import GroupNeurons, NeuronSet
-  made = {g: GroupNeurons.create(np.asarray([i // neurons for i in ix], np.int64),
-                                 np.asarray([i % neurons for i in ix], np.int64), layers, neurons)
-          for g, ix in groups.items()}
-  return NeuronSet(made, {"method": name})
-
-
 def test_compare_located_against_chance():
   from valuejax.locate.stability import chance_jaccard, compare_located
-  a = _set("a", {"x": [0, 1, 2, 3, 4, 5], "y": [10, 11, 12]})
-  b = _set("b", {"x": [3, 4, 5, 6, 7, 8], "y": [13, 14, 15]})
+  a = helpers.neuron_set("a", {"x": [0, 1, 2, 3, 4, 5], "y": [10, 11, 12]})
+  b = helpers.neuron_set("b", {"x": [3, 4, 5, 6, 7, 8], "y": [13, 14, 15]})
   st = compare_located({"s": a}, {"s": b}, factor=3.0)
   # x: {3, 4, 5} of 9 in the union = 1/3; chance of two 6-sets of 20: (36/20) / (12 - 36/20) = 1.8 / 10.2.
   x = st["s"]["x"]
@@ -81,7 +72,7 @@ def test_compare_located_against_chance():
   with pytest.raises(ValueJaxError, match="different sets"):
     compare_located({"s": a}, {"t": b}, factor=3.0)
   with pytest.raises(ValueJaxError, match="different sets"):
-    compare_located({"s": a}, {"s": _set("c", {"x": [1]})}, factor=3.0)
+    compare_located({"s": a}, {"s": helpers.neuron_set("c", {"x": [1]})}, factor=3.0)
 
 
 @pytest.fixture(scope="module")
