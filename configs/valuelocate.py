@@ -13,7 +13,7 @@ The sizes (12 descriptions per group answered with 32 new tokens, 4 held-out sit
 gamma, the sequential p's h = 3, the positive control's 12 texts per language) are set by the demo's budget of
 5 minutes on a 2-core CPU, not by power (a pooled test of 8 edits against 19 replicates scores up to 160 edits,
 each a forward pass over the options): the powered, pre-declared answer is configs/study.py (every
-description, 128 new tokens, every held-out situation, a gamma grid, 99 control replicates).
+description, 64 new tokens, 20 held-out situations per dimension, a gamma grid, up to 39 control replicates).
 
 `:decompose` (on in `:smoke` and in configs/study.py) also runs every primary edit taken apart, its push alone
 and its clamp alone, each with its own controls from the same mirrored family: exploratory, outside the
