@@ -54,8 +54,22 @@ def _split(d: Mapping[str, Any], cls: type) -> tuple[dict[str, Any], dict[str, A
   return {k: v for k, v in d.items() if k in names}, {k: v for k, v in d.items() if k not in names}
 
 
+class _Flat:
+  """JSON of a record whose fields are plain values (`extra` keeps a newer writer's keys); None reads as None."""
+
+  def to_json(self) -> dict[str, Any]:
+    return _clean(dataclasses.asdict(self))
+
+  @classmethod
+  def from_json(cls, d: Mapping[str, Any] | None):
+    if d is None:
+      return None
+    known, extra = _split(d, cls)
+    return cls(**known, extra=extra)
+
+
 @dataclasses.dataclass(frozen=True)
-class SequentialLook:
+class SequentialLook(_Flat):
   """A sequential (Besag-Clifford) p and its looks (valuejax.evaluate.SequentialP.to_dict), with the replicates
   scored, which may exceed those looked at (a block scored past the stop)."""
   p_value: float | None
@@ -77,19 +91,9 @@ class SequentialLook:
   def decided(self) -> bool:
     return self.p_value is not None
 
-  def to_json(self) -> dict[str, Any]:
-    return _clean(dataclasses.asdict(self))
-
-  @classmethod
-  def from_json(cls, d: Mapping[str, Any] | None) -> SequentialLook | None:
-    if d is None:
-      return None
-    known, extra = _split(d, cls)
-    return cls(**known, extra=extra)
-
 
 @dataclasses.dataclass(frozen=True)
-class DirectionYardstick:
+class DirectionYardstick(_Flat):
   """A located edit beside directions of its size (valuejax.metrics.effects.direction_yardsticks): the L2 norm of
   its expected change to the mean activation vector (`norm`; `push_norm` and `clamp_norm` its two parts, the
   clamp's taken at the mean: valuejax.intervene.directions.expected_change), the edited layers and the neurons
@@ -123,16 +127,6 @@ class DirectionYardstick:
   def random_k(self) -> int:
     """How many random directions were scored."""
     return len(self.random_means)
-
-  def to_json(self) -> dict[str, Any]:
-    return _clean(dataclasses.asdict(self))
-
-  @classmethod
-  def from_json(cls, d: Mapping[str, Any] | None) -> DirectionYardstick | None:
-    if d is None:
-      return None
-    known, extra = _split(d, cls)
-    return cls(**known, extra=extra)
 
 
 class _WithSequential:
@@ -298,7 +292,7 @@ class UnitResult:
 
 
 @dataclasses.dataclass(frozen=True)
-class NormalityCheck:
+class NormalityCheck(_Flat):
   """The control replicates' normality behind a pooled test's t p (valuejax.evaluate.stats.normality_check):
   n, Shapiro-Wilk W and p, skewness, excess kurtosis, and whether the t p is trusted (`reading` in words)."""
   n: int
@@ -309,13 +303,6 @@ class NormalityCheck:
   trusted: bool = False
   reading: str = ""
   extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-
-  @classmethod
-  def from_json(cls, d: Mapping[str, Any] | None) -> NormalityCheck | None:
-    if d is None:
-      return None
-    known, extra = _split(d, cls)
-    return cls(**known, extra=extra)
 
 
 @dataclasses.dataclass(frozen=True)
