@@ -34,7 +34,8 @@ def intervene(config: mlc.ConfigDict, wd: Workdir, force: bool = False, model=No
     method = methods.METHODS.get(config.method)
     metric = metrics.METRICS.get(config.intervene.metric)()
     dataset = method.load_dataset(config)
-    activity = _activity(wd)
+    stats = _recorded_stats(wd)  # read once: the controls' activity matching and the direction yardsticks
+    activity = _activity(stats)
     sets = workdir.load_sets(wd)
     plan = method.plan(config, dataset, sets, metric, activity)
     placebo_plan = _placebo_plan(config, wd, method, dataset, metric, activity)
@@ -45,7 +46,7 @@ def intervene(config: mlc.ConfigDict, wd: Workdir, force: bool = False, model=No
     results = evaluate(config, model, plan, metric, generated)
     units = method.units(config, dataset, sets)
     results, neutral = add_yardsticks(config, model, metric, plan, results, unit_sentences(dataset, units))
-    results = direction_yardsticks(config, model, metric, plan, results, units, _recorded_stats(wd))
+    results = direction_yardsticks(config, model, metric, plan, results, units, stats)
     placebo = _placebo(config, model, placebo_plan, metric)
     examples = example_answers(config, model, plan) + generated
     outputs = workdir.write_intervene(wd, workdir.InterveneResults(
@@ -108,18 +109,11 @@ def _recorded_stats(wd: Workdir) -> Any | None:
   return NeuronStats.load(path) if os.path.exists(path) else None
 
 
-def _activity(wd: Workdir) -> dict[str, Any] | None:
+def _activity(stats: Any | None) -> dict[str, Any] | None:
   """The recorded activity of every neuron, pooled over all recorded groups ({"p": C / T, "mean": S1 / T}),
   that the controls are matched on (intervene.control_match); None when the run recorded no statistics."""
-  import os
-  from valuejax.engine.stats import NeuronStats
   from valuejax.intervene import neuron_activity
-  from valuejax.workdir import layout
-  path = wd.path(layout.RECORD_STATS)
-  if not os.path.exists(path):
-    return None
-  stats = NeuronStats.load(path)
-  return neuron_activity(stats.count, stats.s1, stats.tokens)
+  return None if stats is None else neuron_activity(stats.count, stats.s1, stats.tokens)
 
 
 # A neuron that fires on fewer than 1% of recorded tokens counts as silent in the report's control table:

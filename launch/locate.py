@@ -28,8 +28,7 @@ def locate(config: mlc.ConfigDict, wd: Workdir, force: bool = False) -> None:
     dataset = method.load_dataset(config)
     sets = method.locate(config, dataset, NeuronStats.load(wd.path(layout.RECORD_STATS)))
     stability = _stability(config, wd, method, dataset) if config.record.halves else None
-    outputs = workdir.write_sets(wd, sets, stability)
-    _variations(config, wd, method, dataset, sets)
+    outputs = workdir.write_sets(wd, sets, stability, _variations(config, wd, method, dataset, sets))
   wd.mark_done("locate", t.seconds, outputs)
   wd.add_timing("locate", t.seconds)
   logging.info("locate: %d neuron sets in %.1f s", len(sets), t.seconds)
@@ -63,11 +62,11 @@ VARIATIONS = (("budget_stability", "budget", "record.budget_tokens", "tokens"),
               ("pairing_stability", "pairing", "record.pairing_seed2", "seed"))
 
 
-def _variations(config: mlc.ConfigDict, wd: Workdir, method, dataset, sets: dict) -> None:
+def _variations(config: mlc.ConfigDict, wd: Workdir, method, dataset, sets: dict) -> dict:
   """Every set located again, same rule and sizes, on the short token budget's statistics and on the second
   item pairing's (when the record stage recorded them), each against the run's own sets by Jaccard vs chance,
-  read by locate.stable_factor; added to every group's entry of the locate summary."""
-  from valuejax import fileio as vio
+  read by locate.stable_factor: {summary key: {set: {group: comparison}}}, for every group's entry of the
+  locate summary."""
   from valuejax.locate.stability import compare_located
   from valuejax.validate import get_key, has_key, require
   from valuejax.workdir import stability_records as sr
@@ -89,14 +88,7 @@ def _variations(config: mlc.ConfigDict, wd: Workdir, method, dataset, sets: dict
       logging.warning("locate: the %s statistics could not be located on (%s); not measured", name, e.what)
       found[key] = {n: {g: {"reading": "not measured", "why": f"could not be located on: {e.what}", **info}
                         for g in ns.names} for n, ns in sets.items()}
-  if not found or not wd.writer:
-    return
-  summary = layout.read(wd.root, layout.LOCATE_SUMMARY)
-  for key, per_set in found.items():
-    for n, groups in per_set.items():
-      for g, v in groups.items():
-        summary[n]["groups"][g][key] = v
-  vio.write_json(wd.path(layout.LOCATE_SUMMARY), summary)
+  return found
 
 
 def main(config: mlc.ConfigDict) -> None:

@@ -67,12 +67,14 @@ def read_halves(root: str) -> Any:
   return NeuronStats.load(path)
 
 
-def write_sets(wd: Workdir, sets: dict[str, Any], stability: dict[str, Any] | None = None) -> list[str]:
+def write_sets(wd: Workdir, sets: dict[str, Any], stability: dict[str, Any] | None = None,
+               variations: dict[str, dict[str, dict[str, Any]]] | None = None) -> list[str]:
   """Each set as npz (what intervene reads) and JSON (for people), with a per-layer plot, and a summary;
   returns the files (relative paths) whose content the intervene stage depends on.
 
   In the summary every group also has its Jaccard index with every located group ("overlap"), and, with
-  `stability` (valuejax.locate.stability.split_half_stability), its split-half stability ("stability")."""
+  `stability` (valuejax.locate.stability.split_half_stability), its split-half stability ("stability"), and
+  each entry of `variations` ({summary key: {set: {group: comparison}}}, e.g. "budget_stability") under its key."""
   out = [layout.LOCATE_SUMMARY] + [layout.neuron_set(n, ext) for n in sets for ext in ("npz", "json")]
   if not wd.writer:
     return out
@@ -90,7 +92,8 @@ def write_sets(wd: Workdir, sets: dict[str, Any], stability: dict[str, Any] | No
                      "groups": {g: {"count": len(ns[g]), "per_layer": ns.counts_per_layer(g).tolist(),
                                     "mean_delta": _mean(ns[g].scores.get("delta")),
                                     "overlap": overlaps[f"{name}: {g}"],
-                                    **({"stability": _stability_of(stability, name, g)} if stability else {})}
+                                    **({"stability": _stability_of(stability, name, g)} if stability else {}),
+                                    **{k: per_set[name][g] for k, per_set in (variations or {}).items()}}
                                 for g in ns.names}}
   vio.write_json(wd.path(layout.LOCATE_SUMMARY), summary)
   return out
