@@ -2,7 +2,7 @@
 random neurons of the same shape? One run per model records once, locates once and evaluates every edit in
 the same compiled calls. One model's study (M = smollm2-135m-instruct or gemma3-270m), three runs and a page:
 
-  python -m launch.run --config=configs/study.py --workdir=runs/study/model=$M --config.model=$M
+  python -m launch.run --config=configs/study.py:model=$M --workdir=runs/study/model=$M
   python -m launch.run --config=configs/study_ve.py:lang=en --workdir=runs/study_ve/lang=en_model=$M \
       --config.model=$M
   python -m launch.run --config=configs/study_ve.py:lang=zh --workdir=runs/study_ve/lang=zh_model=$M \
@@ -18,8 +18,8 @@ was cut to fit it before any run, and the results page states the time measured.
   the authors' contrast was the default used the aspect contrast (each page names its commit).
 - Data: every value description of the 8 groups (4 values x normal/reversed, 40 each) answers one situational
   question of the locate split; answers of 64 new tokens (128 before: the budget; the authors generate up to
-  500). Evaluation on the first 20 held-out situations of each dimension in the eval split (of 40), which
-  shares no situation with the locate split.
+  500). Evaluation on the first 20 held-out situations of each dimension in the eval split (of 40; 10 on
+  Gemma, see the per-model cuts), which shares no situation with the locate split.
 - Neurons: 0.5% of the model's MLP neurons per value (locate.size; the share the paper's 2000 neurons are of
   the 8B models it was sized for); the earlier grid of sizes is cut (budget).
 - Primary test: one pooled test per model at size 0.5%, gamma 2, steer value p: the mean over the four
@@ -41,6 +41,14 @@ was cut to fit it before any run, and the results page states the time measured.
   64 generated tokens (record.budget_tokens), each Jaccard against its chance value, "stable" above 10x chance.
 - Cost, worst case (every test runs to 39 replicates): about 550 evaluations of 20 situations x 2 actions, each
   rescoring only the answers (steering acts on generated positions; the prompts are computed once).
+- Per-model cuts (MODEL_CUTS), declared before the model's first score: Gemma 3 270M evaluates the first 10
+  held-out situations of each dimension, not 20. A timing pilot (tiny recordings, scores not read) measured one
+  evaluation of 20 situations x 2 actions at 5.7 s on Gemma against 2.7 s on SmolLM2 (its 262k-entry unembedding),
+  and 3.4 s with 10 situations; its ValueExploration evaluations cost what SmolLM2's English ones do (4.0 s).
+  With 20 situations Gemma's whole study would take about 70 minutes (SmolLM2's took 53), over the budget; with
+  10 about 53. Everything else (replicates, h, the parts, the grid, the recording) is the same for both models.
+  The model is therefore a config argument (`study.py:model=gemma3-270m`), not a sweep axis: a sweep would set
+  config.model after the cut is chosen.
 """
 
 import ml_collections as mlc
@@ -48,17 +56,23 @@ import ml_collections as mlc
 from configs import common, valuelocate
 
 GAMMAS = (0.5, 1.0, 2.0, 4.0)
+DEFAULT_MODEL = "smollm2-135m-instruct"
+# Declared before each model's first score (see the docstring): config arguments a model's study sets unless the
+# command line sets them itself.
+MODEL_CUTS = {"gemma3-270m": {"eval_items": 10}}
 
 
 def get_config(arg: str | None = None) -> mlc.ConfigDict:
   arg = common.parse_arg(arg, smoke=False, aspects=False, primary=39, explore=0, parts=4, tokens=64, eval_items=20,
-                         sizes="0.005", primary_size="0.005", decompose=True, budget_tokens=32)
+                         sizes="0.005", primary_size="0.005", decompose=True, budget_tokens=32, model=DEFAULT_MODEL)
+  common.preset(arg, **MODEL_CUTS.get(arg.model, {}))
   sizes = tuple(arg.sizes.split("+"))
   c = valuelocate.get_config(",".join(k for k in ("smoke", "aspects") if getattr(arg, k)) or None)
   if arg.smoke:
     # The smoke run checks the grid alone (valuelocate.py:smoke runs the decomposition).
     common.preset(arg, primary=3, explore=2, tokens=6, decompose=False, eval_items=4, budget_tokens=3)
   c.positive_control = "" if arg.smoke else "languages.py:demo"
+  c.model = arg.model
 
   c.data.items_per_group = 2 if arg.smoke else 0  # every description of each aspect
   c.record.max_new_tokens = arg.tokens
@@ -86,7 +100,4 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
   # effect (p = 10 / replicates looked at), else run to the last (p down to 1 / (R + 1)); a clear null stops after
   # about 10 / p replicates instead of paying for all. 0 = every replicate, the fixed-R rank p.
   c.intervene.sequential_h = min(10, arg.primary)
-
-  if not arg.smoke:
-    c.sweep.model = ("smollm2-135m-instruct", "gemma3-270m")
   return c
