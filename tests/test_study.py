@@ -16,7 +16,6 @@ from valuejax.workdir import read_intervene
 
 
 @pytest.mark.slow
-@pytest.mark.subprocess
 def test_study_grid_shares_one_recording_and_declares_its_primary_point(tiny_model, tmp_path):
   wd = str(tmp_path / "study")
   # Two of the four values (each against its reversed descriptions), to keep the test's size.
@@ -66,7 +65,6 @@ def test_a_grid_point_of_an_unlocated_size_is_refused(tiny_model, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.subprocess
 def test_valueexploration_study_declares_its_primary_values(tiny_model, tmp_path):
   """configs/study_ve.py: only the seeded primary values are recorded and scored; their two directions get the
   primary controls and form the pooled primary test."""
@@ -122,3 +120,14 @@ def test_a_results_page_sums_each_models_time_with_its_positive_controls(tmp_pat
   line = time_line([("a", 600.0), ("b", 60.0), ("a", 1200.0)])
   assert "`a` 30 min (2 runs); `b` 1 min (1 run)." in line
   assert time_line([]) == ""
+
+
+def test_runs_whose_folders_share_a_name_get_names_of_their_own_on_a_page():
+  from valuejax.report.results import run_slugs
+  assert run_slugs(["/r/study/model=a", "/r/study_ve/lang=en"]) == ["model=a", "lang=en"]
+  # the positive controls of two models' studies: one parent folder tells them apart, and only them
+  assert run_slugs(["/r/study/model=a/positive_control", "/r/study/model=b/positive_control", "/r/x/other"]) == [
+      "model=a_positive_control", "model=b_positive_control", "other"]
+  assert run_slugs(["/r/a/b/run", "/r/c/b/run"]) == ["a_b_run", "c_b_run"]
+  # the same folder twice keeps its whole path and stops there
+  assert run_slugs(["/r/run", "/r/run"]) == ["r_run", "r_run"]

@@ -118,6 +118,21 @@ def manipulation_line(runs: Sequence[tuple[str, dict[str, Any] | None]]) -> str:
           f"{'; '.join(cells)}.")
 
 
+def run_slugs(roots: list[str]) -> list[str]:
+  """Each run's name on a page (its section and its figures' folder): the workdir's folder name, with as many
+  parent folders before it (joined by "_") as it takes to tell apart runs whose folders share a name, e.g. the
+  positive controls `runs/study/model=A/positive_control` and `.../model=B/positive_control`."""
+  parts = [r.split(os.sep) for r in roots]
+  depth = [1] * len(roots)
+  while True:
+    slugs = ["_".join(p[-d:]).lstrip("_") for p, d in zip(parts, depth)]
+    clashes = [i for i, x in enumerate(slugs) if slugs.count(x) > 1 and depth[i] < len(parts[i])]
+    if not clashes:
+      return slugs
+    for i in clashes:
+      depth[i] += 1
+
+
 def _embedded(root: str, slug: str, out_dir: str) -> list[str]:
   """The run's report.md with headings one level down and its figures copied to `out_dir/slug/`."""
   text = open(markdown.write_report(root), encoding="utf-8").read()
@@ -150,9 +165,8 @@ def write_results(workdirs: Sequence[str], out: str, title: str, command: str) -
            "peak RSS (MiB) |",
            "|---|---|---|---|---|---:|---:|"]
   sections, family, alphas, times, checks = [], [], set(), [], []
-  for w in workdirs:
-    root = os.path.abspath(w)
-    slug = os.path.basename(root.rstrip(os.sep))
+  roots = [os.path.abspath(w).rstrip(os.sep) for w in workdirs]
+  for root, slug in zip(roots, run_slugs(roots)):
     cfg = layout.read(root, layout.CONFIG) or {}
     c = cfg.get("config", {})
     seconds, rss = _totals(root)
