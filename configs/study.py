@@ -49,6 +49,9 @@ was cut to fit it before any run, and the results page states the time measured.
   10 about 53. Everything else (replicates, h, the parts, the grid, the recording) is the same for both models.
   The model is therefore a config argument (`study.py:model=gemma3-270m`), not a sweep axis: a sweep would set
   config.model after the cut is chosen.
+  Measured after the run (docs/results/authors/study.md): Gemma's whole study took 65 minutes, over the budget.
+  The estimate of 53 assumed SmolLM2's early stops; Gemma's ValueLocate test and English placebo ran to their
+  last replicates (the worst case, which a cut must be sized on).
 """
 
 import ml_collections as mlc
