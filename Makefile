@@ -34,8 +34,9 @@ demo: $(VENV)/.base
 PYTEST_WORKERS ?= 2
 PYTEST := $(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile
 
+# --durations: the 25 slowest tests, printed after the summary (where the suite's time goes).
 test: $(VENV)/.test
-	$(PYTEST)
+	$(PYTEST) --durations=25
 
 # The edit-test loop: everything but the tests marked slow, subprocess or real_model (see pytest.ini).
 test-fast: $(VENV)/.test

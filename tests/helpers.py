@@ -50,8 +50,15 @@ def smoke_args(model: str, workdir: str, config: str = "configs/valuelocate.py:s
   return args
 
 
-def launch(module: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-  """`python -m module args` from the repository root, its output captured."""
+def launch(module: str, *args: str, process: bool = False, timeout: float = 600):
+  """Launcher `module` run with `args` from the repository root, its exit status and output captured.
+
+  By default inside this process (`launch_in_process`: the same flag parsing, error boundary and log lines,
+  without a process start and a second import of jax, and with the programs this process compiled before);
+  `process=True` starts `python -m module args`, for what only a process shows (its exit status as the shell
+  sees it, a signal, a fresh interpreter)."""
+  if not process:
+    return launch_in_process(module, *args)
   env = dict(os.environ, PYTHONUNBUFFERED="1")
   return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=env, capture_output=True,
                         text=True, timeout=timeout)
@@ -89,15 +96,17 @@ class InProcess:
 def launch_in_process(module: str, *args: str) -> InProcess:
   """Runs launcher `module` with `args` inside this process, through the same flag parsing and error boundary
   (`launch.cli.parse_flags`, `launch.cli._main`) as `python -m module args`, and returns its exit status and
-  output. For checks that end at the boundary (a bad flag, config entry, model or input file): no process start
-  and no second import of jax. The flags are put back as they were after each call (absl keeps one global flag
-  registry, to which config_flags adds a `config.<key>` flag for each override it parses)."""
-  from absl import flags
+  output: what it printed, and the log lines (absl's and valuejax's, INFO and up) that its process writes to
+  stderr. No process start and no second import of jax; the model (`launch.runtime`'s per-process cache) and
+  the compiled programs are this process's. The flags are put back as they were after each call (absl keeps one
+  global flag registry, to which config_flags adds a `config.<key>` flag for each override it parses)."""
+  import logging as pylogging
+  from absl import flags, logging as absl_logging
   from launch import cli
   launcher = importlib.import_module(module)
   extra = launcher._EXTRA if module == "launch.plan" else _EXTRA_FLAGS.get(module, ())
   preflight = module not in _NO_PREFLIGHT
-  argv = [module, *args]
+  argv = [launcher.__file__, *args]  # as `python -m module` sets it: the command a run records reads it
   names = set(flags.FLAGS)
   saved_argv = sys.argv
   out, err = io.StringIO(), io.StringIO()
@@ -106,6 +115,16 @@ def launch_in_process(module: str, *args: str) -> InProcess:
   # sys.argv, when launch.cli defines the flag at import: that is done again here, with this argv.
   default_config = None if any(a == "--config" or a.startswith("--config=") for a in args) else flags.FLAGS["config"]
   sys.argv = argv  # config_flags reads the overrides from sys.argv when it parses --config
+  # The log lines a launcher's process prints (app.run installs absl's handler on the root logger): here one
+  # handler on each logger the code logs to, writing to the captured stderr, and nothing passed up to pytest's.
+  handler = pylogging.StreamHandler(err)
+  handler.setFormatter(absl_logging.PythonFormatter())
+  loggers = [pylogging.getLogger(n) for n in ("absl", "valuejax")]
+  saved_loggers = [(lg.level, lg.propagate) for lg in loggers]
+  for lg in loggers:
+    lg.addHandler(handler)
+    lg.setLevel(pylogging.INFO)
+    lg.propagate = False
   try:
     with contextlib.chdir(REPO), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
       try:
@@ -113,10 +132,17 @@ def launch_in_process(module: str, *args: str) -> InProcess:
           delattr(flags.FLAGS, "config")
           cli._define_config_flag()
         rest = cli.parse_flags(argv, extra=extra)
-        cli._main(launcher.main, preflight, rest)
+        if module in _APP_RUN:
+          launcher.main(rest)
+        else:
+          cli._main(launcher.main, preflight, rest)
       except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
   finally:
+    for lg, (level, propagate) in zip(loggers, saved_loggers):
+      lg.removeHandler(handler)
+      lg.setLevel(level)
+      lg.propagate = propagate
     sys.argv = saved_argv
     flags.FLAGS.unparse_flags()
     for name in set(flags.FLAGS) - names:
@@ -131,7 +157,9 @@ def launch_in_process(module: str, *args: str) -> InProcess:
 # What each launcher passes to `cli.run` (see the `cli.run(...)` line at the end of each launch/*.py).
 _EXTRA_FLAGS = {"launch.steer": ("--pair", "--gamma", "--prompt", "--max_new_tokens", "--controls"),
                 "launch.sweep": ("--list",)}
-_NO_PREFLIGHT = ("launch.plan", "launch.report")
+_NO_PREFLIGHT = ("launch.plan", "launch.report", "launch.steer")
+# Launchers whose main takes the remaining argv (`app.run(main)`), not the checked config.
+_APP_RUN = ("launch.results",)
 
 
 def neuron_set(name: str, groups: dict, layers: int = 2, neurons: int = 10):

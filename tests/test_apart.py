@@ -96,7 +96,6 @@ def test_neutral_text_ships_and_is_plain():
 # -- the smoke run -------------------------------------------------------------------------------------------
 
 @pytest.mark.slow
-@pytest.mark.subprocess
 def test_smoke_run_writes_and_reports_yardsticks(smoke_run):
   from valuejax.workdir.outputs import read_intervene
   results = read_intervene(smoke_run.workdir)
@@ -148,7 +147,6 @@ def test_push_and_clamp_parts_reproduce_the_full_edit_at_the_activations():
 
 
 @pytest.mark.slow
-@pytest.mark.subprocess
 def test_smoke_run_takes_the_primary_edits_apart(smoke_run):
   from valuejax.workdir.outputs import read_intervene
   results = read_intervene(smoke_run.workdir)
@@ -218,7 +216,6 @@ def test_dose_response_from_results():
 
 
 @pytest.mark.slow
-@pytest.mark.subprocess
 def test_smoke_run_fits_the_dose_response(smoke_run):
   from valuejax.workdir.outputs import read_intervene
   results = read_intervene(smoke_run.workdir)

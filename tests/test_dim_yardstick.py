@@ -242,7 +242,6 @@ def test_the_report_prints_the_directions_and_n_a_for_a_missing_share():
 # -- the smoke run -------------------------------------------------------------------------------------------
 
 @pytest.mark.slow
-@pytest.mark.subprocess
 def test_smoke_run_records_and_reports_the_directions(smoke_run):
   from valuejax.workdir.outputs import read_intervene
   from valuejax.workdir import layout

@@ -117,7 +117,6 @@ def counted_run(tiny_model, tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.subprocess
 @pytest.mark.parametrize("which", ["smoke", "counted"])
 def test_smoke_run_reports_stability_and_placebo(which, request):
   """Both runs write the stability numbers and the placebo; with empty halves (the generating smoke run) both
@@ -160,7 +159,6 @@ def test_smoke_run_reports_stability_and_placebo(which, request):
 
 
 @pytest.mark.slow
-@pytest.mark.subprocess
 def test_placebo_is_planned_as_the_real_units(counted_run):
   """Same rule and sizes (neurons per side), same edit kind and parameters, same number and kind of controls,
   and the real pair's eval items."""

@@ -39,7 +39,6 @@ def no_model_loads(monkeypatch) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.subprocess
 def test_a_failed_command_leaves_config_json_as_it_was(smoke_run, tmp_path):
   model, wd = _copy(smoke_run, tmp_path)
   before = open(os.path.join(wd, "config.json"), "rb").read()
@@ -86,7 +85,6 @@ def test_the_lock_is_reentrant_in_one_process_and_released():
 
 
 @pytest.mark.slow
-@pytest.mark.subprocess
 @pytest.mark.parametrize("damage", ["edit_set_json", "truncate_stats", "truncate_set_npz", "empty_summary"])
 def test_a_damaged_output_is_an_error_naming_it_and_force_recovers(smoke_run, tmp_path, damage):
   model, wd = _copy(smoke_run, tmp_path)
@@ -217,7 +215,7 @@ def test_nonsense_in_a_process_exits_2_without_a_traceback(tiny_model, tmp_path,
   wd = str(tmp_path / "w")
   monkeypatch.setenv("HF_HUB_OFFLINE", "1")
   monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
-  err = _refused(_launch("launch.run", *_nonsense_args(tiny_model, wd, flag), flag), needle)
+  err = _refused(_launch("launch.run", *_nonsense_args(tiny_model, wd, flag), flag, process=True), needle)
   assert err.startswith("error: ")
   assert not os.path.exists(os.path.join(wd, "record"))
 
@@ -417,7 +415,6 @@ def test_rereading_a_finished_run_on_read_only_media_writes_nothing(smoke_run, t
 
 
 @pytest.mark.slow
-@pytest.mark.subprocess
 def test_rereading_a_finished_run_writes_nothing_when_it_can(smoke_run, tmp_path):
   model, wd = _copy(smoke_run, tmp_path)
   before = _snapshot(wd)

@@ -56,7 +56,6 @@ def test_mask_files_that_do_not_fit_are_named(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.subprocess
 def test_a_mask_file_runs_through_the_launchers_as_the_neuron_set(tmp_path):
   """The authors' masks evaluated with our edits, size-matched controls and metric: locate.rule = masks."""
   import json

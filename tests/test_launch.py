@@ -19,7 +19,6 @@ from tests.helpers import arrays as _arrays, launch as _launch, ok as _ok, smoke
 
 
 @pytest.mark.slow
-@pytest.mark.subprocess
 def test_stages_alone_then_run_skips_them(tiny_model, tmp_path):
   wd = str(tmp_path / "w")
   args = _smoke_args(tiny_model, wd)
@@ -57,7 +56,6 @@ def test_stages_alone_then_run_skips_them(tiny_model, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.subprocess
 def test_a_pod_shaped_config_runs_end_to_end(tiny_model, tmp_path):
   """What a 70B run on a pod sets, on 8 CPU devices: bfloat16 weights, the stacked layout split FSDP over a
   4 x 2 mesh, compact histograms and the v95 steer value; statistics stay float32 and finite."""
@@ -78,7 +76,6 @@ def test_a_pod_shaped_config_runs_end_to_end(tiny_model, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.subprocess
 @pytest.mark.parametrize("config", ["configs/lape.py:smoke", "configs/valueexploration.py:smoke"])
 def test_other_methods_run(tiny_model, tmp_path, config):
   wd = str(tmp_path / "w")
@@ -161,7 +158,6 @@ def test_sweep_expands_as_declared(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.subprocess
 def test_sweep_runs_each_point_in_its_own_workdir(tiny_model, tmp_path):
   path = tmp_path / "sweep_config.py"
   path.write_text(SWEEP_CONFIG.replace("(4, 8, 16)", "(4,)"))
@@ -198,7 +194,7 @@ def test_bad_flags_and_keys_exit_2_with_one_clear_message(tmp_path, args, needle
 def test_bad_flag_in_a_process_exits_2_with_one_paragraph(tmp_path):
   """End to end as a user meets it: `python -m launch.record` with a mistyped key prints one paragraph and
   exits 2, no traceback."""
-  proc = _launch("launch.record", f"--workdir={tmp_path}/w", "--config.intervene.gama=2")
+  proc = _launch("launch.record", f"--workdir={tmp_path}/w", "--config.intervene.gama=2", process=True)
   assert proc.returncode == 2, proc.stderr[-2000:]
   err = proc.stderr.strip()
   assert err.startswith("error:") and "Traceback" not in err and "Did you mean 'intervene.gamma'" in err
@@ -207,7 +203,7 @@ def test_bad_flag_in_a_process_exits_2_with_one_paragraph(tmp_path):
 
 @pytest.mark.subprocess
 def test_missing_workdir_exits_2():
-  proc = _launch("launch.run", "--config=configs/valuelocate.py:smoke")
+  proc = _launch("launch.run", "--config=configs/valuelocate.py:smoke", process=True)
   assert proc.returncode == 2 and "--workdir is required" in proc.stderr and "Traceback" not in proc.stderr
 
 
@@ -221,7 +217,6 @@ def test_config_arguments_are_typed():
 
 
 @pytest.mark.slow
-@pytest.mark.subprocess
 def test_each_stage_holds_the_weights_in_its_layout(smoke_run):
   """layout=auto on a CPU: record generates from the decode layout, intervene scores over stacked layers; the
   one copy of the weights is converted between them (read from the session's shared smoke run)."""

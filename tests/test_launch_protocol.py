@@ -148,7 +148,6 @@ def test_protocol_items_name_the_aligned_letter():
 
 
 @pytest.mark.slow
-@pytest.mark.subprocess
 def test_tiny_random_model_answers_are_unparsed_and_reported_as_such(tiny_model, tmp_path):
   wd = str(tmp_path / "w")
   _ok(_launch("launch.run", *_smoke_args(tiny_model, wd, "configs/valueexploration.py:smoke"),

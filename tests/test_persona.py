@@ -193,7 +193,6 @@ def test_report_reads_the_check_before_any_neuron_result(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.subprocess
 def test_a_valueexploration_run_writes_the_check_and_reports_it_first(tiny_model, tmp_path):
   wd = str(tmp_path / "w")
   args = _smoke_args(tiny_model, wd, "configs/valueexploration.py:smoke")

@@ -47,7 +47,6 @@ def _json(path: str):
 
 
 @pytest.mark.slow
-@pytest.mark.subprocess
 def test_positive_control_runs_inside_the_main_run_and_is_reported(bilingual_model, tmp_path):
   wd = str(tmp_path / "run")
   # 15% of the 144 neurons, so that each language keeps some of its own.

@@ -99,7 +99,6 @@ def test_config_check_names_the_entry_and_the_registered_names():
 
 
 @pytest.mark.slow
-@pytest.mark.subprocess
 def test_a_users_method_rule_edit_and_metric_run_through_the_launchers(tiny_model, tmp_path):
   wd = str(tmp_path / "w")
   _ok(_launch("launch.run", *_smoke_args(tiny_model, wd), "--config.method=tests.test_registry:FirstPairOnly",
@@ -122,7 +121,6 @@ def test_a_users_method_rule_edit_and_metric_run_through_the_launchers(tiny_mode
 
 
 @pytest.mark.slow
-@pytest.mark.subprocess
 def test_pvq_is_a_metric_module_and_the_report_plots_the_profiles(tiny_model, tmp_path):
   wd = str(tmp_path / "w")
   _ok(_launch("launch.run", *_smoke_args(tiny_model, wd), "--config.intervene.metric=pvq",

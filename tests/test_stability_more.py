@@ -87,7 +87,6 @@ def variations_run(tiny_model, tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.subprocess
 def test_the_locate_summary_reads_both_variations(variations_run):
   from valuejax.workdir import layout
   from valuejax.workdir import stability_records as sr

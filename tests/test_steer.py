@@ -11,7 +11,6 @@ from tests.helpers import launch as _launch, ok as _ok
 
 
 @pytest.mark.slow
-@pytest.mark.subprocess
 def test_steer_prints_every_variant_side_by_side(smoke_run, tmp_path):
   wd = smoke_run.copy(str(tmp_path / "w"))  # the session's finished smoke run
   out = _ok(_launch("launch.steer", f"--workdir={wd}", "--gamma=4", "--prompt=what would you do",
