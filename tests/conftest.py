@@ -112,3 +112,16 @@ def smollm2(real_cache):
   Tests do not change its weights or its tokenizer's settings."""
   import valuejax
   return valuejax.load_model("smollm2-135m-instruct", cache_dir=real_cache)
+
+
+# The files that take longest (make test's --durations), run first: pytest-xdist hands whole files to whichever
+# worker is free in collection order, so a long file collected last leaves the other worker idle until it ends.
+LONGEST_FIRST = ("test_launch.py", "test_integrity.py", "test_engine.py", "test_bench.py", "test_scoring_fast.py",
+                 "test_study.py", "test_install.py", "test_positive_control.py", "test_multihost.py",
+                 "test_real_models.py", "test_loading.py", "test_extending.py", "test_npti_gating.py",
+                 "test_registry.py", "test_launch_protocol.py")
+
+
+def pytest_collection_modifyitems(config, items):
+  rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+  items.sort(key=lambda item: rank.get(item.path.name, len(LONGEST_FIRST)))  # stable: files stay whole

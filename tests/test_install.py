@@ -12,8 +12,6 @@ import sys
 
 import pytest
 
-from tests import tiny_models
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -25,7 +23,7 @@ def _run(cmd: list[str], cwd: str, env: dict | None = None, timeout: float = 600
 
 @pytest.mark.slow
 @pytest.mark.subprocess
-def test_a_wheel_installs_a_valuejax_command_that_runs_from_anywhere(tmp_path):
+def test_a_wheel_installs_a_valuejax_command_that_runs_from_anywhere(tiny_model, tmp_path):
   # Built from a copy of what setup.py packages: building in the checkout would leave a build/ folder there,
   # whose stale files a later build packages.
   src = str(tmp_path / "src")
@@ -51,7 +49,9 @@ def test_a_wheel_installs_a_valuejax_command_that_runs_from_anywhere(tmp_path):
   where = _run([py, "-c", "import valuejax, valuejax.command as c; print(valuejax.__file__); print(c.home())"],
                elsewhere).stdout.split()
   assert where[0].startswith(venv) and where[1] == os.path.join(venv, "share", "valuejax")
-  model = tiny_models.save_word_level_llama(str(tmp_path / "model"), tiny_models.tiny_tokenizer(), 96)
+  # The session's tiny model, run as the session's smoke run is: the command's process reads the programs that
+  # run compiled from the session's compilation cache (the same code, installed from the wheel).
+  model = tiny_model
   exe = os.path.join(venv, "bin", "valuejax")
   shipped = sorted(f[:-3] for f in os.listdir(os.path.join(REPO, "configs"))
                    if f.endswith(".py") and f not in ("__init__.py", "common.py"))
