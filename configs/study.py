@@ -3,10 +3,8 @@ random neurons of the same shape? One run per model records once, locates once a
 the same compiled calls. One model's study (M = smollm2-135m-instruct or gemma3-270m), three runs and a page:
 
   python -m launch.run --config=configs/study.py:model=$M --workdir=runs/study/model=$M
-  python -m launch.run --config=configs/study_ve.py:lang=en --workdir=runs/study_ve/lang=en_model=$M \
-      --config.model=$M
-  python -m launch.run --config=configs/study_ve.py:lang=zh --workdir=runs/study_ve/lang=zh_model=$M \
-      --config.model=$M
+  python -m launch.run --config=configs/study_ve.py:lang=en,model=$M --workdir=runs/study_ve/lang=en_model=$M
+  python -m launch.run --config=configs/study_ve.py:lang=zh,model=$M --workdir=runs/study_ve/lang=zh_model=$M
   python -m launch.results --workdirs=runs/study/model=$M,runs/study_ve/lang=en_model=$M,... \
       --out=docs/results/authors/study.md --title="..."
 
@@ -52,6 +50,16 @@ was cut to fit it before any run, and the results page states the time measured.
   Measured after the run (docs/results/authors/study.md): Gemma's whole study took 65 minutes, over the budget.
   The estimate of 53 assumed SmolLM2's early stops; Gemma's ValueLocate test and English placebo ran to their
   last replicates (the worst case, which a cut must be sized on).
+- Gemma's second cut (MODEL_CUTS, and configs/study_ve.py's), declared on 2026-12-07 for a second run of
+  Gemma's whole study within the budget, after the first run's scores had been read: its size comes from the
+  first run's stage times alone, for the worst case (every sequential test to its last replicate): up to 19
+  replicates in every primary test and placebo (p can reach 0.05, the classic 19 random controls of a Monte
+  Carlo test at alpha 0.05; 39 in ValueLocate and 29 in ValueExploration before) and 2 control replicates per
+  part taken apart (4 before), the 10 eval situations kept. From the first run's 4.5 s per ValueLocate
+  evaluation and 8.5 s per ValueExploration one, the worst case is about 25 + 14 + 14 = 53 minutes. The first
+  run (its design: this file at commit baa440a) stays the pre-declared result for Gemma
+  (docs/results/authors/study.md); the second, on its own page
+  (docs/results/authors/study_gemma_budget.md), is the same design at the budget's size, with less power.
 """
 
 import ml_collections as mlc
@@ -62,7 +70,7 @@ GAMMAS = (0.5, 1.0, 2.0, 4.0)
 DEFAULT_MODEL = "smollm2-135m-instruct"
 # Declared before each model's first score (see the docstring): config arguments a model's study sets unless the
 # command line sets them itself.
-MODEL_CUTS = {"gemma3-270m": {"eval_items": 10}}
+MODEL_CUTS = {"gemma3-270m": {"eval_items": 10, "primary": 19, "parts": 2}}
 
 
 def get_config(arg: str | None = None) -> mlc.ConfigDict:

@@ -131,3 +131,20 @@ def test_runs_whose_folders_share_a_name_get_names_of_their_own_on_a_page():
   assert run_slugs(["/r/a/b/run", "/r/c/b/run"]) == ["a_b_run", "c_b_run"]
   # the same folder twice keeps its whole path and stops there
   assert run_slugs(["/r/run", "/r/run"]) == ["r_run", "r_run"]
+
+
+def test_a_models_declared_cuts_come_with_its_config_argument():
+  """MODEL_CUTS apply when the model is named as the config's argument, and an argument the command line sets
+  itself wins over the cut."""
+  from configs import study, study_ve
+  fields = {"primary": "primary_controls", "parts": "decompose_controls", "eval_items": "eval_items"}
+  for mod in (study, study_ve):
+    default = mod.get_config()
+    assert default.model == mod.DEFAULT_MODEL and mod.DEFAULT_MODEL not in mod.MODEL_CUTS
+    for model, cuts in mod.MODEL_CUTS.items():
+      c = mod.get_config(f"model={model}")
+      assert c.model == model
+      for key, value in cuts.items():
+        assert c.intervene[fields[key]] == value != default.intervene[fields[key]], (mod.__name__, key)
+      assert mod.get_config(f"model={model},primary=7").intervene.primary_controls == 7
+  assert study_ve.get_config("lang=zh,model=gemma3-270m").data.lang == "zh"
