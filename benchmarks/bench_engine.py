@@ -212,7 +212,8 @@ def main(argv=None) -> int:
   # Teacher-forced statistics (LAPE): every token of tf_batch x tf_len.
   b, t = args.tf_batch, args.tf_len
   rng = np.random.default_rng(1)
-  ids = rng.integers(100, cfg.vocab_size - 100, size=(b, t)).astype(np.int32)
+  edge = min(100, cfg.vocab_size // 4)  # clear of the special tokens at either end of the vocabulary
+  ids = rng.integers(edge, cfg.vocab_size - edge, size=(b, t)).astype(np.int32)
   mask = np.ones_like(ids)
   groups = np.arange(b, dtype=np.int32) % 2
   tf = TeacherForcer(model.params, cfg, buckets=(t,))

@@ -20,7 +20,11 @@ import tempfile
 
 import pytest
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+# 8 virtual CPU devices; and XLA's CPU compiler at its lowest optimization level, as most of the suite's time
+# is compiling programs that then run on a few tokens: about half the compile time, the same float32
+# operations (no fast-math at any level), the instructions merely less scheduled and vectorized.
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0 "
+                      "--xla_llvm_disable_expensive_passes=true")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("VALUEJAX_COMPILATION_CACHE", tempfile.mkdtemp(prefix="valuejax-xla-"))
 # Tiny models compile in well under jax's default threshold of 1 s; most of the suite's time is compiling them.
@@ -44,6 +48,8 @@ def _use_the_compilation_cache() -> None:
 _use_the_compilation_cache()
 
 from tests import helpers  # noqa: E402
+# A crashed xdist worker's stack, printed in the summary (see tests/crash_report.py).
+from tests.crash_report import pytest_configure, pytest_terminal_summary  # noqa: E402, F401
 
 
 def _shared(tmp_path_factory, name: str, build) -> dict:
