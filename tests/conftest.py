@@ -120,12 +120,18 @@ def smollm2(real_cache):
   return valuejax.load_model("smollm2-135m-instruct", cache_dir=real_cache)
 
 
-# The files that take longest (make test's --durations), run first: pytest-xdist hands whole files to whichever
-# worker is free in collection order, so a long file collected last leaves the other worker idle until it ends.
-LONGEST_FIRST = ("test_launch.py", "test_integrity.py", "test_engine.py", "test_bench.py", "test_scoring_fast.py",
-                 "test_study.py", "test_install.py", "test_positive_control.py", "test_multihost.py",
-                 "test_real_models.py", "test_loading.py", "test_extending.py", "test_npti_gating.py",
-                 "test_registry.py", "test_launch_protocol.py")
+# The files that take longest, run first, longest first (seconds of test time from `--durations=0`, one run of
+# the whole suite here): pytest-xdist hands whole files to whichever worker is free in collection order, so a long
+# file collected last leaves the other worker idle until it ends. The files not named take under 7 s each.
+LONGEST_FIRST = ("test_launch.py",  # 147
+                 "test_engine.py", "test_scoring_fast.py", "test_integrity.py",  # 114, 111, 100
+                 "test_study.py", "test_positive_control.py", "test_loading.py",  # 50, 45, 39
+                 "test_forward.py", "test_install.py", "test_multihost.py", "test_evaluate.py",  # 33-32
+                 "test_real_models.py", "test_registry.py", "test_scale.py",  # 31-29
+                 "test_halves.py", "test_npti_gating.py", "test_stability_more.py",  # 24-19
+                 "test_launch_protocol.py", "test_extending.py", "test_readme.py", "test_plan.py",  # 18-16
+                 "test_bench.py", "test_judge.py", "test_intervene.py", "test_calibration.py",  # 15-12
+                 "test_persona.py", "test_lape_masks.py", "test_hub.py", "test_record.py", "test_layout.py")  # 11-7
 
 
 def pytest_collection_modifyitems(config, items):
