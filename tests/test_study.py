@@ -136,11 +136,11 @@ def test_runs_whose_folders_share_a_name_get_names_of_their_own_on_a_page():
 def test_a_models_declared_cuts_come_with_its_config_argument():
   """MODEL_CUTS apply when the model is named as the config's argument, and an argument the command line sets
   itself wins over the cut."""
-  from configs import study, study_ve
+  from configs import common, study, study_ve
   fields = {"primary": "primary_controls", "parts": "decompose_controls", "eval_items": "eval_items"}
   for mod in (study, study_ve):
     default = mod.get_config()
-    assert default.model == mod.DEFAULT_MODEL and mod.DEFAULT_MODEL not in mod.MODEL_CUTS
+    assert default.model == common.DEFAULT_MODEL and common.DEFAULT_MODEL not in mod.MODEL_CUTS
     for model, cuts in mod.MODEL_CUTS.items():
       c = mod.get_config(f"model={model}")
       assert c.model == model
