@@ -148,3 +148,24 @@ def test_a_models_declared_cuts_come_with_its_config_argument():
         assert c.intervene[fields[key]] == value != default.intervene[fields[key]], (mod.__name__, key)
       assert mod.get_config(f"model={model},primary=7").intervene.primary_controls == 7
   assert study_ve.get_config("lang=zh,model=gemma3-270m").data.lang == "zh"
+
+
+def test_the_cvoice_study_runs_the_released_workbooks_under_the_study_design(tmp_path):
+  """configs/study_cvoice.py: the study_ve design (the same primary values, edits, controls and pooled test) on
+  the folder of released workbooks named as its argument (locate rows from its *-final.xlsx, the first 100 eval
+  rows per value from its test-zh-200.xlsx), in Chinese; without the folder it refuses with the argument to write."""
+  from configs import study_cvoice, study_ve
+  from valuejax.errors import ValueJaxError
+  with pytest.raises(ValueJaxError, match="needs the folder of the released C-voice workbooks") as err:
+    study_cvoice.get_config("model=gemma3-270m")
+  assert "release=<folder" in err.value.fix
+  c = study_cvoice.get_config(f"release={tmp_path}/,model=gemma3-270m")
+  ve = study_ve.get_config("lang=zh,model=gemma3-270m,primary=19")
+  assert c.model == "gemma3-270m" and c.data.lang == "zh" and c.data.value_ids == study_ve.PRIMARY_VALUES
+  assert c.data.cvoice_activation == f"{tmp_path}/" and c.data.cvoice_eval == f"{tmp_path}/test-zh-200.xlsx"
+  assert c.intervene.eval_items == study_cvoice.EVAL_ROWS == 100
+  assert c.intervene.manipulation_items == c.data.items_per_group == 50
+  assert (c.intervene.primary_controls, c.intervene.sequential_h, c.intervene.placebo) == (19, 3, False)
+  for key in ("primary_test", "primary_pairs", "controls", "control_match", "factor", "regions", "metric"):
+    assert c.intervene[key] == ve.intervene[key], key
+  assert c.locate.to_dict() == ve.locate.to_dict() and c.positive_control == "" and not c.sweep.to_dict()

@@ -34,22 +34,22 @@ class ValueExploration(ContrastMethod):
                                                "chance a split-half Jaccard must exceed)")}
 
   def load_dataset(self, config: mlc.ConfigDict) -> vdata.Dataset:
-    """The shipped C-voice data, or the released workbooks by path (the activation folder and/or the
-    evaluation workbook) in place of the shipped locate and/or eval splits."""
+    """The shipped C-voice data, or the released workbooks by path in place of the shipped splits: the
+    activation folder's `*-final.xlsx` replace the locate split; `data.cvoice_eval`, else the folder's own
+    `test-zh-200.xlsx`, replaces the eval split. Each split comes from one source, never two: a released eval
+    workbook is read once even when the folder holds it and data.cvoice_eval names it too."""
     d = config.data
     base = vdata.load_framework(d.framework)
     if not (d.cvoice_activation or d.cvoice_eval):
       return base
-    dilemmas = []
-    if d.cvoice_activation:
-      dilemmas += vdata.read_cvoice_release(d.cvoice_activation, base.taxonomy).dilemmas
-    else:
-      dilemmas += [x for x in base.dilemmas if x.split == "locate"]
+    shipped = {split: [x for x in base.dilemmas if x.split == split] for split in ("locate", "eval")}
+    release = vdata.read_cvoice_release(d.cvoice_activation, base.taxonomy).dilemmas if d.cvoice_activation else ()
+    locate = [x for x in release if x.split == "locate"] if d.cvoice_activation else shipped["locate"]
     if d.cvoice_eval:
-      dilemmas += vdata.read_cvoice_eval(d.cvoice_eval, base.taxonomy)
+      evals = list(vdata.read_cvoice_eval(d.cvoice_eval, base.taxonomy))
     else:
-      dilemmas += [x for x in base.dilemmas if x.split == "eval"]
-    return dataclasses.replace(base, dilemmas=tuple(dilemmas))
+      evals = [x for x in release if x.split == "eval"] or shipped["eval"]
+    return dataclasses.replace(base, dilemmas=tuple(locate + evals))
 
   def pairs(self, config: mlc.ConfigDict, dataset: vdata.Dataset) -> list[Pair]:
     values = list(config.data.value_ids) or list(dataset.taxonomy.value_ids)
