@@ -6,13 +6,13 @@ A bad flag, config key, config value or input file ends the program with one par
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import functools
 import sys
 from typing import Callable
 
 from absl import app, flags, logging
-import ml_collections as mlc
 from ml_collections import config_flags
 
 from launch.configfile import DEFAULT_CONFIG, explain_flag_error, from_config_dict, missing_key
@@ -59,11 +59,25 @@ def _close_progress_bars() -> None:
       bar.close()
 
 
-def run(main: Callable[[mlc.ConfigDict], None], extra_flags: tuple[str, ...] = (), preflight: bool = True) -> None:
-  """`app.run(main)` behind the error boundary; `main` receives the checked config. With `preflight`, the data
-  the config's run needs is checked too (launchers that only read a finished workdir pass False)."""
-  app.run(functools.partial(_main, main, preflight),
-          flags_parser=functools.partial(parse_flags, extra=extra_flags))
+@dataclasses.dataclass(frozen=True)
+class Launcher:
+  """A launcher's entry point: its `main`, the flags it defines beside the shared ones (`extra_flags`, named in
+  the hint for a mistyped flag), whether the data its config's run needs is checked first (`preflight`; False
+  for launchers that only read a finished workdir), and whether `main` takes the checked config at all
+  (`config`; False for launch.results, which reads only its own flags). Each launch/*.py defines one as `CLI`
+  and runs `CLI.run()`; tests run the same object in-process (tests/helpers.py)."""
+  main: Callable[..., None]
+  extra_flags: tuple[str, ...] = ()
+  preflight: bool = True
+  config: bool = True
+
+  def run(self) -> None:
+    """`app.run` behind the error boundary."""
+    app.run(self.boundary, flags_parser=functools.partial(parse_flags, extra=self.extra_flags))
+
+  def boundary(self, argv: list[str]) -> None:
+    """`main` behind the error boundary, given the argv that remains after the flags."""
+    _main(self.main, self.preflight, argv, self.config)
 
 
 def parse_flags(argv: list[str], extra: tuple[str, ...] = ()) -> list[str]:
@@ -75,11 +89,14 @@ def parse_flags(argv: list[str], extra: tuple[str, ...] = ()) -> list[str]:
     usage_exit(explain_flag_error(argv, e, extra))
 
 
-def _main(main: Callable[[mlc.ConfigDict], None], preflight: bool, argv: list[str]) -> None:
+def _main(main: Callable[..., None], preflight: bool, argv: list[str], takes_config: bool = True) -> None:
   if len(argv) > 1:
-    usage_exit(f"unexpected argument(s) {' '.join(argv[1:])!r}: every input is a flag, e.g. "
-               "--config=configs/valuelocate.py --workdir=runs/valuelocate")
+    example = ", e.g. --config=configs/valuelocate.py --workdir=runs/valuelocate" if takes_config else " (see --help)"
+    usage_exit(f"unexpected argument(s) {' '.join(argv[1:])!r}: every input is a flag{example}")
   try:
+    if not takes_config:
+      main()
+      return
     config = FLAGS.config
     check_config(config)
     if preflight:

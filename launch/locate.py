@@ -97,5 +97,7 @@ def main(config: mlc.ConfigDict) -> None:
     locate(config, wd, flags.FLAGS.force)
 
 
+CLI = cli.Launcher(main)
+
 if __name__ == "__main__":
-  cli.run(main)
+  CLI.run()

@@ -111,5 +111,7 @@ def main(config: mlc.ConfigDict) -> None:
   print(plan.table())
 
 
+CLI = cli.Launcher(main, extra_flags=_EXTRA, preflight=False)
+
 if __name__ == "__main__":
-  cli.run(main, extra_flags=_EXTRA, preflight=False)
+  CLI.run()

@@ -39,5 +39,7 @@ def main(config: mlc.ConfigDict) -> None:
     print(f"report: {path}")
 
 
+CLI = cli.Launcher(main, preflight=False)
+
 if __name__ == "__main__":
-  cli.run(main, preflight=False)
+  CLI.run()

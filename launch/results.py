@@ -9,27 +9,24 @@ from __future__ import annotations
 import shlex
 import sys
 
-from absl import app, flags
+from absl import flags
 
 from launch import cli
-from valuejax.errors import ValueJaxError
 
 flags.DEFINE_list("workdirs", [], "Finished run folders, one section each, in this order.")
 flags.DEFINE_string("out", "docs/results/results.md", "The page to write; figures go into folders beside it.")
 flags.DEFINE_string("title", "valuejax results", "The page's title.")
 
 
-def main(argv: list[str]) -> None:
-  if len(argv) > 1:
-    cli.usage_exit(f"unexpected argument(s) {' '.join(argv[1:])!r}: every input is a flag")
+def main() -> None:
   from valuejax.report.results import write_results
   command = "python -m launch.results " + " ".join(map(shlex.quote, sys.argv[1:]))
-  try:
-    path = write_results(flags.FLAGS.workdirs, flags.FLAGS.out, flags.FLAGS.title, command)
-  except ValueJaxError as e:
-    cli.usage_exit(str(e))
+  path = write_results(flags.FLAGS.workdirs, flags.FLAGS.out, flags.FLAGS.title, command)
   print(f"results: {path}")
 
 
+# The launchers' error boundary (launch/cli.py): a bad workdir is one paragraph on stderr, exit 2.
+CLI = cli.Launcher(main, extra_flags=("--workdirs", "--out", "--title"), config=False)
+
 if __name__ == "__main__":
-  app.run(main)
+  CLI.run()

@@ -65,5 +65,7 @@ def main(config: mlc.ConfigDict) -> None:
     print(f"report: {path}")
 
 
+CLI = cli.Launcher(main)
+
 if __name__ == "__main__":
-  cli.run(main)
+  CLI.run()

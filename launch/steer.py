@@ -53,6 +53,8 @@ def main(_: mlc.ConfigDict) -> None:
   print(format_answers(results))
 
 
+CLI = cli.Launcher(main, extra_flags=("--pair", "--gamma", "--prompt", "--max_new_tokens", "--controls"),
+                   preflight=False)
+
 if __name__ == "__main__":
-  cli.run(main, extra_flags=("--pair", "--gamma", "--prompt", "--max_new_tokens", "--controls"),
-          preflight=False)
+  CLI.run()

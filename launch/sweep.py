@@ -120,5 +120,7 @@ def main(config: mlc.ConfigDict) -> None:
       print(f"report: {path}")
 
 
+CLI = cli.Launcher(main, extra_flags=("--list",))
+
 if __name__ == "__main__":
-  cli.run(main, extra_flags=("--list",))
+  CLI.run()

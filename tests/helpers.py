@@ -95,18 +95,16 @@ class InProcess:
 
 def launch_in_process(module: str, *args: str) -> InProcess:
   """Runs launcher `module` with `args` inside this process, through the same flag parsing and error boundary
-  (`launch.cli.parse_flags`, `launch.cli._main`) as `python -m module args`, and returns its exit status and
-  output: what it printed, and the log lines (absl's and valuejax's, INFO and up) that its process writes to
+  (`launch.cli.parse_flags`, the launcher's `CLI.boundary`) as `python -m module args`, and returns its exit
+  status and output: what it printed, and the log lines (absl's and valuejax's, INFO and up) that its process writes to
   stderr. No process start and no second import of jax; the model (`launch.runtime`'s per-process cache) and
   the compiled programs are this process's. The flags are put back as they were after each call (absl keeps one
   global flag registry, to which config_flags adds a `config.<key>` flag for each override it parses)."""
   import logging as pylogging
   from absl import flags, logging as absl_logging
   from launch import cli
-  launcher = importlib.import_module(module)
-  extra = launcher._EXTRA if module == "launch.plan" else _EXTRA_FLAGS.get(module, ())
-  preflight = module not in _NO_PREFLIGHT
-  argv = [launcher.__file__, *args]  # as `python -m module` sets it: the command a run records reads it
+  entry = importlib.import_module(module).CLI  # the launcher's own cli.Launcher, as its __main__ runs it
+  argv = [sys.modules[module].__file__, *args]  # as `python -m module` sets it: the command a run records reads it
   names = set(flags.FLAGS)
   saved_argv = sys.argv
   out, err = io.StringIO(), io.StringIO()
@@ -131,11 +129,7 @@ def launch_in_process(module: str, *args: str) -> InProcess:
         if default_config is not None:
           delattr(flags.FLAGS, "config")
           cli._define_config_flag()
-        rest = cli.parse_flags(argv, extra=extra)
-        if module in _APP_RUN:
-          launcher.main(rest)
-        else:
-          cli._main(launcher.main, preflight, rest)
+        entry.boundary(cli.parse_flags(argv, extra=entry.extra_flags))
       except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
   finally:
@@ -152,14 +146,6 @@ def launch_in_process(module: str, *args: str) -> InProcess:
         delattr(flags.FLAGS, "config")
       flags.FLAGS["config"] = default_config
   return InProcess(code, out.getvalue(), err.getvalue())
-
-
-# What each launcher passes to `cli.run` (see the `cli.run(...)` line at the end of each launch/*.py).
-_EXTRA_FLAGS = {"launch.steer": ("--pair", "--gamma", "--prompt", "--max_new_tokens", "--controls"),
-                "launch.sweep": ("--list",)}
-_NO_PREFLIGHT = ("launch.plan", "launch.report", "launch.steer")
-# Launchers whose main takes the remaining argv (`app.run(main)`), not the checked config.
-_APP_RUN = ("launch.results",)
 
 
 def neuron_set(name: str, groups: dict, layers: int = 2, neurons: int = 10):

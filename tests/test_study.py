@@ -169,3 +169,20 @@ def test_the_cvoice_study_runs_the_released_workbooks_under_the_study_design(tmp
   for key in ("primary_test", "primary_pairs", "controls", "control_match", "factor", "regions", "metric"):
     assert c.intervene[key] == ve.intervene[key], key
   assert c.locate.to_dict() == ve.locate.to_dict() and c.positive_control == "" and not c.sweep.to_dict()
+
+
+def test_a_results_page_says_how_to_rerun_each_run_or_that_it_cannot():
+  from valuejax.report.results import reproduce_line
+  assert reproduce_line({"command": "python -m launch.run --config=c.py --workdir=w", "git_commit": "abc"}) == (
+      "Reproduce: `python -m launch.run --config=c.py --workdir=w` (code at git commit `abc`).")
+  old = reproduce_line({"git_commit": "abc", "config": {}})
+  assert "command was not recorded" in old and "config.json" in old and "`abc`" in old and "unknown" not in old
+
+
+def test_the_results_launcher_answers_bad_input_in_one_paragraph(tmp_path):
+  """launch.results runs behind the launchers' error boundary (its cli.Launcher takes no config)."""
+  proc = launch_in_process("launch.results", f"--workdirs={tmp_path}/none", f"--out={tmp_path}/page.md")
+  assert proc.returncode == 2 and "not a valuejax workdir" in proc.stderr and "Traceback" not in proc.stderr
+  assert not (tmp_path / "page.md").exists()
+  proc = launch_in_process("launch.results", "stray")
+  assert proc.returncode == 2 and "unexpected argument(s) 'stray': every input is a flag (see --help)" in proc.stderr

@@ -147,6 +147,16 @@ def _embedded(root: str, slug: str, out_dir: str) -> list[str]:
   return text.rstrip().split("\n")
 
 
+def reproduce_line(cfg: dict[str, Any]) -> str:
+  """How to run a workdir again, from its config.json: the command it recorded and the code's commit; a run
+  written before config.json recorded its command says so, and where its whole config is."""
+  commit = cfg.get("git_commit") or "not recorded"
+  if cfg.get("command"):
+    return f"Reproduce: `{cfg['command']}` (code at git commit `{commit}`)."
+  return (f"Reproduce: the command was not recorded (the run predates config.json's `command`); its whole config "
+          f"is the `config` of its config.json (code at git commit `{commit}`).")
+
+
 def write_results(workdirs: Sequence[str], out: str, title: str, command: str) -> str:
   """Writes the page `out` (markdown) for `workdirs`, each a finished run; returns its path."""
   if not workdirs:
@@ -179,8 +189,7 @@ def write_results(workdirs: Sequence[str], out: str, title: str, command: str) -
     method = f"{c.get('method')} ({kind} contrast)" if kind else c.get("method")
     lines.append(f"| {slug} | `{c.get('model')}` | {method} | {_primary_cell(results)} | "
                  f"{_control_cell(root)} | {seconds:.0f} | {'' if rss is None else f'{rss:.0f}'} |")
-    sections += ["", f"## {slug}", "", f"Reproduce: `{cfg.get('command') or 'unknown'}` (code at git commit "
-                 f"`{cfg.get('git_commit') or 'unknown'}`).", "", *_embedded(root, slug, out_dir)]
+    sections += ["", f"## {slug}", "", reproduce_line(cfg), "", *_embedded(root, slug, out_dir)]
   extra = [x for x in (manipulation_line(checks), time_line(times), family_line(family, min(alphas, default=0.05)))
            if x]
   vio.write_text(out, "\n".join(lines + [y for x in extra for y in ("", x)] + sections).rstrip() + "\n")
