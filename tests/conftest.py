@@ -121,8 +121,9 @@ def smollm2(real_cache):
 
 
 # The files that take longest, run first, longest first (seconds of test time from `--durations=0`, one run of
-# the whole suite here): pytest-xdist hands whole files to whichever worker is free in collection order, so a long
-# file collected last leaves the other worker idle until it ends. The files not named take under 7 s each.
+# the whole suite here): pytest-xdist hands whole files to whichever worker is free in collection order (with
+# --no-loadscope-reorder, as the Makefile runs it; by default it orders files by their number of tests), so a
+# long file collected last leaves the other worker idle until it ends. The files not named take under 7 s each.
 LONGEST_FIRST = ("test_launch.py",  # 147
                  "test_engine.py", "test_scoring_fast.py", "test_integrity.py",  # 114, 111, 100
                  "test_study.py", "test_positive_control.py", "test_loading.py",  # 50, 45, 39

@@ -35,7 +35,8 @@ def test_a_wheel_installs_a_valuejax_command_that_runs_from_anywhere(tiny_model,
   _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", dist, src], src)
   (wheel,) = glob.glob(os.path.join(dist, "valuejax-*.whl"))
   venv = str(tmp_path / "venv")
-  _run([sys.executable, "-m", "venv", venv], str(tmp_path))
+  # No pip of its own (ensurepip costs seconds): this environment's pip installs into it (pip --python).
+  _run([sys.executable, "-m", "venv", "--without-pip", venv], str(tmp_path))
   py = os.path.join(venv, "bin", "python")
   # valuejax's dependencies come from this environment's site-packages (a path entry only: its .pth files,
   # such as the checkout's editable install, are not processed), valuejax itself from the wheel.
@@ -43,7 +44,7 @@ def test_a_wheel_installs_a_valuejax_command_that_runs_from_anywhere(tiny_model,
   deps = [p for p in site.getsitepackages() if os.path.isdir(p)]
   with open(os.path.join(purelib, "valuejax_test_deps.pth"), "w") as f:
     f.write("\n".join(deps) + "\n")
-  _run([py, "-m", "pip", "install", "-q", "--no-deps", "--no-index", wheel], str(tmp_path))
+  _run([sys.executable, "-m", "pip", "--python", py, "install", "-q", "--no-deps", "--no-index", wheel], str(tmp_path))
   elsewhere = str(tmp_path / "elsewhere")
   os.makedirs(elsewhere)
   where = _run([py, "-c", "import valuejax, valuejax.command as c; print(valuejax.__file__); print(c.home())"],
