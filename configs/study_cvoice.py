@@ -28,7 +28,7 @@ one-sided test), with the authors' data in place of the shipped dilemmas and the
   neutral text stay.
 - Cost: about 45 minutes per model under the null (record about 6, manipulation check about 2, located edits
   about 7, controls about 27); if every replicate runs, about 100.
-  Measured after SmolLM2's run (docs/results/authors/cvoice.md): one evaluation took about 85 s alone, not 66,
+  Measured after SmolLM2's run (docs/results/authors/cvoice/cvoice.md): one evaluation took about 85 s alone, not 66,
   and its test ran all 19 replicates: 145 minutes of wall time, part of it beside other work.
 """
 
