@@ -35,10 +35,10 @@ one-sided test), with the authors' data in place of the shipped dilemmas and the
 import ml_collections as mlc
 
 from configs import common, study_ve
+from valuejax.data.cvoice import EVAL_WORKBOOK
 from valuejax.errors import ValueJaxError
 
 EVAL_ROWS = 100  # the authors' evaluation rows: the first 100 per value of test-zh-200.xlsx
-EVAL_WORKBOOK = "test-zh-200.xlsx"
 
 
 def get_config(arg: str | None = None) -> mlc.ConfigDict:
@@ -52,7 +52,7 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
   c = study_ve.get_config(f"lang=zh,model={arg.model},primary={arg.primary},tokens={arg.tokens},"
                           f"budget_tokens={arg.budget_tokens}")
   c.data.cvoice_activation = arg.release  # its *-final.xlsx replace the shipped locate split
-  c.data.cvoice_eval = f"{arg.release.rstrip('/')}/{EVAL_WORKBOOK}"  # replaces the shipped eval split
+  c.data.cvoice_eval = ""  # the folder's own EVAL_WORKBOOK replaces the shipped eval split
   c.data.items_per_group = arg.per_group
   c.intervene.eval_items = EVAL_ROWS
   c.intervene.manipulation_items = arg.per_group

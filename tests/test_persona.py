@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from tests import tiny_models
-from tests.helpers import launch as _launch, ok as _ok, smoke_args as _smoke_args
+from tests.helpers import launch as _launch, ok as _ok, smoke_args as _smoke_args, write_cvoice_release
 from valuejax import data as vdata
 from valuejax.data.cvoice import read_cvoice_release
 from valuejax.errors import ValueJaxError
@@ -92,18 +92,8 @@ def test_a_release_folder_gives_each_split_one_source(cvoice, tmp_path):
   """The activation folder's workbooks replace the shipped locate split and its own test-zh-200.xlsx the eval
   split; naming that workbook again in data.cvoice_eval reads it once, not twice; an eval workbook alone keeps
   the shipped locate split."""
-  import openpyxl
-  _workbook(tmp_path / "公正-final.xlsx", [
-      ["冲突类型", "决策困境", "选择A", "选择B"],
-      ["公正 vs 徇私", "你负责评选先进员工，表弟也在候选名单里。", "按业绩评选。", "把名额给表弟。"]])
-  wb = openpyxl.Workbook()
-  wb.active.title = "公正"
-  for r in (["Type", "Context", "Action1", "Action2"],
-            ["公正 vs 偏袒", "你是裁判，一方是你的老同学。", "公正判罚。", "暗中偏向老同学。"]):
-    wb.active.append(r)
-  wb.save(tmp_path / "test-zh-200.xlsx")
+  released = write_cvoice_release(tmp_path)
   method, config = METHODS.get("valueexploration"), _config(False)
-  released = ["cvoice-final-justice-0002", "cvoice-test-justice-0002"]
   config.data.cvoice_activation = str(tmp_path)
   for eval_path in ("", str(tmp_path / "test-zh-200.xlsx")):
     config.data.cvoice_eval = eval_path

@@ -11,7 +11,8 @@ import os
 import numpy as np
 import pytest
 
-from tests.helpers import launch as _launch, launch_in_process, ok as _ok
+from tests.helpers import launch as _launch, launch_in_process, ok as _ok, write_cvoice_release
+from valuejax.methods import METHODS
 from valuejax.workdir import read_intervene
 
 
@@ -153,7 +154,8 @@ def test_a_models_declared_cuts_come_with_its_config_argument():
 def test_the_cvoice_study_runs_the_released_workbooks_under_the_study_design(tmp_path):
   """configs/study_cvoice.py: the study_ve design (the same primary values, edits, controls and pooled test) on
   the folder of released workbooks named as its argument (locate rows from its *-final.xlsx, the first 100 eval
-  rows per value from its test-zh-200.xlsx), in Chinese; without the folder it refuses with the argument to write."""
+  rows per value from its own test-zh-200.xlsx: data.cvoice_eval stays empty), in Chinese; without the folder
+  it refuses with the argument to write."""
   from configs import study_cvoice, study_ve
   from valuejax.errors import ValueJaxError
   with pytest.raises(ValueJaxError, match="needs the folder of the released C-voice workbooks") as err:
@@ -162,7 +164,10 @@ def test_the_cvoice_study_runs_the_released_workbooks_under_the_study_design(tmp
   c = study_cvoice.get_config(f"release={tmp_path}/,model=gemma3-270m")
   ve = study_ve.get_config("lang=zh,model=gemma3-270m,primary=19")
   assert c.model == "gemma3-270m" and c.data.lang == "zh" and c.data.value_ids == study_ve.PRIMARY_VALUES
-  assert c.data.cvoice_activation == f"{tmp_path}/" and c.data.cvoice_eval == f"{tmp_path}/test-zh-200.xlsx"
+  assert c.data.cvoice_activation == f"{tmp_path}/" and not c.data.cvoice_eval
+  released = write_cvoice_release(tmp_path)  # the folder supplies both splits, each from one workbook
+  loaded = METHODS.get("valueexploration").load_dataset(c).dilemmas
+  assert [(d.id, d.split) for d in loaded] == list(zip(released, ("locate", "eval")))
   assert c.intervene.eval_items == study_cvoice.EVAL_ROWS == 100
   assert c.intervene.manipulation_items == c.data.items_per_group == 50
   assert (c.intervene.primary_controls, c.intervene.sequential_h, c.intervene.placebo) == (19, 3, False)
