@@ -28,8 +28,10 @@ one-sided test), with the authors' data in place of the shipped dilemmas and the
   neutral text stay.
 - Cost: about 45 minutes per model under the null (record about 6, manipulation check about 2, located edits
   about 7, controls about 27); if every replicate runs, about 100.
-  Measured after SmolLM2's run (docs/results/authors/cvoice/cvoice.md): one evaluation took about 85 s alone, not 66,
-  and its test ran all 19 replicates: 145 minutes of wall time, part of it beside other work.
+  Measured after the runs: SmolLM2 (docs/results/authors/cvoice/cvoice.md) took about 85 s per evaluation
+  alone, not 66, and its test ran all 19 replicates: 145 minutes of wall time, part of it beside other work.
+  Gemma (docs/results/authors/cvoice/gemma.md; its tokenizer writes a dilemma in about half SmolLM2's tokens)
+  took about 40 s per evaluation and stopped after 6 replicates: 26 minutes alone.
 """
 
 import ml_collections as mlc
