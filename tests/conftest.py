@@ -79,7 +79,8 @@ def tiny_model(tmp_path_factory) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class SmokeRun:
-  """A finished `launch.run` of the smoke config on the tiny model: its folders and what it printed."""
+  """A finished smoke run of the default config on the tiny model, made by the four stage launchers one after
+  the other (launch.record, launch.locate, launch.intervene, launch.report): its folders and what they printed."""
   model: str
   workdir: str
   stdout: str
@@ -93,13 +94,15 @@ class SmokeRun:
 
 @pytest.fixture(scope="session")
 def smoke_run(tiny_model, tmp_path_factory) -> SmokeRun:
-  """One smoke run (record, locate, intervene, report) read by every test that needs a finished run of the
-  default config; tests that change it work on `smoke_run.copy(...)`."""
+  """One smoke run (record, locate, intervene, report, each stage by its own launcher, as test_launch.py's
+  test_stages_alone_then_run_skips_them checks) read by every test that needs a finished run of the default
+  config; tests that change it work on `smoke_run.copy(...)`."""
 
   def build(folder: str) -> dict:
     wd = os.path.join(folder, "w")
-    proc = helpers.ok(helpers.launch("launch.run", *helpers.smoke_args(tiny_model, wd)))
-    return {"workdir": wd, "stdout": proc.stdout, "stderr": proc.stderr}
+    procs = [helpers.ok(helpers.launch(stage, *helpers.smoke_args(tiny_model, wd)))
+             for stage in ("launch.record", "launch.locate", "launch.intervene", "launch.report")]
+    return {"workdir": wd, "stdout": "".join(p.stdout for p in procs), "stderr": "".join(p.stderr for p in procs)}
   run = _shared(tmp_path_factory, "smoke_run", build)
   return SmokeRun(tiny_model, run["workdir"], run["stdout"], run["stderr"])
 
@@ -124,15 +127,14 @@ def smollm2(real_cache):
 # the whole suite here): pytest-xdist hands whole files to whichever worker is free in collection order (with
 # --no-loadscope-reorder, as the Makefile runs it; by default it orders files by their number of tests), so a
 # long file collected last leaves the other worker idle until it ends. The files not named take under 7 s each.
-LONGEST_FIRST = ("test_launch.py",  # 147
-                 "test_engine.py", "test_scoring_fast.py", "test_integrity.py",  # 114, 111, 100
-                 "test_study.py", "test_positive_control.py", "test_loading.py",  # 50, 45, 39
-                 "test_forward.py", "test_install.py", "test_multihost.py", "test_evaluate.py",  # 33-32
-                 "test_real_models.py", "test_registry.py", "test_scale.py",  # 31-29
-                 "test_halves.py", "test_npti_gating.py", "test_stability_more.py",  # 24-19
-                 "test_launch_protocol.py", "test_extending.py", "test_readme.py", "test_plan.py",  # 18-16
-                 "test_bench.py", "test_judge.py", "test_intervene.py", "test_calibration.py",  # 15-12
-                 "test_persona.py", "test_lape_masks.py", "test_hub.py", "test_record.py", "test_layout.py")  # 11-7
+LONGEST_FIRST = ("test_launch.py",  # 143 (with the session's smoke run, which its first test waits for)
+                 "test_engine.py", "test_integrity.py", "test_loading.py", "test_scoring_fast.py",  # 104-67
+                 "test_study.py", "test_multihost.py", "test_install.py", "test_real_models.py",  # 44-36
+                 "test_evaluate.py", "test_positive_control.py", "test_forward.py", "test_registry.py",  # 34-27
+                 "test_halves.py", "test_scale.py", "test_plan.py", "test_extending.py",  # 24-17
+                 "test_stability_more.py", "test_npti_gating.py", "test_launch_protocol.py", "test_readme.py",  # 17-15
+                 "test_persona.py", "test_judge.py", "test_hub.py", "test_intervene.py",  # 14-11
+                 "test_calibration.py", "test_bench.py")  # 11-9
 
 
 def pytest_collection_modifyitems(config, items):

@@ -256,7 +256,7 @@ def test_ctrl_c_prints_one_line_and_the_same_command_resumes(tiny_model, tmp_pat
   # The run gets Python's Ctrl-C handler even when this test runs as a background job, which inherits an
   # ignored SIGINT (set in the child's Python, not by a preexec_fn, which would fork this JAX process).
   start = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
-           "sys.argv[0] = 'launch'; runpy.run_module('launch.run', run_name='__main__', alter_sys=True)")
+           "sys.argv[0] = 'launch'; runpy.run_module('launch.record', run_name='__main__', alter_sys=True)")
   proc = subprocess.Popen([sys.executable, "-c", start, *args], cwd=REPO, stderr=subprocess.PIPE, text=True,
                           env=dict(os.environ, PYTHONUNBUFFERED="1"))
   seen = []
@@ -268,8 +268,9 @@ def test_ctrl_c_prints_one_line_and_the_same_command_resumes(tiny_model, tmp_pat
   rest = proc.communicate(timeout=300)[1]
   err = "".join(seen) + rest
   assert proc.returncode == 130 and "interrupted" in rest and "Traceback" not in err, err[-3000:]
-  again = _ok(_launch("launch.run", *args))
-  assert "resuming from the checkpoint" in again.stderr
+  # The same command again (the recording stage's launcher: the other stages after it have nothing to resume).
+  again = _ok(_launch("launch.record", *args))
+  assert "resuming from the checkpoint" in again.stderr and os.path.isfile(os.path.join(wd, "record", "done.json"))
 
 
 def test_a_config_json_of_other_weights_is_named(tmp_path):

@@ -19,11 +19,10 @@ from tests.helpers import arrays as _arrays, launch as _launch, ok as _ok, smoke
 
 
 @pytest.mark.slow
-def test_stages_alone_then_run_skips_them(tiny_model, tmp_path):
-  wd = str(tmp_path / "w")
-  args = _smoke_args(tiny_model, wd)
-  for stage in ("launch.record", "launch.locate", "launch.intervene", "launch.report"):
-    _ok(_launch(stage, *args))
+def test_stages_alone_then_run_skips_them(smoke_run, tmp_path):
+  """The session's smoke run is made by the four stage launchers, one after the other (tests/conftest.py):
+  each wrote its outputs, and launch.run on a copy of that workdir finds every stage done."""
+  wd = smoke_run.workdir
   for f in ("config.json", "record/stats.npz", "record/texts.jsonl", "locate/summary.json",
             "intervene/metrics.json", "intervene/metrics.csv", "intervene/effects.csv",
             "intervene/examples.jsonl", "report.md", "report/effects.png", "report/neurons_per_layer.png",
@@ -45,6 +44,8 @@ def test_stages_alone_then_run_skips_them(tiny_model, tmp_path):
                   "## Answers before and after editing", "## Time per stage"):
     assert section in report
   assert "- Contrast: each value against its own reversed descriptions" in report
+  wd = smoke_run.copy(str(tmp_path / "w"))
+  args = _smoke_args(smoke_run.model, wd)
   rerun = _ok(_launch("launch.run", *args))
   for stage in ("record", "locate", "intervene"):
     assert f"{stage}: skipped" in rerun.stderr
@@ -76,10 +77,11 @@ def test_a_pod_shaped_config_runs_end_to_end(tiny_model, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("config", ["configs/lape.py:smoke", "configs/valueexploration.py:smoke"])
-def test_other_methods_run(tiny_model, tmp_path, config):
+def test_lape_runs_end_to_end(tiny_model, tmp_path):
+  """LAPE's smoke run (ValueExploration's runs end to end in test_persona.py, ValueLocate's in the session's
+  smoke run)."""
   wd = str(tmp_path / "w")
-  _ok(_launch("launch.run", *_smoke_args(tiny_model, wd, config)))
+  _ok(_launch("launch.run", *_smoke_args(tiny_model, wd, "configs/lape.py:smoke")))
   metrics = json.load(open(os.path.join(wd, "intervene", "metrics.json")))
   assert metrics["units"] and all(p["effects"] for p in metrics["units"])
   assert "## Effect of each edit" in open(os.path.join(wd, "report.md")).read()

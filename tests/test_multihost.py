@@ -24,8 +24,7 @@ def _free_port() -> int:
 @pytest.mark.subprocess
 def test_two_hosts_equal_one(tmp_path):
   port = str(_free_port())
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-  env["PYTHONPATH"] = ROOT
+  env = dict(os.environ, PYTHONPATH=ROOT)  # the worker keeps the suite's XLA flags but its own device count
   procs = [subprocess.Popen([sys.executable, "-m", "tests.multihost_worker", str(i), port, str(tmp_path / f"{i}.npz")],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for i in (0, 1)]
   logs = [p.communicate(timeout=300)[0].decode(errors="replace") for p in procs]

@@ -219,9 +219,11 @@ def test_a_valueexploration_run_writes_the_check_and_reports_it_first(tiny_model
   assert check["conflict_persona"] == "anti_value" and check["lang"] == "en"
   done = json.load(open(os.path.join(wd, "intervene", "done.json")))
   assert MANIPULATION in json.dumps(done)
+  metrics = json.load(open(os.path.join(wd, "intervene", "metrics.json")))
+  assert metrics["units"] and all(p["effects"] for p in metrics["units"])
   report = open(os.path.join(wd, "report.md"), encoding="utf-8").read()
   section = report.index("## Do the support and conflict personas change the model's choices?")
-  assert section < report.index("## Result") and "| harmony | 2 |" in report
+  assert section < report.index("## Result") and "| harmony | 2 |" in report and "## Effect of each edit" in report
   # An intervene stage that did not finish is rerun; its check for the same config is reused, not recomputed.
   os.remove(os.path.join(wd, "intervene", "done.json"))
   before = os.stat(os.path.join(wd, MANIPULATION)).st_mtime_ns
