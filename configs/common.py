@@ -150,6 +150,7 @@ def base_config(method: str) -> mlc.ConfigDict:
   c.intervene.examples = 2  # generated answers shown before/after editing in the report
   c.intervene.example_max_new_tokens = 48
   # The pre-declared design (valuejax/methods/design.py); a method's config fixes its primary test.
+  c.intervene.primary_test = ""  # "pooled", "each" (Holm across the primary edits) or "" (none)
   c.intervene.controls_at = "all"  # controls for every edit, or "strongest": only at the largest gamma
   c.intervene.primary_controls = 0  # at least this many controls for the primary test's edits
   c.intervene.primary_gamma = 0.0  # the primary test's gamma; 0 = every gamma at which controls run

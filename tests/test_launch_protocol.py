@@ -59,12 +59,13 @@ class _Edit:
 
 
 def _config():
-  c = mlc.ConfigDict()
-  c.seed = 0
-  c.data = mlc.ConfigDict({"chat": False})
-  c.record = mlc.ConfigDict({"repetition_penalty": 1.1})
-  c.intervene = mlc.ConfigDict({"metric": "choice_protocol", "batch_size": 2, "max_new_tokens": 7,
-                                "alpha": 0.05, "n_boot": 200, "length_buckets": ()})
+  """The shipped defaults of every run (configs/common.py), with the protocol metric on a small batch and budget."""
+  from configs import common
+  c = common.base_config("valuelocate")
+  c.data = mlc.ConfigDict({"chat": False})  # a method's config file fills in the data section
+  c.seed, c.record.repetition_penalty = 0, 1.1
+  c.intervene.update({"metric": "choice_protocol", "batch_size": 2, "max_new_tokens": 7, "alpha": 0.05,
+                      "n_boot": 200, "length_buckets": ()})
   return c
 
 

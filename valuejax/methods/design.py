@@ -70,13 +70,13 @@ def with_controls(config: mlc.ConfigDict, exps: list[Experiment], offset: int = 
   mode, match = c.controls, c.control_match
   counts = []
   for e in exps:
-    at_all = c.get("controls_at", "all") == "all"
+    at_all = c.controls_at == "all"
     # Edits of the declared primary test get at least primary_controls (so that p can reach its floor); the parts of
     # an edit taken apart get intervene.decompose_controls, so that a grid can go without controls while they keep some.
     if e.params.get("part", "full") != "full":
       n = c.decompose_controls
     else:
-      n = max(c.n_controls, c.get("primary_controls", 0)) if primary_params(c, e.params, e.pair) else c.n_controls
+      n = max(c.n_controls, c.primary_controls) if primary_params(c, e.params, e.pair) else c.n_controls
     counts.append(n if n and (at_all or e.params.get("gamma", strongest) == strongest) else 0)
   if not any(counts):
     return exps
@@ -151,7 +151,7 @@ def primary(config: mlc.ConfigDict, results: Sequence[UnitResult]) -> PrimaryRes
   """The declared primary test over the located edits it names (None when the config declares none)."""
   from valuejax.evaluate import holm, mirror_correlation, pooled_test
   c = config.intervene
-  if not c.get("primary_test"):
+  if not c.primary_test:
     return None
   family = [(r, e) for r in results for e in r.effects if in_primary(c, e)]
   out = PrimaryResult(c.primary_test, declared_primary(config), c.alpha, [f"{r.unit}, {e.edit}" for r, e in family])
@@ -165,7 +165,7 @@ def primary(config: mlc.ConfigDict, results: Sequence[UnitResult]) -> PrimaryRes
   if c.primary_test == "pooled":
     # With intervene.sequential_h the p is the sequential one, over the replicates in the order they were
     # scored, at most the fewest any primary edit had planned (R_max).
-    h = int(c.get("sequential_h", 0) or 0)
+    h = int(c.sequential_h)
     r_max = min(e.controls_planned if e.controls_planned is not None else len(e.control_scores) for _, e in family)
     # h above R_max never stops early: the rule looks at every replicate (h = R_max, the fixed-R rank p).
     t = pooled_test(pooled_edits(family), alpha=c.alpha, n_boot=c.n_boot, seed=config.seed,

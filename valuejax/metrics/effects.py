@@ -80,7 +80,7 @@ def sequential_groups(config: mlc.ConfigDict, plan: list[Any]) -> list[list[tupl
   `intervene.sequential_h` is 0 or no primary test is declared."""
   from valuejax.methods.design import primary_params
   c = config.intervene
-  if not c.get("sequential_h") or not c.get("primary_test"):
+  if not c.sequential_h or not c.primary_test:
     return []
   family = [(u, i) for u, p in enumerate(plan) if p.items for i, e in enumerate(p.experiments)
             if e.controls and primary_params(c, e.params, e.pair)]
@@ -102,7 +102,7 @@ def evaluate(config: mlc.ConfigDict, model: Any, plan: list[Any], metric: Metric
   """
   from valuejax.evaluate import permutation_p, sequential_p, summarize_effect
   c = config.intervene
-  h = int(c.get("sequential_h", 0) or 0)
+  h = int(c.sequential_h)
   groups = sequential_groups(config, plan)
   seq = {x for g in groups for x in g}
   total = sum(1 + sum(1 + len(e.controls) for e in p.experiments) for p in plan if p.items)
@@ -181,7 +181,7 @@ def evaluate(config: mlc.ConfigDict, model: Any, plan: list[Any], metric: Metric
       if control_effects:
         # The null distribution: each control's mean paired change (as summarize_effect computes it when
         # no item is missing), here over that control's own paired items.
-        if c.get("primary_test") == "each" and (u, i) in seq:
+        if c.primary_test == "each" and (u, i) in seq:
           # The edit's own sequential p over its controls in order (an unusable control is skipped).
           ordered = [float((cx - cb).mean()) if cb.size >= MIN_PAIRED else np.nan for cb, cx, _ in ctrl]
           sp = sequential_p(summary.mean, ordered, h, len(e.controls), e.alternative)
@@ -219,7 +219,7 @@ def _sequential(config: mlc.ConfigDict, metric: Metric, units: dict[int, _Unit],
   over the group's edits (valuejax.evaluate.replicate_effects), for one edit its mean paired change. Returns
   the looks per (unit, experiment) of each edit whose group stopped, for the results."""
   from valuejax.evaluate import PooledEdit, replicate_effects
-  pooled = config.intervene.get("primary_test") == "pooled"
+  pooled = config.intervene.primary_test == "pooled"
 
   def paired_effect(unit: _Unit, row: int) -> float:
     b, x, _ = metric.paired(config, unit.scored, unit.plan.items, 0, row)
