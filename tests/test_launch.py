@@ -23,6 +23,7 @@ def test_stages_alone_then_run_skips_them(smoke_run, tmp_path):
   """The session's smoke run is made by the four stage launchers, one after the other (tests/conftest.py):
   each wrote its outputs, and launch.run on a copy of that workdir finds every stage done."""
   wd = smoke_run.workdir
+  assert "skipped" not in smoke_run.stderr and f"report: {os.path.join(wd, 'report.md')}" in smoke_run.stdout
   for f in ("config.json", "record/stats.npz", "record/texts.jsonl", "locate/summary.json",
             "intervene/metrics.json", "intervene/metrics.csv", "intervene/effects.csv",
             "intervene/examples.jsonl", "report.md", "report/effects.png", "report/neurons_per_layer.png",
