@@ -63,9 +63,8 @@ def _config():
   from configs import common
   c = common.base_config("valuelocate")
   c.data = mlc.ConfigDict({"chat": False})  # a method's config file fills in the data section
-  c.seed, c.record.repetition_penalty = 0, 1.1
-  c.intervene.update({"metric": "choice_protocol", "batch_size": 2, "max_new_tokens": 7, "alpha": 0.05,
-                      "n_boot": 200, "length_buckets": ()})
+  c.intervene.update({"metric": "choice_protocol", "batch_size": 2, "max_new_tokens": 7, "n_boot": 200,
+                      "length_buckets": ()})
   return c
 
 
