@@ -30,8 +30,9 @@ one-sided test), with the authors' data in place of the shipped dilemmas and the
   about 7, controls about 27); if every replicate runs, about 100.
   Measured after the runs: SmolLM2 (docs/results/authors/cvoice/cvoice.md) took about 85 s per evaluation
   alone, not 66, and its test ran all 19 replicates: 145 minutes of wall time, part of it beside other work.
-  Gemma (docs/results/authors/cvoice/gemma.md; its tokenizer writes a dilemma in about half SmolLM2's tokens)
-  took about 40 s per evaluation and stopped after 6 replicates: 26 minutes alone.
+  Gemma (docs/results/authors/cvoice/gemma.md; its tokenizer writes a released dilemma's context and actions
+  in about a third of SmolLM2's tokens, 59 vs 165 on average) took about 40 s per evaluation and stopped
+  after 6 replicates: 26 minutes alone.
 """
 
 import ml_collections as mlc
